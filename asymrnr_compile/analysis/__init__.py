@@ -1,0 +1,7 @@
+"""Graph analyses: attention sites and their token layout. Analyses never mutate the graph."""
+
+from __future__ import annotations
+
+from asymrnr_compile.analysis.site import ALL_FEATURES, AttentionSite, Feature
+
+__all__ = ["ALL_FEATURES", "AttentionSite", "Feature"]

@@ -1,0 +1,124 @@
+"""The record the analysis pass produces for one attention operation.
+
+An :class:`AttentionSite` describes one ``scaled_dot_product_attention`` call of a Dynamo FX graph:
+which of its tokens are video tokens, where the text tokens are, the video grid, and the nodes a
+rewrite needs. It is produced by :func:`asymrnr_compile.analysis.find_attention_sites` and never
+mutates the graph.
+
+Conventions (fixed, relied on by the rewrite pass):
+
+- At the SDPA node, query/key/value are ``(..., L, d)``: the token axis is always ``-2``.
+  ``token_dim`` records where the token axis was on the projections *before* the head split,
+  for reports; the rewrite works on the SDPA inputs.
+- For a ``"joint"`` site the query and key sequences are the same ``[text, video]`` (text
+  ``"first"``) or ``[video, text]`` (text ``"last"``) concatenation; the video span of the token
+  axis is :attr:`AttentionSite.video_start` to ``video_start + video_tokens``.
+- For a ``"self"`` site every token is a video token (``video_start == 0``).
+- For a ``"cross"`` site the queries are video tokens and the keys are another context (text):
+  only ``"q"`` can be reduced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch.fx
+
+SiteKind = Literal["self", "joint", "cross", "unknown"]
+TextPosition = Literal["first", "last"]
+Feature = Literal["q", "kv", "h"]
+
+ALL_FEATURES: tuple[Feature, ...] = ("q", "kv", "h")
+
+
+@dataclass(eq=False)
+class AttentionSite:
+    """One attention operation of a captured graph and its token layout.
+
+    Attributes:
+        name: stable, readable identifier, e.g. ``"blocks.3.attn"`` (from ``nn_module_stack``);
+            unique within one graph (a suffix ``#k`` distinguishes several SDPA calls of one
+            module, e.g. Mochi's per-batch-element loop).
+        index: position among the SDPA calls of the graph, in graph order (0-based).
+        node: the SDPA ``call_function`` node.
+        query, key, value: the nodes passed as SDPA query/key/value (after QK-norm and RoPE).
+        attn_mask: the node passed as ``attn_mask``, or None.
+        is_causal, scale, dropout_p: the remaining SDPA arguments (constants), normalised.
+        kind: ``"self"``, ``"joint"``, ``"cross"`` or ``"unknown"``.
+        query_tokens, key_tokens: length of the token axis (-2) of query and key; None when
+            symbolic.
+        token_dim: token axis of the hidden states before the head split (usually 1 for
+            ``(B, L, C)``), or None when unknown.
+        text_position: ``"first"`` / ``"last"`` for joint sites, else None.
+        text_tokens: number of text tokens in a joint site (None when symbolic or not joint).
+        video_tokens: number of video tokens on the query axis (None when unknown).
+        grid: video token grid ``(F, H, W)`` with ``F * H * W == video_tokens``, or None when it
+            cannot be recovered (reduction then falls back to a 1-D split).
+        block: module path of the transformer block holding the site (e.g. ``"blocks.3"``),
+            or None.
+        block_index: integer position of that block among the model's blocks when its path
+            ends in an integer (``"transformer_blocks.12"`` -> 12), else None.
+        hidden_states: for h-reduction, the ``(B, L, C)`` node entering the q/k/v projections
+            (None when not found).
+        output_projection: for h-reduction, the node holding the output projection's result
+            (None when not found).
+        reducible: whether any feature of this site can be reduced.
+        reason: human-readable reason when not reducible (or why a feature is unavailable).
+        features: which of ``"q"``, ``"kv"``, ``"h"`` can be reduced at this site.
+    """
+
+    name: str
+    index: int
+    node: torch.fx.Node
+    query: torch.fx.Node
+    key: torch.fx.Node
+    value: torch.fx.Node
+    attn_mask: torch.fx.Node | None = None
+    is_causal: bool = False
+    scale: float | None = None
+    dropout_p: float = 0.0
+    kind: SiteKind = "unknown"
+    query_tokens: int | None = None
+    key_tokens: int | None = None
+    token_dim: int | None = None
+    text_position: TextPosition | None = None
+    text_tokens: int | None = None
+    video_tokens: int | None = None
+    grid: tuple[int, int, int] | None = None
+    block: str | None = None
+    block_index: int | None = None
+    hidden_states: torch.fx.Node | None = None
+    output_projection: torch.fx.Node | None = None
+    reducible: bool = False
+    reason: str | None = None
+    features: tuple[Feature, ...] = field(default_factory=tuple)
+
+    @property
+    def video_start(self) -> int:
+        """Start of the video span on the query token axis (0 unless text comes first)."""
+        if self.kind == "joint" and self.text_position == "first":
+            if self.text_tokens is None:
+                raise ValueError(f"site {self.name}: text comes first but its length is symbolic")
+            return self.text_tokens
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (no graph nodes)."""
+        return {
+            "name": self.name,
+            "index": self.index,
+            "kind": self.kind,
+            "query_tokens": self.query_tokens,
+            "key_tokens": self.key_tokens,
+            "text_position": self.text_position,
+            "text_tokens": self.text_tokens,
+            "video_tokens": self.video_tokens,
+            "grid": list(self.grid) if self.grid is not None else None,
+            "block": self.block,
+            "block_index": self.block_index,
+            "reducible": self.reducible,
+            "reason": self.reason,
+            "features": list(self.features),
+            "has_mask": self.attn_mask is not None,
+        }
