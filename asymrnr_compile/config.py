@@ -1,0 +1,170 @@
+"""The one configuration object of the backend.
+
+:class:`AsymRnRConfig` is frozen and validated on construction; :meth:`AsymRnRConfig.from_options`
+builds it from the ``options={...}`` dict that ``torch.compile(..., backend="asymrnr",
+options=...)`` passes, rejecting unknown keys with the closest valid key.
+
+Paper references are to AsymRnR (Sun et al., ICML 2025, arXiv 2412.11706).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+SIMILARITIES = ("euclidean", "cosine", "dot")
+REDUCE_MODES = ("replace", "mean")
+FEATURES = ("q", "kv", "h")
+
+DEFAULT_DST_STRIDE = (2, 2, 2)
+# Matching cache window (paper Sec. 3.4): the published runs reuse a matching for 3-5 steps.
+DEFAULT_CACHE_STEPS = 5
+# Below this many video tokens attention is cheap and matching overhead dominates.
+DEFAULT_MIN_VIDEO_TOKENS = 256
+# Budget for one block of the matching distance matrix (float32 bytes).
+DEFAULT_MATCH_CHUNK_BYTES = 64 * 2**20
+
+
+def _check_ratio(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1), got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not (0.0 <= value < 1.0) or math.isnan(value):
+        raise ValueError(f"{name} must be in [0, 1) (fraction of video tokens removed), got {value}")
+    return value
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        hint = difflib.get_close_matches(str(value), allowed, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}{extra}")
+    return value
+
+
+def _check_triple(name: str, value: Any, minimum: int) -> tuple[int, int, int]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 3:
+        raise ValueError(f"{name} must be three ints (frames, height, width) >= {minimum}, got {value!r}")
+    return tuple(_check_int(f"{name}[{axis}]", v, minimum) for axis, v in enumerate(value))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class AsymRnRConfig:
+    """Settings of the AsymRnR backend. All fields are validated on construction.
+
+    Attributes:
+        q_ratio: fraction of video *query* tokens removed before attention; the attention output
+            is restored to full length (paper Sec. 3.2). In [0, 1). Default 0.5.
+        kv_ratio: fraction of video *key/value* tokens removed (matched on V, the same indices
+            applied to K; paper Sec. 3.2). Nothing to restore. In [0, 1). Default 0.3.
+        h_ratio: fraction of the attention block's input hidden states removed before the q/k/v
+            projections, restored after the output projection. When > 0 at a site, q and kv are
+            off there. In [0, 1). Default 0.
+        cache_steps: matching-cache window in denoising steps (paper Sec. 3.4): the split and the
+            matching are computed on the first step of each window and reused for the rest.
+            Int >= 1. Default 5.
+        dst_stride: chunk size (frames, height, width) of the destination/source split; one
+            destination token per chunk (paper Sec. 3.3). Three ints >= 1. Default (2, 2, 2).
+        similarity: ``"euclidean"`` (squared distance, the paper's default), ``"cosine"`` or
+            ``"dot"``.
+        reduce_mode: ``"replace"`` (drop matched sources, the published default) or ``"mean"``
+            (average them into their destination).
+        seed: seed of the random destination choice within each chunk. Default 0.
+        grid: (frames, height, width) of the video token grid, overriding what the analysis
+            recovers from the graph; None (default) uses the analysis.
+        min_video_tokens: sites with fewer video tokens are left alone. Int >= 1. Default 256.
+        warmup_steps: no reduction during the first ``warmup_steps`` denoising steps (the paper
+            finds the early steps most sensitive). Int >= 0. Default 0.
+        skip_blocks: blocks to leave alone, by index (``3``) or module path
+            (``"transformer_blocks.3"``). Default: none.
+        match_chunk_bytes: memory budget for one block of the matching distance matrix.
+        schedule: per-site, per-step ratios; not available yet (None).
+    """
+
+    q_ratio: float = 0.5
+    kv_ratio: float = 0.3
+    h_ratio: float = 0.0
+    cache_steps: int = DEFAULT_CACHE_STEPS
+    dst_stride: tuple[int, int, int] = DEFAULT_DST_STRIDE
+    similarity: str = "euclidean"
+    reduce_mode: str = "replace"
+    seed: int = 0
+    grid: tuple[int, int, int] | None = None
+    min_video_tokens: int = DEFAULT_MIN_VIDEO_TOKENS
+    warmup_steps: int = 0
+    skip_blocks: tuple[int | str, ...] = ()
+    match_chunk_bytes: int = DEFAULT_MATCH_CHUNK_BYTES
+    schedule: Any = None
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        for name in ("q_ratio", "kv_ratio", "h_ratio"):
+            set_(name, _check_ratio(name, getattr(self, name)))
+        set_("cache_steps", _check_int("cache_steps", self.cache_steps, 1))
+        set_("dst_stride", _check_triple("dst_stride", self.dst_stride, 1))
+        _check_choice("similarity", self.similarity, SIMILARITIES)
+        _check_choice("reduce_mode", self.reduce_mode, REDUCE_MODES)
+        set_("seed", _check_int("seed", self.seed, 0))
+        if self.grid is not None:
+            set_("grid", _check_triple("grid", self.grid, 1))
+        set_("min_video_tokens", _check_int("min_video_tokens", self.min_video_tokens, 1))
+        set_("warmup_steps", _check_int("warmup_steps", self.warmup_steps, 0))
+        set_("match_chunk_bytes", _check_int("match_chunk_bytes", self.match_chunk_bytes, 1))
+        skip = self.skip_blocks
+        if isinstance(skip, (int, str)):
+            skip = (skip,)
+        skip = tuple(skip)
+        for block in skip:
+            if isinstance(block, bool) or not isinstance(block, (int, str)):
+                raise TypeError(f"skip_blocks entries must be block indices (int) or module paths (str), got {block!r}")
+        set_("skip_blocks", skip)
+        if self.schedule is not None:
+            raise ValueError("schedule is not supported yet: use q_ratio / kv_ratio / h_ratio")
+
+    def ratio(self, feature: str) -> float:
+        """The fixed ratio of ``feature`` (``"q"``, ``"kv"`` or ``"h"``)."""
+        _check_choice("feature", feature, FEATURES)
+        return getattr(self, f"{feature}_ratio")
+
+    @property
+    def reduces_anything(self) -> bool:
+        return any(self.ratio(feature) > 0 for feature in FEATURES)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> "AsymRnRConfig":
+        """Build from the ``options`` dict of ``torch.compile``; unknown keys raise ValueError."""
+        if options is None:
+            return cls()
+        if isinstance(options, AsymRnRConfig):
+            return options
+        if not isinstance(options, Mapping):
+            raise TypeError(f"options must be a dict of AsymRnRConfig fields, got {type(options).__name__}")
+        names = cls.option_names()
+        for key in options:
+            if key not in names:
+                hint = difflib.get_close_matches(str(key), names, n=1)
+                extra = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise ValueError(f"unknown asymrnr option {key!r}{extra} Allowed options: {', '.join(names)}")
+        return cls(**dict(options))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["dst_stride"] = list(self.dst_stride)
+        out["grid"] = list(self.grid) if self.grid is not None else None
+        out["skip_blocks"] = list(self.skip_blocks)
+        return out

@@ -1,0 +1,100 @@
+"""Reduction plans: what the rewrite pass inserts for one compiled variant.
+
+A :class:`ReductionPlan` says, per attention site and feature, how many video tokens are kept and
+whether the matching is computed in the graph (first step of a cache window) or read from the
+matching cache (graph inputs). Plans are hashable: the runtime keeps one compiled variant per
+distinct plan. Sizes are Python ints, so nothing in a rewritten graph is data-dependent.
+
+Cached tensors travel between variants through :class:`CacheSlot` names: a variant that computes a
+matching returns it as extra graph outputs, and a variant that reuses it takes the same slots as
+extra graph inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from asymrnr_compile.analysis.site import Feature
+
+MatchingField = Literal["src_order", "nearest", "distance"]
+SplitField = Literal["dst", "src"]
+
+MATCHING_FIELDS: tuple[MatchingField, ...] = ("src_order", "nearest", "distance")
+SPLIT_FIELDS: tuple[SplitField, ...] = ("dst", "src")
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """Reduction of one feature at one site.
+
+    Attributes:
+        num_tokens: N, the video tokens on the reduced axis.
+        num_keep: K, video tokens kept (``N_dst <= K < N``).
+        compute_matching: compute the matching in the graph (and output it), or take it from
+            the cache (graph inputs).
+    """
+
+    num_tokens: int
+    num_keep: int
+    compute_matching: bool
+
+    @property
+    def ratio(self) -> float:
+        """Fraction of video tokens removed."""
+        return 1.0 - self.num_keep / self.num_tokens
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    """The features reduced at one attention site; None means not reduced."""
+
+    site_index: int
+    q: FeaturePlan | None = None
+    kv: FeaturePlan | None = None
+    h: FeaturePlan | None = None
+
+    def feature(self, name: Feature) -> FeaturePlan | None:
+        return getattr(self, name)
+
+    def items(self) -> list[tuple[Feature, FeaturePlan]]:
+        """The (feature, plan) pairs that are on, in the fixed order q, kv, h."""
+        return [(name, plan) for name in ("q", "kv", "h") if (plan := getattr(self, name)) is not None]
+
+
+@dataclass(frozen=True)
+class ReductionPlan:
+    """Everything that determines the graph of one compiled variant.
+
+    Attributes:
+        sites: one entry per site that reduces something, in graph order.
+        similarity: matching similarity (``"euclidean"``, ``"cosine"``, ``"dot"``).
+        reduce_mode: ``"replace"`` or ``"mean"``.
+        match_chunk_bytes: budget of one distance-matrix block inside the matcher.
+    """
+
+    sites: tuple[SitePlan, ...]
+    similarity: str
+    reduce_mode: str
+    match_chunk_bytes: int
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.sites
+
+
+@dataclass(frozen=True)
+class CacheSlot:
+    """Name of one tensor that enters or leaves a rewritten graph besides the model's own.
+
+    ``field`` is a :data:`SPLIT_FIELDS` entry (the destination/source split, always an input) or
+    a :data:`MATCHING_FIELDS` entry (an output when the matching is computed, else an input).
+    """
+
+    site_index: int
+    feature: Feature
+    field: str
+
+    @property
+    def placeholder_name(self) -> str:
+        return f"asymrnr_site{self.site_index}_{self.feature}_{self.field}"
