@@ -1,0 +1,65 @@
+"""Pure tensor ops of AsymRnR: split, match (chunked), reduce, restore (DESIGN.md section 2).
+
+These functions know tensors, not graphs (DESIGN.md section 5): every size comes from Python
+ints or tensor shapes, never from tensor values, so they run eagerly and inside
+``torch.compile(fullgraph=True)`` alike.
+
+Typical use for one site and feature::
+
+    split = split_tokens(N, grid, seed=0)
+    matching = match_tokens(v, split, start=text_len)            # v: (B, H, L, d)
+    k = num_kept_tokens(N, len(split.dst), ratio)
+    idx = reduction_indices(split, matching, k)
+    v_small = reduce_tokens(v, idx, start=text_len)              # (B, H, L - N + k, d)
+    out = restore_tokens(out_small, idx, start=text_len)         # (B, H, L, d)
+"""
+
+from __future__ import annotations
+
+from .match import (
+    DEFAULT_MATCH_CHUNK_BYTES,
+    SIMILARITIES,
+    Matching,
+    match_chunk_size,
+    match_tokens,
+)
+from .reduce import (
+    MASK_DIMS,
+    REDUCE_MODES,
+    ReductionIndices,
+    gather_tokens,
+    reduce_mask,
+    reduce_tokens,
+    reduction_indices,
+    restore_tokens,
+)
+from .split import (
+    DEFAULT_DST_STRIDE,
+    TokenSplit,
+    count_dst_tokens,
+    max_reduction_ratio,
+    num_kept_tokens,
+    split_tokens,
+)
+
+__all__ = [
+    "DEFAULT_DST_STRIDE",
+    "DEFAULT_MATCH_CHUNK_BYTES",
+    "MASK_DIMS",
+    "REDUCE_MODES",
+    "SIMILARITIES",
+    "Matching",
+    "ReductionIndices",
+    "TokenSplit",
+    "count_dst_tokens",
+    "gather_tokens",
+    "match_chunk_size",
+    "match_tokens",
+    "max_reduction_ratio",
+    "num_kept_tokens",
+    "reduce_mask",
+    "reduce_tokens",
+    "reduction_indices",
+    "restore_tokens",
+    "split_tokens",
+]

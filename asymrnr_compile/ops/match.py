@@ -1,0 +1,172 @@
+"""Step 2 of AsymRnR: match every src token to its most similar dst token.
+
+DESIGN.md section 2, step 2 (AsymRnR, arXiv 2412.11706, section 3): per leading index (batch
+element, head), every src token is matched to the dst token at the smallest distance, and the src
+tokens are sorted by that distance, least similar (largest distance) first.
+
+Unlike the published code, the ``(*, N_dst, N_src)`` distance matrix is never materialised
+(DESIGN.md section 2, "known weaknesses": 3.7 GB for CogVideoX-2B under CFG): the src tokens are
+processed in chunks so that at most ``chunk_bytes`` of the ``(*, chunk, N_dst)`` distance block
+exists at a time, and only the row minimum of each block is kept. Chunk sizes are Python ints
+computed from shapes, so the op traces under ``torch.compile(fullgraph=True)`` (the loop over a
+few chunks is unrolled).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from ._validate import check_choice, check_index, check_int, check_span, check_tensor
+from .split import TokenSplit
+
+__all__ = [
+    "DEFAULT_MATCH_CHUNK_BYTES",
+    "SIMILARITIES",
+    "Matching",
+    "match_chunk_size",
+    "match_tokens",
+]
+
+SIMILARITIES: tuple[str, ...] = ("euclidean", "cosine", "dot")
+"""Supported similarities; every one is turned into a distance where lower = more similar."""
+
+DEFAULT_MATCH_CHUNK_BYTES = 64 * 2**20
+"""Budget (bytes) for one ``(*, chunk, N_dst)`` block of the distance matrix."""
+
+EUCLIDEAN_CROSS_WEIGHT = -2.0
+"""|d - s|^2 = |d|^2 + |s|^2 - 2 d.s: weight of the cross term."""
+
+COSINE_EPS = 1e-12
+"""Norm floor when normalising vectors for the cosine similarity (as ``F.normalize``)."""
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+class Matching(NamedTuple):
+    """The result of :func:`match_tokens`; leading dims ``*`` as those of ``x``.
+
+    Attributes:
+        src_order: ``LongTensor (*, N_src)``, positions into ``split.src`` (values
+            ``0..N_src-1``), least similar first (largest distance first; stable, so ties keep
+            the order of ``split.src``).
+        nearest: ``LongTensor (*, N_src)``; entry ``j`` is the index into ``split.dst``
+            (``0..N_dst-1``) of the dst token most similar to src token ``split.src[j]``.
+            All zeros when ``N_dst == 0``.
+        distance: ``float32 (*, N_src)``; entry ``j`` is the distance of src token
+            ``split.src[j]`` to its nearest dst token, lower = more similar: squared
+            euclidean ``max(0, |d|^2 + |s|^2 - 2 d.s)``, cosine ``1 - cos(d, s)``, dot
+            ``-d.s``. ``+inf`` when ``N_dst == 0``.
+    """
+
+    src_order: torch.Tensor
+    nearest: torch.Tensor
+    distance: torch.Tensor
+
+
+def match_chunk_size(leading: int, num_src: int, num_dst: int, itemsize: int, chunk_bytes: int) -> int:
+    """Number of src tokens per chunk so that a ``(leading, chunk, num_dst)`` block of
+    ``itemsize``-byte elements fits in ``chunk_bytes`` (at least 1, at most ``num_src``)."""
+    row_bytes = max(1, leading * num_dst * itemsize)
+    return max(1, min(num_src, chunk_bytes // row_bytes))
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    if dtype in _HALF_DTYPES:
+        return torch.float32
+    if not dtype.is_floating_point:
+        raise TypeError(f"x must be a floating-point tensor, got dtype {dtype}")
+    return dtype
+
+
+def match_tokens(
+    x: torch.Tensor,
+    split: TokenSplit,
+    similarity: str = "euclidean",
+    *,
+    start: int = 0,
+    chunk_bytes: int = DEFAULT_MATCH_CHUNK_BYTES,
+) -> Matching:
+    """Match every src token to its nearest dst token (DESIGN.md section 2, step 2).
+
+    Args:
+        x: features ``(*, L, c)``; the video tokens are ``x[..., start:start + N, :]`` with
+            ``N = len(split.dst) + len(split.src)``; other tokens (text) are ignored. Every
+            leading index (e.g. ``(B, H)``) is matched independently. float16/bfloat16 inputs
+            are matched in float32.
+        split: the dst/src partition of the ``N`` video tokens (:func:`split_tokens`).
+        similarity: one of :data:`SIMILARITIES`; default ``"euclidean"`` (squared distance, the
+            published default).
+        start: index of the first video token on the token axis (``-2``); default 0.
+        chunk_bytes: memory budget of one distance block, bytes (``>= 1``); default
+            :data:`DEFAULT_MATCH_CHUNK_BYTES` (64 MiB).
+
+    Returns:
+        :class:`Matching` with ``src_order``, ``nearest`` and ``distance`` of shape
+        ``(*, N_src)``.
+    """
+    x = check_tensor("x", x, min_dim=2)
+    similarity = check_choice("similarity", similarity, SIMILARITIES)
+    chunk_bytes = check_int("chunk_bytes", chunk_bytes, minimum=1)
+    if not isinstance(split, tuple) or len(split) != len(TokenSplit._fields):
+        raise TypeError(f"split must be a TokenSplit (dst, src), got {type(split).__name__}")
+    dst = check_index("split.dst", split.dst)
+    src = check_index("split.src", split.src)
+    if dst.dim() != 1 or src.dim() != 1:
+        raise ValueError(
+            f"split.dst and split.src must be 1-D, got shapes {tuple(dst.shape)} and "
+            f"{tuple(src.shape)}"
+        )
+    compute_dtype = _compute_dtype(x.dtype)
+    num_dst, num_src = dst.shape[0], src.shape[0]
+    num_tokens = num_dst + num_src
+    start = check_span("start", start, num_tokens, x.shape[-2], what="video tokens")
+
+    leading_shape = x.shape[:-2]
+    leading = math.prod(leading_shape)
+    channels = x.shape[-1]
+    dst = dst.to(x.device)
+    src = src.to(x.device)
+    video = x[..., start : start + num_tokens, :]
+
+    if num_src == 0 or num_dst == 0:
+        distance = torch.full(
+            (*leading_shape, num_src), math.inf, dtype=torch.float32, device=x.device
+        )
+        nearest = torch.zeros((*leading_shape, num_src), dtype=torch.long, device=x.device)
+        src_order = torch.arange(num_src, device=x.device).expand(*leading_shape, num_src)
+        return Matching(src_order=src_order.contiguous(), nearest=nearest, distance=distance)
+
+    dst_feat = video.index_select(-2, dst).reshape(leading, num_dst, channels).to(compute_dtype)
+    if similarity == "cosine":
+        dst_feat = F.normalize(dst_feat, dim=-1, eps=COSINE_EPS)
+    dst_t = dst_feat.transpose(1, 2)
+    dst_sq = dst_feat.square().sum(-1).unsqueeze(1) if similarity == "euclidean" else None
+
+    chunk = match_chunk_size(leading, num_src, num_dst, compute_dtype.itemsize, chunk_bytes)
+    best_values = []
+    best_indices = []
+    for lo in range(0, num_src, chunk):
+        hi = min(num_src, lo + chunk)
+        src_feat = video.index_select(-2, src[lo:hi]).reshape(leading, hi - lo, channels)
+        src_feat = src_feat.to(compute_dtype)
+        if similarity == "euclidean":
+            # |d|^2 - 2 s.d per (src, dst); |s|^2 is constant along dst, added after the min.
+            block = torch.baddbmm(dst_sq, src_feat, dst_t, alpha=EUCLIDEAN_CROSS_WEIGHT)
+            value, index = block.min(dim=-1)
+            value = (value + src_feat.square().sum(-1)).clamp_min(0.0)
+        else:
+            if similarity == "cosine":
+                src_feat = F.normalize(src_feat, dim=-1, eps=COSINE_EPS)
+            value, index = torch.bmm(src_feat, dst_t).max(dim=-1)
+            value = 1.0 - value if similarity == "cosine" else -value
+        best_values.append(value)
+        best_indices.append(index)
+
+    distance = torch.cat(best_values, dim=-1).to(torch.float32).reshape(*leading_shape, num_src)
+    nearest = torch.cat(best_indices, dim=-1).reshape(*leading_shape, num_src)
+    src_order = torch.argsort(distance, dim=-1, descending=True, stable=True)
+    return Matching(src_order=src_order, nearest=nearest, distance=distance)
