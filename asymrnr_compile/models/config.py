@@ -1,0 +1,235 @@
+"""Configuration and presets of the bundled reference video DiT.
+
+:class:`ReferenceDiTConfig` is one frozen, validated dataclass; :data:`PRESETS` names the sizes
+the tests, the demo and the benchmarks use. The default field values are those of the
+``"attention"`` preset, so ``ReferenceDiTConfig() == PRESETS["attention"]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: Smallest head dimension: RoPE gives each of the three axes (t, h, w) at least one
+#: rotation pair, i.e. at least 2 channels each, rounded to even shares of ``head_dim``.
+MIN_HEAD_DIM = 8
+
+#: Name of the preset used when none is given (the demo's default model).
+DEFAULT_PRESET = "attention"
+
+
+@dataclass(frozen=True)
+class ReferenceDiTConfig:
+    """Size and layout of a :class:`~asymrnr_compile.models.ReferenceDiT`.
+
+    Latent video tensors are ``(B, C, F, H, W)``. The patch embedding turns them into a token
+    grid ``(F', H', W') = (F // pt, H // ph, W // pw)`` of ``N = F' * H' * W'`` video tokens,
+    in row-major ``(f, h, w)`` order. Text tokens come first in the joint attention sequence.
+
+    Attributes:
+        in_channels: latent channels ``C`` of ``hidden_states``; >= 1. Default 4.
+        out_channels: channels of the output; None (default) means ``in_channels``. Use
+            :attr:`output_channels` for the resolved value.
+        patch_size: ``(pt, ph, pw)`` patch (kernel and stride of the 3-D patch embedding);
+            each >= 1. Default ``(1, 2, 2)``.
+        hidden_size: model width ``D``; a multiple of ``num_heads``. Default 256.
+        num_heads: attention heads ``H``; >= 1. Default 4.
+        num_blocks: transformer blocks; >= 1. Default 4.
+        mlp_ratio: MLP hidden width over ``hidden_size``; > 0. Default 4.0.
+        text_dim: width of the input text embeddings ``encoder_hidden_states``; >= 1.
+            Default 64.
+        text_tokens: default number of text tokens ``T`` (used by ``reference_inputs``);
+            >= 1. Default 32.
+        latent_frames, latent_height, latent_width: default latent size ``(F, H, W)`` (used by
+            ``reference_inputs`` and :attr:`grid`); each a positive multiple of the matching
+            patch size. Default ``4 x 48 x 48``.
+        batch_size: default batch ``B`` (2: classifier-free guidance); >= 1. Default 2.
+        rope_theta: base of the 3-D rotary position embedding; > 0. Default 10000.0.
+        qk_norm: RMSNorm over the head dimension on queries and keys. Default True.
+    """
+
+    in_channels: int = 4
+    out_channels: int | None = None
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    hidden_size: int = 256
+    num_heads: int = 4
+    num_blocks: int = 4
+    mlp_ratio: float = 4.0
+    text_dim: int = 64
+    text_tokens: int = 32
+    latent_frames: int = 4
+    latent_height: int = 48
+    latent_width: int = 48
+    batch_size: int = 2
+    rope_theta: float = 10000.0
+    qk_norm: bool = True
+
+    def __post_init__(self) -> None:
+        patch = self.patch_size
+        if (
+            not isinstance(patch, (tuple, list))
+            or len(patch) != 3
+            or not all(_is_int(p) and p >= 1 for p in patch)
+        ):
+            raise ValueError(
+                f"patch_size must be three integers >= 1 (t, h, w), got {patch!r}"
+            )
+        object.__setattr__(self, "patch_size", tuple(int(p) for p in patch))
+
+        for name in (
+            "in_channels",
+            "hidden_size",
+            "num_heads",
+            "num_blocks",
+            "text_dim",
+            "text_tokens",
+            "latent_frames",
+            "latent_height",
+            "latent_width",
+            "batch_size",
+        ):
+            _check_positive_int(name, getattr(self, name))
+        if self.out_channels is not None:
+            _check_positive_int("out_channels", self.out_channels)
+
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size must be a multiple of num_heads={self.num_heads}, "
+                f"got {self.hidden_size}"
+            )
+        head_dim = self.hidden_size // self.num_heads
+        if head_dim < MIN_HEAD_DIM or head_dim % 2:
+            raise ValueError(
+                f"hidden_size / num_heads (head dim) must be even and >= {MIN_HEAD_DIM} for the "
+                f"3-D RoPE, got hidden_size={self.hidden_size}, num_heads={self.num_heads} "
+                f"(head dim {head_dim})"
+            )
+        if not _is_real(self.mlp_ratio) or not (self.mlp_ratio > 0) or math.isinf(self.mlp_ratio):
+            raise ValueError(f"mlp_ratio must be a finite number > 0, got {self.mlp_ratio!r}")
+        if int(self.hidden_size * self.mlp_ratio) < 1:
+            raise ValueError(
+                f"mlp_ratio must give an MLP width >= 1 (hidden_size * mlp_ratio), "
+                f"got {self.mlp_ratio!r}"
+            )
+        if not _is_real(self.rope_theta) or not (self.rope_theta > 0) or math.isinf(
+            self.rope_theta
+        ):
+            raise ValueError(f"rope_theta must be a finite number > 0, got {self.rope_theta!r}")
+        if not isinstance(self.qk_norm, bool):
+            raise ValueError(f"qk_norm must be True or False, got {self.qk_norm!r}")
+
+        for name, size, p in zip(
+            ("latent_frames", "latent_height", "latent_width"), self.latent_size, self.patch_size
+        ):
+            if size % p:
+                raise ValueError(
+                    f"{name} must be a positive multiple of the patch size {p}, got {size}"
+                )
+
+    @property
+    def head_dim(self) -> int:
+        """Per-head channels ``d = hidden_size // num_heads``."""
+        return self.hidden_size // self.num_heads
+
+    @property
+    def output_channels(self) -> int:
+        """Channels of the model output: ``out_channels``, or ``in_channels`` when None."""
+        return self.in_channels if self.out_channels is None else self.out_channels
+
+    @property
+    def mlp_hidden_size(self) -> int:
+        """Hidden width of the block MLP, ``int(hidden_size * mlp_ratio)``."""
+        return int(self.hidden_size * self.mlp_ratio)
+
+    @property
+    def latent_size(self) -> tuple[int, int, int]:
+        """Default latent size ``(F, H, W)``."""
+        return (self.latent_frames, self.latent_height, self.latent_width)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int, int]:
+        """Default ``hidden_states`` shape ``(B, C, F, H, W)``."""
+        return (self.batch_size, self.in_channels, *self.latent_size)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Video token grid ``(F', H', W')`` for the default latent size."""
+        return tuple(s // p for s, p in zip(self.latent_size, self.patch_size))  # type: ignore[return-value]
+
+    @property
+    def video_tokens(self) -> int:
+        """Video tokens ``N = F' * H' * W'`` for the default latent size."""
+        return math.prod(self.grid)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if not _is_int(value) or value < 1:  # type: ignore[operator]
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+#: Named model sizes. ``"tiny"``: unit tests (32 video tokens). ``"small"``: backend tests that
+#: need real reduction but compile and run in seconds (576 video tokens). ``"attention"``:
+#: attention-dominated like real video DiTs (2304 video tokens, head dim 64; attention matmuls
+#: are about 60% of the forward FLOPs).
+PRESETS: dict[str, ReferenceDiTConfig] = {
+    "tiny": ReferenceDiTConfig(
+        hidden_size=64,
+        num_heads=2,
+        num_blocks=2,
+        text_dim=32,
+        text_tokens=8,
+        latent_frames=2,
+        latent_height=8,
+        latent_width=8,
+    ),
+    "small": ReferenceDiTConfig(
+        hidden_size=128,
+        num_heads=4,
+        num_blocks=2,
+        text_dim=64,
+        text_tokens=16,
+        latent_frames=4,
+        latent_height=24,
+        latent_width=24,
+    ),
+    "attention": ReferenceDiTConfig(
+        hidden_size=256,
+        num_heads=4,
+        num_blocks=4,
+        mlp_ratio=4.0,
+        text_dim=64,
+        text_tokens=32,
+        latent_frames=4,
+        latent_height=48,
+        latent_width=48,
+    ),
+}
+
+
+def resolve_config(preset: str | ReferenceDiTConfig) -> ReferenceDiTConfig:
+    """Return ``preset`` itself if it is a config, else ``PRESETS[preset]``.
+
+    Raises:
+        ValueError: unknown preset name (the message lists the presets), or a value that is
+            neither a name nor a :class:`ReferenceDiTConfig`.
+    """
+    if isinstance(preset, ReferenceDiTConfig):
+        return preset
+    if isinstance(preset, str):
+        if preset in PRESETS:
+            return PRESETS[preset]
+        raise ValueError(
+            f"preset must be one of {sorted(PRESETS)} or a ReferenceDiTConfig, got {preset!r}"
+        )
+    raise ValueError(
+        f"preset must be one of {sorted(PRESETS)} or a ReferenceDiTConfig, "
+        f"got {type(preset).__name__}"
+    )
