@@ -154,7 +154,8 @@ class ReferenceDiTConfig:
     @property
     def grid(self) -> tuple[int, int, int]:
         """Video token grid ``(F', H', W')`` for the default latent size."""
-        return tuple(s // p for s, p in zip(self.latent_size, self.patch_size))  # type: ignore[return-value]
+        f, h, w = (s // p for s, p in zip(self.latent_size, self.patch_size))
+        return (f, h, w)
 
     @property
     def video_tokens(self) -> int:

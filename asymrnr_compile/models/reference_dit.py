@@ -304,7 +304,9 @@ class ReferenceDiT(nn.Module):
         out = out.permute(0, 4, 1, 5, 2, 6, 3, 7)  # (B, C_out, F', pt, H', ph, W', pw)
         return out.reshape(batch, cfg.output_channels, frames, height, width)
 
-    def _check_inputs(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor) -> None:
+    def _check_inputs(
+        self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> None:
         cfg = self.config
         if hidden_states.dim() != 5 or hidden_states.shape[1] != cfg.in_channels:
             raise ValueError(
@@ -339,7 +341,8 @@ def _init_weights(model: ReferenceDiT, generator: torch.Generator) -> None:
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv3d)):
             if id(module) in adaln_linears:
-                nn.init.normal_(module.weight, std=ADALN_INIT_GAIN / math.sqrt(dim), generator=generator)
+                std = ADALN_INIT_GAIN / math.sqrt(dim)
+                nn.init.normal_(module.weight, std=std, generator=generator)
             else:
                 nn.init.xavier_uniform_(module.weight, generator=generator)
             if module.bias is not None:
