@@ -79,9 +79,14 @@ strides = st.tuples(*(st.integers(1, MAX_STRIDE),) * 3)
 
 
 @st.composite
-def cases(draw, *, dtypes=DTYPES, ratio_zero: bool = False) -> Case:
+def cases(
+    draw, *, dtypes=DTYPES, ratio_zero: bool = False, min_channels: int = 1, need_dst: bool = False
+) -> Case:
     grid = draw(triples)
     stride = draw(strides)
+    if need_dst:
+        # Shrink the stride to fit the grid, so that at least one full chunk exists.
+        stride = tuple(min(step, size) for step, size in zip(stride, grid))
     use_grid = draw(st.booleans())
     num_tokens = math.prod(grid)
     largest = max_reduction_ratio(num_tokens, grid if use_grid else None, stride)
@@ -101,7 +106,7 @@ def cases(draw, *, dtypes=DTYPES, ratio_zero: bool = False) -> Case:
         stride=stride,
         batch=draw(st.integers(1, MAX_BATCH)),
         heads=draw(st.integers(1, MAX_HEADS)),
-        channels=draw(st.integers(1, MAX_CHANNELS)),
+        channels=draw(st.integers(min_channels, MAX_CHANNELS)),
         dtype=draw(st.sampled_from(dtypes)),
         similarity=draw(st.sampled_from(SIMILARITIES)),
         mode=draw(st.sampled_from(REDUCE_MODES)),
