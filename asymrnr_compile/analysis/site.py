@@ -60,12 +60,20 @@ class AttentionSite:
         block_index: integer position of that block among the model's blocks when its path
             ends in an integer (``"transformer_blocks.12"`` -> 12), else None.
         hidden_states: for h-reduction, the ``(B, L, C)`` node entering the q/k/v projections
-            (None when not found).
+            (None when not found). Recorded whenever found; ``"h" in features`` says whether
+            h-reduction is safe there.
         output_projection: for h-reduction, the node holding the output projection's result
             (None when not found).
         reducible: whether any feature of this site can be reduced.
-        reason: human-readable reason when not reducible (or why a feature is unavailable).
+        reason: human-readable reason when not reducible (or why a feature is unavailable,
+            e.g. ``"h unavailable: ..."`` on a reducible site).
         features: which of ``"q"``, ``"kv"``, ``"h"`` can be reduced at this site.
+        hidden_states_video_start: start of the video span on ``hidden_states``' token axis
+            (``token_dim``); it differs from :attr:`video_start` when text joins the sequence
+            after the projections (HunyuanVideo's dual-stream blocks: the video stream alone
+            enters its projections). None when unknown.
+        output_video_start: start of the video span on the token axis of
+            ``output_projection`` (same axis as ``token_dim``); None when unknown.
     """
 
     name: str
@@ -93,6 +101,8 @@ class AttentionSite:
     reducible: bool = False
     reason: str | None = None
     features: tuple[Feature, ...] = field(default_factory=tuple)
+    hidden_states_video_start: int | None = None
+    output_video_start: int | None = None
 
     @property
     def video_start(self) -> int:
@@ -121,4 +131,23 @@ class AttentionSite:
             "reason": self.reason,
             "features": list(self.features),
             "has_mask": self.attn_mask is not None,
+            "is_causal": self.is_causal,
+            "scale": self.scale,
+            "dropout_p": self.dropout_p,
+            "token_dim": self.token_dim,
+            "hidden_states_video_start": self.hidden_states_video_start,
+            "output_video_start": self.output_video_start,
+            "nodes": {
+                "sdpa": self.node.name,
+                "query": self.query.name,
+                "key": self.key.name,
+                "value": self.value.name,
+                "attn_mask": _node_name(self.attn_mask),
+                "hidden_states": _node_name(self.hidden_states),
+                "output_projection": _node_name(self.output_projection),
+            },
         }
+
+
+def _node_name(node: torch.fx.Node | None) -> str | None:
+    return node.name if node is not None else None

@@ -1,0 +1,201 @@
+"""Read an attention site's kind and token layout from the layouts of its query and key.
+
+At the SDPA node the token axis of query and key is ``-2``. Its layout (see
+:mod:`.token_layout`) is a concatenation of segments; exactly one of them may hold video grid
+factors. From that:
+
+- query and key axes equal, only video -> ``"self"``;
+- query and key axes equal, text (non-video) segments on one side -> ``"joint"`` with
+  ``text_position`` and ``text_tokens``;
+- query axis only video, key axis different -> ``"cross"`` (only queries can be reduced);
+- no video on the query axis -> ``"unknown"``, not reducible, with a reason.
+
+The grid ``(F, H, W)`` is read from the video segment's factors: ``h`` and ``w`` of one source
+last, and before them the frames (the source's ``f`` axis, or an opaque factor that was
+folded into the batch of a per-frame Conv2d). A segment with frames but no spatial axis is a
+temporal attention, which is left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asymrnr_compile.analysis.site import SiteKind, TextPosition
+from asymrnr_compile.analysis.token_layout import (
+    Dim,
+    Layout,
+    Segment,
+    Size,
+    concrete,
+    dim_size,
+    product,
+    segment_is_video,
+    segment_size,
+    size_add,
+    strip_units,
+)
+
+#: Token axis of query, key and value at an SDPA call.
+SDPA_TOKEN_AXIS = -2
+
+
+@dataclass(frozen=True)
+class TokenAxes:
+    """What the query/key token axes of one site hold (see the module docstring)."""
+
+    kind: SiteKind
+    text_position: TextPosition | None = None
+    text_tokens: int | None = None
+    video_tokens: int | None = None
+    grid: tuple[int, int, int] | None = None
+    video_segment: Segment | None = None
+    reason: str | None = None
+
+    @property
+    def reducible(self) -> bool:
+        return self.reason is None
+
+
+def read_grid(segment: Segment) -> tuple[tuple[int, int, int] | None, bool]:
+    """``(grid, temporal)`` of a video segment.
+
+    ``grid`` is ``(F, H, W)`` when the segment is ``[frames..., h, w]`` of one source (None
+    otherwise); ``temporal`` is True when the segment has frames but no spatial axis.
+    """
+    factors = strip_units(segment)
+    video = [f for f in factors if f.is_video]
+    sources = {f.source for f in video}
+    axes = {f.axis for f in video}
+    if not ({"h", "w"} & axes):
+        return None, bool(video)
+    if len(sources) != 1 or len(factors) < 2:
+        return None, False
+    h, w = factors[-2], factors[-1]
+    if (h.axis, w.axis) != ("h", "w"):
+        return None, False
+    frames = factors[:-2]
+    if any(f.is_video and f.axis != "f" for f in frames) or any(f.is_marker for f in frames):
+        return None, False
+    sizes = (concrete(product(f.size for f in frames)), concrete(h.size), concrete(w.size))
+    if any(s is None for s in sizes):
+        return None, False
+    return (int(sizes[0]), int(sizes[1]), int(sizes[2])), False  # type: ignore[arg-type]
+
+
+def _token_dim(layout: Layout | None) -> Dim | None:
+    if layout is None or len(layout) < 2:
+        return None
+    return layout[SDPA_TOKEN_AXIS]
+
+
+def _video_elsewhere(layout: Layout | None) -> int | None:
+    if layout is None:
+        return None
+    for k, dim in enumerate(layout):
+        if k == len(layout) + SDPA_TOKEN_AXIS:
+            continue
+        if any(segment_is_video(seg) for seg in dim):
+            return k
+    return None
+
+
+def _text_length(segments: tuple[Segment, ...]) -> int | None:
+    """Number of tokens in ``segments``, or None when symbolic."""
+    total: Size = 0
+    for seg in segments:
+        total = size_add(total, segment_size(seg))
+    return concrete(total)
+
+
+def read_token_axes(query: Layout | None, key: Layout | None) -> TokenAxes:
+    """Classify a site from the layouts of its query and key (see the module docstring)."""
+    q_dim, k_dim = _token_dim(query), _token_dim(key)
+    if q_dim is None or k_dim is None:
+        return TokenAxes("unknown", reason="could not find the token dimension (no shapes)")
+    video_at = [k for k, seg in enumerate(q_dim) if segment_is_video(seg)]
+    if not video_at:
+        other = _video_elsewhere(query)
+        if other is not None:
+            return TokenAxes(
+                "unknown",
+                reason=f"could not find the token dimension (video tokens on query dim {other},"
+                " not on the attention axis -2)",
+            )
+        n_q = concrete(dim_size(q_dim))
+        if not any(segment_is_video(seg) for seg in k_dim):
+            return TokenAxes(
+                "unknown",
+                reason=f"text-only attention (no video tokens among {n_q or 'the'} queries)",
+            )
+        return TokenAxes("unknown", reason="queries are not video tokens (keys are)")
+    if len(video_at) > 1:
+        return TokenAxes("unknown", reason="several separate video segments on the query axis")
+    m = video_at[0]
+    segment = q_dim[m]
+    before, after = q_dim[:m], q_dim[m + 1 :]
+    n_video = concrete(segment_size(segment))
+    grid, temporal = read_grid(segment)
+    if before and after:
+        return TokenAxes(
+            "unknown",
+            video_tokens=n_video,
+            grid=grid,
+            video_segment=segment,
+            reason="video tokens lie between other tokens (text on both sides)",
+        )
+    if _same_axis(q_dim, k_dim):
+        if before or after:
+            kind: SiteKind = "joint"
+            text = before or after
+            position: TextPosition | None = "first" if before else "last"
+            text_tokens = _text_length(text)
+        else:
+            kind, position, text_tokens = "self", None, None
+    elif before or after:
+        return TokenAxes(
+            "unknown",
+            video_tokens=n_video,
+            grid=grid,
+            video_segment=segment,
+            reason="queries mix text and video but the keys are a different sequence",
+        )
+    else:
+        kind, position, text_tokens = "cross", None, None
+    result = TokenAxes(kind, position, text_tokens, n_video, grid, segment)
+    if temporal:
+        return _unreducible(
+            result, f"only {n_video} tokens on the attention axis (temporal attention)"
+        )
+    if n_video is None:
+        return _unreducible(result, "the number of video tokens is symbolic")
+    return result
+
+
+def _unreducible(axes: TokenAxes, reason: str) -> TokenAxes:
+    return TokenAxes(
+        axes.kind,
+        axes.text_position,
+        axes.text_tokens,
+        axes.video_tokens,
+        axes.grid,
+        axes.video_segment,
+        reason,
+    )
+
+
+def _same_axis(a: Dim, b: Dim) -> bool:
+    """Whether two token axes are the same sequence (segment by segment)."""
+    if len(a) != len(b):
+        return False
+    for sa, sb in zip(a, b):
+        if segment_is_video(sa) or segment_is_video(sb):
+            if strip_units(sa) != strip_units(sb):
+                return False
+        elif concrete(segment_size(sa)) != concrete(segment_size(sb)) or (
+            concrete(segment_size(sa)) is None and segment_size(sa) != segment_size(sb)
+        ):
+            return False
+    return True
+
+
+__all__ = ["SDPA_TOKEN_AXIS", "TokenAxes", "read_grid", "read_token_axes"]

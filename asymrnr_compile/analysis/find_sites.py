@@ -1,0 +1,189 @@
+"""Find every attention operation of a Dynamo graph and describe its token layout.
+
+:func:`find_attention_sites` is the analysis entry point of the backend. It
+
+1. propagates token layouts over the whole graph once (:mod:`.propagate_layout`): which axis
+   of each tensor holds tokens, which segments of it are video tokens on which grid;
+2. for each ``scaled_dot_product_attention`` call, in graph order, reads the kind, text span,
+   video span and grid from the layouts of its query and key (:mod:`.classify_site`);
+3. finds the nodes h-reduction needs and whether it is safe (:mod:`.projection_paths`).
+
+It never mutates the graph and never raises on a graph it does not understand: such a site
+comes back unreducible with a reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.fx
+
+from asymrnr_compile.analysis.classify_site import TokenAxes, read_token_axes
+from asymrnr_compile.analysis.fx_nodes import is_sdpa, node_value
+from asymrnr_compile.analysis.projection_paths import ProjectionPaths, find_projection_paths
+from asymrnr_compile.analysis.propagate_layout import (
+    LayoutValue,
+    is_layout,
+    propagate_token_layouts,
+)
+from asymrnr_compile.analysis.sdpa_args import sdpa_arguments
+from asymrnr_compile.analysis.site import AttentionSite, Feature
+from asymrnr_compile.analysis.site_names import block_of, site_names
+from asymrnr_compile.analysis.token_layout import concrete, shape_of
+
+logger = logging.getLogger("asymrnr_compile.analysis")
+
+#: Features of a self or joint site (plus "h" when h-reduction is safe there).
+SELF_FEATURES: tuple[Feature, ...] = ("q", "kv")
+#: Features of a cross-attention site: the keys are another context.
+CROSS_FEATURES: tuple[Feature, ...] = ("q",)
+
+
+def find_attention_sites(gm: torch.fx.GraphModule) -> list[AttentionSite]:
+    """All SDPA calls of ``gm``, in graph order, with their token layout.
+
+    Args:
+        gm: the FX graph Dynamo hands a backend (``node.meta["example_value"]`` holds
+            FakeTensors); graphs without metadata give unreducible sites.
+
+    Returns:
+        One :class:`AttentionSite` per ``scaled_dot_product_attention`` node (an empty list
+        when there is none).
+    """
+    nodes = [node for node in gm.graph.nodes if is_sdpa(node)]
+    if not nodes:
+        return []
+    try:
+        env = propagate_token_layouts(gm)
+    except Exception as exc:  # noqa: BLE001 - never break the user's model
+        logger.warning("token layout propagation failed: %s", exc)
+        env = {}
+    names = site_names(nodes)
+    sites = []
+    for index, (node, name) in enumerate(zip(nodes, names)):
+        try:
+            site = _analyse(gm, env, node, index, name)
+        except Exception as exc:  # noqa: BLE001 - one odd site must not hide the others
+            logger.warning("analysis of attention site %s failed: %r", name, exc)
+            site = _failed_site(node, index, name, exc)
+        logger.debug(
+            "site %d %s: kind=%s video=%s grid=%s features=%s reason=%s",
+            index, name, site.kind, site.video_tokens, site.grid, site.features, site.reason,
+        )
+        sites.append(site)
+    return sites
+
+
+def _analyse(
+    gm: torch.fx.GraphModule,
+    env: dict[torch.fx.Node, LayoutValue],
+    node: torch.fx.Node,
+    index: int,
+    name: str,
+) -> AttentionSite:
+    args = sdpa_arguments(node)
+    query, key, value = args["query"], args["key"], args["value"]
+    if not all(isinstance(x, torch.fx.Node) for x in (query, key, value)):
+        raise ValueError("query, key and value are not graph nodes")
+    block, block_index = block_of(node)
+    mask = args["attn_mask"] if isinstance(args["attn_mask"], torch.fx.Node) else None
+    site = AttentionSite(
+        name=name,
+        index=index,
+        node=node,
+        query=query,
+        key=key,
+        value=value,
+        attn_mask=mask,
+        is_causal=bool(args["is_causal"]) if isinstance(args["is_causal"], bool) else True,
+        scale=float(args["scale"]) if isinstance(args["scale"], (int, float)) else None,
+        dropout_p=float(args["dropout_p"]) if isinstance(args["dropout_p"], (int, float)) else 0.0,
+        query_tokens=_tokens(query, gm),
+        key_tokens=_tokens(key, gm),
+        block=block,
+        block_index=block_index,
+    )
+    q_layout, k_layout = _layout(env.get(query)), _layout(env.get(key))
+    if q_layout is None or k_layout is None:
+        site.reason = "could not find the token dimension (no shape metadata)"
+        return site
+    axes = read_token_axes(q_layout, k_layout)
+    _apply_axes(site, axes)
+    if not isinstance(args["is_causal"], bool):
+        _refuse(site, "is_causal is not a constant")
+    elif site.is_causal:
+        _refuse(site, "causal mask")
+    if axes.kind == "unknown":
+        return site
+    targets = [query, key, value] if axes.kind in ("self", "joint") else [query]
+    paths = find_projection_paths(gm, env, node, targets, axes, index)
+    _apply_paths(site, paths)
+    if site.reducible and axes.kind in ("self", "joint"):
+        if paths.h_problem is None:
+            site.features = SELF_FEATURES + ("h",)
+        else:
+            _note(site, f"h unavailable: {paths.h_problem}")
+            logger.info("site %s: h unavailable: %s", name, paths.h_problem)
+    return site
+
+
+def _apply_axes(site: AttentionSite, axes: TokenAxes) -> None:
+    site.kind = axes.kind
+    site.text_position = axes.text_position
+    site.text_tokens = axes.text_tokens
+    site.video_tokens = axes.video_tokens
+    site.grid = axes.grid
+    if axes.reducible and axes.kind in ("self", "joint", "cross"):
+        site.reducible = True
+        site.features = CROSS_FEATURES if axes.kind == "cross" else SELF_FEATURES
+        if axes.grid is None:
+            _note(site, "grid not recovered: reduction falls back to a 1-D split")
+    else:
+        site.reason = axes.reason
+
+
+def _note(site: AttentionSite, note: str) -> None:
+    """Add a note on an unavailable feature to a reducible site's reason."""
+    site.reason = note if site.reason is None else f"{site.reason}; {note}"
+
+
+def _apply_paths(site: AttentionSite, paths: ProjectionPaths) -> None:
+    site.hidden_states = paths.hidden_states
+    site.output_projection = paths.output_projection
+    site.token_dim = paths.hidden_states_token_dim
+    site.hidden_states_video_start = paths.hidden_states_video_start
+    site.output_video_start = paths.output_video_start
+
+
+def _refuse(site: AttentionSite, reason: str) -> None:
+    site.reducible = False
+    site.features = ()
+    site.reason = reason
+
+
+def _layout(value: LayoutValue) -> Any:
+    return value if is_layout(value) else None
+
+
+def _tokens(node: torch.fx.Node, gm: torch.fx.GraphModule) -> int | None:
+    shape = shape_of(node_value(node, gm))
+    if shape is None or len(shape) < 2:
+        return None
+    return concrete(shape[-2])
+
+
+def _failed_site(node: torch.fx.Node, index: int, name: str, exc: Exception) -> AttentionSite:
+    inputs = [a for a in node.args if isinstance(a, torch.fx.Node)]
+    inputs += [a for a in node.kwargs.values() if isinstance(a, torch.fx.Node)]
+    q, k, v = (inputs + [node] * 3)[:3]
+    return AttentionSite(
+        name=name,
+        index=index,
+        node=node,
+        query=q,
+        key=k,
+        value=v,
+        reason=f"analysis failed: {type(exc).__name__}: {exc}",
+    )

@@ -1,0 +1,184 @@
+"""Small, read-only helpers to inspect FX nodes of a Dynamo graph.
+
+Dynamo graphs call functions (``torch.cat``, ``torch._C._nn.linear``, ``operator.add``, ...),
+tensor methods (``"view"``, ``"transpose"``, ...) and, for graphs from ``symbolic_trace``,
+modules. :func:`op_name` maps all of them to one lower-case name (``"cat"``, ``"linear"``,
+``"add"``, ``"view"``) so that the analyses can dispatch on it.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from typing import Any, Iterator
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+#: Module classes of ``call_module`` nodes and the function they behave like.
+MODULE_OPS: tuple[tuple[type[nn.Module], str], ...] = (
+    (nn.Linear, "linear"),
+    (nn.Conv3d, "conv3d"),
+    (nn.Conv2d, "conv2d"),
+    (nn.Conv1d, "conv1d"),
+    (nn.LayerNorm, "layer_norm"),
+    (nn.RMSNorm, "rms_norm"),
+    (nn.GroupNorm, "group_norm"),
+    (nn.Dropout, "dropout"),
+    (nn.Identity, "identity"),
+    (nn.GELU, "gelu"),
+    (nn.SiLU, "silu"),
+    (nn.ReLU, "relu"),
+    (nn.Tanh, "tanh"),
+    (nn.Sigmoid, "sigmoid"),
+    (nn.Softmax, "softmax"),
+    (nn.MultiheadAttention, "multi_head_attention"),
+)
+
+#: Targets of an SDPA call in a Dynamo graph (``F.scaled_dot_product_attention`` is
+#: ``torch._C._nn.scaled_dot_product_attention``) or after ``make_fx``.
+SDPA_TARGETS: tuple[Any, ...] = (
+    F.scaled_dot_product_attention,
+    torch.ops.aten.scaled_dot_product_attention.default,
+)
+
+
+def op_name(node: torch.fx.Node, gm: torch.fx.GraphModule | None = None) -> str:
+    """Canonical lower-case name of what ``node`` computes ("" for placeholders/outputs)."""
+    if node.op == "call_method":
+        return str(node.target)
+    if node.op == "call_function":
+        target = node.target
+        if target is operator.getitem:
+            return "getitem"
+        if isinstance(target, torch._ops.OpOverload):
+            return target._opname  # type: ignore[attr-defined]
+        if isinstance(target, torch._ops.OpOverloadPacket):
+            return target._qualified_op_name.split("::")[-1]  # type: ignore[attr-defined]
+        return getattr(target, "__name__", str(target)).lower()
+    if node.op == "call_module" and gm is not None:
+        module = submodule(gm, str(node.target))
+        for cls, name in MODULE_OPS:
+            if isinstance(module, cls):
+                return name
+        return "module:" + type(module).__name__ if module is not None else "module"
+    return ""
+
+
+def submodule(gm: torch.fx.GraphModule, target: str) -> nn.Module | None:
+    try:
+        return gm.get_submodule(target)
+    except (AttributeError, TypeError):
+        return None
+
+
+def node_value(node: Any, gm: torch.fx.GraphModule | None = None) -> Any:
+    """The example value of a node (a FakeTensor, a tuple of them, a SymInt...), or None.
+
+    Dynamo stores it in ``meta["example_value"]``, AOT graphs in ``meta["val"]``; ``get_attr``
+    nodes resolve to the attribute itself.
+    """
+    if not isinstance(node, torch.fx.Node):
+        return None
+    for key in ("example_value", "val"):
+        if key in node.meta:
+            return node.meta[key]
+    if node.op == "get_attr" and gm is not None:
+        obj: Any = gm
+        try:
+            for part in str(node.target).split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def is_sdpa(node: torch.fx.Node) -> bool:
+    return node.op == "call_function" and any(node.target is t for t in SDPA_TARGETS)
+
+
+def is_linear(node: torch.fx.Node, gm: torch.fx.GraphModule | None = None) -> bool:
+    return node.op in ("call_function", "call_module") and op_name(node, gm) == "linear"
+
+
+def iter_nodes(value: Any) -> Iterator[torch.fx.Node]:
+    """All FX nodes inside an argument structure (lists, tuples, dicts, slices)."""
+    if isinstance(value, torch.fx.Node):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from iter_nodes(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from iter_nodes(item)
+    elif isinstance(value, slice):
+        yield from iter_nodes((value.start, value.stop, value.step))
+
+
+def input_nodes(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """All nodes ``node`` reads, in argument order, without repeats."""
+    seen: dict[torch.fx.Node, None] = {}
+    for arg in iter_nodes((node.args, node.kwargs)):
+        seen.setdefault(arg, None)
+    return list(seen)
+
+
+def first_input(node: torch.fx.Node) -> Any:
+    """The tensor an op acts on: ``self`` of a method, the first argument of a function."""
+    if node.args:
+        return node.args[0]
+    for key in ("input", "self", "x", "tensors"):
+        if key in node.kwargs:
+            return node.kwargs[key]
+    return None
+
+
+def arg(node: torch.fx.Node, index: int, name: str, default: Any = None) -> Any:
+    """Argument ``index`` (positional, counting ``self``) or keyword ``name`` of ``node``."""
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
+
+
+def rest_args(node: torch.fx.Node, start: int = 1) -> tuple[Any, ...]:
+    """Positional arguments from ``start``, flattening a single list/tuple argument
+    (``x.view(2, 3)`` and ``x.view((2, 3))`` give the same)."""
+    rest = tuple(node.args[start:])
+    if len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size)):
+        return tuple(rest[0])
+    return rest
+
+
+def module_path(node: torch.fx.Node) -> str | None:
+    """Dotted path of the innermost module that produced ``node`` (from ``nn_module_stack``).
+
+    Dynamo writes paths like ``L['self'].__dict__['_modules']['blocks'].0.attn`` or
+    ``L['self'].blocks[0].attn``; both become ``"blocks.0.attn"``.
+    """
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    entry = list(stack.values())[-1]
+    raw = entry[0] if isinstance(entry, tuple) else str(entry)
+    return normalize_module_path(str(raw))
+
+
+#: Parts of a Dynamo module path that are not module names.
+_PATH_NOISE = ("__dict__", "_modules")
+#: Dynamo's names of the local / global scope; the next part names the root variable.
+_SCOPES = ("L", "G")
+
+
+def normalize_module_path(raw: str) -> str | None:
+    """``"L['self'].__dict__['_modules']['blocks'].0.attn"`` -> ``"blocks.0.attn"``."""
+    parts = [
+        a or b or c
+        for a, b, c in re.findall(r"\['([^']*)'\]|\[(\d+)\]|([A-Za-z_0-9]+)", raw)
+    ]
+    parts = [p for p in parts if p not in _PATH_NOISE]
+    if len(parts) >= 2 and parts[0] in _SCOPES:
+        parts = parts[2:]
+    return ".".join(parts) if parts else None
