@@ -214,3 +214,37 @@ class LoopedBlocks(nn.Module):
         for _ in range(3):
             tokens = tokens + self.attn(tokens)
         return tokens
+
+
+class CoordinateRope(nn.Module):
+    """Tokens given already patchified (B, N, D), positions only in a RoPE table built from a
+    (f, h, w) coordinate meshgrid (LTX-Video style), applied to q and k."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = Attention()
+        self.freqs = nn.Parameter(torch.randn(3, HEAD_DIM // 2), requires_grad=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        f, h, w = GRID
+        coords = torch.meshgrid(torch.arange(f), torch.arange(h), torch.arange(w), indexing="ij")
+        positions = torch.stack(coords, dim=-1).flatten(0, 2).float()  # (N, 3)
+        angles = (positions @ self.freqs).repeat_interleave(2, dim=-1)  # (N, d)
+        cos, sin = angles.cos(), angles.sin()
+        b = tokens.shape[0]
+        attn = self.attn
+
+        def rope(x: torch.Tensor) -> torch.Tensor:
+            real, imag = x.unflatten(-1, (-1, 2)).unbind(-1)
+            return x * cos + torch.stack((-imag, real), dim=-1).flatten(-2) * sin
+
+        q = rope(attn.to_q(tokens).view(b, -1, HEADS, HEAD_DIM).transpose(1, 2))
+        k = rope(attn.to_k(tokens).view(b, -1, HEADS, HEAD_DIM).transpose(1, 2))
+        v = attn.to_v(tokens).view(b, -1, HEADS, HEAD_DIM).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return attn.to_out(out.transpose(1, 2).reshape(b, -1, DIM))
+
+
+def token_input() -> torch.Tensor:
+    """Already patchified video tokens (B, N, D) for :class:`CoordinateRope`."""
+    return torch.randn(B, N_VIDEO, DIM)

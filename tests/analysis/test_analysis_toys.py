@@ -40,6 +40,7 @@ def graphs() -> dict[str, torch.fx.GraphModule]:
         "mha_fast": _capture(toys.TorchMultiheadAttention(need_weights=False), video),
         "no_attention": _capture(toys.NoAttention(), video),
         "loop": _capture(toys.LoopedBlocks(), video),
+        "coordinate_rope": _capture(toys.CoordinateRope(), toys.token_input()),
     }
 
 
@@ -90,6 +91,15 @@ def test_per_frame_conv2d_grid_and_cross_attention(sites):
     assert self_site.features == ("q", "kv", "h")
     assert cross_site.features == ("q",)
     assert cross_site.key_tokens == toys.TEXT
+
+
+def test_grid_from_a_rope_coordinate_meshgrid_and_h_refused_for_the_rope_table(sites):
+    (site,) = sites["coordinate_rope"]
+    assert (site.kind, site.video_tokens, site.grid, site.reducible) == ("self", N, GRID, True)
+    assert site.features == ("q", "kv")  # the (N, d) RoPE table would need gathering for h
+    assert site.reason.startswith("h unavailable") and "token axis" in site.reason
+    assert site.hidden_states is not None and site.hidden_states.op == "placeholder"
+    assert site.token_dim == 1
 
 
 def test_causal_attention_is_not_reducible(sites):
