@@ -40,6 +40,9 @@ DEFAULT_MATCH_CHUNK_BYTES = 64 * 2**20
 EUCLIDEAN_CROSS_WEIGHT = -2.0
 """|d - s|^2 = |d|^2 + |s|^2 - 2 d.s: weight of the cross term."""
 
+EUCLIDEAN_DST_NORM_WEIGHT = 1.0 / EUCLIDEAN_CROSS_WEIGHT
+"""The matcher maximises s.d - |d|^2 / 2, i.e. minimises (|d|^2 - 2 s.d) / 2."""
+
 COSINE_EPS = 1e-12
 """Norm floor when normalising vectors for the cosine similarity (as ``F.normalize``)."""
 
@@ -140,29 +143,65 @@ def match_tokens(
         src_order = torch.arange(num_src, device=x.device).expand(*leading_shape, num_src)
         return Matching(src_order=src_order.contiguous(), nearest=nearest, distance=distance)
 
+    # Every similarity becomes "maximise a score s'.d'" over dst, so one batched matmul and one
+    # row max per chunk do the work (no copy of a bias into the block, as baddbmm would need):
+    #   euclidean: d' = [d, -|d|^2/2], s' = [s, 1]: score = s.d - |d|^2/2,
+    #              distance = |s|^2 - 2 * score = |d|^2 + |s|^2 - 2 d.s;
+    #   cosine:    d', s' unit vectors, distance = 1 - score;  dot: distance = -score.
+    # The matching is not differentiable (it selects indices): no gradient flows through it.
+    video = video.detach()
     dst_feat = video.index_select(-2, dst).reshape(leading, num_dst, channels).to(compute_dtype)
     if similarity == "cosine":
         dst_feat = F.normalize(dst_feat, dim=-1, eps=COSINE_EPS)
+    if similarity == "euclidean":
+        dst_sq = dst_feat.square().sum(-1, keepdim=True)
+        dst_feat = torch.cat([dst_feat, dst_sq.mul_(EUCLIDEAN_DST_NORM_WEIGHT)], dim=-1)
     dst_t = dst_feat.transpose(1, 2)
-    dst_sq = dst_feat.square().sum(-1).unsqueeze(1) if similarity == "euclidean" else None
+    operand_channels = dst_feat.shape[-1]
 
     chunk = match_chunk_size(leading, num_src, num_dst, compute_dtype.itemsize, chunk_bytes)
+    # Eagerly, reuse one block buffer for all chunks: a fresh multi-MB allocation per chunk is
+    # returned to the OS and page-faulted in again every time (~2x slower). Under
+    # torch.compile, Inductor plans the buffers itself.
+    reuse = not torch.compiler.is_compiling()
+    if reuse:
+        block_buffer = torch.empty(leading * chunk * num_dst, dtype=compute_dtype, device=x.device)
+        if similarity == "euclidean":
+            src_buffer = torch.empty(
+                leading * chunk * operand_channels, dtype=compute_dtype, device=x.device
+            )
     best_values = []
     best_indices = []
     for lo in range(0, num_src, chunk):
-        hi = min(num_src, lo + chunk)
-        src_feat = video.index_select(-2, src[lo:hi]).reshape(leading, hi - lo, channels)
-        src_feat = src_feat.to(compute_dtype)
+        rows = min(num_src, lo + chunk) - lo
+        src_feat = video.index_select(-2, src[lo : lo + rows]).reshape(leading, rows, channels)
         if similarity == "euclidean":
-            # |d|^2 - 2 s.d per (src, dst); |s|^2 is constant along dst, added after the min.
-            block = torch.baddbmm(dst_sq, src_feat, dst_t, alpha=EUCLIDEAN_CROSS_WEIGHT)
-            value, index = block.min(dim=-1)
-            value = (value + src_feat.square().sum(-1)).clamp_min(0.0)
+            if reuse:
+                operand = src_buffer[: leading * rows * operand_channels].view(
+                    leading, rows, operand_channels
+                )
+                operand[..., :channels].copy_(src_feat)
+                operand[..., channels].fill_(1.0)
+            else:
+                ones = torch.ones(leading, rows, 1, dtype=compute_dtype, device=x.device)
+                operand = torch.cat([src_feat.to(compute_dtype), ones], dim=-1)
         else:
+            operand = src_feat.to(compute_dtype)
             if similarity == "cosine":
-                src_feat = F.normalize(src_feat, dim=-1, eps=COSINE_EPS)
-            value, index = torch.bmm(src_feat, dst_t).max(dim=-1)
-            value = 1.0 - value if similarity == "cosine" else -value
+                operand = F.normalize(operand, dim=-1, eps=COSINE_EPS)
+        if reuse:
+            block = block_buffer[: leading * rows * num_dst].view(leading, rows, num_dst)
+            torch.bmm(operand, dst_t, out=block)
+        else:
+            block = torch.bmm(operand, dst_t)
+        score, index = block.max(dim=-1)
+        if similarity == "euclidean":
+            src_sq = operand[..., :channels].square().sum(-1)
+            value = (src_sq + EUCLIDEAN_CROSS_WEIGHT * score).clamp_min(0.0)
+        elif similarity == "cosine":
+            value = 1.0 - score
+        else:
+            value = -score
         best_values.append(value)
         best_indices.append(index)
 

@@ -187,3 +187,13 @@ def test_chunk_size_respects_budget():
     assert (chunk + 1) * leading * num_dst * itemsize > DEFAULT_MATCH_CHUNK_BYTES
     assert match_chunk_size(leading, num_src, num_dst, itemsize, 1) == 1
     assert match_chunk_size(1, 10, 1, 4, 2**30) == 10
+
+
+def test_inputs_requiring_grad_are_matched_without_graph():
+    x = torch.randn(2, 64, 8, requires_grad=True)
+    split = split_tokens(64, (4, 4, 4))
+    got = match_tokens(x, split, chunk_bytes=2 * len(split.dst) * 4 * 5)
+    want = match_tokens(x.detach(), split)
+    assert not got.distance.requires_grad
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
