@@ -122,8 +122,9 @@ def size_add(a: Size, b: Size) -> Size:
     return sympy.expand(sympy.sympify(a) + sympy.sympify(b))
 
 
-def size_ratio(whole: Size, part: Size) -> int | None:
-    """``whole / part`` when it is provably a positive integer, else None."""
+def size_ratio(whole: Size, part: Size) -> Size | None:
+    """``whole / part`` when it is provably a positive integer (an ``int``, or an integer-valued
+    expression for symbolic sizes such as ``(s0//2)**2``), else None."""
     if isinstance(whole, int) and isinstance(part, int):
         if part > 0 and whole % part == 0:
             return whole // part
@@ -132,8 +133,10 @@ def size_ratio(whole: Size, part: Size) -> int | None:
         ratio = sympy.simplify(sympy.sympify(whole) / sympy.sympify(part))
     except Exception:  # noqa: BLE001
         return None
-    if ratio.is_Integer and int(ratio) > 0:
-        return int(ratio)
+    if ratio.is_Integer:
+        return int(ratio) if int(ratio) > 0 else None
+    if ratio.is_integer and ratio.is_negative is not True:
+        return ratio  # shape sizes are never negative; FloorDiv(s0, 2) is "maybe zero" to sympy
     return None
 
 

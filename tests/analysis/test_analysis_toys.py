@@ -174,3 +174,20 @@ def test_unexpected_error_becomes_an_unreducible_site(graphs, monkeypatch, caplo
     assert not site.reducible and "boom" in site.reason
     assert site.node.target is torch.nn.functional.scaled_dot_product_attention
     assert any("boom" in record.getMessage() for record in caplog.records)
+
+
+def test_dynamic_shapes_are_recognised_but_not_reduced():
+    """With ``dynamic=True`` the video length is symbolic: the site is found, left alone."""
+    graphs: list[torch.fx.GraphModule] = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    model = torch.compile(toys.FusedQKV().eval(), backend=record, dynamic=True, fullgraph=True)
+    with torch.no_grad():
+        model(toys.video_input())
+    (site,) = find_attention_sites(graphs[0])
+    assert (site.kind, site.video_tokens, site.reducible) == ("self", None, False)
+    assert site.reason == "the number of video tokens is symbolic"
