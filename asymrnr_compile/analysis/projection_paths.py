@@ -52,6 +52,7 @@ from asymrnr_compile.analysis.propagate_layout import (
     LayoutValue,
     Pieces,
     is_layout,
+    layout_of,
     propagate_over,
 )
 from asymrnr_compile.analysis.token_layout import (
@@ -508,8 +509,14 @@ def _follow(
     seed: Layout,
     targets: Sequence[torch.fx.Node],
     target_axis: int | None,
+    consumer: torch.fx.Node | None,
 ) -> _Followed:
-    """Follow the marker from ``source`` (laid out as ``seed``) to ``targets``."""
+    """Follow the marker from ``source`` (laid out as ``seed``) to ``targets``.
+
+    ``consumer`` is the one node outside the path allowed to read the targets (the SDPA for
+    q/k/v); None when the targets' other readers do not matter (the output projection, whose
+    result is restored to full length).
+    """
     path = graph.between(source, targets)
     if not all(t in path for t in targets):
         return _Followed(f"{source.name} does not feed every target")
@@ -523,6 +530,10 @@ def _follow(
             return _Followed(
                 f"the token axis is lost at {node.name} ({op_name(node, graph.gm)})"
             )
+        if consumer is not None or node not in targets:
+            problem = _escaping_reader(node, layouts, env, on_path, consumer, graph.gm)
+            if problem is not None:
+                return _Followed(problem)
     axis = None
     for target in targets:
         layout = layouts.get(target)
@@ -540,6 +551,34 @@ def _follow(
         token_dim=seed_axis,
         video_start=concrete(_marker_offset(final[axis])),
     )
+
+
+def _escaping_reader(
+    node: torch.fx.Node,
+    layouts: Mapping[torch.fx.Node, LayoutValue],
+    env: Mapping[torch.fx.Node, LayoutValue],
+    on_path: set[torch.fx.Node],
+    consumer: torch.fx.Node | None,
+    gm: torch.fx.GraphModule,
+) -> str | None:
+    """A reader of the marked ``node`` off the path would see fewer tokens: refuse, unless it
+    only takes text out (a text slice counted from the text side) or only asks for sizes."""
+    if not _carries_marker(layouts.get(node)):
+        return None
+    for reader in node.users:
+        if reader in on_path or reader is consumer:
+            continue
+        name = op_name(reader, gm)
+        if name != "setitem" and not _returns_tensors(reader, gm):
+            continue
+        if name in ("getitem", "narrow") or name in op_kinds.SPLITS:
+            out = layout_of(reader, lambda x: layouts.get(x, env.get(x)), gm)
+            if not _carries_marker(out) and _node_problem(
+                reader, {**layouts, reader: out}, on_path, gm
+            ) is None:
+                continue
+        return f"{reader.name} ({name}) also reads {node.name}, whose tokens would be reduced"
+    return None
 
 
 def _lost_marker(
@@ -626,7 +665,7 @@ def find_projection_paths(
         site_index: index of the site (names its marker).
     """
     graph = _Graph(gm)
-    hidden = _find_hidden_states(graph, env, qkv, axes, site_index)
+    hidden = _find_hidden_states(graph, env, sdpa, qkv, axes, site_index)
     output = _find_output_projection(graph, env, sdpa, axes, site_index)
     problem = hidden.problem or output.problem
     return ProjectionPaths(
@@ -650,6 +689,7 @@ class _Found:
 def _find_hidden_states(
     graph: _Graph,
     env: Mapping[torch.fx.Node, LayoutValue],
+    sdpa: torch.fx.Node,
     qkv: Sequence[torch.fx.Node],
     axes: TokenAxes,
     site_index: int,
@@ -670,7 +710,9 @@ def _find_hidden_states(
         for seed in _seeded(
             candidate, env, axes, site_index, _candidate_dims(env.get(candidate), axes)
         ):
-            followed = _follow(graph, env, candidate, seed, list(qkv), SDPA_TOKEN_AXIS)
+            followed = _follow(
+                graph, env, candidate, seed, list(qkv), SDPA_TOKEN_AXIS, consumer=sdpa
+            )
             if followed.problem is None:
                 return _Found(
                     candidate, None, followed.token_dim, _start_on(seed, followed.token_dim)
@@ -721,7 +763,7 @@ def _find_output_projection(
     first_problem: str | None = None
     for linear in sorted(linears, key=graph.position.__getitem__):
         for seed in seeds:
-            followed = _follow(graph, env, sdpa, seed, [linear], None)
+            followed = _follow(graph, env, sdpa, seed, [linear], None, consumer=None)
             if followed.problem is None:
                 return _Found(linear, None, followed.token_dim, followed.video_start)
             first_problem = first_problem or followed.problem

@@ -248,3 +248,24 @@ class CoordinateRope(nn.Module):
 def token_input() -> torch.Tensor:
     """Already patchified video tokens (B, N, D) for :class:`CoordinateRope`."""
     return torch.randn(B, N_VIDEO, DIM)
+
+
+class LeakyProjection(nn.Module):
+    """Self-attention whose query projection is also read outside the attention (so the
+    tokens cannot be reduced before the projections)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = PatchEmbed3d()
+        self.attn = Attention()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x)
+        b = tokens.shape[0]
+        attn = self.attn
+        projected = attn.to_q(tokens)
+        q = projected.view(b, -1, HEADS, HEAD_DIM).transpose(1, 2)
+        k = attn.to_k(tokens).view(b, -1, HEADS, HEAD_DIM).transpose(1, 2)
+        v = attn.to_v(tokens).view(b, -1, HEADS, HEAD_DIM).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, DIM)
+        return attn.to_out(out) + projected

@@ -41,6 +41,7 @@ def graphs() -> dict[str, torch.fx.GraphModule]:
         "no_attention": _capture(toys.NoAttention(), video),
         "loop": _capture(toys.LoopedBlocks(), video),
         "coordinate_rope": _capture(toys.CoordinateRope(), toys.token_input()),
+        "leaky_projection": _capture(toys.LeakyProjection(), video),
     }
 
 
@@ -100,6 +101,13 @@ def test_grid_from_a_rope_coordinate_meshgrid_and_h_refused_for_the_rope_table(s
     assert site.reason.startswith("h unavailable") and "token axis" in site.reason
     assert site.hidden_states is not None and site.hidden_states.op == "placeholder"
     assert site.token_dim == 1
+
+
+def test_h_refused_when_a_projection_is_read_outside_the_attention(sites):
+    (site,) = sites["leaky_projection"]
+    assert (site.kind, site.reducible, site.features) == ("self", True, ("q", "kv"))
+    assert "also reads" in site.reason
+    assert site.hidden_states is not None and site.output_projection is not None
 
 
 def test_causal_attention_is_not_reducible(sites):
