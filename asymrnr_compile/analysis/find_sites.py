@@ -15,6 +15,7 @@ comes back unreducible with a reason.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -22,7 +23,11 @@ import torch.fx
 
 from asymrnr_compile.analysis.classify_site import TokenAxes, read_token_axes
 from asymrnr_compile.analysis.fx_nodes import is_sdpa, node_value
-from asymrnr_compile.analysis.projection_paths import ProjectionPaths, find_projection_paths
+from asymrnr_compile.analysis.projection_paths import (
+    ProjectionPaths,
+    find_projection_paths,
+    share_projection_input,
+)
 from asymrnr_compile.analysis.propagate_layout import (
     LayoutValue,
     is_layout,
@@ -110,6 +115,14 @@ def _analyse(
         site.reason = "could not find the token dimension (no shape metadata)"
         return site
     axes = read_token_axes(q_layout, k_layout)
+    if (
+        axes.kind == "cross"
+        and site.key_tokens is not None
+        and site.key_tokens == site.query_tokens
+        and share_projection_input(gm, query, key)
+    ):
+        # same tokens, labelled differently (e.g. only q went through a labelled RoPE table)
+        axes = replace(axes, kind="self")
     _apply_axes(site, axes)
     if not isinstance(args["is_causal"], bool):
         _refuse(site, "is_causal is not a constant")

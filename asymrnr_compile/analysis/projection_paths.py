@@ -646,6 +646,17 @@ def _has_video(layout: LayoutValue, axes: TokenAxes) -> bool:
 # entry point
 
 
+def share_projection_input(
+    gm: torch.fx.GraphModule, query: torch.fx.Node, key: torch.fx.Node
+) -> bool:
+    """Whether ``query`` and ``key`` are projected from the same tensor (self-attention whose
+    key token axis lost its labels, e.g. RoPE applied to q only)."""
+    graph = _Graph(gm)
+    q_inputs = {_linear_input(lin) for lin in _linears_above(graph, query)}
+    k_inputs = {_linear_input(lin) for lin in _linears_above(graph, key)}
+    return bool((q_inputs & k_inputs) - {None})
+
+
 def find_projection_paths(
     gm: torch.fx.GraphModule,
     env: Mapping[torch.fx.Node, LayoutValue],
@@ -790,4 +801,10 @@ def _has_size(layout: LayoutValue, size: int) -> bool:
     return any(size_eq(dim_size(dim), size) for dim in layout[1:])  # type: ignore[index]
 
 
-__all__ = ["MAX_WALK_NODES", "ProjectionPaths", "find_projection_paths"]
+__all__ = [
+    "MAX_WALK_NODES",
+    "ProjectionPaths",
+    "find_projection_paths",
+    "mutated_input",
+    "share_projection_input",
+]

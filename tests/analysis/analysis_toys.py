@@ -218,12 +218,14 @@ class LoopedBlocks(nn.Module):
 
 class CoordinateRope(nn.Module):
     """Tokens given already patchified (B, N, D), positions only in a RoPE table built from a
-    (f, h, w) coordinate meshgrid (LTX-Video style), applied to q and k."""
+    (f, h, w) coordinate meshgrid (LTX-Video style), applied to q and (unless ``rope_keys`` is
+    False) k."""
 
-    def __init__(self) -> None:
+    def __init__(self, rope_keys: bool = True) -> None:
         super().__init__()
         self.attn = Attention()
         self.freqs = nn.Parameter(torch.randn(3, HEAD_DIM // 2), requires_grad=False)
+        self.rope_keys = rope_keys
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         f, h, w = GRID
@@ -239,7 +241,8 @@ class CoordinateRope(nn.Module):
             return x * cos + torch.stack((-imag, real), dim=-1).flatten(-2) * sin
 
         q = rope(attn.to_q(tokens).view(b, -1, HEADS, HEAD_DIM).transpose(1, 2))
-        k = rope(attn.to_k(tokens).view(b, -1, HEADS, HEAD_DIM).transpose(1, 2))
+        k = attn.to_k(tokens).view(b, -1, HEADS, HEAD_DIM).transpose(1, 2)
+        k = rope(k) if self.rope_keys else k
         v = attn.to_v(tokens).view(b, -1, HEADS, HEAD_DIM).transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k, v)
         return attn.to_out(out.transpose(1, 2).reshape(b, -1, DIM))

@@ -42,6 +42,7 @@ def graphs() -> dict[str, torch.fx.GraphModule]:
         "loop": _capture(toys.LoopedBlocks(), video),
         "coordinate_rope": _capture(toys.CoordinateRope(), toys.token_input()),
         "leaky_projection": _capture(toys.LeakyProjection(), video),
+        "rope_on_q_only": _capture(toys.CoordinateRope(rope_keys=False), toys.token_input()),
     }
 
 
@@ -101,6 +102,13 @@ def test_grid_from_a_rope_coordinate_meshgrid_and_h_refused_for_the_rope_table(s
     assert site.reason.startswith("h unavailable") and "token axis" in site.reason
     assert site.hidden_states is not None and site.hidden_states.op == "placeholder"
     assert site.token_dim == 1
+
+
+def test_self_attention_is_recognised_when_only_q_carries_the_grid(sites):
+    # the keys' token axis is unlabelled, but q and k are projected from the same tensor
+    (site,) = sites["rope_on_q_only"]
+    assert (site.kind, site.video_tokens, site.grid, site.reducible) == ("self", N, GRID, True)
+    assert site.features == ("q", "kv")
 
 
 def test_h_refused_when_a_projection_is_read_outside_the_attention(sites):
