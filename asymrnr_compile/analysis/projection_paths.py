@@ -73,6 +73,9 @@ from asymrnr_compile.analysis.token_layout import (
     strip_units,
 )
 
+#: Reason given when no candidate let the marker through and no check named a node.
+UNFOLLOWED = "the token axis could not be followed"
+
 #: Most nodes visited when walking from q/k/v up to their projections, or from the SDPA output
 #: down to the output projection.
 MAX_WALK_NODES = 256
@@ -398,6 +401,9 @@ def _node_problem(
     sides = [x for x in _tensor_args(node, gm) if x not in on_path]
     out = layouts.get(node)
     label = f"{node.name} ({name})"
+    t_out = _marker_axis(out)
+    if name in op_kinds.ELEMENTWISE and t_out is not None and is_layout(out):
+        t, ndim = t_out, len(out)  # type: ignore[arg-type]  # side inputs align with the output
 
     if name in op_kinds.ELEMENTWISE:
         if name in op_kinds.FIRST_INPUT_ONLY:
@@ -514,14 +520,20 @@ def _follow(
     """Follow the marker from ``source`` (laid out as ``seed``) to ``targets``.
 
     ``consumer`` is the one node outside the path allowed to read the targets (the SDPA for
-    q/k/v); None when the targets' other readers do not matter (the output projection, whose
-    result is restored to full length).
+    q/k/v: the source, the hidden states, is gathered into a copy, so its other readers keep
+    full length). None for the output side: the source (the SDPA output) is itself short, and
+    the target (the output projection) is restored to full length, so its readers do not
+    matter.
     """
     path = graph.between(source, targets)
     if not all(t in path for t in targets):
         return _Followed(f"{source.name} does not feed every target")
     layouts = propagate_over(path, env, {source: seed}, graph.gm)
     on_path = set(path) | {source}
+    if consumer is None:  # the source itself (the SDPA output) carries fewer tokens
+        problem = _escaping_reader(source, layouts, env, on_path, None, graph.gm)
+        if problem is not None:
+            return _Followed(problem)
     for node in path:
         problem = _node_problem(node, layouts, on_path, graph.gm)
         if problem is not None:
@@ -716,7 +728,7 @@ def _find_hidden_states(
         common,
         key=lambda n: (not _has_video(env.get(n), axes), -graph.position[n]),
     )
-    first_problem: str | None = None
+    problems: list[str] = []
     for candidate in candidates:
         for seed in _seeded(
             candidate, env, axes, site_index, _candidate_dims(env.get(candidate), axes)
@@ -725,20 +737,19 @@ def _find_hidden_states(
                 graph, env, candidate, seed, list(qkv), SDPA_TOKEN_AXIS, consumer=sdpa
             )
             if followed.problem is None:
-                return _Found(
-                    candidate, None, followed.token_dim, _start_on(seed, followed.token_dim)
-                )
-            first_problem = first_problem or followed.problem
+                start = _start_on(seed, followed.token_dim)
+                return _Found(candidate, None, followed.token_dim, start)
+            problems.append(followed.problem)
+    problem = problems[0] if problems else UNFOLLOWED
     chosen = _unambiguous(candidates, env, axes)
     if chosen is None:
-        return _Found(None, first_problem or "q/k/v projections read several inputs")
+        return _Found(None, problem)
     seeds = _seeded(chosen, env, axes, site_index, _candidate_dims(env.get(chosen), axes))
-    token_dim = start = None
-    if len(seeds) == 1:  # the token axis is known (video factors) or the only one that fits
-        token_dim = _marker_axis(seeds[0])
-        start = _start_on(seeds[0], token_dim)
-    problem = first_problem or "the token axis could not be followed"
-    return _Found(chosen, problem, token_dim, start)
+    if len(seeds) != 1:
+        return _Found(chosen, problem)
+    # the token axis is known (video factors) or the only one whose size fits
+    token_dim = _marker_axis(seeds[0])
+    return _Found(chosen, problem, token_dim, _start_on(seeds[0], token_dim))
 
 
 def _start_on(seed: Layout, token_dim: int | None) -> int | None:
@@ -770,25 +781,35 @@ def _find_output_projection(
     linears = _linears_below(graph, sdpa)
     if not linears:
         return _Found(None, "no linear output projection found after the attention")
-    seeds = _seeded(sdpa, env, axes, site_index, [len(_as_layout(env.get(sdpa))) + SDPA_TOKEN_AXIS])
-    first_problem: str | None = None
+    token_axis = len(_as_layout(env.get(sdpa))) + SDPA_TOKEN_AXIS
+    problems: list[str] = []
     for linear in sorted(linears, key=graph.position.__getitem__):
-        for seed in seeds:
+        for seed in _seeded(sdpa, env, axes, site_index, [token_axis]):
             followed = _follow(graph, env, sdpa, seed, [linear], None, consumer=None)
             if followed.problem is None:
                 return _Found(linear, None, followed.token_dim, followed.video_start)
-            first_problem = first_problem or followed.problem
+            problems.append(followed.problem)
+    problem = problems[0] if problems else UNFOLLOWED
+    return _Found(_likely_output_projection(linears, env, axes), problem)
+
+
+def _likely_output_projection(
+    linears: Sequence[torch.fx.Node],
+    env: Mapping[torch.fx.Node, LayoutValue],
+    axes: TokenAxes,
+) -> torch.fx.Node | None:
+    """The linear after attention that reads the video tokens, when that is unambiguous (by
+    grid labels, else by the video length)."""
     inputs = {lin: _linear_input(lin) for lin in linears}
-    with_video = [lin for lin, x in inputs.items() if x is not None and _has_video(env.get(x), axes)]
-    chosen = with_video[0] if len(with_video) == 1 else (linears[0] if len(linears) == 1 else None)
-    if chosen is None:
-        sized = [
-            lin
-            for lin, x in inputs.items()
-            if x is not None and axes.video_tokens is not None and _has_size(env.get(x), axes.video_tokens)
-        ]
-        chosen = sized[0] if len(sized) == 1 else None
-    return _Found(chosen, first_problem or "the token axis could not be followed")
+    with_video = [lin for lin, x in inputs.items() if _has_video(env.get(x), axes)]
+    if len(with_video) == 1:
+        return with_video[0]
+    if len(linears) == 1:
+        return linears[0]
+    if axes.video_tokens is None:
+        return None
+    sized = [lin for lin, x in inputs.items() if _has_size(env.get(x), axes.video_tokens)]
+    return sized[0] if len(sized) == 1 else None
 
 
 def _as_layout(value: LayoutValue) -> tuple[Any, ...]:

@@ -283,8 +283,8 @@ def _getitem(ctx: _Context) -> LayoutValue:
     source, index = node.args[0], node.args[1]
     if isinstance(node_value(source, ctx.gm), (tuple, list)):
         known = ctx._lookup(source) if isinstance(source, torch.fx.Node) else None
-        if isinstance(index, int) and isinstance(known, Pieces) and -len(known) <= index < len(known):
-            return known[index]
+        if isinstance(index, int) and isinstance(known, Pieces):
+            return known[index] if -len(known) <= index < len(known) else None
         return None
     layout = ctx.layout(source)
     if layout is None or ctx.out_shape is None:

@@ -92,7 +92,8 @@ def test_broadcast_prefers_video_then_the_full_shape_input():
     out = broadcast_layout((2, 32, 8), [(data, (2, 32, 8)), (table, (32, 8))])
     assert out[1] == (VIDEO,)
     joint = (opaque_dim(2), ((Factor(8),), (Factor(24),)), opaque_dim(8))
-    out = broadcast_layout((2, 32, 8), [(opaque_layout((1, 32, 8)), (1, 32, 8)), (joint, (2, 32, 8))])
+    pos_embed = opaque_layout((1, 32, 8))
+    out = broadcast_layout((2, 32, 8), [(pos_embed, (1, 32, 8)), (joint, (2, 32, 8))])
     assert out[1] == joint[1]
 
 
