@@ -123,9 +123,11 @@ def read_token_axes(query: Layout | None, key: Layout | None) -> TokenAxes:
             )
         n_q = concrete(dim_size(q_dim))
         if not any(segment_is_video(seg) for seg in k_dim):
+            count = "a symbolic number of" if n_q is None else str(n_q)
+            plural = "" if n_q == 1 else "s"
             return TokenAxes(
                 "unknown",
-                reason=f"text-only attention (no video tokens among {n_q or 'the'} queries)",
+                reason=f"text-only attention (no video tokens; {count} query token{plural})",
             )
         return TokenAxes("unknown", reason="queries are not video tokens (keys are)")
     if len(video_at) > 1:
