@@ -37,9 +37,9 @@ def describe(sites: Sequence[AttentionSite]) -> str:
     """One line per site: index, name, kind, text position:length (``?`` when symbolic),
     video tokens, grid ``FxHxW``, reducible features, reducible, reason.
 
-    Example::
+    Example (diffusers' small CogVideoX test config)::
 
-        #  site                      kind   text     video  grid   features  reducible  reason
+        #  site                        kind   text     video  grid   features  reducible  reason
         0  transformer_blocks.0.attn1  joint  first:8  16     1x4x4  q,kv,h    yes
     """
     rows = [COLUMNS] + [_row(site) for site in sites]

@@ -448,6 +448,8 @@ def _reduce(ctx: _Context) -> LayoutValue:
         dims, keepdim = arg(node, 2, "dim"), arg(node, 3, "keepdim", False)
     else:
         dims, keepdim = arg(node, 1, "dim"), arg(node, 2, "keepdim", False)
+    if isinstance(dims, torch.fx.Node):  # torch.max(a, b): elementwise, not a reduction
+        return _elementwise(ctx)
     ndim = len(layout)
     if dims is None:
         reduced = set(range(ndim))
