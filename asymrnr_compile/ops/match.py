@@ -7,9 +7,14 @@ tokens are sorted by that distance, least similar (largest distance) first.
 Unlike the published code, the ``(*, N_dst, N_src)`` distance matrix is never materialised
 (DESIGN.md section 2, "known weaknesses": 3.7 GB for CogVideoX-2B under CFG): the src tokens are
 processed in chunks so that at most ``chunk_bytes`` of the ``(*, chunk, N_dst)`` distance block
-exists at a time, and only the row minimum of each block is kept. Chunk sizes are Python ints
-computed from shapes, so the op traces under ``torch.compile(fullgraph=True)`` (the loop over a
-few chunks is unrolled).
+exists at a time, and only the row minimum of each block is kept (peak extra memory ~0.3 GB
+instead of 7.4 GB at CogVideoX-2B scale, and faster; see benchmarks/RESULTS.md).
+
+The chunk loop runs inside a custom op, ``torch.ops.asymrnr.match_tokens`` (registered on
+import, for every device), with a fake implementation for tracing: under
+``torch.compile(fullgraph=True)`` the whole matcher is one opaque node whose output shapes come
+from input shapes, so compile time does not grow with the number of chunks, and the compiled
+matching is bit-identical to the eager one.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ EUCLIDEAN_DST_NORM_WEIGHT = 1.0 / EUCLIDEAN_CROSS_WEIGHT
 
 COSINE_EPS = 1e-12
 """Norm floor when normalising vectors for the cosine similarity (as ``F.normalize``)."""
+
+MATCH_OP_NAME = "asymrnr::match_tokens"
+"""The custom op (``torch.ops.asymrnr.match_tokens``) that runs the chunked matcher."""
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -123,33 +131,49 @@ def match_tokens(
             f"split.dst and split.src must be 1-D, got shapes {tuple(dst.shape)} and "
             f"{tuple(src.shape)}"
         )
-    compute_dtype = _compute_dtype(x.dtype)
+    _compute_dtype(x.dtype)  # validates the dtype
     num_dst, num_src = dst.shape[0], src.shape[0]
     num_tokens = num_dst + num_src
     start = check_span("start", start, num_tokens, x.shape[-2], what="video tokens")
 
-    leading_shape = x.shape[:-2]
+    # The matching selects indices: no gradient flows through it.
+    video = x[..., start : start + num_tokens, :].detach()
+    src_order, nearest, distance = _match_op(
+        video, dst.to(x.device), src.to(x.device), similarity, chunk_bytes
+    )
+    return Matching(src_order=src_order, nearest=nearest, distance=distance)
+
+
+@torch.library.custom_op(MATCH_OP_NAME, mutates_args=())
+def _match_op(
+    video: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str, chunk_bytes: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The chunked matcher on the video span ``(*, N, c)``: ``(src_order, nearest, distance)``.
+
+    An opaque op for ``torch.compile``: traced as one node whatever the number of chunks (an
+    unrolled loop of ~100 chunks at CogVideoX-2B scale took over a minute to compile, per
+    attention site), and run by the same eager code as outside a compiled graph, so compiled
+    and eager matchings are identical.
+    """
+    num_dst, num_src = dst.shape[0], src.shape[0]
+    leading_shape = video.shape[:-2]
     leading = math.prod(leading_shape)
-    channels = x.shape[-1]
-    dst = dst.to(x.device)
-    src = src.to(x.device)
-    video = x[..., start : start + num_tokens, :]
+    channels = video.shape[-1]
+    device = video.device
+    compute_dtype = _compute_dtype(video.dtype)
 
     if num_src == 0 or num_dst == 0:
-        distance = torch.full(
-            (*leading_shape, num_src), math.inf, dtype=torch.float32, device=x.device
-        )
-        nearest = torch.zeros((*leading_shape, num_src), dtype=torch.long, device=x.device)
-        src_order = torch.arange(num_src, device=x.device).expand(*leading_shape, num_src)
-        return Matching(src_order=src_order.contiguous(), nearest=nearest, distance=distance)
+        distance = torch.full((*leading_shape, num_src), math.inf, dtype=torch.float32,
+                              device=device)
+        nearest = torch.zeros((*leading_shape, num_src), dtype=torch.long, device=device)
+        src_order = torch.arange(num_src, device=device).expand(*leading_shape, num_src)
+        return src_order.contiguous(), nearest, distance
 
     # Every similarity becomes "maximise a score s'.d'" over dst, so one batched matmul and one
     # row max per chunk do the work (no copy of a bias into the block, as baddbmm would need):
     #   euclidean: d' = [d, -|d|^2/2], s' = [s, 1]: score = s.d - |d|^2/2,
     #              distance = |s|^2 - 2 * score = |d|^2 + |s|^2 - 2 d.s;
     #   cosine:    d', s' unit vectors, distance = 1 - score;  dot: distance = -score.
-    # The matching is not differentiable (it selects indices): no gradient flows through it.
-    video = video.detach()
     dst_feat = video.index_select(-2, dst).reshape(leading, num_dst, channels).to(compute_dtype)
     if similarity == "cosine":
         dst_feat = F.normalize(dst_feat, dim=-1, eps=COSINE_EPS)
@@ -160,40 +184,27 @@ def match_tokens(
     operand_channels = dst_feat.shape[-1]
 
     chunk = match_chunk_size(leading, num_src, num_dst, compute_dtype.itemsize, chunk_bytes)
-    # Eagerly, reuse one block buffer for all chunks: a fresh multi-MB allocation per chunk is
-    # returned to the OS and page-faulted in again every time (~2x slower). Under
-    # torch.compile, Inductor plans the buffers itself.
-    reuse = not torch.compiler.is_compiling()
-    if reuse:
-        block_buffer = torch.empty(leading * chunk * num_dst, dtype=compute_dtype, device=x.device)
-        if similarity == "euclidean":
-            src_buffer = torch.empty(
-                leading * chunk * operand_channels, dtype=compute_dtype, device=x.device
-            )
+    # One block buffer (and one src operand buffer) reused by every chunk: a fresh multi-MB
+    # allocation per chunk is returned to the OS and page-faulted in again each time (~2x
+    # slower on CPU).
+    block_buffer = torch.empty(leading * chunk * num_dst, dtype=compute_dtype, device=device)
+    src_buffer = torch.empty(leading * chunk * operand_channels, dtype=compute_dtype,
+                             device=device)
     best_values = []
     best_indices = []
     for lo in range(0, num_src, chunk):
         rows = min(num_src, lo + chunk) - lo
         src_feat = video.index_select(-2, src[lo : lo + rows]).reshape(leading, rows, channels)
+        operand = src_buffer[: leading * rows * operand_channels].view(
+            leading, rows, operand_channels
+        )
+        operand[..., :channels].copy_(src_feat)
         if similarity == "euclidean":
-            if reuse:
-                operand = src_buffer[: leading * rows * operand_channels].view(
-                    leading, rows, operand_channels
-                )
-                operand[..., :channels].copy_(src_feat)
-                operand[..., channels].fill_(1.0)
-            else:
-                ones = torch.ones(leading, rows, 1, dtype=compute_dtype, device=x.device)
-                operand = torch.cat([src_feat.to(compute_dtype), ones], dim=-1)
-        else:
-            operand = src_feat.to(compute_dtype)
-            if similarity == "cosine":
-                operand = F.normalize(operand, dim=-1, eps=COSINE_EPS)
-        if reuse:
-            block = block_buffer[: leading * rows * num_dst].view(leading, rows, num_dst)
-            torch.bmm(operand, dst_t, out=block)
-        else:
-            block = torch.bmm(operand, dst_t)
+            operand[..., channels].fill_(1.0)
+        elif similarity == "cosine":
+            operand.copy_(F.normalize(operand, dim=-1, eps=COSINE_EPS))
+        block = block_buffer[: leading * rows * num_dst].view(leading, rows, num_dst)
+        torch.bmm(operand, dst_t, out=block)
         score, index = block.max(dim=-1)
         if similarity == "euclidean":
             src_sq = operand[..., :channels].square().sum(-1)
@@ -208,4 +219,16 @@ def match_tokens(
     distance = torch.cat(best_values, dim=-1).to(torch.float32).reshape(*leading_shape, num_src)
     nearest = torch.cat(best_indices, dim=-1).reshape(*leading_shape, num_src)
     src_order = torch.argsort(distance, dim=-1, descending=True, stable=True)
-    return Matching(src_order=src_order, nearest=nearest, distance=distance)
+    return src_order, nearest, distance
+
+
+@_match_op.register_fake
+def _match_op_fake(
+    video: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str, chunk_bytes: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    shape = (*video.shape[:-2], src.shape[0])
+    return (
+        video.new_empty(shape, dtype=torch.long),
+        video.new_empty(shape, dtype=torch.long),
+        video.new_empty(shape, dtype=torch.float32),
+    )

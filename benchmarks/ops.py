@@ -1,0 +1,299 @@
+"""Ops benchmark: chunked matching vs a naive full-distance-matrix matcher.
+
+At CogVideoX-2B scale (DESIGN.md section 2: B=2 under CFG, H=30 heads, grid 13x30x45 ->
+N=17,550 video tokens, head dim 64, dst stride (2, 2, 2), float32), this times
+:func:`asymrnr_compile.ops.match_tokens` against a naive matcher that materialises the whole
+``(B*H, N_src, N_dst)`` squared-distance matrix (as the published code does, ~7.4 GB here) and
+reduces it, and measures the peak extra memory of each in its own child process
+(``ru_maxrss`` after one call minus the child's RSS before it).
+
+Following DESIGN.md section 6, speed is a ratio measured in one process, interleaved, with
+warm-up, on the same inputs. When the naive matrix cannot fit in the available memory, both are
+timed at the largest frame count where it fits, and the naive memory at full scale is
+extrapolated (it is proportional to N_src * N_dst).
+
+Usage::
+
+    python benchmarks/ops.py --json out/ops.json          # full scale (a few minutes)
+    python benchmarks/ops.py --quick --json out/ops.json  # 5x30x45 grid, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from asymrnr_compile.ops import (
+    DEFAULT_DST_STRIDE,
+    DEFAULT_MATCH_CHUNK_BYTES,
+    count_dst_tokens,
+    match_tokens,
+    split_tokens,
+)
+
+BATCH, HEADS, CHANNELS = 2, 30, 64
+FULL_GRID = (13, 30, 45)
+QUICK_GRID = (5, 30, 45)
+WARMUP_GRID = (2, 4, 4)
+FULL_REPEATS, QUICK_REPEATS = 3, 3
+SPLIT_SEED, DATA_SEED = 0, 0
+FLOAT32_BYTES = 4
+BYTES_PER_MB = 2**20
+KB_PER_MB = 1024  # ru_maxrss is in KiB on Linux
+NAIVE_MEMORY_HEADROOM = 1.25  # naive needs its matrix plus inputs and transients
+NAIVE_MEMORY_RESERVE = 2 * 2**30  # bytes left for everything else on the machine
+IMPLEMENTATIONS = ("chunked", "naive")
+
+
+def naive_match(x: torch.Tensor, split) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference matcher: the full ``(P, N_src, N_dst)`` squared-distance matrix, then its row
+    minimum and a sort. Uses the layout that is fastest to reduce (min over the last axis)."""
+    leading = math.prod(x.shape[:-2])
+    channels = x.shape[-1]
+    dst = x.index_select(-2, split.dst).reshape(leading, -1, channels)
+    src = x.index_select(-2, split.src).reshape(leading, -1, channels)
+    dst_sq = dst.square().sum(-1).unsqueeze(1)
+    src_sq = src.square().sum(-1).unsqueeze(-1)
+    full = torch.baddbmm(dst_sq, src, dst.transpose(1, 2), alpha=-2.0)
+    full.add_(src_sq).clamp_min_(0.0)
+    distance, nearest = full.min(dim=-1)
+    del full
+    order = torch.argsort(distance, dim=-1, descending=True, stable=True)
+    return order, nearest, distance
+
+
+def chunked_match(x: torch.Tensor, split, chunk_bytes: int):
+    return match_tokens(x, split, "euclidean", chunk_bytes=chunk_bytes)
+
+
+def make_inputs(grid: tuple[int, int, int]):
+    num_tokens = math.prod(grid)
+    generator = torch.Generator().manual_seed(DATA_SEED)
+    x = torch.randn(BATCH, HEADS, num_tokens, CHANNELS, generator=generator)
+    return x, split_tokens(num_tokens, grid, DEFAULT_DST_STRIDE, seed=SPLIT_SEED)
+
+
+def naive_matrix_bytes(grid: tuple[int, int, int]) -> int:
+    num_tokens = math.prod(grid)
+    num_dst = count_dst_tokens(num_tokens, grid, DEFAULT_DST_STRIDE)
+    return BATCH * HEADS * num_dst * (num_tokens - num_dst) * FLOAT32_BYTES
+
+
+def available_bytes() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("MemAvailable not found in /proc/meminfo")
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        resident_pages = int(statm.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / BYTES_PER_MB
+
+
+def run_child(impl: str, grid: tuple[int, int, int], chunk_bytes: int) -> None:
+    """Child process: one call of one implementation; prints its peak extra RSS as JSON.
+
+    A call on a tiny grid first loads the libraries and thread pools the call uses, so that the
+    measured extra RSS is the call's working memory, not code pages.
+    """
+    def call(inputs):
+        if impl == "chunked":
+            chunked_match(*inputs, chunk_bytes)
+        else:
+            naive_match(*inputs)
+
+    call(make_inputs(WARMUP_GRID))
+    x, split = make_inputs(grid)
+    before_mb = current_rss_mb()
+    start = time.perf_counter()
+    call((x, split))
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KB_PER_MB
+    print(json.dumps({"impl": impl, "peak_rss_mb": peak_mb - before_mb,
+                      "cold_seconds": seconds, "rss_before_mb": before_mb}))
+
+
+def measure_memory(impl: str, grid: tuple[int, int, int], chunk_bytes: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", impl, "--grid", *map(str, grid),
+           "--chunk-bytes", str(chunk_bytes)]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def time_interleaved(grid, chunk_bytes: int, repeats: int, with_naive: bool) -> dict:
+    """Median seconds of each implementation, alternating calls after one warm-up each."""
+    x, split = make_inputs(grid)
+    impls = {"chunked": lambda: chunked_match(x, split, chunk_bytes)}
+    if with_naive:
+        impls["naive"] = lambda: naive_match(x, split)
+    results = {name: fn() for name, fn in impls.items()}  # warm-up
+    times = {name: [] for name in impls}
+    for _ in range(repeats):
+        for name, fn in impls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    out = {name: statistics.median(t) for name, t in times.items()}
+    if with_naive:
+        got, want = results["chunked"].nearest, results["naive"][1]
+        out["nearest_agreement"] = float((got.reshape(want.shape) == want).double().mean())
+    return out
+
+
+def largest_naive_grid(grid: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    budget = (available_bytes() - NAIVE_MEMORY_RESERVE) / NAIVE_MEMORY_HEADROOM
+    for frames in range(grid[0], 0, -1):
+        candidate = (frames, grid[1], grid[2])
+        if naive_matrix_bytes(candidate) <= budget:
+            return candidate
+    return None
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    total_gib = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    return (f"{model}, {os.cpu_count()} CPU cores, {total_gib:.0f} GiB RAM, "
+            f"torch threads {torch.get_num_threads()}, {platform.system()}")
+
+
+def run(grid: tuple[int, int, int], repeats: int, chunk_bytes: int, command: str) -> dict:
+    num_tokens = math.prod(grid)
+    num_dst = count_dst_tokens(num_tokens, grid, DEFAULT_DST_STRIDE)
+    naive_grid = largest_naive_grid(grid)
+
+    chunked_mem = measure_memory("chunked", grid, chunk_bytes)
+    timing = time_interleaved(grid, chunk_bytes, repeats, with_naive=naive_grid == grid)
+    result = {
+        "seconds": timing["chunked"],
+        "peak_rss_mb": chunked_mem["peak_rss_mb"],
+        "batch": BATCH,
+        "heads": HEADS,
+        "grid": list(grid),
+        "num_tokens": num_tokens,
+        "num_dst": num_dst,
+        "num_src": num_tokens - num_dst,
+        "channels": CHANNELS,
+        "dst_stride": list(DEFAULT_DST_STRIDE),
+        "dtype": "float32",
+        "similarity": "euclidean",
+        "chunk_bytes": chunk_bytes,
+        "naive_matrix_mb_full_scale": naive_matrix_bytes(grid) / BYTES_PER_MB,
+        "repeats": repeats,
+        "timing": "median of repeats, chunked and naive interleaved in one process after warm-up",
+        "torch": torch.__version__,
+        "machine": machine(),
+        "command": command,
+    }
+    if naive_grid is None:
+        result.update(naive_seconds=None, naive_peak_rss_mb=None, time_ratio_vs_naive=None,
+                      naive_note="naive matrix does not fit in memory even for one frame")
+        return result
+    naive_mem = measure_memory("naive", naive_grid, chunk_bytes)
+    if naive_grid == grid:
+        naive_timing = timing
+        result["naive_grid"] = list(grid)
+    else:
+        naive_timing = time_interleaved(naive_grid, chunk_bytes, repeats, with_naive=True)
+        scale = naive_matrix_bytes(grid) / naive_matrix_bytes(naive_grid)
+        result.update(
+            naive_grid=list(naive_grid),
+            chunked_seconds_at_naive_grid=naive_timing["chunked"],
+            naive_peak_rss_mb_extrapolated_full_scale=naive_mem["peak_rss_mb"] * scale,
+        )
+    result.update(
+        naive_seconds=naive_timing["naive"],
+        naive_peak_rss_mb=naive_mem["peak_rss_mb"],
+        time_ratio_vs_naive=naive_timing["chunked"] / naive_timing["naive"],
+        nearest_agreement=naive_timing["nearest_agreement"],
+    )
+    return result
+
+
+def print_table(result: dict) -> None:
+    grid = "x".join(map(str, result["grid"]))
+    print(f"matching B={result['batch']} H={result['heads']} grid {grid} "
+          f"(N={result['num_tokens']}, N_dst={result['num_dst']}) c={result['channels']} float32")
+    print(f"{'impl':<10}{'seconds':>10}{'peak RSS MB':>14}")
+    print(f"{'chunked':<10}{result['seconds']:>10.2f}{result['peak_rss_mb']:>14.0f}")
+    if result.get("naive_seconds") is not None:
+        naive_grid = "x".join(map(str, result["naive_grid"]))
+        print(f"{'naive':<10}{result['naive_seconds']:>10.2f}{result['naive_peak_rss_mb']:>14.0f}"
+              f"   (grid {naive_grid})")
+        print(f"time ratio chunked / naive: {result['time_ratio_vs_naive']:.2f}, "
+              f"nearest agreement {result['nearest_agreement']:.4f}")
+    if "naive_peak_rss_mb_extrapolated_full_scale" in result:
+        print(f"naive peak RSS extrapolated to full scale: "
+              f"{result['naive_peak_rss_mb_extrapolated_full_scale']:.0f} MB")
+
+
+def write_json(path: Path, result: dict) -> None:
+    """Set the ``"match"`` entry of the JSON file at ``path``, keeping any other entries."""
+    data = {}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+    data["match"] = result
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, help="write results (key 'match') to this file")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"grid {QUICK_GRID} instead of {FULL_GRID}")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per implementation")
+    parser.add_argument("--chunk-bytes", type=int, default=DEFAULT_MATCH_CHUNK_BYTES,
+                        help="match_tokens chunk_bytes (default: the library default)")
+    parser.add_argument("--child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--grid", type=int, nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    if args.chunk_bytes < 1:
+        parser.error("--chunk-bytes must be >= 1")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        run_child(args.child, tuple(args.grid), args.chunk_bytes)
+        return
+    grid = QUICK_GRID if args.quick else FULL_GRID
+    repeats = args.repeats or (QUICK_REPEATS if args.quick else FULL_REPEATS)
+    command = "python " + " ".join([os.path.relpath(__file__), *sys.argv[1:]])
+    result = run(grid, repeats, args.chunk_bytes, command)
+    print_table(result)
+    if args.json:
+        write_json(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
