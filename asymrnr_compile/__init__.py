@@ -1,11 +1,30 @@
 """asymrnr_compile: AsymRnR token reduction for video diffusion transformers, as a
-``torch.compile`` backend.
+``torch.compile`` backend (``torch.compile(model, backend="asymrnr", options={...})``).
 
-Public API only; see the submodules for details.
+Public API: :class:`AsymRnRConfig`, :class:`AsymRnRBackend`, :class:`AsymRnRReport`,
+:func:`last_backend`. They load lazily, so that ``import asymrnr_compile.ops`` stays light.
+Importing this package does not register the backend: the ``torch_dynamo_backends`` entry point
+does (registering twice would raise "duplicate name" in torch).
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_LAZY = {
+    "AsymRnRBackend": "asymrnr_compile.backend",
+    "AsymRnRReport": "asymrnr_compile.backend",
+    "last_backend": "asymrnr_compile.backend",
+    "AsymRnRConfig": "asymrnr_compile.config",
+}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'asymrnr_compile' has no attribute {name!r}")

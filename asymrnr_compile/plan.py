@@ -5,9 +5,10 @@ whether the matching is computed in the graph (first step of a cache window) or 
 matching cache (graph inputs). Plans are hashable: the runtime keeps one compiled variant per
 distinct plan. Sizes are Python ints, so nothing in a rewritten graph is data-dependent.
 
-Cached tensors travel between variants through :class:`CacheSlot` names: a variant that computes a
-matching returns it as extra graph outputs, and a variant that reuses it takes the same slots as
-extra graph inputs.
+Cached tensors travel between variants through :class:`CacheSlot` names. A variant that computes
+a matching takes the destination/source split as inputs and returns the matching and the
+reduction indices (keep, restore) as extra outputs. A variant that reuses a matching takes only
+the reduction indices as inputs, so its graph is gathers around attention and nothing else.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from asymrnr_compile.analysis.site import Feature
 
 MatchingField = Literal["src_order", "nearest", "distance"]
 SplitField = Literal["dst", "src"]
+IndexField = Literal["keep", "restore"]
 
 MATCHING_FIELDS: tuple[MatchingField, ...] = ("src_order", "nearest", "distance")
 SPLIT_FIELDS: tuple[SplitField, ...] = ("dst", "src")
+INDEX_FIELDS: tuple[IndexField, ...] = ("keep", "restore")
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,9 @@ class ReductionPlan:
 class CacheSlot:
     """Name of one tensor that enters or leaves a rewritten graph besides the model's own.
 
-    ``field`` is a :data:`SPLIT_FIELDS` entry (the destination/source split, always an input) or
-    a :data:`MATCHING_FIELDS` entry (an output when the matching is computed, else an input).
+    ``field`` is a :data:`SPLIT_FIELDS` entry (input of a computing variant), a
+    :data:`MATCHING_FIELDS` entry (output of a computing variant) or an :data:`INDEX_FIELDS`
+    entry (output of a computing variant, input of a reusing one).
     """
 
     site_index: int

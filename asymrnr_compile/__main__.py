@@ -1,0 +1,5 @@
+"""``python -m asymrnr_compile``: the command line."""
+
+from asymrnr_compile.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""The main job: sample with the reference DiT three ways (eager, Inductor, asymrnr) and compare.
+
+Speed is a ratio measured in one process on the same inputs: each variant first runs one full
+sampling loop as warm-up (this compiles every variant the loop needs), then the timed loops
+run interleaved (eager, inductor, asymrnr, eager, ...). Quality is the final latent against
+the plain Inductor result. The reference model has random (seeded) weights: this measures
+speed and numerical closeness, not visual quality.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from asymrnr_compile.backend import AsymRnRBackend
+from asymrnr_compile.config import AsymRnRConfig
+from asymrnr_compile.models import build_reference_model, reference_inputs, synthetic_latents
+from asymrnr_compile.models.config import resolve_config
+from asymrnr_compile.sampling import SamplerConfig, psnr_db, relative_l2, sample
+
+VARIANTS = ("eager", "inductor", "asymrnr")
+# Seed offset of the "empty prompt" embedding used for the unconditional branch.
+NULL_TEXT_SEED_OFFSET = 17
+
+
+@dataclass
+class VariantTiming:
+    """Measured numbers of one variant."""
+
+    name: str
+    step_seconds: list[float] = field(default_factory=list)
+    warmup_seconds: float = 0.0
+    latent: torch.Tensor | None = None
+
+    @property
+    def seconds_per_step(self) -> float:
+        return statistics.median(self.step_seconds)
+
+
+@dataclass
+class DemoResult:
+    """Everything the demo measured; ``to_dict()`` is JSON-serialisable."""
+
+    preset: str
+    config: AsymRnRConfig
+    sampler: SamplerConfig
+    timings: dict[str, VariantTiming]
+    ideal_speedup: float
+    report: dict[str, Any]
+    threads: int
+
+    def speedup(self, name: str, baseline: str = "inductor") -> float:
+        return self.timings[baseline].seconds_per_step / self.timings[name].seconds_per_step
+
+    def error_vs_inductor(self, name: str) -> tuple[float, float]:
+        reference = self.timings["inductor"].latent
+        latent = self.timings[name].latent
+        assert reference is not None and latent is not None
+        return relative_l2(latent, reference), psnr_db(latent, reference)
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = {}
+        for name, timing in self.timings.items():
+            rel, psnr = self.error_vs_inductor(name)
+            rows[name] = {
+                "seconds_per_step": timing.seconds_per_step,
+                "warmup_seconds": timing.warmup_seconds,
+                "speedup_vs_inductor": self.speedup(name),
+                "rel_l2_vs_inductor": rel,
+                "psnr_db_vs_inductor": psnr,
+            }
+        return {
+            "preset": self.preset,
+            "config": self.config.to_dict(),
+            "steps": self.sampler.steps,
+            "threads": self.threads,
+            "ideal_speedup": self.ideal_speedup,
+            "variants": rows,
+            "asymrnr_report": self.report,
+        }
+
+    def table(self) -> str:
+        lines = [f"{'variant':<10}{'s/step':>9}{'speedup':>9}{'ideal':>8}{'rel err':>10}{'PSNR dB':>9}"]
+        for name, timing in self.timings.items():
+            rel, psnr = self.error_vs_inductor(name)
+            ideal = f"{self.ideal_speedup:.2f}x" if name == "asymrnr" else "1.00x" if name == "inductor" else ""
+            lines.append(f"{name:<10}{timing.seconds_per_step:>9.3f}{self.speedup(name):>8.2f}x{ideal:>8}"
+                         f"{rel:>10.2e}{psnr:>9.1f}")
+        return "\n".join(lines)
+
+
+def run_demo(
+    preset: str = "attention",
+    config: AsymRnRConfig | None = None,
+    sampler: SamplerConfig = SamplerConfig(steps=10),
+    *,
+    rounds: int = 1,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> DemoResult:
+    """Run the comparison (see module docstring). ``rounds`` timed loops per variant."""
+    config = config if config is not None else AsymRnRConfig()
+    model_config = resolve_config(preset)
+    model = build_reference_model(preset, seed=seed)
+    inputs = reference_inputs(preset, seed=seed, batch_size=1)
+    noise = synthetic_latents(tuple(inputs["hidden_states"].shape), seed=seed + 1)
+    text = inputs["encoder_hidden_states"]
+    null_text = reference_inputs(preset, seed=seed + NULL_TEXT_SEED_OFFSET, batch_size=1)["encoder_hidden_states"]
+    backend = AsymRnRBackend(config)
+    models = {
+        "eager": model,
+        "inductor": torch.compile(model, backend="inductor", fullgraph=True, dynamic=False),
+        "asymrnr": torch.compile(model, backend=backend, fullgraph=True, dynamic=False),
+    }
+    timings = {name: VariantTiming(name) for name in VARIANTS}
+    log(f"reference DiT preset {preset!r}: {model_config.video_tokens} video + {model_config.text_tokens} text tokens, "
+        f"hidden {model_config.hidden_size}, {model_config.num_blocks} blocks, random seeded weights, "
+        f"CFG batch 2, {sampler.steps} flow-matching Euler steps, {torch.get_num_threads()} threads")
+
+    def run(name: str, record: bool) -> torch.Tensor:
+        stamps = [time.perf_counter()]
+        if name == "asymrnr":
+            backend.reset()
+        latent = sample(models[name], noise, text, null_text, sampler,
+                        on_step=lambda step, steps: stamps.append(time.perf_counter()))
+        if record:
+            timings[name].step_seconds.extend(b - a for a, b in zip(stamps, stamps[1:]))
+        return latent
+
+    with torch.no_grad():
+        for name in VARIANTS:
+            log(f"warm-up {name} (compiles the variants it needs)...")
+            start = time.perf_counter()
+            run(name, record=False)
+            timings[name].warmup_seconds = time.perf_counter() - start
+            log(f"  done in {timings[name].warmup_seconds:.1f} s")
+        for round_index in range(rounds):
+            for name in VARIANTS:
+                log(f"timed round {round_index + 1}/{rounds}: {name}")
+                timings[name].latent = run(name, record=True)
+    report = backend.report()
+    return DemoResult(preset, config, sampler, timings, report.ideal_speedup, report.to_dict(),
+                      torch.get_num_threads())

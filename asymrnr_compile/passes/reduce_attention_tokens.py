@@ -1,0 +1,240 @@
+"""Rewrite pass: run attention on fewer video tokens and restore full-length outputs.
+
+For each site of a :class:`~asymrnr_compile.plan.ReductionPlan`, the SDPA call is wrapped in the
+token-reduction ops of :mod:`asymrnr_compile.ops`. The pass only edits graphs; all arithmetic
+lives in ``ops/`` and sizes come from the plan as Python ints.
+
+Before (a joint site, text first, ``T`` text and ``N`` video tokens)::
+
+    attn = scaled_dot_product_attention(query=q, key=k, value=v, attn_mask=mask)
+
+After (q reduced with a fresh matching, kv reduced with a cached one)::
+
+    q_split     = TokenSplit(asymrnr_site0_q_dst, asymrnr_site0_q_src)         # graph inputs
+    q_matching  = match_tokens(q, q_split, "euclidean", start=T)               # -> extra outputs
+    q_indices   = reduction_indices(q_split, q_matching, K_q)                  # -> extra outputs
+    q_reduced   = reduce_tokens(q, q_indices, "replace", start=T)              # (B, H, T+K_q, d)
+    kv_indices  = ReductionIndices(asymrnr_site0_kv_keep, asymrnr_site0_kv_restore)  # cached inputs
+    k_reduced   = reduce_tokens(k, kv_indices, "replace", start=T)
+    v_reduced   = reduce_tokens(v, kv_indices, "replace", start=T)
+    mask_cols   = reduce_mask(mask, kv_indices, start=T)                       # key axis
+    mask_rows   = reduce_tokens(mask_cols, q_indices, "replace", start=T)      # query axis
+    attn_small  = scaled_dot_product_attention(query=q_reduced, key=k_reduced, ...)
+    attn        = restore_tokens(attn_small, q_indices, start=T)               # (B, H, T+N, d)
+
+Matching runs on the features the method prescribes: q on the queries, kv on the values
+(DESIGN.md Sec. 2). Text tokens are outside the video span and are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx
+
+from asymrnr_compile import ops
+from asymrnr_compile.analysis.site import AttentionSite
+from asymrnr_compile.passes.split_attention_regions import REGION_META
+from asymrnr_compile.plan import (
+    INDEX_FIELDS,
+    MATCHING_FIELDS,
+    SPLIT_FIELDS,
+    CacheSlot,
+    FeaturePlan,
+    ReductionPlan,
+    SitePlan,
+)
+
+logger = logging.getLogger("asymrnr_compile.passes")
+
+SDPA_TARGETS = (torch._C._nn.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention)
+
+
+@dataclass
+class RewriteResult:
+    """A rewritten copy of the graph and the order of its extra inputs and outputs.
+
+    Attributes:
+        gm: the rewritten graph module (the input graph is left untouched).
+        extra_inputs: slots of the placeholders appended after the original inputs, in order.
+        extra_outputs: slots of the outputs appended after the original outputs, in order.
+        num_original_outputs: how many outputs the original graph had.
+        rewritten_sites: indices of the sites that were rewritten (the counter tests assert on).
+    """
+
+    gm: torch.fx.GraphModule
+    extra_inputs: list[CacheSlot] = field(default_factory=list)
+    extra_outputs: list[CacheSlot] = field(default_factory=list)
+    num_original_outputs: int = 0
+    rewritten_sites: list[int] = field(default_factory=list)
+
+
+def copy_graph_module(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, dict[torch.fx.Node, torch.fx.Node]]:
+    """A new GraphModule over a copy of ``gm.graph`` (same submodules/attributes) and the node map."""
+    graph = torch.fx.Graph()
+    node_map: dict[torch.fx.Node, torch.fx.Node] = {}
+    outputs, old_output = graph.graph_copy(gm.graph, node_map, return_output_node=True)  # type: ignore[misc]
+    graph.output(outputs, type_expr=old_output.type)
+    return torch.fx.GraphModule(gm, graph, class_name=type(gm).__name__), node_map
+
+
+def _sdpa_kwargs(node: torch.fx.Node) -> dict:
+    """The SDPA call's arguments as keywords (positional calls normalised)."""
+    from torch.fx.operator_schemas import normalize_function
+
+    normalized = normalize_function(
+        node.target, tuple(node.args), dict(node.kwargs), normalize_to_only_use_kwargs=True
+    )
+    if normalized is None:
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
+        kwargs = dict(zip(names, node.args))
+        kwargs.update(node.kwargs)
+        return kwargs
+    return dict(normalized.kwargs)
+
+
+class _SiteRewriter:
+    """Inserts the nodes for one site; keeps the graph, the new slots and the node map."""
+
+    def __init__(self, graph: torch.fx.Graph, plan: ReductionPlan, result: RewriteResult,
+                 first_compute_node: torch.fx.Node) -> None:
+        self.graph = graph
+        self.plan = plan
+        self.result = result
+        self.first_compute_node = first_compute_node
+        self.new_outputs: list[torch.fx.Node] = []
+        self.region: int | None = None  # site whose nodes are being inserted
+
+    def placeholder(self, slot: CacheSlot) -> torch.fx.Node:
+        with self.graph.inserting_before(self.first_compute_node):
+            node = self.graph.placeholder(slot.placeholder_name)
+        self.result.extra_inputs.append(slot)
+        return node
+
+    def call(self, target, *args, **kwargs) -> torch.fx.Node:
+        """Insert a call, tagged as part of the current site's attention region."""
+        node = self.graph.call_function(target, args, kwargs)
+        node.meta[REGION_META] = self.region
+        return node
+
+    def output(self, node: torch.fx.Node, slot: CacheSlot) -> None:
+        self.new_outputs.append(node)
+        self.result.extra_outputs.append(slot)
+
+    def indices(self, site_index: int, feature: str, feature_plan: FeaturePlan,
+                matched: torch.fx.Node, start: int) -> torch.fx.Node:
+        """Reduction indices of one feature: computed from a fresh matching, or graph inputs.
+
+        A computing variant outputs the matching and the indices (graph outputs are realised
+        buffers, so the gathers read them instead of recomputing index arithmetic per element);
+        a reusing variant takes the indices as inputs.
+        """
+        if not feature_plan.compute_matching:
+            cached = [self.placeholder(CacheSlot(site_index, feature, name)) for name in INDEX_FIELDS]
+            return self.call(ops.ReductionIndices, *cached)
+        split_nodes = [self.placeholder(CacheSlot(site_index, feature, name)) for name in SPLIT_FIELDS]
+        split = self.call(ops.TokenSplit, *split_nodes)
+        matching = self.call(
+            ops.match_tokens, matched, split, self.plan.similarity,
+            start=start, chunk_bytes=self.plan.match_chunk_bytes,
+        )
+        indices = self.call(ops.reduction_indices, split, matching, feature_plan.num_keep)
+        for position, name in enumerate(MATCHING_FIELDS):
+            self.output(self.call(operator.getitem, matching, position), CacheSlot(site_index, feature, name))
+        for position, name in enumerate(INDEX_FIELDS):
+            self.output(self.call(operator.getitem, indices, position), CacheSlot(site_index, feature, name))
+        return indices
+
+
+def _has_query_axis(mask: torch.fx.Node, query_tokens: int | None) -> bool:
+    """Whether a mask's second-to-last axis runs over queries (rather than broadcasting)."""
+    value = mask.meta.get("example_value", mask.meta.get("val"))
+    if value is None or value.dim() < 2:
+        return False
+    return value.shape[-2] != 1 and value.shape[-2] == query_tokens
+
+
+def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SitePlan,
+                  node_map: dict[torch.fx.Node, torch.fx.Node]) -> None:
+    graph = rewriter.graph
+    sdpa = node_map[site.node]
+    kwargs = _sdpa_kwargs(sdpa)
+    start = site.video_start
+    mode = rewriter.plan.reduce_mode
+    query, key, value = kwargs["query"], kwargs["key"], kwargs["value"]
+    original_mask = kwargs.get("attn_mask")
+    mask = original_mask
+
+    rewriter.region = site.index
+    with graph.inserting_before(sdpa):
+        q_indices = kv_indices = None
+        if site_plan.q is not None:
+            q_indices = rewriter.indices(site.index, "q", site_plan.q, query, start)
+            kwargs["query"] = rewriter.call(ops.reduce_tokens, query, q_indices, mode, start=start)
+        if site_plan.kv is not None:
+            kv_indices = rewriter.indices(site.index, "kv", site_plan.kv, value, start)
+            kwargs["key"] = rewriter.call(ops.reduce_tokens, key, kv_indices, mode, start=start)
+            kwargs["value"] = rewriter.call(ops.reduce_tokens, value, kv_indices, mode, start=start)
+            if mask is not None:
+                mask = rewriter.call(ops.reduce_mask, mask, kv_indices, start=start)
+        if mask is not None and q_indices is not None and _has_query_axis(original_mask, site.query_tokens):
+            mask = rewriter.call(ops.reduce_tokens, mask, q_indices, "replace", start=start)
+        if mask is not None:
+            kwargs["attn_mask"] = mask
+        reduced_attention = rewriter.call(sdpa.target, **kwargs)
+        reduced_attention.meta.update({k: v for k, v in sdpa.meta.items() if k in ("nn_module_stack", "stack_trace")})
+        attention = reduced_attention
+        if q_indices is not None:
+            attention = rewriter.call(ops.restore_tokens, reduced_attention, q_indices, start=start)
+    sdpa.replace_all_uses_with(attention)
+    graph.erase_node(sdpa)
+
+
+def reduce_attention_tokens(gm: torch.fx.GraphModule, sites: list[AttentionSite],
+                            plan: ReductionPlan) -> RewriteResult:
+    """Rewrite a copy of ``gm`` so that the planned sites attend over fewer video tokens.
+
+    Args:
+        gm: the Dynamo graph (not modified).
+        sites: the analysis of ``gm`` (:func:`asymrnr_compile.analysis.find_attention_sites`).
+        plan: what to reduce; sites absent from the plan are left as they are.
+
+    Returns:
+        A :class:`RewriteResult`; ``result.rewritten_sites`` lists the sites actually changed.
+
+    Raises:
+        ValueError: a planned site is unknown, not reducible, or asks for an unavailable feature.
+    """
+    by_index = {site.index: site for site in sites}
+    new_gm, node_map = copy_graph_module(gm)
+    graph = new_gm.graph
+    output_node = next(node for node in reversed(graph.nodes) if node.op == "output")
+    original_outputs = output_node.args[0]
+    if not isinstance(original_outputs, (tuple, list)):
+        raise ValueError("graph output must be a tuple or list (as Dynamo produces)")
+    result = RewriteResult(gm=new_gm, num_original_outputs=len(original_outputs))
+    first_compute = next(node for node in graph.nodes if node.op != "placeholder")
+    rewriter = _SiteRewriter(graph, plan, result, first_compute)
+
+    for site_plan in plan.sites:
+        site = by_index.get(site_plan.site_index)
+        if site is None:
+            raise ValueError(f"plan names site {site_plan.site_index}, but the graph has sites {sorted(by_index)}")
+        for feature, _ in site_plan.items():
+            if feature not in site.features:
+                raise ValueError(f"site {site.name}: feature {feature!r} is not reducible here "
+                                 f"(available: {list(site.features)}; {site.reason or 'no reason given'})")
+        if site_plan.h is not None:
+            raise ValueError(f"site {site.name}: h reduction is not implemented by this pass")
+        _rewrite_site(rewriter, site, site_plan, node_map)
+        result.rewritten_sites.append(site.index)
+        logger.debug("rewrote site %s with %s", site.name, site_plan)
+
+    rewritten_outputs = output_node.args[0]  # read again: the rewrite replaced uses in it
+    output_node.args = (tuple(rewritten_outputs) + tuple(rewriter.new_outputs),)
+    graph.lint()
+    new_gm.recompile()
+    return result

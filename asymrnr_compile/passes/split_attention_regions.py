@@ -1,0 +1,85 @@
+"""Split a graph into attention regions and the segments between them, for regional compilation.
+
+Every variant of a model (unreduced, computing matchings, reusing them) differs only around its
+attention calls. Splitting the graph there lets the runtime compile each segment once and share
+it between variants, and lets structurally identical segments (one per transformer block) hit
+Inductor's FX graph cache, so that extra variants cost little compile time.
+
+Before::
+
+    x = norm(h); q = to_q(x); ...; attn = sdpa(q, k, v); h = h + to_out(attn); ...
+
+After (the driver graph; each ``submod_*`` is a GraphModule compiled on its own)::
+
+    q, k, v, h = submod_0(inputs...)      # segment: everything up to the first region
+    attn = submod_1(q, k, v, ...)          # attention region 0: [reduce ->] sdpa [-> restore]
+    q2, k2, v2, h = submod_2(attn, h, ...) # segment: rest of block 0, start of block 1
+    ...
+
+A node belongs to an attention region when it is an SDPA call or carries
+``node.meta[REGION_META]`` (set by the rewrite pass on every node it inserts around a site).
+Region nodes of one site are contiguous in graph order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+from torch.fx.passes.split_module import split_module
+
+REGION_META = "asymrnr_region"
+SDPA_TARGETS = (torch._C._nn.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention)
+
+
+@dataclass
+class SplitGraph:
+    """The driver graph and what each of its submodules is.
+
+    Attributes:
+        driver: GraphModule calling ``submod_<k>`` in order; same inputs and outputs as the
+            original graph.
+        attention_submodules: names of the submodules that are attention regions.
+        segment_submodules: names of the other submodules.
+    """
+
+    driver: torch.fx.GraphModule
+    attention_submodules: list[str]
+    segment_submodules: list[str]
+
+
+def _region_of(node: torch.fx.Node, sdpa_count: list[int]) -> object | None:
+    if REGION_META in node.meta:
+        return node.meta[REGION_META]
+    if node.op == "call_function" and node.target in SDPA_TARGETS:
+        sdpa_count[0] += 1
+        return ("sdpa", sdpa_count[0])
+    return None
+
+
+def split_attention_regions(gm: torch.fx.GraphModule) -> SplitGraph:
+    """Split ``gm`` (not modified) into alternating segments and attention regions."""
+    partition: dict[torch.fx.Node, int] = {}
+    is_region: dict[int, bool] = {}
+    current_key: object = None
+    pid = 0
+    sdpa_count = [0]
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        region = _region_of(node, sdpa_count)
+        key = ("segment",) if region is None else ("region", region)
+        if key != current_key:
+            if partition:
+                pid += 1
+            current_key = key
+        partition[node] = pid
+        is_region[pid] = region is not None
+    driver = split_module(gm, gm, lambda node: partition[node], keep_original_order=True)
+    attention, segments = [], []
+    for node in driver.graph.nodes:
+        if node.op == "call_module":
+            pid = int(node.target.rsplit("_", 1)[1])
+            (attention if is_region[pid] else segments).append(node.target)
+    return SplitGraph(driver, attention, segments)

@@ -1,0 +1,30 @@
+"""Shared test helpers: capture Dynamo graphs, compare outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch._dynamo
+
+
+def capture_graph(model: torch.nn.Module, inputs: dict[str, Any]) -> tuple[torch.fx.GraphModule, list[Any]]:
+    """The single Dynamo graph of ``model(**inputs)`` and its example inputs (fullgraph)."""
+    captured: list[tuple[torch.fx.GraphModule, list[Any]]] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]):
+        captured.append((gm, list(example_inputs)))
+        return gm.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(model, backend=backend, fullgraph=True, dynamic=False)(**inputs)
+    torch._dynamo.reset()
+    assert len(captured) == 1, f"expected one graph, got {len(captured)}"
+    return captured[0]
+
+
+def max_relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    """max |value - reference| / max |reference|."""
+    scale = reference.abs().max().clamp_min(1e-12)
+    return float((value.float() - reference.float()).abs().max() / scale)

@@ -1,0 +1,189 @@
+"""The asymrnr backend end to end on the reference DiT: steps, matching cache, variants, safety.
+
+Every test that reduces asserts from the report that the rewrite fired.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch._dynamo
+from helpers import max_relative_error
+from torch._dynamo.utils import counters
+
+import asymrnr_compile
+from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
+from asymrnr_compile.models import build_reference_model, reference_inputs
+from asymrnr_compile.sampling import SamplerConfig, sample
+
+PRESET = "tiny"
+# The tiny preset has 32 video tokens per site; the default minimum would skip them.
+TINY = {"min_video_tokens": 16}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_reference_model(PRESET)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return reference_inputs(PRESET)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _loop(compiled, inputs, steps: int, cfg_mode: str = "batched") -> torch.Tensor:
+    text = inputs["encoder_hidden_states"][:1]
+    null_text = inputs["encoder_hidden_states"][1:]
+    with torch.no_grad():
+        return sample(compiled, inputs["hidden_states"][:1], text, null_text,
+                      SamplerConfig(steps=steps, cfg_mode=cfg_mode))
+
+
+def _compile(model, backend):
+    return torch.compile(model, backend=backend, fullgraph=True, dynamic=False)
+
+
+def test_all_ratios_zero_compiles_unchanged_and_matches_inductor(model, inputs):
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.0, kv_ratio=0.0, **TINY))
+    with torch.no_grad():
+        out = _compile(model, backend)(**inputs)
+        torch._dynamo.reset()
+        plain = _compile(model, "inductor")(**inputs)
+    assert max_relative_error(out, plain) <= 1e-5
+    report = backend.report().to_dict()
+    assert report["graphs"][0]["fallback_reason"].startswith("no attention site to reduce")
+    assert report["num_variants"] == 0
+
+
+def test_cached_matching_is_computed_on_window_starts_only(model, inputs):
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=5, **TINY))
+    counters.clear()
+    latent = _loop(_compile(model, backend), inputs, steps=12)
+    assert torch.isfinite(latent).all()
+    (runtime,) = backend.graphs
+    assert runtime.matching_steps == [0, 5, 10]
+    report = backend.report().to_dict()
+    sites_features = 2 * 2  # two blocks, q and kv
+    assert report["cache_misses"] == 3 * sites_features
+    assert report["cache_hits"] == 9 * sites_features
+    assert report["steps"] == 12 and report["calls"] == 12
+    assert report["num_variants"] == 2  # compute-matching and reuse-matching
+    applied = report["graphs"][0]["sites"][0]["applied"]
+    assert applied["q"]["kept_tokens"] == 16 and applied["kv"]["kept_tokens"] == 22
+    assert counters["stats"]["unique_graphs"] == 1  # one Dynamo graph, no recompiles
+
+
+def test_two_calls_per_step_keep_separate_caches(model, inputs):
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.0, cache_steps=5, **TINY))
+    _loop(_compile(model, backend), inputs, steps=6, cfg_mode="split")
+    (runtime,) = backend.graphs
+    assert runtime.tracker.steps_seen == 6 and runtime.calls == 12
+    # cond (call 0) and uncond (call 1) each compute at the window starts 0 and 5
+    assert sorted(runtime.cache.entries) == [(0, 0, "q"), (0, 1, "q"), (1, 0, "q"), (1, 1, "q")]
+    assert runtime.matching_steps == [0, 0, 5, 5]
+
+
+def test_reset_starts_a_new_video(model, inputs):
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=5, **TINY))
+    compiled = _compile(model, backend)
+    first = _loop(compiled, inputs, steps=3)
+    backend.reset()
+    second = _loop(compiled, inputs, steps=3)
+    (runtime,) = backend.graphs
+    assert runtime.matching_steps == [0, 0]
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_timestep_jumping_up_starts_a_new_video(model, inputs):
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.0, cache_steps=5, **TINY))
+    compiled = _compile(model, backend)
+    _loop(compiled, inputs, steps=3)
+    _loop(compiled, inputs, steps=3)  # no reset: the timestep goes back up to 1000
+    (runtime,) = backend.graphs
+    assert runtime.matching_steps == [0, 0]
+
+
+def test_warmup_steps_run_unreduced(model, inputs):
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.0, cache_steps=2, warmup_steps=2, **TINY))
+    _loop(_compile(model, backend), inputs, steps=5)
+    (runtime,) = backend.graphs
+    assert runtime.matching_steps == [2, 4]
+    assert len(runtime.variants) == 3  # unreduced, compute, reuse
+
+
+def test_skip_blocks_and_min_video_tokens_leave_sites_alone(model, inputs):
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, skip_blocks=(0,), **TINY))
+    with torch.no_grad():
+        _compile(model, backend)(**inputs)
+    sites = backend.report().to_dict()["graphs"][0]["sites"]
+    assert "applied" not in sites[0] and "applied" in sites[1]
+
+    torch._dynamo.reset()
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5))  # default minimum: 256 video tokens
+    with torch.no_grad():
+        _compile(model, backend)(**inputs)
+    assert "min_video_tokens" in backend.report().to_dict()["graphs"][0]["fallback_reason"]
+
+
+def test_ratio_above_the_largest_usable_is_capped_and_reported(model, inputs):
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.95, kv_ratio=0.0, **TINY))
+    with torch.no_grad():
+        out = _compile(model, backend)(**inputs)
+    assert torch.isfinite(out).all()
+    applied = backend.report().to_dict()["graphs"][0]["sites"][0]["applied"]["q"]
+    # grid 2x4x4 with stride (2, 2, 2): 4 destination tokens of 32
+    assert applied["capped"] and applied["kept_tokens"] == 4
+
+
+def test_string_backend_through_the_entry_point(model, inputs):
+    options = {"q_ratio": 0.5, "kv_ratio": 0.3, **TINY}
+    with torch.no_grad():
+        out = torch.compile(model, backend="asymrnr", options=options, fullgraph=True, dynamic=False)(**inputs)
+    assert torch.isfinite(out).all()
+    report = asymrnr_compile.last_backend().report().to_dict()
+    assert report["config"]["q_ratio"] == 0.5 and report["cache_misses"] == 4
+
+
+def test_bad_options_raise_naming_the_key(model, inputs):
+    with pytest.raises(ValueError, match="did you mean 'kv_ratio'"):
+        AsymRnRBackend(kv_ration=0.3)
+    with pytest.raises(Exception, match="q_ratio must be in"):
+        with torch.no_grad():
+            torch.compile(model, backend="asymrnr", options={"q_ratio": 2.0})(**inputs)
+
+
+def test_a_failing_rewrite_falls_back_to_the_unchanged_graph(model, inputs, monkeypatch, caplog):
+    import asymrnr_compile.runtime as runtime_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated rewrite failure")
+
+    monkeypatch.setattr(runtime_module, "reduce_attention_tokens", broken)
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, **TINY))
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="asymrnr_compile"):
+        out = _compile(model, backend)(**inputs)
+        torch._dynamo.reset()
+        plain = _compile(model, "inductor")(**inputs)
+    assert max_relative_error(out, plain) <= 1e-5
+    assert "simulated rewrite failure" in caplog.text
+    assert "simulated rewrite failure" in backend.report().to_dict()["graphs"][0]["fallback_reason"]
+
+
+def test_model_without_attention_runs_unchanged():
+    mlp = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.Linear(8, 8))
+    x = torch.randn(3, 8)
+    backend = AsymRnRBackend()
+    with torch.no_grad():
+        out = _compile(mlp, backend)(x)
+        expected = mlp(x)
+    assert max_relative_error(out, expected) <= 1e-5
+    assert backend.report().to_dict()["graphs"][0]["fallback_reason"] == "no attention site to reduce"
