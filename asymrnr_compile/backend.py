@@ -89,6 +89,9 @@ def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig) -> SiteReduc
                         config.grid, site.name, num_tokens, site.grid)
     reduction = SiteReduction(site=site, grid=grid)
     wanted = [f for f in ("h", "q", "kv") if config.ratio(f) > 0 and f in site.features]
+    if "h" in wanted and site.attn_mask is not None:
+        logger.info("asymrnr: site %s has an attention mask; h reduction is not supported there", site.name)
+        wanted.remove("h")
     if "h" in wanted:
         wanted = ["h"]
     for feature in wanted:

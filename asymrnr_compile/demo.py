@@ -93,6 +93,33 @@ class DemoResult:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class SamplingInputs:
+    """Initial latent and cond/uncond text embeddings of one sampling run (batch 1)."""
+
+    noise: torch.Tensor
+    text: torch.Tensor
+    null_text: torch.Tensor
+
+
+def demo_inputs(preset: str, seed: int = 0) -> SamplingInputs:
+    """Structured, seeded inputs for sampling the reference DiT (never zeros or pure noise)."""
+    inputs = reference_inputs(preset, seed=seed, batch_size=1)
+    noise = synthetic_latents(tuple(inputs["hidden_states"].shape), seed=seed + 1)
+    null_text = reference_inputs(preset, seed=seed + NULL_TEXT_SEED_OFFSET, batch_size=1)["encoder_hidden_states"]
+    return SamplingInputs(noise, inputs["encoder_hidden_states"], null_text)
+
+
+def timed_sample(model: Callable[..., torch.Tensor], inputs: SamplingInputs,
+                 sampler: SamplerConfig) -> tuple[torch.Tensor, list[float]]:
+    """Run one sampling loop; returns the final latent and the seconds of every step."""
+    stamps = [time.perf_counter()]
+    with torch.no_grad():
+        latent = sample(model, inputs.noise, inputs.text, inputs.null_text, sampler,
+                        on_step=lambda step, steps: stamps.append(time.perf_counter()))
+    return latent, [b - a for a, b in zip(stamps, stamps[1:])]
+
+
 def run_demo(
     preset: str = "attention",
     config: AsymRnRConfig | None = None,
@@ -106,10 +133,7 @@ def run_demo(
     config = config if config is not None else AsymRnRConfig()
     model_config = resolve_config(preset)
     model = build_reference_model(preset, seed=seed)
-    inputs = reference_inputs(preset, seed=seed, batch_size=1)
-    noise = synthetic_latents(tuple(inputs["hidden_states"].shape), seed=seed + 1)
-    text = inputs["encoder_hidden_states"]
-    null_text = reference_inputs(preset, seed=seed + NULL_TEXT_SEED_OFFSET, batch_size=1)["encoder_hidden_states"]
+    inputs = demo_inputs(preset, seed)
     backend = AsymRnRBackend(config)
     models = {
         "eager": model,
@@ -121,27 +145,20 @@ def run_demo(
         f"hidden {model_config.hidden_size}, {model_config.num_blocks} blocks, random seeded weights, "
         f"CFG batch 2, {sampler.steps} flow-matching Euler steps, {torch.get_num_threads()} threads")
 
-    def run(name: str, record: bool) -> torch.Tensor:
-        stamps = [time.perf_counter()]
-        if name == "asymrnr":
-            backend.reset()
-        latent = sample(models[name], noise, text, null_text, sampler,
-                        on_step=lambda step, steps: stamps.append(time.perf_counter()))
-        if record:
-            timings[name].step_seconds.extend(b - a for a, b in zip(stamps, stamps[1:]))
-        return latent
-
-    with torch.no_grad():
+    for name in VARIANTS:
+        log(f"warm-up {name}" + (" (compiles what the loop needs)..." if name != "eager" else "..."))
+        start = time.perf_counter()
+        backend.reset()
+        timed_sample(models[name], inputs, sampler)
+        timings[name].warmup_seconds = time.perf_counter() - start
+        log(f"  done in {timings[name].warmup_seconds:.1f} s")
+    for round_index in range(rounds):
         for name in VARIANTS:
-            log(f"warm-up {name} (compiles the variants it needs)...")
-            start = time.perf_counter()
-            run(name, record=False)
-            timings[name].warmup_seconds = time.perf_counter() - start
-            log(f"  done in {timings[name].warmup_seconds:.1f} s")
-        for round_index in range(rounds):
-            for name in VARIANTS:
-                log(f"timed round {round_index + 1}/{rounds}: {name}")
-                timings[name].latent = run(name, record=True)
+            log(f"timed round {round_index + 1}/{rounds}: {name}")
+            backend.reset()
+            latent, seconds = timed_sample(models[name], inputs, sampler)
+            timings[name].latent = latent
+            timings[name].step_seconds.extend(seconds)
     report = backend.report()
     return DemoResult(preset, config, sampler, timings, report.ideal_speedup, report.to_dict(),
                       torch.get_num_threads())

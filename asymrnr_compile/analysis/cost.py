@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import torch
 import torch.fx
 
+from asymrnr_compile.analysis.fx_nodes import nodes_between
 from asymrnr_compile.analysis.site import AttentionSite
 
 FLOPS_PER_MAC = 2
@@ -129,18 +130,27 @@ class CostEstimate:
                 "ideal_speedup": self.ideal_speedup}
 
 
+def _hidden_states_path_flops(site: AttentionSite) -> int:
+    """FLOPs of the projections that h reduction shrinks (attention itself excluded)."""
+    if site.hidden_states is None or site.output_projection is None:
+        return 0
+    nodes = nodes_between(site.hidden_states, [site.query, site.key, site.value])
+    nodes |= nodes_between(site.node, [site.output_projection])
+    return sum(node_flops(node) for node in nodes if node is not site.node)
+
+
 def estimate_cost(gm: torch.fx.GraphModule, kept: Mapping[AttentionSite, Mapping[str, tuple[int, int]]],
                   cache_steps: int) -> CostEstimate:
-    """Cost of ``gm`` with, per site, ``{feature: (num_dst, num_keep)}`` for ``"q"`` / ``"kv"``.
+    """Cost of ``gm`` with, per site, ``{feature: (num_dst, num_keep)}`` for ``"q"``, ``"kv"``, ``"h"``.
 
+    q shortens the attention's query axis, kv its key axis, h both axes and every projection
+    between the hidden states and the output projection (by the kept fraction of its tokens).
     The matching of every reduced feature is counted once per ``cache_steps`` calls.
     """
     full = graph_flops(gm)
-    attention_full = 0
+    attention_full = sum(node_flops(n) for n in gm.graph.nodes
+                         if n.op == "call_function" and n.target in _SDPA_TARGETS)
     saved = 0.0
-    for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target in _SDPA_TARGETS:
-            attention_full += node_flops(node)
     for site, features in kept.items():
         query, key, value = _value(site.query), _value(site.key), _value(site.value)
         if query is None or key is None or value is None or site.video_tokens is None:
@@ -152,12 +162,19 @@ def estimate_cost(gm: torch.fx.GraphModule, kept: Mapping[AttentionSite, Mapping
         q_reduced, kv_reduced = q_tokens, kv_tokens
         matching = 0
         for feature, (num_dst, num_keep) in features.items():
-            if feature == "q":
-                q_reduced = q_tokens - n + num_keep
-                matching += matching_flops(leading, n - num_dst, num_dst, head_dim)
-            elif feature == "kv":
-                kv_reduced = kv_tokens - n + num_keep
-                matching += matching_flops(leading, n - num_dst, num_dst, value_dim)
+            removed = n - num_keep
+            if feature in ("q", "h"):
+                q_reduced = q_tokens - removed
+            if feature in ("kv", "h"):
+                kv_reduced = kv_tokens - removed
+            if feature == "h":
+                hidden = _value(site.hidden_states)
+                channels = int(hidden.shape[-1]) if hidden is not None else head_dim
+                batch = _static_numel(hidden.shape[:-2]) if hidden is not None else leading
+                matching += matching_flops(batch or 0, n - num_dst, num_dst, channels)
+                saved += _hidden_states_path_flops(site) * removed / q_tokens
+            else:
+                matching += matching_flops(leading, n - num_dst, num_dst, head_dim if feature == "q" else value_dim)
         before = attention_flops(leading, q_tokens, kv_tokens, head_dim, value_dim)
         after = attention_flops(leading, q_reduced, kv_reduced, head_dim, value_dim)
         saved += before - after - matching / cache_steps

@@ -182,3 +182,22 @@ def normalize_module_path(raw: str) -> str | None:
     if len(parts) >= 2 and parts[0] in _SCOPES:
         parts = parts[2:]
     return ".".join(parts) if parts else None
+
+
+def nodes_between(source: torch.fx.Node, targets: list[torch.fx.Node]) -> set[torch.fx.Node]:
+    """Nodes on some path from ``source`` (excluded) to any of ``targets`` (included)."""
+    below: set[torch.fx.Node] = set()
+    stack = [source]
+    while stack:
+        for user in stack.pop().users:
+            if user not in below:
+                below.add(user)
+                stack.append(user)
+    between: set[torch.fx.Node] = set()
+    stack = [t for t in targets if t in below]
+    while stack:
+        node = stack.pop()
+        if node not in between:
+            between.add(node)
+            stack.extend(parent for parent in node.all_input_nodes if parent in below)
+    return between

@@ -36,6 +36,7 @@ import torch
 import torch.fx
 
 from asymrnr_compile import ops
+from asymrnr_compile.analysis.fx_nodes import nodes_between
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.passes.split_attention_regions import REGION_META
 from asymrnr_compile.plan import (
@@ -193,6 +194,50 @@ def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SiteP
     graph.erase_node(sdpa)
 
 
+def _rewrite_site_hidden_states(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SitePlan,
+                                node_map: dict[torch.fx.Node, torch.fx.Node]) -> None:
+    """h reduction: the block's projections and attention run on the kept hidden states.
+
+    Before::
+
+        x = norm(h_in); q, k, v = to_q(x), to_k(x), to_v(x); a = sdpa(q, k, v); o = to_out(a)
+
+    After (``x`` is the site's ``hidden_states`` node, ``o`` its ``output_projection``)::
+
+        x_small = reduce_tokens(x, h_indices, start=S_in)      # matching on x itself
+        q, k, v = to_q(x_small), ...; a = sdpa(q, k, v); o_small = to_out(a)
+        o = restore_tokens(o_small, h_indices, start=S_out)
+
+    Only the readers of ``x`` on the way to attention see the reduced tokens; the analysis
+    guarantees that nothing on that path hard-codes the token count or has other readers.
+    """
+    graph = rewriter.graph
+    plan = site_plan.h
+    assert plan is not None  # caller checked
+    hidden, projection, sdpa = node_map[site.hidden_states], node_map[site.output_projection], node_map[site.node]
+    start_in, start_out = site.hidden_states_video_start, site.output_video_start
+    if start_in is None or start_out is None:
+        raise ValueError(f"site {site.name}: h reduction needs the video span of the hidden states and of "
+                         f"the output projection, which the analysis did not find")
+    if site.attn_mask is not None:
+        raise ValueError(f"site {site.name}: h reduction with an attention mask is not supported")
+    sdpa_kwargs = _sdpa_kwargs(sdpa)
+    on_path = nodes_between(hidden, [sdpa_kwargs["query"], sdpa_kwargs["key"], sdpa_kwargs["value"]])
+    rewriter.region = site.index
+    with graph.inserting_before(hidden.next):  # right after hidden, in creation order
+        indices = rewriter.indices(site.index, "h", plan, hidden, start_in)
+        reduced = rewriter.call(ops.reduce_tokens, hidden, indices, rewriter.plan.reduce_mode, start=start_in)
+        # Only tensors cross from this region to the restore region (compiled separately).
+        index_tensors = [rewriter.call(operator.getitem, indices, position) for position in range(len(INDEX_FIELDS))]
+    for user in list(hidden.users):
+        if user in on_path:
+            user.replace_input_with(hidden, reduced)
+    with graph.inserting_before(projection.next):
+        indices_again = rewriter.call(ops.ReductionIndices, *index_tensors)
+        restored = rewriter.call(ops.restore_tokens, projection, indices_again, start=start_out)
+    projection.replace_all_uses_with(restored, delete_user_cb=lambda user: user is not restored)
+
+
 def reduce_attention_tokens(gm: torch.fx.GraphModule, sites: list[AttentionSite],
                             plan: ReductionPlan) -> RewriteResult:
     """Rewrite a copy of ``gm`` so that the planned sites attend over fewer video tokens.
@@ -228,8 +273,11 @@ def reduce_attention_tokens(gm: torch.fx.GraphModule, sites: list[AttentionSite]
                 raise ValueError(f"site {site.name}: feature {feature!r} is not reducible here "
                                  f"(available: {list(site.features)}; {site.reason or 'no reason given'})")
         if site_plan.h is not None:
-            raise ValueError(f"site {site.name}: h reduction is not implemented by this pass")
-        _rewrite_site(rewriter, site, site_plan, node_map)
+            if site_plan.q is not None or site_plan.kv is not None:
+                raise ValueError(f"site {site.name}: h reduction excludes q and kv at the same site")
+            _rewrite_site_hidden_states(rewriter, site, site_plan, node_map)
+        else:
+            _rewrite_site(rewriter, site, site_plan, node_map)
         result.rewritten_sites.append(site.index)
         logger.debug("rewrote site %s with %s", site.name, site_plan)
 

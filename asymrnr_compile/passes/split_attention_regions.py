@@ -23,6 +23,7 @@ Region nodes of one site are contiguous in graph order.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,11 @@ class SplitGraph:
     driver: torch.fx.GraphModule
     attention_submodules: list[str]
     segment_submodules: list[str]
+
+
+def _is_tensor(node: torch.fx.Node) -> bool:
+    value = node.meta.get("example_value", node.meta.get("val"))
+    return isinstance(value, torch.Tensor)
 
 
 def _region_of(node: torch.fx.Node, sdpa_count: list[int]) -> object | None:
@@ -74,6 +80,11 @@ def split_attention_regions(gm: torch.fx.GraphModule) -> SplitGraph:
             if partition:
                 pid += 1
             current_key = key
+        producer = node.args[0] if node.target is operator.getitem and node.args else None
+        if isinstance(producer, torch.fx.Node) and producer in partition and not _is_tensor(producer):
+            # Unpack tuples where they are made: only tensors may cross between compiled parts.
+            partition[node] = partition[producer]
+            continue
         partition[node] = pid
         is_region[pid] = region is not None
     driver = split_module(gm, gm, lambda node: partition[node], keep_original_order=True)
