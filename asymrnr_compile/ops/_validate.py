@@ -29,7 +29,8 @@ def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
 
 def check_triple(name: str, value: object, *, minimum: int) -> tuple[int, int, int]:
     """Return ``value`` as a tuple of three ints, each ``>= minimum``."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != GRID_RANK:
+    is_sequence = isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+    if not is_sequence or len(value) != GRID_RANK:
         raise ValueError(
             f"{name} must be a sequence of {GRID_RANK} ints (frames, height, width), got {value!r}"
         )

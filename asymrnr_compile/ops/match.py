@@ -78,7 +78,9 @@ class Matching(NamedTuple):
     distance: torch.Tensor
 
 
-def match_chunk_size(leading: int, num_src: int, num_dst: int, itemsize: int, chunk_bytes: int) -> int:
+def match_chunk_size(
+    leading: int, num_src: int, num_dst: int, itemsize: int, chunk_bytes: int
+) -> int:
     """Number of src tokens per chunk so that a ``(leading, chunk, num_dst)`` block of
     ``itemsize``-byte elements fits in ``chunk_bytes`` (at least 1, at most ``num_src``)."""
     row_bytes = max(1, leading * num_dst * itemsize)

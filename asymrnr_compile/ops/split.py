@@ -9,8 +9,8 @@ reduction ratio is ``1 - N_dst / N``.
 
 The draw uses its own ``torch.Generator`` seeded with ``seed`` (never the global RNG), always on
 the CPU, so a split is a pure function of ``(num_tokens, grid, dst_stride, seed)`` and is the same
-on every device. Inside ``torch.compile`` the split is a constant of the graph (it depends on
-Python ints only), computed once at trace time.
+on every device. The draw is a custom op, ``torch.ops.asymrnr.split_tokens`` (registered on
+import), so that the generator never has to be traced by ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ __all__ = [
 DEFAULT_DST_STRIDE: tuple[int, int, int] = (2, 2, 2)
 """Chunk size ``(frames, height, width)`` holding one dst token (the published default)."""
 
-MAX_SEED = 2**64 - 1
-"""Largest seed ``torch.Generator.manual_seed`` accepts."""
+MAX_SEED = 2**63 - 1
+"""Largest seed: custom-op int arguments are int64."""
+
+SPLIT_OP_NAME = "asymrnr::split_tokens"
+"""The custom op (``torch.ops.asymrnr.split_tokens``) that draws the split."""
 
 
 class TokenSplit(NamedTuple):
@@ -136,21 +139,20 @@ def num_kept_tokens(num_tokens: int, num_dst: int, ratio: float) -> int:
     return num_dst + max(0, int(num_tokens * (1.0 - ratio)) - num_dst)
 
 
-@torch.compiler.assume_constant_result
-def _split_indices(
-    num_tokens: int,
-    grid: tuple[int, int, int],
-    stride: tuple[int, int, int],
-    seed: int,
-    device: torch.device | None,
+@torch.library.custom_op(SPLIT_OP_NAME, mutates_args=())
+def _split_op(
+    num_tokens: int, grid: list[int], stride: list[int], seed: int, device: torch.device | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The split as two tensors (a trace-time constant under ``torch.compile``)."""
-    chunks = _chunks_per_axis(grid, stride)
-    num_dst = math.prod(chunks)
-    num_src = num_tokens - num_dst
+    """The split as ``(dst, src)`` tensors, for a validated ``(1, 1, N)``-style 3-D grid.
+
+    A custom op (no tensor inputs), so that its private ``torch.Generator`` never has to be
+    traced: Dynamo (static or dynamic shapes) and ``make_fx`` see one node whose output sizes
+    come from the fake implementation below.
+    """
+    chunks_f, chunks_h, chunks_w = _chunks_per_axis(tuple(grid), tuple(stride))
+    num_src = num_tokens - chunks_f * chunks_h * chunks_w
     _, height, width = grid
     stride_f, stride_h, stride_w = stride
-    chunks_f, chunks_h, chunks_w = chunks
 
     generator = torch.Generator(device="cpu")
     generator.manual_seed(seed)
@@ -164,12 +166,27 @@ def _split_indices(
     col = torch.arange(chunks_w).view(1, 1, -1) * stride_w + offset_w
     dst_flat = ((frame * height + row) * width + col).reshape(-1)
 
-    is_dst = torch.zeros(num_tokens, dtype=torch.int8)
+    is_dst = torch.zeros(num_tokens, dtype=torch.long)
     is_dst[dst_flat] = 1
-    # A stable sort of the 0/1 flags lists the src tokens, then the dst tokens, each ascending:
-    # the complement without a data-dependent ``nonzero``.
-    order = torch.argsort(is_dst, stable=True)
-    return order[num_src:].to(device), order[:num_src].to(device)
+    # Position of every token in [src tokens ascending, dst tokens ascending], from running
+    # counts (no sort, no data-dependent ``nonzero``); ``order`` inverts that permutation.
+    src_rank = torch.cumsum(1 - is_dst, 0) - 1
+    dst_rank = torch.cumsum(is_dst, 0) - 1 + num_src
+    position = torch.where(is_dst.bool(), dst_rank, src_rank)
+    order = torch.empty_like(position).scatter_(0, position, torch.arange(num_tokens))
+    # Copies: custom-op outputs may not alias each other.
+    return order[num_src:].to(device, copy=True), order[:num_src].to(device, copy=True)
+
+
+@_split_op.register_fake
+def _split_op_fake(
+    num_tokens: int, grid: list[int], stride: list[int], seed: int, device: torch.device | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    num_dst = math.prod(_chunks_per_axis(tuple(grid), tuple(stride)))
+    return (
+        torch.empty(num_dst, dtype=torch.long, device=device),
+        torch.empty(num_tokens - num_dst, dtype=torch.long, device=device),
+    )
 
 
 def split_tokens(
@@ -190,18 +207,23 @@ def split_tokens(
             stride larger than the grid along an axis leaves no full chunk (``N_dst = 0``:
             every token is src).
         seed: seed of the private ``torch.Generator`` that picks the dst token of each chunk
-            (an int in ``[0, 2**64 - 1]``); default 0.
+            (an int in ``[0, 2**63 - 1]``); default 0.
         device: device of the returned index tensors (the draw itself is on the CPU, so the
             split is the same on every device); default CPU.
 
     Returns:
         :class:`TokenSplit` with ``N_dst = prod(grid // dst_stride)`` dst tokens, one per full
         chunk, and ``N_src = N - N_dst`` src tokens.
+
+    The draw runs in a custom op (``torch.ops.asymrnr.split_tokens``), so the function also
+    traces under ``torch.compile`` (static or dynamic shapes) and ``make_fx``; a traced graph
+    recomputes the split when it runs (well under a millisecond at CogVideoX-2B scale). A graph
+    rewrite that reuses a split across calls can compute it once, eagerly, and pass it in.
     """
     num_tokens, grid3, stride = _resolve_grid(num_tokens, grid, dst_stride)
     seed = check_int("seed", seed, minimum=0)
     if seed > MAX_SEED:
         raise ValueError(f"seed must be in [0, {MAX_SEED}], got {seed}")
     device = None if device is None else torch.device(device)
-    dst, src = _split_indices(num_tokens, grid3, stride, seed, device)
+    dst, src = _split_op(num_tokens, list(grid3), list(stride), seed, device)
     return TokenSplit(dst=dst, src=src)

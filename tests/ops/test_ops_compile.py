@@ -10,8 +10,10 @@ import math
 
 import pytest
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
 
 from asymrnr_compile.ops import (
+    TokenSplit,
     match_tokens,
     num_kept_tokens,
     reduce_mask,
@@ -80,3 +82,47 @@ def test_compiled_equals_eager(case):
     torch.testing.assert_close(res_c, res_e, rtol=rtol, atol=atol)
     assert torch.equal(mask_c, mask_e)
     assert red_c.shape == (BATCH, HEADS, length - n + num_keep, CHANNELS)
+
+
+def _small_pipeline(n, grid, num_keep, before):
+    def pipeline(x, mask, dst, src):
+        split = TokenSplit(dst, src)
+        matching = match_tokens(x, split, start=before)
+        indices = reduction_indices(split, matching, num_keep)
+        reduced = reduce_tokens(x, indices, "mean", start=before)
+        return restore_tokens(reduced, indices, start=before), reduce_mask(
+            mask, indices, start=before)
+    return pipeline
+
+
+def test_ops_trace_with_make_fx_symbolic():
+    """A graph rewrite inserts the ops into an FX graph that AOTAutograd traces on fake tensors
+    (symbolic shapes); the split comes in as tensors computed eagerly."""
+    n, grid, before = 60, (3, 4, 5), 3
+    split = split_tokens(n, grid, seed=7)
+    pipeline = _small_pipeline(n, grid, num_kept_tokens(n, len(split.dst), 0.5), before)
+    x = torch.randn(BATCH, HEADS, before + n + 2, CHANNELS)
+    mask = torch.rand(BATCH, 1, QUERIES, before + n + 2) > 0.5
+    traced = make_fx(pipeline, tracing_mode="symbolic")(x, mask, *split)
+    for got, want in zip(traced(x, mask, *split), pipeline(x, mask, *split)):
+        assert torch.equal(got, want)
+
+
+def test_traced_with_dynamic_shapes():
+    """Dynamo with dynamic shapes and AOTAutograd's symbolic tracing (``aot_eager``: Inductor's
+    dynamic-shape codegen of this pipeline alone takes ~20 s on a 2-core CPU)."""
+    n, grid, before = 60, (3, 4, 5), 3
+
+    def pipeline(x, mask):
+        split = split_tokens(n, grid, seed=7)
+        num_keep = num_kept_tokens(n, len(split.dst), 0.5)
+        return _small_pipeline(n, grid, num_keep, before)(x, mask, *split)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(pipeline, backend="aot_eager", fullgraph=True, dynamic=True)
+    for batch in (2, 3):
+        x = torch.randn(batch, HEADS, before + n + 2, CHANNELS)
+        mask = torch.rand(batch, 1, QUERIES, before + n + 2) > 0.5
+        (res_c, mask_c), (res_e, mask_e) = compiled(x, mask), pipeline(x, mask)
+        assert torch.equal(res_c, res_e)
+        assert torch.equal(mask_c, mask_e)

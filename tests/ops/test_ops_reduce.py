@@ -78,16 +78,19 @@ def test_replace_keeps_exact_rows_and_copies_matched_dst(case):
     # Text before and after the span passes through unchanged.
     assert torch.equal(reduced[..., : case.text_before, :], x[..., : case.text_before, :])
     tail = case.text_after
-    assert torch.equal(reduced[..., reduced.shape[-2] - tail :, :], x[..., x.shape[-2] - tail :, :])
-    assert torch.equal(_video(reduced, case, num_keep), gather_tokens(_video(x, case, n), indices.keep))
+    assert torch.equal(reduced[..., reduced.shape[-2] - tail :, :],
+                       x[..., x.shape[-2] - tail :, :])
+    video = _video(x, case, n)
+    assert torch.equal(_video(reduced, case, num_keep), gather_tokens(video, indices.keep))
 
     restored = restore_tokens(reduced, indices, start=case.text_before)
     assert restored.shape == x.shape
-    video, video_restored = _video(x, case, n), _video(restored, case, n)
+    video_restored = _video(restored, case, n)
     assert torch.equal(restored[..., : case.text_before, :], x[..., : case.text_before, :])
     assert torch.equal(restored[..., x.shape[-2] - tail :, :], x[..., x.shape[-2] - tail :, :])
     # Kept rows are exact.
-    assert torch.equal(gather_tokens(video_restored, indices.keep), gather_tokens(video, indices.keep))
+    kept_rows = gather_tokens(video_restored, indices.keep)
+    assert torch.equal(kept_rows, gather_tokens(video, indices.keep))
     # Every dropped src row equals the row of its matched dst token.
     dropped = matching.src_order[..., num_keep - num_dst :]
     if dropped.shape[-1]:

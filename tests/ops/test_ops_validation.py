@@ -63,6 +63,9 @@ def test_bad_num_tokens_and_seed():
         split_tokens(2.5)
     with pytest.raises(ValueError, match="seed"):
         split_tokens(N, GRID, seed=-1)
+    with pytest.raises(ValueError, match="seed"):
+        split_tokens(N, GRID, seed=2**63)
+    assert len(split_tokens(N, GRID, seed=2**63 - 1).dst) == count_dst_tokens(N, GRID)
     with pytest.raises(ValueError, match="num_dst"):
         num_kept_tokens(N, N + 1, 0.5)
 
