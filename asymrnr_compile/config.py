@@ -11,52 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-SIMILARITIES = ("euclidean", "cosine", "dot")
-REDUCE_MODES = ("replace", "mean")
+from asymrnr_compile._validate import check_choice, check_int, check_ratio, check_triple
+from asymrnr_compile.ops import DEFAULT_DST_STRIDE, DEFAULT_MATCH_CHUNK_BYTES, REDUCE_MODES, SIMILARITIES
+
 FEATURES = ("q", "kv", "h")
 
-DEFAULT_DST_STRIDE = (2, 2, 2)
 # Matching cache window (paper Sec. 3.4): the published runs reuse a matching for 3-5 steps.
 DEFAULT_CACHE_STEPS = 5
 # Below this many video tokens attention is cheap and matching overhead dominates.
 DEFAULT_MIN_VIDEO_TOKENS = 256
-# Budget for one block of the matching distance matrix (float32 bytes).
-DEFAULT_MATCH_CHUNK_BYTES = 64 * 2**20
-
-
-def _check_ratio(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number in [0, 1), got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not (0.0 <= value < 1.0) or math.isnan(value):
-        raise ValueError(f"{name} must be in [0, 1) (fraction of video tokens removed), got {value}")
-    return value
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
-
-
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        hint = difflib.get_close_matches(str(value), allowed, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}{extra}")
-    return value
-
-
-def _check_triple(name: str, value: Any, minimum: int) -> tuple[int, int, int]:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 3:
-        raise ValueError(f"{name} must be three ints (frames, height, width) >= {minimum}, got {value!r}")
-    return tuple(_check_int(f"{name}[{axis}]", v, minimum) for axis, v in enumerate(value))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -110,17 +76,17 @@ class AsymRnRConfig:
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         for name in ("q_ratio", "kv_ratio", "h_ratio"):
-            set_(name, _check_ratio(name, getattr(self, name)))
-        set_("cache_steps", _check_int("cache_steps", self.cache_steps, 1))
-        set_("dst_stride", _check_triple("dst_stride", self.dst_stride, 1))
-        _check_choice("similarity", self.similarity, SIMILARITIES)
-        _check_choice("reduce_mode", self.reduce_mode, REDUCE_MODES)
-        set_("seed", _check_int("seed", self.seed, 0))
+            set_(name, check_ratio(name, getattr(self, name)))
+        set_("cache_steps", check_int("cache_steps", self.cache_steps, minimum=1))
+        set_("dst_stride", check_triple("dst_stride", self.dst_stride, minimum=1))
+        check_choice("similarity", self.similarity, SIMILARITIES)
+        check_choice("reduce_mode", self.reduce_mode, REDUCE_MODES)
+        set_("seed", check_int("seed", self.seed, minimum=0))
         if self.grid is not None:
-            set_("grid", _check_triple("grid", self.grid, 1))
-        set_("min_video_tokens", _check_int("min_video_tokens", self.min_video_tokens, 1))
-        set_("warmup_steps", _check_int("warmup_steps", self.warmup_steps, 0))
-        set_("match_chunk_bytes", _check_int("match_chunk_bytes", self.match_chunk_bytes, 1))
+            set_("grid", check_triple("grid", self.grid, minimum=1))
+        set_("min_video_tokens", check_int("min_video_tokens", self.min_video_tokens, minimum=1))
+        set_("warmup_steps", check_int("warmup_steps", self.warmup_steps, minimum=0))
+        set_("match_chunk_bytes", check_int("match_chunk_bytes", self.match_chunk_bytes, minimum=1))
         skip = self.skip_blocks
         if isinstance(skip, (int, str)):
             skip = (skip,)
@@ -134,7 +100,7 @@ class AsymRnRConfig:
 
     def ratio(self, feature: str) -> float:
         """The fixed ratio of ``feature`` (``"q"``, ``"kv"`` or ``"h"``)."""
-        _check_choice("feature", feature, FEATURES)
+        check_choice("feature", feature, FEATURES)
         return getattr(self, f"{feature}_ratio")
 
     @property

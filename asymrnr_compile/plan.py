@@ -85,6 +85,13 @@ class ReductionPlan:
     def is_identity(self) -> bool:
         return not self.sites
 
+    def feature_plan(self, site_index: int, feature: Feature) -> FeaturePlan:
+        """The plan of one (site, feature); KeyError if it is not reduced in this plan."""
+        for site in self.sites:
+            if site.site_index == site_index and (plan := site.feature(feature)) is not None:
+                return plan
+        raise KeyError(f"site {site_index} does not reduce {feature!r} in this plan")
+
 
 @dataclass(frozen=True)
 class CacheSlot:

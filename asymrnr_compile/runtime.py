@@ -282,6 +282,7 @@ class AsymRnRRuntime:
         self.gm = gm
         self.sites = sites
         self.reductions = reductions
+        self.reduction_by_site = {r.site.index: r for r in reductions}
         self.config = config
         self.compile_graph = compile_graph
         self.timestep_position = find_timestep_input(gm)
@@ -337,12 +338,11 @@ class AsymRnRRuntime:
 
     def _extra_input(self, slot: CacheSlot, plan: ReductionPlan, step: StepEvent,
                      device: torch.device) -> torch.Tensor:
-        reduction = next(r for r in self.reductions if r.site.index == slot.site_index)
+        reduction = self.reduction_by_site[slot.site_index]
         split = self._split(reduction.site, slot.feature, reduction.grid, device)
         if slot.field in ("dst", "src"):
             return getattr(split, slot.field)
-        site_plan = next(p for p in plan.sites if p.site_index == slot.site_index)
-        num_keep = site_plan.feature(slot.feature).num_keep  # type: ignore[union-attr]
+        num_keep = plan.feature_plan(slot.site_index, slot.feature).num_keep
         indices = self.cache.indices((step.call_index, slot.site_index, slot.feature), num_keep, split)
         return getattr(indices, slot.field)
 
@@ -421,7 +421,8 @@ class AsymRnRRuntime:
     def to_dict(self) -> dict[str, Any]:
         return {
             "sites": [
-                next((r.to_dict() for r in self.reductions if r.site.index == site.index), site.to_dict())
+                self.reduction_by_site[site.index].to_dict() if site.index in self.reduction_by_site
+                else site.to_dict()
                 for site in self.sites
             ],
             "variants": [variant.describe() for variant in self.variants.values()],

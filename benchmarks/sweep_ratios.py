@@ -27,7 +27,7 @@ from asymrnr_compile.demo import demo_inputs, timed_sample
 from asymrnr_compile.models import build_reference_model
 from asymrnr_compile.sampling import SamplerConfig, psnr_db, relative_l2
 
-SETTINGS = [(0.3, 0.0), (0.0, 0.3), (0.3, 0.2), (0.5, 0.3), (0.6, 0.4), (0.7, 0.5)]
+SETTINGS = [(0.0, 0.0), (0.3, 0.0), (0.0, 0.3), (0.3, 0.2), (0.5, 0.3), (0.6, 0.4), (0.7, 0.5)]
 QUICK_SETTINGS = [(0.5, 0.3)]
 
 

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ._validate import check_choice, check_index, check_int, check_span, check_tensor
+from asymrnr_compile._validate import check_choice, check_index, check_int, check_span, check_tensor
 from .split import TokenSplit
 
 __all__ = [

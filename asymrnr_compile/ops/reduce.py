@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._validate import (
+from asymrnr_compile._validate import (
     broadcast_leading,
     check_choice,
     check_index,

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._validate import check_int, check_ratio, check_triple
+from asymrnr_compile._validate import check_int, check_ratio, check_triple
 
 __all__ = [
     "DEFAULT_DST_STRIDE",

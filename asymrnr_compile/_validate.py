@@ -1,4 +1,4 @@
-"""Argument checks shared by the ops (private).
+"""Argument checks shared by the ops and the configuration (private).
 
 Every check raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind, bad value)
 with a message that names the argument and the allowed values, as DESIGN.md section 5 requires.
@@ -8,6 +8,7 @@ They run on Python ints and tensor *shapes* only, so they cost nothing inside
 
 from __future__ import annotations
 
+import difflib
 import numbers
 from collections.abc import Sequence
 
@@ -45,9 +46,11 @@ def check_triple(name: str, value: object, *, minimum: int) -> tuple[int, int, i
 
 
 def check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``allowed``."""
+    """Return ``value`` if it is one of ``allowed`` (the error suggests the closest one)."""
     if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {tuple(allowed)!r}, got {value!r}")
+        close = difflib.get_close_matches(str(value), list(allowed), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{name} must be one of {tuple(allowed)!r}, got {value!r}{hint}")
     return value
 
 
