@@ -15,97 +15,12 @@ from analysis_helpers import capture, summary
 
 from asymrnr_compile.analysis import AttentionSite, describe, find_attention_sites
 
-diffusers = pytest.importorskip(
+pytest.importorskip(
     "diffusers",
     reason="diffusers is not installed (pip install -e .[diffusers]); CI installs it",
 )
 
-
-def _cogvideox() -> tuple[torch.nn.Module, dict[str, Any]]:
-    model = diffusers.CogVideoXTransformer3DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-        time_embed_dim=2, text_embed_dim=8, num_layers=1, sample_width=8, sample_height=8,
-        sample_frames=8, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=8,
-    )
-    inputs = {
-        "hidden_states": torch.randn(2, 1, 4, 8, 8),
-        "encoder_hidden_states": torch.randn(2, 8, 8),
-        "timestep": torch.randint(0, 1000, (2,)),
-    }
-    return model, inputs
-
-
-def _hunyuan() -> tuple[torch.nn.Module, dict[str, Any]]:
-    model = diffusers.HunyuanVideoTransformer3DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10,
-        num_layers=1, num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1,
-        guidance_embeds=True, text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
-        image_condition_type=None,
-    )
-    inputs = {
-        "hidden_states": torch.randn(1, 4, 1, 16, 16),
-        "timestep": torch.rand(1),
-        "encoder_hidden_states": torch.randn(1, 12, 16),
-        "pooled_projections": torch.randn(1, 8),
-        "encoder_attention_mask": torch.ones(1, 12),
-        "guidance": torch.rand(1),
-    }
-    return model, inputs
-
-
-def _mochi() -> tuple[torch.nn.Module, dict[str, Any]]:
-    model = diffusers.MochiTransformer3DModel(
-        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2,
-        pooled_projection_dim=16, in_channels=4, out_channels=None, qk_norm="rms_norm",
-        text_embed_dim=16, time_embed_dim=4, activation_fn="swiglu", max_sequence_length=16,
-    )
-    inputs = {
-        "hidden_states": torch.randn(2, 4, 2, 16, 16),
-        "encoder_hidden_states": torch.randn(2, 16, 16),
-        "timestep": torch.rand(2),
-        "encoder_attention_mask": torch.ones(2, 16, dtype=torch.bool),
-    }
-    return model, inputs
-
-
-def _wan() -> tuple[torch.nn.Module, dict[str, Any]]:
-    model = diffusers.WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
-        out_channels=4, text_dim=16, freq_dim=256, ffn_dim=32, num_layers=2,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
-    )
-    inputs = {
-        "hidden_states": torch.randn(1, 4, 2, 16, 16),
-        "encoder_hidden_states": torch.randn(1, 12, 16),
-        "timestep": torch.rand(1),
-    }
-    return model, inputs
-
-
-def _ltx() -> tuple[torch.nn.Module, dict[str, Any]]:
-    model = diffusers.LTXVideoTransformer3DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
-        cross_attention_dim=16, num_layers=1, qk_norm="rms_norm_across_heads", caption_channels=16,
-    )
-    inputs = {
-        "hidden_states": torch.randn(2, 512, 4),
-        "encoder_hidden_states": torch.randn(2, 16, 16),
-        "timestep": torch.rand(2),
-        "encoder_attention_mask": torch.ones(2, 16, dtype=torch.bool),
-        "num_frames": 2,
-        "height": 16,
-        "width": 16,
-    }
-    return model, inputs
-
-
-BUILDERS: dict[str, Callable[[], tuple[torch.nn.Module, dict[str, Any]]]] = {
-    "cogvideox": _cogvideox,
-    "hunyuan": _hunyuan,
-    "mochi": _mochi,
-    "wan": _wan,
-    "ltx": _ltx,
-}
+from diffusers_models import BUILDERS  # noqa: E402  (needs diffusers)
 
 
 Analysed = Callable[[str], tuple[torch.fx.GraphModule, list[AttentionSite]]]
