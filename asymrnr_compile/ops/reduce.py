@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_false, guard_or_true
 
 from asymrnr_compile._validate import (
     broadcast_leading,
@@ -182,7 +183,9 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def _splice(x: torch.Tensor, start: int, length: int, middle: torch.Tensor) -> torch.Tensor:
     """Replace ``x[..., start:start + length, :]`` by ``middle`` (leading dims broadcast)."""
     total = x.shape[TOKEN_DIM]
-    if start == 0 and start + length == total:
+    # ``total`` may be data-dependent (Mochi's text length): undecidable tests take the branch
+    # that is right either way (a zero-length tail is harmless in the cat).
+    if start == 0 and guard_or_false(start + length == total):
         return middle
     leading = middle.shape[:-2]
     channels = x.shape[-1]
@@ -190,7 +193,7 @@ def _splice(x: torch.Tensor, start: int, length: int, middle: torch.Tensor) -> t
     if start > 0:
         parts.append(x[..., :start, :].expand(*leading, start, channels))
     parts.append(middle)
-    if start + length < total:
+    if guard_or_true(start + length < total):
         tail = total - start - length
         parts.append(x[..., start + length :, :].expand(*leading, tail, channels))
     return torch.cat(parts, dim=TOKEN_DIM)
@@ -311,13 +314,13 @@ def reduce_mask(
     span = mask[..., start : start + num_tokens].expand(*leading, num_queries, num_tokens)
     index = keep.unsqueeze(-2).expand(*leading, num_queries, keep.shape[-1])
     reduced = torch.gather(span, -1, index)
-    if start == 0 and num_tokens == mask.shape[-1]:
+    if start == 0 and guard_or_false(num_tokens == mask.shape[-1]):
         return reduced
     parts = []
     if start > 0:
         parts.append(mask[..., :start].expand(*leading, num_queries, start))
     parts.append(reduced)
     tail = mask.shape[-1] - start - num_tokens
-    if tail > 0:
+    if guard_or_true(tail > 0):
         parts.append(mask[..., start + num_tokens :].expand(*leading, num_queries, tail))
     return torch.cat(parts, dim=-1)
