@@ -48,6 +48,13 @@ def _static_numel(shape: torch.Size) -> int | None:
         return None
 
 
+def _static_ints(*sizes: Any) -> tuple[int, ...] | None:
+    """The sizes as ints, or None if one is symbolic (``int()`` would guard, or fail when unbacked)."""
+    from torch.fx.experimental.symbolic_shapes import is_concrete_int
+
+    return tuple(int(s) for s in sizes) if all(is_concrete_int(s) for s in sizes) else None
+
+
 def attention_flops(leading: int, q_tokens: int, kv_tokens: int, head_dim: int, value_dim: int | None = None) -> int:
     """FLOPs of softmax(Q K^T) V over ``leading`` (batch x heads) independent problems."""
     value_dim = head_dim if value_dim is None else value_dim
@@ -156,8 +163,10 @@ def estimate_cost(gm: torch.fx.GraphModule, kept: Mapping[AttentionSite, Mapping
         if query is None or key is None or value is None or site.video_tokens is None:
             continue
         leading = _static_numel(query.shape[:-2]) or 0
-        head_dim, value_dim = int(query.shape[-1]), int(value.shape[-1])
-        q_tokens, kv_tokens = int(query.shape[-2]), int(key.shape[-2])
+        sizes = _static_ints(query.shape[-1], value.shape[-1], query.shape[-2], key.shape[-2])
+        if sizes is None:  # data-dependent lengths (Mochi's text): no estimate for this site
+            continue
+        head_dim, value_dim, q_tokens, kv_tokens = sizes
         n = site.video_tokens
         q_reduced, kv_reduced = q_tokens, kv_tokens
         matching = 0
