@@ -112,6 +112,50 @@ def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig) -> SiteReduc
     return reduction
 
 
+def _dynamo_fake_mode(gm: torch.fx.GraphModule) -> Any:
+    """The fake-tensor mode Dynamo traced ``gm`` with (from the nodes' example values), or None."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    for node in gm.graph.nodes:
+        value = node.meta.get("example_value", node.meta.get("val"))
+        if isinstance(value, FakeTensor):
+            return value.fake_mode
+    return None
+
+
+def inductor_compiler(gm: torch.fx.GraphModule, mode: str | None = None) -> Callable[..., Callable[..., Any]]:
+    """``compile_fx`` for ``gm`` and for graphs derived from it (rewrites, regions).
+
+    Dynamo hands a backend a tracing context holding its fake-tensor mode, and ``compile_fx``
+    traces with it. The runtime compiles variants and regions later, at call time, where no such
+    context exists: ``compile_fx`` then makes a fake mode without a shape environment, in which
+    ops with data-dependent output shapes (``nonzero``, as in Mochi's attention over its
+    unpadded text) cannot be traced. For graphs that hold such ops, the returned function
+    compiles under Dynamo's fake mode, with the inputs made fake with static shapes (the
+    graph was captured with ``dynamic=False``); other graphs are compiled as Dynamo would.
+    ``mode`` (e.g. ``"max-autotune"``) is forwarded to Inductor for these compilations only.
+    """
+    from torch._guards import TracingContext, tracing
+    from torch._inductor import list_mode_options
+    from torch._inductor.compile_fx import compile_fx
+
+    patches = list_mode_options(mode) if mode else None
+    fake_mode = _dynamo_fake_mode(gm)
+    data_dependent = any("unbacked_bindings" in node.meta for node in gm.graph.nodes)
+    if fake_mode is None or fake_mode.shape_env is None or not data_dependent:
+        return functools.partial(compile_fx, config_patches=patches)
+
+    def compile_graph(graph: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
+        if TracingContext.try_get() is not None:  # inside Dynamo's backend call
+            return compile_fx(graph, list(example_inputs), config_patches=patches)
+        with tracing(TracingContext(fake_mode)):
+            fake_inputs = [fake_mode.from_tensor(x, static_shapes=True) if isinstance(x, torch.Tensor) else x
+                           for x in example_inputs]
+            return compile_fx(graph, fake_inputs, config_patches=patches)
+
+    return compile_graph
+
+
 @dataclass
 class _PlainGraph:
     """A graph compiled unchanged, kept for the report."""
@@ -177,7 +221,7 @@ class AsymRnRBackend:
                  options: Mapping[str, Any] | None = None, mode: str | None = None) -> Callable[..., Any]:
         if options and AsymRnRConfig.from_options(options) != self.config:
             raise ValueError("this AsymRnRBackend already has a config; do not also pass torch.compile(options=...)")
-        compile_graph = self._compiler(mode)
+        compile_graph = inductor_compiler(gm, mode)
         try:
             sites = find_attention_sites(gm)
             if _has_symbolic_shapes(gm):
@@ -194,21 +238,13 @@ class AsymRnRBackend:
             if not reductions:
                 reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
                 return self._plain(gm, example_inputs, sites, compile_graph, reason)
+            runtime = AsymRnRRuntime(gm, sites, reductions, self.config, compile_graph)
         except Exception as error:  # analysis must never break the user's model
             logger.warning("asymrnr: analysis failed, compiling unchanged: %s: %s", type(error).__name__, error)
             return self._plain(gm, example_inputs, [], compile_graph, f"analysis failed: {error}")
-        runtime = AsymRnRRuntime(gm, sites, reductions, self.config, compile_graph)
         self.graphs.append(runtime)
         logger.info("asymrnr: reducing %d of %d attention sites", len(reductions), len(sites))
         return runtime
-
-    @staticmethod
-    def _compiler(mode: str | None) -> Callable[[torch.fx.GraphModule, Sequence[Any]], Callable[..., Any]]:
-        from torch._inductor import list_mode_options
-        from torch._inductor.compile_fx import compile_fx
-
-        patches = list_mode_options(mode) if mode else None
-        return functools.partial(compile_fx, config_patches=patches)
 
     def _plain(self, gm, example_inputs, sites, compile_graph, reason: str) -> Callable[..., Any]:
         logger.info("asymrnr: graph compiled unchanged: %s", reason)
