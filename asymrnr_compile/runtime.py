@@ -61,8 +61,10 @@ class StepTracker:
     """Turns successive timestep values into steps.
 
     A change of timestep value starts a new step; the same value again is another call of the
-    same step; a value higher than the previous one (samplers count down) starts a new video.
-    Without a timestep (``None``) every call is a step.
+    same step. Samplers move the timestep monotonically, but not always the same way: most count
+    down (1000 -> 0), Mochi's pipeline counts up (0 -> 1000, its scheduler inverts the sigmas).
+    The direction of a video is taken from its first two distinct values; a value that moves
+    against it starts a new video. Without a timestep (``None``) every call is a step.
     """
 
     def __init__(self) -> None:
@@ -72,6 +74,7 @@ class StepTracker:
         self.step = -1
         self.call_index = 0
         self.last_timestep: float | None = None
+        self.direction = 0  # +1 counting up, -1 counting down, 0 not known yet
         self.steps_seen = 0
 
     def observe(self, timestep: float | None) -> StepEvent:
@@ -79,14 +82,20 @@ class StepTracker:
         if timestep is None:
             self.step += 1
             self.call_index = 0
-        elif self.last_timestep is None or timestep > self.last_timestep:
+        elif self.last_timestep is None:
             new_video = True
-            self.step, self.call_index = 0, 0
+            self.step, self.call_index, self.direction = 0, 0, 0
         elif timestep == self.last_timestep:
             self.call_index += 1
         else:
-            self.step += 1
-            self.call_index = 0
+            direction = 1 if timestep > self.last_timestep else -1
+            if self.direction not in (0, direction):
+                new_video = True
+                self.step, self.call_index, self.direction = 0, 0, 0
+            else:
+                self.direction = direction
+                self.step += 1
+                self.call_index = 0
         self.last_timestep = timestep
         if self.call_index == 0:
             self.steps_seen += 1
