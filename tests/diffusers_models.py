@@ -16,7 +16,8 @@ import torch
 Built = tuple[torch.nn.Module, dict[str, Any]]
 
 
-def cogvideox() -> Built:
+def cogvideox(frames: int = 1) -> Built:
+    """``frames`` latent frames of 4x4 tokens (text first, 8 text tokens)."""
     import diffusers
 
     model = diffusers.CogVideoXTransformer3DModel(
@@ -25,14 +26,15 @@ def cogvideox() -> Built:
         sample_frames=8, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=8,
     )
     inputs = {
-        "hidden_states": torch.randn(2, 1, 4, 8, 8),
+        "hidden_states": torch.randn(2, frames, 4, 8, 8),
         "encoder_hidden_states": torch.randn(2, 8, 8),
         "timestep": torch.randint(0, 1000, (2,)),
     }
     return model.eval(), inputs
 
 
-def hunyuan() -> Built:
+def hunyuan(frames: int = 1, size: int = 16) -> Built:
+    """``frames`` latent frames of ``size`` x ``size`` tokens (text last, 12 text tokens)."""
     import diffusers
 
     model = diffusers.HunyuanVideoTransformer3DModel(
@@ -42,7 +44,7 @@ def hunyuan() -> Built:
         image_condition_type=None,
     )
     inputs = {
-        "hidden_states": torch.randn(1, 4, 1, 16, 16),
+        "hidden_states": torch.randn(1, 4, frames, size, size),
         "timestep": torch.rand(1),
         "encoder_hidden_states": torch.randn(1, 12, 16),
         "pooled_projections": torch.randn(1, 8),
@@ -52,11 +54,11 @@ def hunyuan() -> Built:
     return model.eval(), inputs
 
 
-def mochi() -> Built:
+def mochi(num_layers: int = 2) -> Built:
     import diffusers
 
     model = diffusers.MochiTransformer3DModel(
-        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2,
+        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=num_layers,
         pooled_projection_dim=16, in_channels=4, out_channels=None, qk_norm="rms_norm",
         text_embed_dim=16, time_embed_dim=4, activation_fn="swiglu", max_sequence_length=16,
     )
@@ -69,12 +71,12 @@ def mochi() -> Built:
     return model.eval(), inputs
 
 
-def wan() -> Built:
+def wan(num_layers: int = 2) -> Built:
     import diffusers
 
     model = diffusers.WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
-        out_channels=4, text_dim=16, freq_dim=256, ffn_dim=32, num_layers=2,
+        out_channels=4, text_dim=16, freq_dim=256, ffn_dim=32, num_layers=num_layers,
         cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
     )
     inputs = {
@@ -113,7 +115,8 @@ BUILDERS: dict[str, Callable[[], Built]] = {
 }
 
 
-def build(name: str, seed: int = 0) -> Built:
-    """``BUILDERS[name]()`` with the global RNG seeded first (weights and inputs reproducible)."""
+def build(name: str, seed: int = 0, **options: Any) -> Built:
+    """``BUILDERS[name](**options)`` with the global RNG seeded first (weights and inputs
+    reproducible)."""
     torch.manual_seed(seed)
-    return BUILDERS[name]()
+    return BUILDERS[name](**options)
