@@ -2,7 +2,8 @@
 
 Speed is a ratio measured in one process on the same inputs: each variant first runs one full
 sampling loop as warm-up (this compiles every variant the loop needs), then the timed loops
-run interleaved (eager, inductor, asymrnr, eager, ...). Quality is the final latent against
+run interleaved step by step (step 0 of eager, inductor, asymrnr, then step 1, ...), so that
+all three see the same machine load. Quality is the final latent against
 the plain Inductor result. The reference model has random (seeded) weights: this measures
 speed and numerical closeness, not visual quality.
 """
@@ -20,7 +21,7 @@ from asymrnr_compile.backend import AsymRnRBackend
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.models import build_reference_model, reference_inputs, synthetic_latents
 from asymrnr_compile.models.config import resolve_config
-from asymrnr_compile.sampling import SamplerConfig, psnr_db, relative_l2, sample
+from asymrnr_compile.sampling import SamplerConfig, psnr_db, relative_l2, sample, sample_lockstep
 
 VARIANTS = ("eager", "inductor", "asymrnr")
 # Seed offset of the "empty prompt" embedding used for the unconditional branch.
@@ -146,19 +147,24 @@ def run_demo(
         f"CFG batch 2, {sampler.steps} flow-matching Euler steps, {torch.get_num_threads()} threads")
 
     for name in VARIANTS:
+        # eager needs no compilation: one step warms it up; the compiled ones run a whole loop,
+        # which compiles every variant the loop needs
+        warmup = SamplerConfig(steps=1, guidance_scale=sampler.guidance_scale, cfg_mode=sampler.cfg_mode) \
+            if name == "eager" else sampler
         log(f"warm-up {name}" + (" (compiles what the loop needs)..." if name != "eager" else "..."))
         start = time.perf_counter()
         backend.reset()
-        timed_sample(models[name], inputs, sampler)
+        timed_sample(models[name], inputs, warmup)
         timings[name].warmup_seconds = time.perf_counter() - start
         log(f"  done in {timings[name].warmup_seconds:.1f} s")
     for round_index in range(rounds):
+        log(f"timed round {round_index + 1}/{rounds}: the three variants step by step, interleaved")
+        backend.reset()
+        with torch.no_grad():
+            latents, seconds = sample_lockstep(models, inputs.noise, inputs.text, inputs.null_text, sampler)
         for name in VARIANTS:
-            log(f"timed round {round_index + 1}/{rounds}: {name}")
-            backend.reset()
-            latent, seconds = timed_sample(models[name], inputs, sampler)
-            timings[name].latent = latent
-            timings[name].step_seconds.extend(seconds)
+            timings[name].latent = latents[name]
+            timings[name].step_seconds.extend(seconds[name])
     report = backend.report()
     return DemoResult(preset, config, sampler, timings, report.ideal_speedup, report.to_dict(),
                       torch.get_num_threads())

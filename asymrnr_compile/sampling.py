@@ -9,6 +9,7 @@ recompile.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -48,6 +49,31 @@ class SamplerConfig:
         return [1.0 - i / self.steps for i in range(self.steps + 1)]
 
 
+def euler_cfg_step(
+    model: ModelFn,
+    x: torch.Tensor,
+    step: int,
+    text: torch.Tensor,
+    null_text: torch.Tensor,
+    config: SamplerConfig,
+) -> torch.Tensor:
+    """One Euler step with classifier-free guidance, from ``sigmas[step]`` to ``sigmas[step + 1]``."""
+    sigmas = config.sigmas()
+    sigma, sigma_next = sigmas[step], sigmas[step + 1]
+    batch = x.shape[0]
+    if config.cfg_mode == "batched":
+        timestep = torch.full((2 * batch,), sigma * TIMESTEP_SCALE, device=x.device)
+        velocity = model(hidden_states=torch.cat([x, x]), encoder_hidden_states=torch.cat([text, null_text]),
+                         timestep=timestep)
+        cond, uncond = velocity.chunk(2)
+    else:
+        timestep = torch.full((batch,), sigma * TIMESTEP_SCALE, device=x.device)
+        cond = model(hidden_states=x, encoder_hidden_states=text, timestep=timestep)
+        uncond = model(hidden_states=x, encoder_hidden_states=null_text, timestep=timestep)
+    guided = uncond + config.guidance_scale * (cond - uncond)
+    return x + (sigma_next - sigma) * guided.to(x.dtype)
+
+
 def sample(
     model: ModelFn,
     noise: torch.Tensor,
@@ -70,25 +96,39 @@ def sample(
     Returns:
         The final latent, shape of ``noise``.
     """
-    sigmas = config.sigmas()
-    batch = noise.shape[0]
     x = noise
     for step in range(config.steps):
-        sigma, sigma_next = sigmas[step], sigmas[step + 1]
-        if config.cfg_mode == "batched":
-            timestep = torch.full((2 * batch,), sigma * TIMESTEP_SCALE, device=noise.device)
-            velocity = model(hidden_states=torch.cat([x, x]), encoder_hidden_states=torch.cat([text, null_text]),
-                             timestep=timestep)
-            cond, uncond = velocity.chunk(2)
-        else:
-            timestep = torch.full((batch,), sigma * TIMESTEP_SCALE, device=noise.device)
-            cond = model(hidden_states=x, encoder_hidden_states=text, timestep=timestep)
-            uncond = model(hidden_states=x, encoder_hidden_states=null_text, timestep=timestep)
-        guided = uncond + config.guidance_scale * (cond - uncond)
-        x = x + (sigma_next - sigma) * guided.to(x.dtype)
+        x = euler_cfg_step(model, x, step, text, null_text, config)
         if on_step is not None:
             on_step(step, config.steps)
     return x
+
+
+def sample_lockstep(
+    models: dict[str, ModelFn],
+    noise: torch.Tensor,
+    text: torch.Tensor,
+    null_text: torch.Tensor,
+    config: SamplerConfig = SamplerConfig(),
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, list[float]]]:
+    """Sample with several models side by side, one step of each in turn, timing every step.
+
+    Interleaving step by step exposes every model to the same machine load, so their time
+    ratios hold on a shared machine (DESIGN.md Sec. 6). Returns the final latents and the
+    seconds of each step, per model name.
+    """
+    latents = {name: noise for name in models}
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    for step in range(config.steps):
+        for name, model in models.items():
+            start = time.perf_counter()
+            latents[name] = euler_cfg_step(model, latents[name], step, text, null_text, config)
+            seconds[name].append(time.perf_counter() - start)
+        if on_step is not None:
+            on_step(step, config.steps)
+    return latents, seconds
 
 
 def relative_l2(value: torch.Tensor, reference: torch.Tensor) -> float:
