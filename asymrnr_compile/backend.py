@@ -128,12 +128,14 @@ def inductor_compiler(gm: torch.fx.GraphModule, mode: str | None = None) -> Call
 
     Dynamo hands a backend a tracing context holding its fake-tensor mode, and ``compile_fx``
     traces with it. The runtime compiles variants and regions later, at call time, where no such
-    context exists: ``compile_fx`` then makes a fake mode without a shape environment, in which
-    ops with data-dependent output shapes (``nonzero``, as in Mochi's attention over its
-    unpadded text) cannot be traced. For graphs that hold such ops, the returned function
-    compiles under Dynamo's fake mode, with the inputs made fake with static shapes (the
-    graph was captured with ``dynamic=False``); other graphs are compiled as Dynamo would.
-    ``mode`` (e.g. ``"max-autotune"``) is forwarded to Inductor for these compilations only.
+    context exists: ``compile_fx`` would then make a fake mode without a shape environment, in
+    which (1) ops with data-dependent output shapes (``nonzero``, as in Mochi's attention over
+    its unpadded text) cannot be traced, and (2) Inductor's FX graph cache is bypassed ("No
+    shape env"), so identical regions of different blocks and variants never hit it. Outside a
+    tracing context the returned function therefore compiles under Dynamo's fake mode (taken
+    from the graph's example values), with the inputs made fake with static shapes (the graph
+    was captured with ``dynamic=False``). ``mode`` (e.g. ``"max-autotune"``) is forwarded to
+    Inductor for these compilations only.
     """
     from torch._guards import TracingContext, tracing
     from torch._inductor import list_mode_options
@@ -141,8 +143,7 @@ def inductor_compiler(gm: torch.fx.GraphModule, mode: str | None = None) -> Call
 
     patches = list_mode_options(mode) if mode else None
     fake_mode = _dynamo_fake_mode(gm)
-    data_dependent = any("unbacked_bindings" in node.meta for node in gm.graph.nodes)
-    if fake_mode is None or fake_mode.shape_env is None or not data_dependent:
+    if fake_mode is None or fake_mode.shape_env is None:
         return functools.partial(compile_fx, config_patches=patches)
 
     def compile_graph(graph: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
