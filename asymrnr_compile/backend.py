@@ -94,9 +94,12 @@ def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig) -> SiteReduc
         wanted.remove("h")
     if "h" in wanted:
         wanted = ["h"]
+    num_dst = ops.count_dst_tokens(num_tokens, grid, config.dst_stride)
+    if wanted and num_dst == 0:
+        return (f"grid {grid} is smaller than dst_stride {config.dst_stride} along some axis: no destination "
+                f"token to merge into (lower dst_stride, e.g. (1, 2, 2))")
     for feature in wanted:
         ratio = config.ratio(feature)
-        num_dst = ops.count_dst_tokens(num_tokens, grid, config.dst_stride)
         keep = ops.num_kept_tokens(num_tokens, num_dst, ratio)
         if keep >= num_tokens:
             continue

@@ -187,3 +187,11 @@ def test_model_without_attention_runs_unchanged():
         expected = mlp(x)
     assert max_relative_error(out, expected) <= 1e-5
     assert backend.report().to_dict()["graphs"][0]["fallback_reason"] == "no attention site to reduce"
+
+
+def test_a_grid_smaller_than_the_stride_is_reported_as_such(model, inputs):
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, dst_stride=(4, 2, 2), **TINY))  # tiny grid: 2x4x4
+    with torch.no_grad():
+        _compile(model, backend)(**inputs)
+    reason = backend.report().to_dict()["graphs"][0]["fallback_reason"]
+    assert "smaller than dst_stride (4, 2, 2)" in reason
