@@ -103,10 +103,6 @@ class AsymRnRConfig:
         check_choice("feature", feature, FEATURES)
         return getattr(self, f"{feature}_ratio")
 
-    @property
-    def reduces_anything(self) -> bool:
-        return any(self.ratio(feature) > 0 for feature in FEATURES)
-
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))

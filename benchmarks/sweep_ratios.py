@@ -6,7 +6,7 @@ Inductor (same inputs, same machine load), and its final latent is compared
 with Inductor's (relative L2, PSNR). The model has random seeded weights: the errors measure
 numerical closeness to the unreduced model, not visual quality.
 
-    python benchmarks/sweep_ratios.py --json out/sweep.json            # about 6-8 minutes
+    python benchmarks/sweep_ratios.py --json out/sweep.json            # about 4 minutes on 2 cores
     python benchmarks/sweep_ratios.py --preset small --steps 4 --quick  # a smoke run
 """
 

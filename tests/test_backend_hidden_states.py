@@ -48,12 +48,6 @@ def test_h_reduction_shrinks_the_projections(captured):
     keep = 96
     result = reduce_attention_tokens(gm, sites, _plan(SitePlan(0, h=FeaturePlan(VIDEO, keep, True))))
     shapes = {}
-
-    def record(name):
-        def hook(module, args, output):
-            shapes[name] = tuple(output.shape)
-        return hook
-
     extra = [getattr(ops.split_tokens(VIDEO, GRID, seed=0), slot.field) for slot in result.extra_inputs]
     linears = [n for n in result.gm.graph.nodes if n.target is torch._C._nn.linear]
     # the first block's q/k/v projections now see 8 text + 96 video tokens

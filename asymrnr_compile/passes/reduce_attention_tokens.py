@@ -18,7 +18,7 @@ After (q reduced with a fresh matching, kv reduced with a cached one)::
     k_reduced   = reduce_tokens(k, kv_indices, "replace", start=T)
     v_reduced   = reduce_tokens(v, kv_indices, "replace", start=T)
     mask_cols   = reduce_mask(mask, kv_indices, start=T)                       # key axis
-    mask_rows   = reduce_tokens(mask_cols, q_indices, "replace", start=T)      # query axis
+    mask_rows   = reduce_mask(mask_cols, q_indices, start=T, dim=-2)           # query axis
     attn_small  = scaled_dot_product_attention(query=q_reduced, key=k_reduced, ...)
     attn        = restore_tokens(attn_small, q_indices, start=T)               # (B, H, T+N, d)
 
@@ -150,14 +150,6 @@ class _SiteRewriter:
         return indices
 
 
-def _has_query_axis(mask: torch.fx.Node, query_tokens: int | None) -> bool:
-    """Whether a mask's second-to-last axis runs over queries (rather than broadcasting)."""
-    value = mask.meta.get("example_value", mask.meta.get("val"))
-    if value is None or value.dim() < 2:
-        return False
-    return value.shape[-2] != 1 and value.shape[-2] == query_tokens
-
-
 def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SitePlan,
                   node_map: dict[torch.fx.Node, torch.fx.Node]) -> None:
     graph = rewriter.graph
@@ -166,8 +158,7 @@ def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SiteP
     start = site.video_start
     mode = rewriter.plan.reduce_mode
     query, key, value = kwargs["query"], kwargs["key"], kwargs["value"]
-    original_mask = kwargs.get("attn_mask")
-    mask = original_mask
+    mask = kwargs.get("attn_mask")
 
     rewriter.region = site.index
     with graph.inserting_before(sdpa):
@@ -181,8 +172,8 @@ def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SiteP
             kwargs["value"] = rewriter.call(ops.reduce_tokens, value, kv_indices, mode, start=start)
             if mask is not None:
                 mask = rewriter.call(ops.reduce_mask, mask, kv_indices, start=start)
-        if mask is not None and q_indices is not None and _has_query_axis(original_mask, site.query_tokens):
-            mask = rewriter.call(ops.reduce_tokens, mask, q_indices, "replace", start=start)
+        if mask is not None and q_indices is not None:  # a broadcast (size-1) query axis stays as is
+            mask = rewriter.call(ops.reduce_mask, mask, q_indices, start=start, dim=-2)
         if mask is not None:
             kwargs["attn_mask"] = mask
         reduced_attention = rewriter.call(sdpa.target, **kwargs)
