@@ -46,6 +46,9 @@ class ReferenceDiTConfig:
         batch_size: default batch ``B`` (2: classifier-free guidance); >= 1. Default 2.
         rope_theta: base of the 3-D rotary position embedding; > 0. Default 10000.0.
         qk_norm: RMSNorm over the head dimension on queries and keys. Default True.
+        pooled_text: also condition adaLN on the mean of the projected text tokens (added to
+            the timestep embedding), as text-to-video DiTs with a pooled caption embedding do.
+            Default False.
     """
 
     in_channels: int = 4
@@ -63,6 +66,7 @@ class ReferenceDiTConfig:
     batch_size: int = 2
     rope_theta: float = 10000.0
     qk_norm: bool = True
+    pooled_text: bool = False
 
     def __post_init__(self) -> None:
         patch = self.patch_size
@@ -117,6 +121,8 @@ class ReferenceDiTConfig:
             raise ValueError(f"rope_theta must be a finite number > 0, got {self.rope_theta!r}")
         if not isinstance(self.qk_norm, bool):
             raise ValueError(f"qk_norm must be True or False, got {self.qk_norm!r}")
+        if not isinstance(self.pooled_text, bool):
+            raise ValueError(f"pooled_text must be True or False, got {self.pooled_text!r}")
 
         for name, size, p in zip(
             ("latent_frames", "latent_height", "latent_width"), self.latent_size, self.patch_size
@@ -211,6 +217,21 @@ PRESETS: dict[str, ReferenceDiTConfig] = {
         latent_frames=4,
         latent_height=48,
         latent_width=48,
+    ),
+    # The trained text-to-video model (asymrnr_compile.synthetic.model): RGB pixels of the
+    # synthetic task, 8 x 32 x 32 -> 8 x 8 x 8 = 512 video tokens, 1.3M parameters.
+    "synthetic": ReferenceDiTConfig(
+        in_channels=3,
+        patch_size=(2, 4, 4),
+        hidden_size=128,
+        num_heads=4,
+        num_blocks=4,
+        text_dim=64,
+        text_tokens=10,
+        latent_frames=8,
+        latent_height=32,
+        latent_width=32,
+        pooled_text=True,
     ),
 }
 

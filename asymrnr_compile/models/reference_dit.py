@@ -269,6 +269,7 @@ class ReferenceDiT(nn.Module):
         )
         self.text_proj = nn.Linear(config.text_dim, dim)
         self.time_embed = TimestepEmbedding(dim)
+        self.text_pool_proj = nn.Linear(dim, dim) if config.pooled_text else None
         self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.num_blocks))
         self.norm_out = nn.LayerNorm(dim, eps=NORM_EPS, elementwise_affine=False)
         self.adaln_out = nn.Sequential(nn.SiLU(), nn.Linear(dim, FINAL_MODULATION_CHUNKS * dim))
@@ -291,6 +292,8 @@ class ReferenceDiT(nn.Module):
         if timestep.dim() == 0:
             timestep = timestep.expand(batch)
         temb = self.time_embed(timestep)  # (B, D)
+        if self.text_pool_proj is not None:
+            temb = temb + self.text_pool_proj(text.mean(dim=1))
 
         rope_cos, rope_sin = rope_3d_tables(
             grid, cfg.head_dim, cfg.rope_theta, device=video.device, dtype=video.dtype

@@ -1,0 +1,150 @@
+"""The trained text-to-video model of the synthetic task, and the checkpoint shipped with it.
+
+:class:`TextToVideoDiT` is a learned caption-token embedding table (the "text encoder") in
+front of the bundled :class:`~asymrnr_compile.models.ReferenceDiT` (preset ``"synthetic"``:
+RGB pixels 8 x 32 x 32, patch (1, 4, 4) -> 512 video tokens, hidden 128, 4 heads, 4 blocks,
+adaLN on timestep + pooled caption). The transformer is the part a user compiles; the table runs
+once per prompt, like a text encoder in a diffusers pipeline.
+
+The shipped checkpoint (:data:`CHECKPOINT_PATH`, safetensors with JSON metadata: model config,
+task config, training step) loads with :func:`load_trained_model`, no network needed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from asymrnr_compile.models import ReferenceDiT, ReferenceDiTConfig
+from asymrnr_compile.models.config import PRESETS
+from asymrnr_compile.synthetic.config import SyntheticTaskConfig
+from asymrnr_compile.synthetic.vocab import Vocabulary
+
+#: Name of the transformer preset the synthetic task trains.
+SYNTHETIC_PRESET = "synthetic"
+
+#: The checkpoint shipped in the package (EMA weights of the best training run).
+CHECKPOINT_PATH = Path(__file__).resolve().parent.parent / "assets" / "synthetic_dit.safetensors"
+
+
+class TextToVideoDiT(nn.Module):
+    """Caption ids ``(B, T)`` -> embeddings ``(B, T, text_dim)`` -> :class:`ReferenceDiT`.
+
+    ``forward(hidden_states (B, 3, F, H, W), token_ids (B, T) int64, timestep (B,) float)``
+    returns the flow velocity ``noise - x_0`` ``(B, 3, F, H, W)``. :meth:`embed_text` gives the
+    text embeddings the sampler passes to :attr:`transformer` (the compiled part).
+    """
+
+    def __init__(self, config: ReferenceDiTConfig, vocab_size: int) -> None:
+        super().__init__()
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+            raise ValueError(f"vocab_size must be an int >= 1, got {vocab_size!r}")
+        self.token_embed = nn.Embedding(vocab_size, config.text_dim)
+        self.transformer = ReferenceDiT(config)
+
+    @property
+    def config(self) -> ReferenceDiTConfig:
+        return self.transformer.config
+
+    def embed_text(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids ``(B, T)`` -> ``(B, T, text_dim)`` in the transformer's dtype."""
+        return self.token_embed(token_ids).to(self.transformer.proj_out.weight.dtype)
+
+    def forward(
+        self, hidden_states: torch.Tensor, token_ids: torch.Tensor, timestep: torch.Tensor
+    ) -> torch.Tensor:
+        return self.transformer(
+            hidden_states=hidden_states,
+            encoder_hidden_states=self.embed_text(token_ids),
+            timestep=timestep,
+        )
+
+
+def build_text_to_video_model(seed: int = 0) -> TextToVideoDiT:
+    """A :class:`TextToVideoDiT` of preset ``"synthetic"`` with seeded initial weights.
+
+    The transformer starts from :func:`~asymrnr_compile.models.build_reference_model`'s seeded
+    init; the embedding table from ``N(0, 1)`` drawn from the same seed.
+    """
+    from asymrnr_compile.models import build_reference_model
+
+    config = PRESETS[SYNTHETIC_PRESET]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TextToVideoDiT(config, len(Vocabulary()))
+    model.transformer.load_state_dict(build_reference_model(config, seed=seed).state_dict())
+    return model
+
+
+def save_checkpoint(
+    model: TextToVideoDiT,
+    path: str | Path,
+    task: SyntheticTaskConfig,
+    extra: dict | None = None,
+) -> None:
+    """Write ``model``'s weights (float32) and its configs as safetensors metadata."""
+    metadata = {
+        "model_config": json.dumps(asdict(model.config)),
+        "task_config": json.dumps(asdict(task)),
+        "vocab_size": str(model.token_embed.num_embeddings),
+    }
+    for key, value in (extra or {}).items():
+        metadata[key] = json.dumps(value)
+    tensors = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def _config_from_json(cls, text: str):
+    data = json.loads(text)
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"checkpoint has unknown {cls.__name__} fields {sorted(unknown)}")
+    for key, value in data.items():
+        if isinstance(value, list):
+            data[key] = tuple(value)
+    return cls(**data)
+
+
+def read_checkpoint_metadata(path: str | Path = CHECKPOINT_PATH) -> dict[str, object]:
+    """The JSON metadata of a checkpoint, decoded (``model_config`` and ``task_config`` as
+    dicts, training facts such as ``step`` as written)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        raw = handle.metadata() or {}
+    return {key: json.loads(value) for key, value in raw.items()}
+
+
+def load_trained_model(
+    path: str | Path | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> tuple[TextToVideoDiT, SyntheticTaskConfig]:
+    """Load a checkpoint (default: the shipped one) -> ``(model in eval mode, task config)``.
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path`` (the message says how to train one).
+    """
+    path = Path(path) if path is not None else CHECKPOINT_PATH
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no trained checkpoint at {path}; train one with "
+            "`asymrnr-compile train --out runs/synthetic` (see the README)"
+        )
+    meta = read_checkpoint_metadata(path)
+    model_config = _config_from_json(ReferenceDiTConfig, json.dumps(meta["model_config"]))
+    task = _config_from_json(SyntheticTaskConfig, json.dumps(meta["task_config"]))
+    model = TextToVideoDiT(model_config, int(meta["vocab_size"]))
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device=device, dtype=dtype).eval(), task
