@@ -1,4 +1,4 @@
-"""Command line: ``asymrnr-compile demo`` (also ``python -m asymrnr_compile demo``)."""
+"""Command line: ``asymrnr-compile demo | train`` (also ``python -m asymrnr_compile ...``)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from asymrnr_compile.synthetic.train import TrainConfig, train
+
+    defaults = TrainConfig()
+    config = TrainConfig(steps=args.steps if args.steps is not None else defaults.steps,
+                         batch_size=args.batch_size, seed=args.seed, bf16=args.bf16,
+                         eval_every=args.eval_every)
+    path = train(args.out, config, device=args.device, log=lambda line: print(line, flush=True),
+                 max_steps_this_run=args.max_steps_this_run)
+    print(f"EMA weights: {path} (copy it to asymrnr_compile/assets/synthetic_dit.safetensors to ship it)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asymrnr-compile", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the backend does")
@@ -52,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", help="also write the numbers to this JSON file")
     _add_reduction_options(demo)
     demo.set_defaults(run=_demo)
+
+    train = commands.add_parser("train", help="train (or resume) the synthetic text-to-video model")
+    train.add_argument("--out", required=True, help="run directory (checkpoint, log, loss.png, model.safetensors)")
+    train.add_argument("--steps", type=int, help="total optimiser steps (default 5000; may be raised to resume longer)")
+    train.add_argument("--batch-size", type=int, default=32, help="videos per step")
+    train.add_argument("--seed", type=int, default=0, help="weights and data seed")
+    train.add_argument("--device", default="cpu", help="cpu or cuda")
+    train.add_argument("--bf16", action="store_true", help="bf16 autocast (use on GPUs; slow on AVX2-only CPUs)")
+    train.add_argument("--eval-every", type=int, default=1000, help="steps between adherence evaluations (0: never)")
+    train.add_argument("--max-steps-this-run", type=int, help="stop after this many steps (resume later)")
+    train.set_defaults(run=_train)
     return parser
 
 

@@ -1,0 +1,73 @@
+"""Training of the synthetic text-to-video model: learning signal, resumption, export."""
+
+import json
+
+import pytest
+import torch
+
+from asymrnr_compile.synthetic.model import load_trained_model, read_checkpoint_metadata
+from asymrnr_compile.synthetic.train import (
+    CHECKPOINT_NAME,
+    EXPORT_NAME,
+    LOG_NAME,
+    TrainConfig,
+    learning_rate,
+    train,
+)
+
+QUICK = dict(batch_size=2, warmup_steps=2, log_every=1, checkpoint_every=2, eval_every=0)
+
+
+def _weights(path):
+    model, _ = load_trained_model(path)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    config = TrainConfig(steps=4, **QUICK)
+    straight = train(tmp_path / "straight", config, log=lambda _: None)
+    first = train(tmp_path / "resumed", config, log=lambda _: None, max_steps_this_run=2)
+    assert torch.load(tmp_path / "resumed" / CHECKPOINT_NAME, weights_only=False)["step"] == 2
+    messages = []
+    resumed = train(tmp_path / "resumed", config, log=messages.append)
+    assert first == resumed
+    assert any("resuming" in m and "step 2/4" in m for m in messages)
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert read_checkpoint_metadata(resumed)["step"] == 4
+
+
+def test_training_lowers_the_loss_and_logs_it(tmp_path):
+    config = TrainConfig(steps=12, lr=3e-3, **QUICK)
+    train(tmp_path, config, log=lambda _: None)
+    rows = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    assert (tmp_path / EXPORT_NAME).is_file()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    train(tmp_path, TrainConfig(steps=2, **QUICK), log=lambda _: None)
+    with pytest.raises(ValueError, match="other settings"):
+        train(tmp_path, TrainConfig(steps=2, **{**QUICK, "batch_size": 3}), log=lambda _: None)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    config = TrainConfig(steps=100, warmup_steps=10, lr=1e-3)
+    assert learning_rate(config, 0) == pytest.approx(1e-4)
+    assert learning_rate(config, 9) == pytest.approx(1e-3)
+    assert learning_rate(config, 55) == pytest.approx(0.5e-3)
+    assert learning_rate(config, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("steps", 0, "steps"), ("lr", 2.0, "lr"), ("cond_dropout", 1.0, "cond_dropout"),
+     ("batch_size", 1.5, "batch_size")],
+)
+def test_bad_settings_raise(field, value, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        TrainConfig(**{field: value})
