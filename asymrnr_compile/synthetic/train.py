@@ -162,8 +162,8 @@ def _plot_loss(out_dir: Path) -> None:
 
 def train(
     out_dir: str | Path,
-    config: TrainConfig = TrainConfig(),
-    task: SyntheticTaskConfig = SyntheticTaskConfig(),
+    config: TrainConfig | None = None,
+    task: SyntheticTaskConfig | None = None,
     *,
     device: str = "cpu",
     log: Callable[[str], None] = print,
@@ -175,6 +175,8 @@ def train(
     call continues. A checkpoint written with other settings than ``config`` (other than
     ``steps``, which may be raised to train longer) is refused.
     """
+    config = config if config is not None else TrainConfig()
+    task = task if task is not None else SyntheticTaskConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_NAME

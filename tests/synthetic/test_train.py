@@ -15,7 +15,7 @@ from asymrnr_compile.synthetic.train import (
     train,
 )
 
-QUICK = dict(batch_size=2, warmup_steps=2, log_every=1, checkpoint_every=2, eval_every=0)
+QUICK = {"batch_size": 2, "warmup_steps": 2, "log_every": 1, "checkpoint_every": 2, "eval_every": 0}
 
 
 def _weights(path):
