@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from asymrnr_compile._validate import check_choice, check_int, check_ratio, check_triple
-from asymrnr_compile.ops import DEFAULT_DST_STRIDE, DEFAULT_MATCH_CHUNK_BYTES, REDUCE_MODES, SIMILARITIES
+from asymrnr_compile.ops import (
+    DEFAULT_DST_STRIDE,
+    DEFAULT_MATCH_CHUNK_BYTES,
+    REDUCE_MODES,
+    SIMILARITIES,
+    TOKEN_SELECTIONS,
+)
 
 FEATURES = ("q", "kv", "h")
 
@@ -55,6 +61,10 @@ class AsymRnRConfig:
         skip_blocks: blocks to leave alone, by index (``3``) or module path
             (``"transformer_blocks.3"``). Default: none.
         match_chunk_bytes: memory budget for one block of the matching distance matrix.
+        token_selection: ``"matched"`` (default: AsymRnR's similarity matching) or ``"random"``
+            (a plain token-dropping baseline: same split and kept counts, but the src tokens to
+            drop and the dst each one copies from are drawn at random, seeded by ``seed``; no
+            similarity computed; see :func:`asymrnr_compile.ops.random_matching`).
         schedule: per-site, per-step ratios; not available yet (None).
     """
 
@@ -71,6 +81,7 @@ class AsymRnRConfig:
     warmup_steps: int = 0
     skip_blocks: tuple[int | str, ...] = ()
     match_chunk_bytes: int = DEFAULT_MATCH_CHUNK_BYTES
+    token_selection: str = "matched"
     schedule: Any = None
 
     def __post_init__(self) -> None:
@@ -81,6 +92,7 @@ class AsymRnRConfig:
         set_("dst_stride", check_triple("dst_stride", self.dst_stride, minimum=1))
         check_choice("similarity", self.similarity, SIMILARITIES)
         check_choice("reduce_mode", self.reduce_mode, REDUCE_MODES)
+        check_choice("token_selection", self.token_selection, TOKEN_SELECTIONS)
         set_("seed", check_int("seed", self.seed, minimum=0))
         if self.grid is not None:
             set_("grid", check_triple("grid", self.grid, minimum=1))

@@ -26,6 +26,9 @@ MATCHING_FIELDS: tuple[MatchingField, ...] = ("src_order", "nearest", "distance"
 SPLIT_FIELDS: tuple[SplitField, ...] = ("dst", "src")
 INDEX_FIELDS: tuple[IndexField, ...] = ("keep", "restore")
 
+# Distinct random-selection seeds per (site, feature), as the runtime does for the splits.
+_SELECTION_SEED_STRIDE = 7919
+
 
 @dataclass(frozen=True)
 class FeaturePlan:
@@ -74,16 +77,25 @@ class ReductionPlan:
         similarity: matching similarity (``"euclidean"``, ``"cosine"``, ``"dot"``).
         reduce_mode: ``"replace"`` or ``"mean"``.
         match_chunk_bytes: budget of one distance-matrix block inside the matcher.
+        token_selection: ``"matched"`` (similarity matching) or ``"random"`` (the seeded
+            token-dropping baseline, :func:`asymrnr_compile.ops.random_matching`).
+        seed: base seed of the random selection (unused when ``"matched"``).
     """
 
     sites: tuple[SitePlan, ...]
     similarity: str
     reduce_mode: str
     match_chunk_bytes: int
+    token_selection: str = "matched"
+    seed: int = 0
 
     @property
     def is_identity(self) -> bool:
         return not self.sites
+
+    def selection_seed(self, site_index: int, feature: Feature) -> int:
+        """Seed of the random selection at one (site, feature): distinct per site and feature."""
+        return self.seed + _SELECTION_SEED_STRIDE * site_index + ("q", "kv", "h").index(feature)
 
     def feature_plan(self, site_index: int, feature: Feature) -> FeaturePlan:
         """The plan of one (site, feature); KeyError if it is not reduced in this plan."""

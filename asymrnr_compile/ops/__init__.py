@@ -33,6 +33,7 @@ from .reduce import (
     reduction_indices,
     restore_tokens,
 )
+from .select import TOKEN_SELECTIONS, random_matching
 from .split import (
     DEFAULT_DST_STRIDE,
     TokenSplit,
@@ -48,6 +49,7 @@ __all__ = [
     "MASK_DIMS",
     "REDUCE_MODES",
     "SIMILARITIES",
+    "TOKEN_SELECTIONS",
     "Matching",
     "ReductionIndices",
     "TokenSplit",
@@ -57,6 +59,7 @@ __all__ = [
     "match_tokens",
     "max_reduction_ratio",
     "num_kept_tokens",
+    "random_matching",
     "reduce_mask",
     "reduce_tokens",
     "reduction_indices",

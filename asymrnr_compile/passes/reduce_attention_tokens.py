@@ -23,7 +23,9 @@ After (q reduced with a fresh matching, kv reduced with a cached one)::
     attn        = restore_tokens(attn_small, q_indices, start=T)               # (B, H, T+N, d)
 
 Matching runs on the features the method prescribes: q on the queries, kv on the values
-(DESIGN.md Sec. 2). Text tokens are outside the video span and are never touched.
+(DESIGN.md Sec. 2). With ``plan.token_selection == "random"`` the matching is drawn at random
+instead (``ops.random_matching``, the token-dropping baseline); everything else is the same.
+Text tokens are outside the video span and are never touched.
 """
 
 from __future__ import annotations
@@ -138,10 +140,14 @@ class _SiteRewriter:
             return self.call(ops.ReductionIndices, *cached)
         split_nodes = [self.placeholder(CacheSlot(site_index, feature, name)) for name in SPLIT_FIELDS]
         split = self.call(ops.TokenSplit, *split_nodes)
-        matching = self.call(
-            ops.match_tokens, matched, split, self.plan.similarity,
-            start=start, chunk_bytes=self.plan.match_chunk_bytes,
-        )
+        if self.plan.token_selection == "random":  # the token-dropping baseline: no similarity
+            matching = self.call(ops.random_matching, matched, split, start=start,
+                                 seed=self.plan.selection_seed(site_index, feature))
+        else:
+            matching = self.call(
+                ops.match_tokens, matched, split, self.plan.similarity,
+                start=start, chunk_bytes=self.plan.match_chunk_bytes,
+            )
         indices = self.call(ops.reduction_indices, split, matching, feature_plan.num_keep)
         for position, name in enumerate(MATCHING_FIELDS):
             self.output(self.call(operator.getitem, matching, position), CacheSlot(site_index, feature, name))
