@@ -51,7 +51,7 @@ class TrainConfig:
     """Settings of :func:`train` (defaults: the run that produced the shipped checkpoint).
 
     Attributes:
-        steps: total optimiser steps (the cosine schedule spans them). Default 5000.
+        steps: total optimiser steps (the cosine schedule spans them). Default 3000.
         batch_size: videos per step. Default 32.
         lr: peak AdamW learning rate. Default 1e-3.
         warmup_steps: linear warm-up steps. Default 200.
@@ -68,7 +68,7 @@ class TrainConfig:
         eval_seeds: noise seeds per caption in the periodic evaluation. Default 1.
     """
 
-    steps: int = 5000
+    steps: int = 3000
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 200
@@ -130,6 +130,13 @@ def _save_state(path: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows after ``step`` (written after the last checkpoint of a stopped run)."""
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if line]
+        path.write_text("".join(f"{r}\n" for r in rows if json.loads(r)["step"] <= step))
 
 
 def _plot_loss(out_dir: Path) -> None:
@@ -204,6 +211,7 @@ def train(
         data_rng.set_state(state["data_rng"])
         noise_rng.set_state(state["noise_rng"])
         step = state["step"]
+        _truncate_log(out_dir / LOG_NAME, step)
         log(f"resuming {ckpt_path} at step {step}/{config.steps}")
     else:
         log(f"training from scratch: {sum(p.numel() for p in model.parameters()):,} parameters, "

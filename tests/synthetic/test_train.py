@@ -27,6 +27,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     config = TrainConfig(steps=4, **QUICK)
     straight = train(tmp_path / "straight", config, log=lambda _: None)
     first = train(tmp_path / "resumed", config, log=lambda _: None, max_steps_this_run=2)
+    with (tmp_path / "resumed" / LOG_NAME).open("a") as log_file:  # a row written after the
+        log_file.write(json.dumps({"step": 3, "loss": -1.0}) + "\n")  # checkpoint, then a crash
     assert torch.load(tmp_path / "resumed" / CHECKPOINT_NAME, weights_only=False)["step"] == 2
     messages = []
     resumed = train(tmp_path / "resumed", config, log=messages.append)
@@ -37,6 +39,9 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     assert read_checkpoint_metadata(resumed)["step"] == 4
+    logged = [json.loads(line)["step"] for line in (tmp_path / "resumed" / LOG_NAME).read_text().splitlines()]
+    assert logged == [1, 2, 3, 4]
+    assert -1.0 not in [json.loads(line)["loss"] for line in (tmp_path / "resumed" / LOG_NAME).read_text().splitlines()]
 
 
 def test_training_lowers_the_loss_and_logs_it(tmp_path):
