@@ -39,6 +39,7 @@ from asymrnr_compile.analysis.cost import CostEstimate, graph_flops
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.runtime import AsymRnRRuntime, SiteReduction
+from asymrnr_compile.schedule_runtime import ScheduleDriver, ScheduleMismatchError
 
 logger = logging.getLogger("asymrnr_compile")
 
@@ -69,11 +70,15 @@ def _skip_reason(site: AttentionSite, config: AsymRnRConfig) -> str | None:
     return None
 
 
-def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig) -> SiteReduction | str:
+def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig,
+                        driver: ScheduleDriver | None = None) -> SiteReduction | str:
     """Per feature, the tokens kept at ``site`` under ``config``; or the reason it is skipped.
 
     A ratio above the site's largest usable ratio (``1 - N_dst / N``, paper Sec. 3.3) is capped
     and flagged. When ``h`` is reduced at a site, ``q`` and ``kv`` are not (DESIGN.md Sec. 2).
+    With a schedule (``driver``), the features are those the schedule reduces at some step and
+    the kept tokens recorded here are those of the largest scheduled ratio; the runtime asks the
+    driver for each step's.
     """
     reason = _skip_reason(site, config)
     if reason is not None:
@@ -88,18 +93,19 @@ def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig) -> SiteReduc
             logger.info("asymrnr: grid override %s does not fit site %s (%d video tokens); using %s",
                         config.grid, site.name, num_tokens, site.grid)
     reduction = SiteReduction(site=site, grid=grid)
-    wanted = [f for f in ("h", "q", "kv") if config.ratio(f) > 0 and f in site.features]
+    ratio_of = config.ratio if driver is None else (lambda f: driver.max_ratio(site.index, f))
+    wanted = [f for f in ("h", "q", "kv") if ratio_of(f) > 0 and f in site.features]
     if "h" in wanted and site.attn_mask is not None:
         logger.info("asymrnr: site %s has an attention mask; h reduction is not supported there", site.name)
         wanted.remove("h")
-    if "h" in wanted:
+    if "h" in wanted and driver is None:
         wanted = ["h"]
     num_dst = ops.count_dst_tokens(num_tokens, grid, config.dst_stride)
     if wanted and num_dst == 0:
         return (f"grid {grid} is smaller than dst_stride {config.dst_stride} along some axis: no destination "
                 f"token to merge into (lower dst_stride, e.g. (1, 2, 2))")
     for feature in wanted:
-        ratio = config.ratio(feature)
+        ratio = ratio_of(feature)
         keep = ops.num_kept_tokens(num_tokens, num_dst, ratio)
         if keep >= num_tokens:
             continue
@@ -228,13 +234,15 @@ class AsymRnRBackend:
         compile_graph = inductor_compiler(gm, mode)
         try:
             sites = find_attention_sites(gm)
+            driver = None if self.config.schedule is None else \
+                ScheduleDriver(self.config.schedule, sites, self.config.num_steps)
             if _has_symbolic_shapes(gm):
                 return self._plain(gm, example_inputs, sites, compile_graph,
                                    "graph has symbolic (dynamic) shapes; compile with dynamic=False to reduce")
             reductions: list[SiteReduction] = []
             reasons: list[str] = []
             for site in sites:
-                planned = plan_site_reduction(site, self.config)
+                planned = plan_site_reduction(site, self.config, driver)
                 if isinstance(planned, str):
                     reasons.append(f"{site.name}: {planned}")
                 else:
@@ -242,7 +250,9 @@ class AsymRnRBackend:
             if not reductions:
                 reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
                 return self._plain(gm, example_inputs, sites, compile_graph, reason)
-            runtime = AsymRnRRuntime(gm, sites, reductions, self.config, compile_graph)
+            runtime = AsymRnRRuntime(gm, sites, reductions, self.config, compile_graph, driver)
+        except ScheduleMismatchError:  # the user's schedule does not fit: say so, do not hide it
+            raise
         except Exception as error:  # analysis must never break the user's model
             logger.warning("asymrnr: analysis failed, compiling unchanged: %s: %s", type(error).__name__, error)
             return self._plain(gm, example_inputs, [], compile_graph, f"analysis failed: {error}")

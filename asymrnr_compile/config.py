@@ -65,7 +65,15 @@ class AsymRnRConfig:
             (a plain token-dropping baseline: same split and kept counts, but the src tokens to
             drop and the dst each one copies from are drawn at random, seeded by ``seed``; no
             similarity computed; see :func:`asymrnr_compile.ops.random_matching`).
-        schedule: per-site, per-step ratios; not available yet (None).
+        schedule: a :class:`~asymrnr_compile.schedule.Schedule` (or the path of one saved with
+            ``Schedule.save``) giving the ratio per block row, step and feature; it replaces
+            ``q_ratio`` / ``kv_ratio`` / ``h_ratio``. Row ``r`` is the ``r``-th block, in graph
+            order, holding a reducible attention site; all sites of one block share its row
+            (:func:`~asymrnr_compile.schedule.site_rows`). Default None (fixed ratios).
+        num_steps: denoising steps of the run, used with ``schedule`` when it was made for
+            another step count: step ``j`` then reads the schedule at progress
+            ``j / (num_steps - 1)`` (:meth:`~asymrnr_compile.schedule.Schedule.source_steps`).
+            None (default): the run has the schedule's own step count. Int >= 1.
     """
 
     q_ratio: float = 0.5
@@ -83,6 +91,7 @@ class AsymRnRConfig:
     match_chunk_bytes: int = DEFAULT_MATCH_CHUNK_BYTES
     token_selection: str = "matched"
     schedule: Any = None
+    num_steps: int | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -108,7 +117,9 @@ class AsymRnRConfig:
                 raise TypeError(f"skip_blocks entries must be block indices (int) or module paths (str), got {block!r}")
         set_("skip_blocks", skip)
         if self.schedule is not None:
-            raise ValueError("schedule is not supported yet: use q_ratio / kv_ratio / h_ratio")
+            set_("schedule", _load_schedule(self.schedule))
+        if self.num_steps is not None:
+            set_("num_steps", check_int("num_steps", self.num_steps, minimum=1))
 
     def ratio(self, feature: str) -> float:
         """The fixed ratio of ``feature`` (``"q"``, ``"kv"`` or ``"h"``)."""
@@ -137,8 +148,23 @@ class AsymRnRConfig:
         return cls(**dict(options))
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["schedule"] = self.schedule.to_dict() if self.schedule is not None else None
         out["dst_stride"] = list(self.dst_stride)
         out["grid"] = list(self.grid) if self.grid is not None else None
         out["skip_blocks"] = list(self.skip_blocks)
         return out
+
+
+def _load_schedule(value: Any) -> Any:
+    """A Schedule, or one loaded from a path (``Schedule.load``)."""
+    import os
+
+    from asymrnr_compile.schedule import Schedule
+
+    if isinstance(value, Schedule):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        return Schedule.load(value)
+    raise TypeError(f"schedule must be an asymrnr_compile.Schedule or the path of a saved one, "
+                    f"got {type(value).__name__}")

@@ -24,7 +24,7 @@ import torch
 import torch.fx
 
 from asymrnr_compile import ops
-from asymrnr_compile.analysis.cost import CostEstimate, estimate_cost
+from asymrnr_compile.analysis.cost import CostEstimate, GraphCostModel, estimate_cost
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.passes.reduce_attention_tokens import RewriteResult, reduce_attention_tokens
@@ -284,10 +284,13 @@ class AsymRnRRuntime:
         reductions: per active site what to reduce (built by the backend from the config).
         config: the backend configuration.
         compile_graph: compiles a graph module for given example inputs (``compile_fx``).
+        schedule: per-step kept tokens when the config has a schedule
+            (:class:`~asymrnr_compile.schedule_runtime.ScheduleDriver`), else None (fixed ratios).
     """
 
     def __init__(self, gm: torch.fx.GraphModule, sites: list[AttentionSite],
-                 reductions: list[SiteReduction], config: AsymRnRConfig, compile_graph: Compiler) -> None:
+                 reductions: list[SiteReduction], config: AsymRnRConfig, compile_graph: Compiler,
+                 schedule: Any = None) -> None:
         self.gm = gm
         self.sites = sites
         self.reductions = reductions
@@ -304,10 +307,16 @@ class AsymRnRRuntime:
         # The step of every call that computed a matching (tests and reports count these).
         self.matching_steps: list[int] = []
         self.fallback_reason: str | None = None
-        self.cost: CostEstimate = estimate_cost(
-            gm, {r.site: {f: (r.num_dst[f], r.num_keep[f]) for f in r.num_keep} for r in reductions},
-            config.cache_steps,
-        )
+        self.schedule = schedule
+        if schedule is None:
+            self.cost: CostEstimate = estimate_cost(
+                gm, {r.site: {f: (r.num_dst[f], r.num_keep[f]) for f in r.num_keep} for r in reductions},
+                config.cache_steps,
+            )
+        else:  # mean over the scheduled steps
+            model = GraphCostModel(gm, sites)
+            full, reduced = model.schedule_flops(schedule.kept_per_step(reductions), config.cache_steps)
+            self.cost = CostEstimate(model.full_flops, reduced * model.full_flops / full, model.attention_flops)
 
     def reset(self) -> None:
         """Start a new video: forget the step state and every cached matching."""
@@ -324,7 +333,9 @@ class AsymRnRRuntime:
             window = (event.step - config.warmup_steps) // config.cache_steps
             for reduction in self.reductions:
                 features: dict[str, FeaturePlan] = {}
-                for feature, keep in reduction.num_keep.items():
+                keeps = reduction.num_keep if self.schedule is None else \
+                    self.schedule.keeps(reduction, event.step, record=event.call_index == 0)
+                for feature, keep in keeps.items():
                     key = (event.call_index, reduction.site.index, feature)
                     features[feature] = FeaturePlan(
                         num_tokens=reduction.site.video_tokens,  # type: ignore[arg-type]
@@ -446,4 +457,5 @@ class AsymRnRRuntime:
             "timestep_input": self.timestep_position is not None,
             "fallback_reason": self.fallback_reason,
             "cost": self.cost.to_dict(),
+            **({"schedule": self.schedule.to_dict()} if self.schedule is not None else {}),
         }

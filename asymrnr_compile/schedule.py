@@ -181,7 +181,7 @@ class Schedule:
         for label, text in (("model", model), ("source", source)):
             if text is not None and not isinstance(text, str):
                 raise TypeError(f"{label} must be a str or None, got {type(text).__name__}")
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        set_ = lambda name, value: object.__setattr__(self, name, value)
         set_("num_blocks", shape[0])
         set_("num_steps", shape[1])
         set_("grid", grid)
@@ -521,6 +521,35 @@ class Schedule:
         }
         metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "schedule": json.dumps(info)}
         save_file({f: t.contiguous() for f, t in self._ratios.items()}, os.fspath(path), metadata=metadata)
+
+
+def site_rows(sites: Any) -> dict[int, int]:
+    """Schedule row of every reducible attention site of one captured graph: ``{site.index: row}``.
+
+    Rows are the blocks that hold at least one reducible site, numbered in graph (execution)
+    order of their first site: the block of the first reducible site is row 0, and so on. All
+    sites of one block (``site.block``, e.g. Mochi's per-batch-element attention calls) share its
+    row; a site without a known block gets a row of its own. Sites the analysis marks
+    unreducible get no row. The backend (``schedule=``), :func:`asymrnr_compile.profile` and
+    :func:`asymrnr_compile.calibrate` all use this mapping, so a schedule made from a profile
+    fits the backend's model. ``sites`` are :class:`~asymrnr_compile.analysis.AttentionSite`
+    records (anything with ``index``, ``block`` and ``reducible``).
+    """
+    rows: dict[int, int] = {}
+    block_rows: dict[str, int] = {}
+    next_row = 0
+    for site in sorted(sites, key=lambda s: s.index):
+        if not site.reducible:
+            continue
+        if site.block is None:
+            rows[site.index] = next_row
+            next_row += 1
+            continue
+        if site.block not in block_rows:
+            block_rows[site.block] = next_row
+            next_row += 1
+        rows[site.index] = block_rows[site.block]
+    return rows
 
 
 # ---------------------------------------------------------------------- helpers

@@ -1,23 +1,36 @@
-"""FLOP cost model of a captured graph, full and with token reduction.
+"""FLOP cost model of a captured graph, full and with token reduction, in sympy.
 
 Counts the multiply-adds of the matrix ops of a Dynamo graph from the shapes in
 ``node.meta["example_value"]`` (linear, convolutions, matmuls, attention), at 2 FLOPs per
 multiply-add, the convention of ``torch.utils.flop_counter``. Element-wise ops are not counted:
 on the models we target they are a small share and memory-bound.
 
-With a reduction (per site, the kept token counts of ``q`` and ``kv``), an attention site costs
-``2 * B * H * Lq' * Lk' * (d + d_v)`` with ``Lq' = Lq - N + K_q`` and ``Lk' = Lk - N + K_kv``,
-plus the matching (``2 * B * H * N_src * N_dst * d`` per feature), computed once per cache
-window and so amortised over ``cache_steps`` calls. The ideal speedup of a plan is the full
-graph's FLOPs over the reduced graph's (DESIGN.md Sec. 6).
+Per attention site the reduced cost is a symbolic expression (:class:`SiteCostModel`; symbols
+of :data:`SYMBOLS`) in the kept video tokens ``K_q``, ``K_kv``, ``K_h`` (paper Sec. 3.2):
+
+- attention: ``2 B H (T_q + K_q') (T_k + K_kv') (d + d_v)`` with ``T_q``/``T_k`` the non-video
+  (text) tokens on the query/key axis, ``K_q' = K_h`` and ``K_kv' = K_h`` where h is on, else
+  ``K_q`` / ``K_kv``. A cross-attention site's key axis is not video: ``T_k = L_k``, ``K_kv = 0``.
+- the rest of the block that h shrinks: ``P_h (L_h - N + K_h) / L_h`` (projections between the
+  hidden states and the output projection, ``P_h`` their full-length FLOPs, ``L_h`` their
+  token count);
+- the matching of each reduced feature, ``2 B_f H_f (N - N_dst) N_dst c_f``, amortised over the
+  cache window ``W`` (paper Sec. 3.4), switched on by the indicators ``m_q``, ``m_kv``, ``m_h``.
+
+The whole graph costs ``F_full - sum_sites (site_full - site_reduced)``
+(:class:`GraphCostModel`), for one plan (kept tokens per site and feature) or for a schedule
+(per-step kept tokens, summed over the steps). The ideal speedup is full over reduced
+(DESIGN.md Sec. 6).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import sympy
 import torch
 import torch.fx
 
@@ -32,6 +45,21 @@ _MATMUL_TARGETS = {torch.matmul, torch.bmm, torch.mm, torch.Tensor.matmul, torch
 _CONV_TARGETS = {torch.conv1d, torch.conv2d, torch.conv3d, torch.nn.functional.conv1d,
                  torch.nn.functional.conv2d, torch.nn.functional.conv3d}
 _SDPA_TARGETS = {torch._C._nn.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention}
+
+# Symbols of the per-site expressions (all positive integers except the 0/1 indicators m_*).
+B, H, D, DV, TQ, TK, N, NDST, KQ, KKV, KH, W, PH, LH = sympy.symbols(
+    "B H d d_v T_q T_k N N_dst K_q K_kv K_h W P_h L_h", positive=True, integer=True)
+MQ, MKV, MH = sympy.symbols("m_q m_kv m_h", nonnegative=True, integer=True)
+BH, CH = sympy.symbols("B_h C_h", positive=True, integer=True)  # batch and channels of the hidden states
+SYMBOLS: dict[str, sympy.Symbol] = {s.name: s for s in (B, H, D, DV, TQ, TK, N, NDST, KQ, KKV, KH, W, PH, LH,
+                                                         MQ, MKV, MH, BH, CH)}
+
+ATTENTION_EXPR = FLOPS_PER_MAC * B * H * (TQ + KQ) * (TK + KKV) * (D + DV)
+"""Attention FLOPs, QK^T and PV, with ``K_q``/``K_kv`` video tokens kept on each axis."""
+MATCHING_EXPR = (FLOPS_PER_MAC * (N - NDST) * NDST * (MQ * B * H * D + MKV * B * H * DV + MH * BH * CH)) / W
+"""Matching FLOPs per call (src x dst similarity of each reduced feature) over the cache window."""
+HIDDEN_PATH_EXPR = PH * (LH - N + KH) / LH
+"""FLOPs of the projections around attention that h reduction shrinks."""
 
 
 def _value(node: Any) -> torch.Tensor | None:
@@ -146,6 +174,132 @@ def _hidden_states_path_flops(site: AttentionSite) -> int:
     return sum(node_flops(node) for node in nodes if node is not site.node)
 
 
+@dataclass
+class SiteCostModel:
+    """Symbolic cost of one attention site (see the module docstring).
+
+    Attributes:
+        site_index: the site's ``index``.
+        num_tokens: ``N``, its video tokens.
+        values: numbers for every symbol except ``K_q``, ``K_kv``, ``K_h``, ``N_dst``, ``W`` and
+            the indicators ``m_*``.
+        cross: a cross-attention site (keys are not video: only q and h shrink attention).
+        expr: the site's FLOPs as a sympy expression of :data:`SYMBOLS`.
+    """
+
+    site_index: int
+    num_tokens: int
+    values: dict[sympy.Symbol, int]
+    cross: bool = False
+    expr: sympy.Expr = field(init=False)
+    _fn: Callable[..., float] = field(init=False, repr=False)
+
+    FREE = (KQ, KKV, KH, NDST, W, MQ, MKV, MH)
+
+    def __post_init__(self) -> None:
+        self.expr = ATTENTION_EXPR + HIDDEN_PATH_EXPR + MATCHING_EXPR
+        numeric = self.expr.subs(self.values)
+        self._fn = sympy.lambdify(self.FREE, numeric, modules="math")
+
+    @classmethod
+    def from_site(cls, site: AttentionSite) -> SiteCostModel | None:
+        """The model of ``site``, or None when its lengths are symbolic or unknown."""
+        query, key, value = _value(site.query), _value(site.key), _value(site.value)
+        if query is None or key is None or value is None or site.video_tokens is None:
+            return None
+        sizes = _static_ints(query.shape[-1], value.shape[-1], query.shape[-2], key.shape[-2])
+        leading = _static_numel(query.shape[:-2])
+        if sizes is None or leading is None:  # data-dependent lengths (Mochi's text)
+            return None
+        head_dim, value_dim, q_tokens, kv_tokens = sizes
+        n = site.video_tokens
+        cross = site.kind == "cross"
+        hidden = _value(site.hidden_states)
+        hidden_tokens = int(hidden.shape[-2]) if hidden is not None and hidden.dim() >= 2 else q_tokens
+        values = {
+            B: leading, H: 1, D: head_dim, DV: value_dim,
+            TQ: q_tokens - n, TK: kv_tokens if cross else kv_tokens - n,
+            N: n, PH: _hidden_states_path_flops(site), LH: max(hidden_tokens, 1),
+            BH: (_static_numel(hidden.shape[:-2]) or 1) if hidden is not None else 1,
+            CH: int(hidden.shape[-1]) if hidden is not None else head_dim,
+        }
+        return cls(site.index, n, values, cross)
+
+    def flops(self, q: int | None = None, kv: int | None = None, h: int | None = None,
+              num_dst: Mapping[str, int] | None = None, cache_steps: float = math.inf) -> float:
+        """FLOPs with ``q``/``kv``/``h`` video tokens kept (None: not reduced).
+
+        ``num_dst`` gives ``N_dst`` per reduced feature (for the matching term);
+        ``cache_steps=inf`` (default) leaves the matching out.
+        """
+        n = self.num_tokens
+        cross = self.cross
+        h_on = h is not None and h < n
+        kq = h if h_on else (q if q is not None else n)
+        kkv = 0 if cross else (h if h_on else (kv if kv is not None else n))
+        kh = h if h_on else n
+        num_dst = num_dst or {}
+        on = {f: (k is not None and k < n) for f, k in (("q", q), ("kv", kv), ("h", h))}
+        if h_on:
+            on["q"] = on["kv"] = False
+        dst = max((num_dst.get(f, 0) for f in on if on[f]), default=0)
+        window = cache_steps if cache_steps and math.isfinite(cache_steps) else 0
+        if not window:
+            on = dict.fromkeys(on, False)
+            window = 1
+        return float(self._fn(kq, kkv, kh, dst, window, int(on["q"]), int(on["kv"]), int(on["h"])))
+
+    @property
+    def full_flops(self) -> float:
+        return self.flops()
+
+
+class GraphCostModel:
+    """Cost of one captured graph: measured full FLOPs minus, per site, what a plan saves.
+
+    Args:
+        gm: the Dynamo graph.
+        sites: its attention sites (those with symbolic lengths are left out).
+    """
+
+    def __init__(self, gm: torch.fx.GraphModule, sites: Sequence[AttentionSite]) -> None:
+        self.full_flops = graph_flops(gm)
+        self.attention_flops = sum(node_flops(n) for n in gm.graph.nodes
+                                   if n.op == "call_function" and n.target in _SDPA_TARGETS)
+        self.sites: dict[int, SiteCostModel] = {}
+        for site in sites:
+            model = SiteCostModel.from_site(site)
+            if model is not None:
+                self.sites[site.index] = model
+
+    def reduced_flops(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float = math.inf) -> float:
+        """FLOPs of one call with, per site index, ``{feature: (num_dst, num_keep)}``."""
+        saved = 0.0
+        for site_index, features in kept.items():
+            model = self.sites.get(site_index)
+            if model is None or not features:
+                continue
+            keep = {f: k for f, (_, k) in features.items()}
+            dst = {f: d for f, (d, _) in features.items()}
+            saved += model.full_flops - model.flops(keep.get("q"), keep.get("kv"), keep.get("h"), dst, cache_steps)
+        return self.full_flops - saved
+
+    def estimate(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float) -> CostEstimate:
+        return CostEstimate(self.full_flops, self.reduced_flops(kept, cache_steps), self.attention_flops)
+
+    def schedule_flops(self, steps: Sequence[Mapping[int, Mapping[str, tuple[int, int]]]],
+                       cache_steps: float) -> tuple[float, float]:
+        """(full, reduced) FLOPs summed over a run, one ``kept`` mapping per step."""
+        reduced = sum(self.reduced_flops(kept, cache_steps) for kept in steps)
+        return float(self.full_flops * len(steps)), reduced
+
+    def predicted_speedup(self, steps: Sequence[Mapping[int, Mapping[str, tuple[int, int]]]],
+                          cache_steps: float) -> float:
+        """Full over reduced FLOPs of a run (the ideal speedup, DESIGN.md Sec. 6)."""
+        full, reduced = self.schedule_flops(steps, cache_steps)
+        return full / reduced if reduced else 1.0
+
+
 def estimate_cost(gm: torch.fx.GraphModule, kept: Mapping[AttentionSite, Mapping[str, tuple[int, int]]],
                   cache_steps: int) -> CostEstimate:
     """Cost of ``gm`` with, per site, ``{feature: (num_dst, num_keep)}`` for ``"q"``, ``"kv"``, ``"h"``.
@@ -154,37 +308,5 @@ def estimate_cost(gm: torch.fx.GraphModule, kept: Mapping[AttentionSite, Mapping
     between the hidden states and the output projection (by the kept fraction of its tokens).
     The matching of every reduced feature is counted once per ``cache_steps`` calls.
     """
-    full = graph_flops(gm)
-    attention_full = sum(node_flops(n) for n in gm.graph.nodes
-                         if n.op == "call_function" and n.target in _SDPA_TARGETS)
-    saved = 0.0
-    for site, features in kept.items():
-        query, key, value = _value(site.query), _value(site.key), _value(site.value)
-        if query is None or key is None or value is None or site.video_tokens is None:
-            continue
-        leading = _static_numel(query.shape[:-2]) or 0
-        sizes = _static_ints(query.shape[-1], value.shape[-1], query.shape[-2], key.shape[-2])
-        if sizes is None:  # data-dependent lengths (Mochi's text): no estimate for this site
-            continue
-        head_dim, value_dim, q_tokens, kv_tokens = sizes
-        n = site.video_tokens
-        q_reduced, kv_reduced = q_tokens, kv_tokens
-        matching = 0
-        for feature, (num_dst, num_keep) in features.items():
-            removed = n - num_keep
-            if feature in ("q", "h"):
-                q_reduced = q_tokens - removed
-            if feature in ("kv", "h"):
-                kv_reduced = kv_tokens - removed
-            if feature == "h":
-                hidden = _value(site.hidden_states)
-                channels = int(hidden.shape[-1]) if hidden is not None else head_dim
-                batch = _static_numel(hidden.shape[:-2]) if hidden is not None else leading
-                matching += matching_flops(batch or 0, n - num_dst, num_dst, channels)
-                saved += _hidden_states_path_flops(site) * removed / q_tokens
-            else:
-                matching += matching_flops(leading, n - num_dst, num_dst, head_dim if feature == "q" else value_dim)
-        before = attention_flops(leading, q_tokens, kv_tokens, head_dim, value_dim)
-        after = attention_flops(leading, q_reduced, kv_reduced, head_dim, value_dim)
-        saved += before - after - matching / cache_steps
-    return CostEstimate(full, full - saved, attention_full)
+    model = GraphCostModel(gm, list(kept))
+    return model.estimate({site.index: features for site, features in kept.items()}, cache_steps)
