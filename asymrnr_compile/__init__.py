@@ -2,7 +2,9 @@
 ``torch.compile`` backend (``torch.compile(model, backend="asymrnr", options={...})``).
 
 Public API: :class:`AsymRnRConfig`, :class:`AsymRnRBackend`, :class:`AsymRnRReport`,
-:func:`last_backend`. They load lazily, so that ``import asymrnr_compile.ops`` stays light.
+:func:`last_backend`, :class:`Schedule`, :func:`profile` (redundancy profiling),
+:class:`RedundancyProfile`, :func:`calibrate` (a schedule for a target speedup). They load
+lazily, so that ``import asymrnr_compile.ops`` stays light.
 Importing this package does not register the backend: the ``torch_dynamo_backends`` entry point
 does (registering twice would raise "duplicate name" in torch).
 """
@@ -19,6 +21,10 @@ _LAZY = {
     "AsymRnRReport": "asymrnr_compile.backend",
     "last_backend": "asymrnr_compile.backend",
     "AsymRnRConfig": "asymrnr_compile.config",
+    "Schedule": "asymrnr_compile.schedule",
+    "profile": "asymrnr_compile.profiling",
+    "RedundancyProfile": "asymrnr_compile.profiling",
+    "calibrate": "asymrnr_compile.calibrate",
 }
 
 __all__ = [*_LAZY, "__version__"]

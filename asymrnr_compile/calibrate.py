@@ -1,0 +1,159 @@
+"""A schedule for a target speedup: reduce the most redundant (block, step, feature) first.
+
+:func:`calibrate` turns a :class:`~asymrnr_compile.profiling.RedundancyProfile` into a
+:class:`~asymrnr_compile.schedule.Schedule` that the symbolic cost model
+(:mod:`asymrnr_compile.analysis.cost`) predicts to run ``target_speedup`` times faster than the
+unreduced model (paper Sec. 3.4: reduce where redundancy is high, spare where it is low).
+
+Greedy rule. A *move* sets the ratio of one (row, step, feature) to a rung of the feature's
+ladder (``DEFAULT_LADDER``). Its damage is the profile's ``drop_mean@ratio``: the mean
+normalised distance of the source tokens that ratio would drop there (averaged over the row's
+sites; ``q`` is measured on q, ``kv`` on v, ``h`` on the hidden states). Moves are taken in
+increasing damage (most redundant first), each raising a cell's ratio only, until the predicted
+speedup reaches the target. The conflict rule holds: a cell with ``h`` on takes no ``q``/``kv``
+move and vice versa.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from asymrnr_compile import ops
+from asymrnr_compile.profiling import RedundancyProfile
+from asymrnr_compile.schedule import FEATURES, Schedule
+
+DEFAULT_LADDER: Mapping[str, tuple[float, ...]] = {"q": (0.3, 0.5, 0.7), "kv": (0.2, 0.3, 0.4, 0.5)}
+"""Ratios a move may set, per feature (h is off unless asked for: it is the riskiest)."""
+
+MEASURED_ON = {"q": "q", "kv": "v", "h": "h"}
+"""The profiled feature whose redundancy decides each schedule feature (kv matches on V)."""
+
+
+def _keeps(profile: RedundancyProfile, ratios: Mapping[str, float], site: Any) -> dict[str, tuple[int, int]]:
+    out = {}
+    for feature in ("h", "q", "kv"):
+        ratio = ratios.get(feature, 0.0)
+        if ratio <= 0 or (feature != "h" and "h" in out):
+            continue
+        keep = ops.num_kept_tokens(site.video_tokens, site.num_dst, ratio)
+        if keep < site.video_tokens:
+            out[feature] = (site.num_dst, keep)
+    return out
+
+
+def _site_saving(profile: RedundancyProfile, site: Any, ratios: Mapping[str, float], cache_steps: float) -> float:
+    model = profile.cost_models[site.graph][0].sites.get(site.index)
+    if model is None:
+        return 0.0
+    kept = _keeps(profile, ratios, site)
+    if not kept:
+        return 0.0
+    keep = {f: k for f, (_, k) in kept.items()}
+    return model.full_flops - model.flops(keep.get("q"), keep.get("kv"), keep.get("h"),
+                                          {f: d for f, (d, _) in kept.items()}, cache_steps)
+
+
+def predicted_speedup(profile: RedundancyProfile, schedule: Schedule, cache_steps: float | None = None) -> float:
+    """Full over reduced FLOPs of a run of ``schedule.num_steps`` steps under ``schedule``
+    (cost model; matching amortised over ``cache_steps``, default the profile config's)."""
+    cache_steps = profile.config.cache_steps if cache_steps is None else cache_steps
+    if schedule.num_blocks != profile.num_rows:
+        raise ValueError(f"schedule has {schedule.num_blocks} blocks x {schedule.num_steps} steps, "
+                         f"profile has {profile.num_rows} blocks x {profile.num_steps} steps")
+    full = reduced = 0.0
+    for graph_index, (model, _) in enumerate(profile.cost_models):
+        sites = [s for s in profile.sites if s.graph == graph_index]
+        steps = []
+        for step in range(schedule.num_steps):
+            steps.append({s.index: _keeps(profile, {f: schedule.ratio(block=s.row, step=step, feature=f)
+                                                    for f in FEATURES}, s) for s in sites})
+        f, r = model.schedule_flops(steps, cache_steps)
+        full, reduced = full + f, reduced + r
+    return full / reduced if reduced else 1.0
+
+
+def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
+              ladder: Mapping[str, Sequence[float]] | None = None,
+              cache_steps: int | None = None, model: str | None = None) -> Schedule:
+    """The least damaging schedule the cost model predicts to reach ``target_speedup``.
+
+    Args:
+        profile: from :func:`asymrnr_compile.profile` (its steps become the schedule's).
+        target_speedup: predicted full / reduced FLOPs to reach, a float >= 1. Default 1.5.
+        ladder: ``{"q" | "kv" | "h": ratios}`` a move may set; every ratio must be one the
+            profile recorded (``profile.ratios``). Default :data:`DEFAULT_LADDER` (q and kv).
+        cache_steps: matching cache window for the cost model; default the profile config's.
+        model: label stored in the schedule.
+
+    Returns:
+        A :class:`Schedule` of ``profile.num_rows`` blocks x ``profile.num_steps`` steps whose
+        :func:`predicted_speedup` is at least ``target_speedup``.
+
+    Raises:
+        ValueError: a bad argument, or a target the ladder cannot reach (the message gives the
+            largest predicted speedup).
+    """
+    if not isinstance(profile, RedundancyProfile):
+        raise TypeError(f"profile must be a RedundancyProfile (from asymrnr_compile.profile), "
+                        f"got {type(profile).__name__}")
+    if isinstance(target_speedup, bool) or not isinstance(target_speedup, (int, float)) \
+            or not math.isfinite(target_speedup) or target_speedup < 1:
+        raise ValueError(f"target_speedup must be a float >= 1, got {target_speedup!r}")
+    ladder = dict(DEFAULT_LADDER if ladder is None else ladder)
+    for feature, rungs in ladder.items():
+        if feature not in FEATURES:
+            raise ValueError(f"ladder feature must be one of {FEATURES}, got {feature!r}")
+        for ratio in rungs:
+            if not any(math.isclose(ratio, r) for r in profile.ratios):
+                raise ValueError(f"ladder[{feature!r}] ratio {ratio} was not recorded by the profile "
+                                 f"(profile.ratios = {profile.ratios})")
+    cache_steps = profile.config.cache_steps if cache_steps is None else cache_steps
+    rows, steps = profile.num_rows, profile.num_steps
+    if rows == 0 or steps == 0:
+        raise ValueError("profile has no profiled site or no step: nothing to calibrate")
+    ratios = {f: torch.zeros(rows, steps, dtype=torch.float64) for f in FEATURES}
+    row_sites = {row: [s for s in profile.sites if s.row == row] for row in range(rows)}
+
+    moves: list[tuple[float, float, int, int, str]] = []
+    for feature, rungs in ladder.items():
+        f_index = profile.features.index(MEASURED_ON[feature])
+        for ratio in rungs:
+            name = next(n for n in profile.stat_names if n.startswith("drop_mean@")
+                        and math.isclose(float(n.split("@")[1]), ratio))
+            damage = profile.row_stat(name)[..., f_index]
+            for row in range(rows):
+                for step in range(steps):
+                    value = float(damage[row, step])
+                    if not math.isnan(value):
+                        moves.append((value, ratio, row, step, feature))
+    moves.sort()
+
+    full = sum(model.full_flops for model, _ in profile.cost_models) * steps
+    saved = 0.0
+    cell_saving: dict[tuple[int, int], float] = {}
+    best = 1.0
+    for _, ratio, row, step, feature in moves:
+        if full / (full - saved) >= target_speedup:
+            break
+        cell = {f: float(ratios[f][row, step]) for f in FEATURES}
+        if ratio <= cell[feature]:
+            continue
+        if (feature == "h" and (cell["q"] > 0 or cell["kv"] > 0)) or (feature != "h" and cell["h"] > 0):
+            continue
+        cell[feature] = ratio
+        ratios[feature][row, step] = ratio
+        new = sum(_site_saving(profile, site, cell, cache_steps) for site in row_sites[row])
+        saved += new - cell_saving.get((row, step), 0.0)
+        cell_saving[(row, step)] = new
+        best = full / (full - saved)
+    best = full / (full - saved) if full > saved else math.inf
+    if best < target_speedup:
+        raise ValueError(f"target_speedup {target_speedup} is not reachable: with the ladder {ladder} the cost "
+                         f"model predicts at most {best:.3f}x")
+    grid = profile.sites[0].grid if profile.sites else None
+    return Schedule({f: ratios[f] for f in FEATURES}, grid=grid, model=model,
+                    source=f"calibrate(target_speedup={target_speedup}, cache_steps={cache_steps})")

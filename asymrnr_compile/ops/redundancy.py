@@ -1,0 +1,127 @@
+"""Redundancy statistics of one feature: how close source tokens lie to their destinations.
+
+AsymRnR reduces where tokens are redundant (paper Sec. 3.4: the redundancy schedule is measured
+as the distance of source tokens to their nearest destination tokens). These functions turn the
+``distance`` of a :class:`~asymrnr_compile.ops.Matching` into a fixed-length vector of
+statistics, so that a profiling graph can return them as one extra output per (site, feature).
+
+Normalisation (so that sites, features and models are comparable):
+
+- ``"euclidean"``: the squared distance is divided by ``2 * sum_c var_c``, the expected squared
+  distance between two tokens drawn at random from the same video span (per leading index,
+  e.g. batch element and head). 0 = duplicates, about 1 = no more alike than random tokens.
+- ``"cosine"``: ``1 - cos`` is already scale-free (0 .. 2).
+- ``"dot"``: ``-d.s`` is divided by the mean squared norm of the tokens.
+
+Statistics (:func:`stat_names` gives the layout): the mean, the ``quantiles`` (linear
+interpolation, as ``torch.quantile``) of the normalised distances pooled over all leading
+indices and source tokens, and for every ``ratio``: ``drop_mean@r``, the mean normalised distance
+of the source tokens that ratio would drop (the most similar ones, paper Sec. 3.3), and
+``drop_share@r``, their share of the total distance. Sizes are Python ints: nothing
+data-dependent, so the statistics compile inside a graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from asymrnr_compile._validate import (
+    check_choice,
+    check_ratio,
+    check_span,
+    check_tensor,
+)
+
+from .match import SIMILARITIES
+from .split import num_kept_tokens
+
+DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
+"""Quantiles of the normalised nearest-destination distance recorded by default."""
+
+DEFAULT_PROFILE_RATIOS: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+"""Ratios whose dropped-token statistics are recorded by default (also calibrate's ladder)."""
+
+_EPS = 1e-12
+
+
+def stat_names(quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
+               ratios: tuple[float, ...] = DEFAULT_PROFILE_RATIOS) -> tuple[str, ...]:
+    """Names of the entries of :func:`redundancy_stats`' output, in order:
+    ``mean``, ``p10``..., ``drop_mean@0.3``..., ``drop_share@0.3``..."""
+    return ("mean", *(f"p{round(100 * q):02d}" for q in quantiles), *(f"drop_mean@{r:g}" for r in ratios),
+            *(f"drop_share@{r:g}" for r in ratios))
+
+
+def normalised_distance(x: torch.Tensor, distance: torch.Tensor, num_tokens: int,
+                        similarity: str = "euclidean", *, start: int = 0) -> torch.Tensor:
+    """Scale-free nearest-destination distances (see the module docstring).
+
+    Args:
+        x: the matched features ``(*, L, c)``; the video span is ``x[..., start:start + N, :]``.
+        distance: ``Matching.distance`` ``(*, N_src)`` of the same leading shape ``*``.
+        num_tokens: ``N``, the video tokens of the span.
+        similarity: the similarity the matching used, one of ``SIMILARITIES``; default
+            ``"euclidean"``.
+        start: index of the first video token on the token axis (-2); default 0.
+
+    Returns:
+        float32 ``(*, N_src)``.
+    """
+    x = check_tensor("x", x, min_dim=2)
+    check_choice("similarity", similarity, SIMILARITIES)
+    start = check_span("start", start, num_tokens, x.shape[-2], what="video tokens")
+    if similarity == "cosine":
+        return distance.float()
+    video = x[..., start:start + num_tokens, :].detach().float()
+    if similarity == "euclidean":
+        scale = 2.0 * video.var(dim=-2, unbiased=False).sum(-1)
+    else:
+        scale = video.square().sum(-1).mean(-1)
+    return distance.float() / scale.clamp_min(_EPS).unsqueeze(-1)
+
+
+def _quantile_sorted(values: torch.Tensor, q: float) -> torch.Tensor:
+    """``torch.quantile(values, q)`` (linear) of an ascending 1-D tensor, with static indices."""
+    count = values.shape[0]
+    position = q * (count - 1)
+    low = math.floor(position)
+    high = min(low + 1, count - 1)
+    frac = position - low
+    return values[low] + (values[high] - values[low]) * frac
+
+
+def redundancy_stats(normalised: torch.Tensor, num_tokens: int, num_dst: int,
+                     quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
+                     ratios: tuple[float, ...] = DEFAULT_PROFILE_RATIOS) -> torch.Tensor:
+    """Statistics of normalised distances ``(*, N_src)`` of a span of ``num_tokens`` video tokens
+    of which ``num_dst`` are destinations: float32 ``(len(stat_names(quantiles, ratios)),)``.
+
+    A ratio ``r`` drops ``N - num_kept_tokens(N, N_dst, r)`` source tokens per leading index,
+    the ones with the smallest distance (paper Sec. 3.3); ``drop_mean@r`` is 0 when it drops none.
+    """
+    for q in quantiles:
+        if not 0.0 <= float(q) <= 1.0:
+            raise ValueError(f"quantiles must be in [0, 1], got {q}")
+    for r in ratios:
+        check_ratio("ratios", r)
+    num_src = normalised.shape[-1]
+    if num_src == 0:
+        raise ValueError("redundancy_stats needs at least one source token (N_src = 0)")
+    rows = normalised.reshape(-1, num_src).float()
+    pooled = rows.reshape(-1).sort().values
+    by_row = rows.sort(dim=-1).values
+    total = rows.sum()
+    stats = [rows.mean(), *(_quantile_sorted(pooled, float(q)) for q in quantiles)]
+    drop_mean, drop_share = [], []
+    for r in ratios:
+        dropped = min(num_src, num_tokens - num_kept_tokens(num_tokens, num_dst, float(r)))
+        if dropped <= 0:
+            drop_mean.append(rows.new_zeros(()))
+            drop_share.append(rows.new_zeros(()))
+            continue
+        part = by_row[:, :dropped]
+        drop_mean.append(part.mean())
+        drop_share.append(part.sum() / total.clamp_min(_EPS))
+    return torch.stack([*stats, *drop_mean, *drop_share])

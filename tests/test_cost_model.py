@@ -1,0 +1,81 @@
+"""The sympy cost model against torch.utils.flop_counter on the reference DiT."""
+
+from __future__ import annotations
+
+import pytest
+import sympy
+import torch
+from helpers import capture_graph
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from asymrnr_compile import ops
+from asymrnr_compile.analysis import find_attention_sites
+from asymrnr_compile.analysis.cost import (
+    ATTENTION_EXPR,
+    KKV,
+    KQ,
+    SYMBOLS,
+    GraphCostModel,
+    graph_flops,
+)
+from asymrnr_compile.models import build_reference_model, reference_inputs
+from asymrnr_compile.models.config import resolve_config
+from asymrnr_compile.passes.reduce_attention_tokens import reduce_attention_tokens
+from asymrnr_compile.plan import FeaturePlan, ReductionPlan, SitePlan
+
+PRESET = "small"  # 2 blocks, 576 video + 16 text tokens, hidden 128 = 4 heads x 32
+
+
+@pytest.fixture(scope="module")
+def captured():
+    model = build_reference_model(PRESET)
+    gm, example_inputs = capture_graph(model, reference_inputs(PRESET))
+    return gm, example_inputs, find_attention_sites(gm)
+
+
+def _counted(fn, *args) -> int:
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
+        fn(*args)
+    return counter.get_total_flops()
+
+
+def test_attention_expression_is_symbolic():
+    assert isinstance(ATTENTION_EXPR, sympy.Expr)
+    assert sympy.diff(ATTENTION_EXPR, KQ) == 2 * SYMBOLS["B"] * SYMBOLS["H"] * (SYMBOLS["T_k"] + KKV) * (
+        SYMBOLS["d"] + SYMBOLS["d_v"])
+
+
+@pytest.mark.parametrize("q_ratio, kv_ratio", [(0.0, 0.0), (0.5, 0.0), (0.0, 0.3), (0.5, 0.3), (0.8, 0.6)])
+def test_cost_model_agrees_with_the_flop_counter(captured, q_ratio, kv_ratio):
+    gm, example_inputs, sites = captured
+    config = resolve_config(PRESET)
+    grid = (config.latent_frames, config.latent_height // 2, config.latent_width // 2)
+    model = GraphCostModel(gm, sites)
+    if q_ratio == kv_ratio == 0:
+        counted = _counted(gm, *example_inputs)
+        assert abs(model.full_flops - counted) <= 0.05 * counted
+        assert graph_flops(gm) == model.full_flops
+        return
+    site_plans, kept, extra = [], {}, {}
+    for site in sites:
+        n = site.video_tokens
+        split = ops.split_tokens(n, grid, seed=site.index)
+        num_dst = len(split.dst)
+        features = {}
+        for feature, ratio in (("q", q_ratio), ("kv", kv_ratio)):
+            if ratio > 0:
+                keep = ops.num_kept_tokens(n, num_dst, ratio)
+                features[feature] = FeaturePlan(n, keep, compute_matching=False)
+                probe = torch.randn(2, 4, n, 32, generator=torch.Generator().manual_seed(site.index))
+                indices = ops.reduction_indices(split, ops.match_tokens(probe, split), keep)
+                extra[(site.index, feature)] = indices
+        kept[site.index] = {f: (num_dst, p.num_keep) for f, p in features.items()}
+        site_plans.append(SitePlan(site.index, **features))
+    rewrite = reduce_attention_tokens(gm, sites, ReductionPlan(tuple(site_plans), "euclidean", "replace", 2**26))
+    assert rewrite.rewritten_sites == [s.index for s in sites]
+    inputs = [getattr(extra[(slot.site_index, slot.feature)], slot.field) for slot in rewrite.extra_inputs]
+    counted = _counted(rewrite.gm, *example_inputs, *inputs)
+    predicted = model.reduced_flops(kept)  # matching is cached here: nothing to amortise
+    assert abs(predicted - counted) <= 0.05 * counted, (predicted, counted)
+    assert predicted < model.full_flops

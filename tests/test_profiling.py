@@ -1,0 +1,184 @@
+"""Redundancy profiling: compiled statistics equal an eager computation, outputs are unchanged."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch._dynamo
+
+import asymrnr_compile
+from asymrnr_compile import AsymRnRConfig, ops
+from asymrnr_compile.models import build_reference_model, reference_inputs
+from asymrnr_compile.models import reference_dit as reference_dit_module
+from asymrnr_compile.ops import redundancy
+from asymrnr_compile.runtime import _FEATURE_SEED_OFFSET, _SITE_SEED_STRIDE
+from asymrnr_compile.sampling import SamplerConfig, sample
+
+PRESET = "tiny"  # 2 blocks; 8 text + 32 video tokens on a 2x4x4 grid
+STEPS = 3
+CONFIG = AsymRnRConfig(min_video_tokens=16, seed=3)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_reference_model(PRESET)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return reference_inputs(PRESET)
+
+
+def _loop(fn, inputs):
+    return sample(fn, inputs["hidden_states"][:1], inputs["encoder_hidden_states"][:1],
+                  inputs["encoder_hidden_states"][1:], SamplerConfig(steps=STEPS))
+
+
+@pytest.fixture(scope="module")
+def profiled(model, inputs):
+    torch._dynamo.reset()
+    outputs = {}
+    calls = []
+
+    def run(compiled):
+        outputs["profiled"] = _loop(compiled, inputs)
+
+    prof = asymrnr_compile.profile(model, run, config=CONFIG, on_call=calls.append)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        outputs["inductor"] = _loop(torch.compile(model, backend="inductor", fullgraph=True, dynamic=False), inputs)
+    torch._dynamo.reset()
+    return prof, outputs, calls
+
+
+def _eager_features(model, inputs):
+    """Per step, per block: the SDPA q, k, v and the hidden states entering to_q, captured eagerly."""
+    captured: list[dict[str, torch.Tensor]] = []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    class Recorder:
+        def __getattr__(self, name):
+            return getattr(torch.nn.functional, name)
+
+        @staticmethod
+        def scaled_dot_product_attention(q, k, v, *args, **kwargs):
+            captured[-1].update(q=q, k=k, v=v)
+            return real_sdpa(q, k, v, *args, **kwargs)
+
+    def pre_hook(module, args):
+        captured.append({"h": args[0]})
+
+    hooks = [block.attn.to_q.register_forward_pre_hook(pre_hook) for block in model.blocks]
+    original = reference_dit_module.F
+    reference_dit_module.F = Recorder()
+    try:
+        with torch.no_grad():
+            _loop(model, inputs)
+    finally:
+        reference_dit_module.F = original
+        for hook in hooks:
+            hook.remove()
+    blocks = len(model.blocks)
+    return [captured[step * blocks:(step + 1) * blocks] for step in range(STEPS)]
+
+
+def _eager_stats(x, split, num_tokens, start):
+    """The statistics written out with torch.quantile and a plain sort, independently of the pass."""
+    matching = ops.match_tokens(x, split, start=start)
+    video = x[..., start:start + num_tokens, :].float()
+    scale = 2 * video.var(dim=-2, unbiased=False).sum(-1, keepdim=True)
+    d = (matching.distance / scale).reshape(-1, matching.distance.shape[-1])
+    values = [d.mean(), *(torch.quantile(d.reshape(-1), q) for q in redundancy.DEFAULT_QUANTILES)]
+    means, shares = [], []
+    for ratio in redundancy.DEFAULT_PROFILE_RATIOS:
+        dropped = num_tokens - ops.num_kept_tokens(num_tokens, len(split.dst), ratio)
+        smallest = d.sort(dim=-1).values[:, :dropped]
+        means.append(smallest.mean())
+        shares.append(smallest.sum() / d.sum())
+    return torch.stack([*values, *means, *shares]).double()
+
+
+def test_statistics_equal_an_eager_computation(profiled, model, inputs):
+    prof, _, calls = profiled
+    assert calls == list(range(STEPS))  # one call per step, progress reported
+    assert [s.name for s in prof.sites] == ["blocks.0.attn", "blocks.1.attn"]
+    assert [s.row for s in prof.sites] == [0, 1]
+    assert prof.data.shape == (2, STEPS, 4, len(prof.stat_names))
+    features = _eager_features(model, inputs)
+    text, video, grid = 8, 32, (2, 4, 4)
+    checked = 0
+    for position, site in enumerate(prof.sites):
+        for f_index, feature in enumerate(prof.features):
+            if feature not in site.features:
+                continue
+            split_feature = {"q": "q", "k": "kv", "v": "kv", "h": "h"}[feature]
+            seed = CONFIG.seed + _SITE_SEED_STRIDE * site.index + _FEATURE_SEED_OFFSET[split_feature]
+            split = ops.split_tokens(video, grid, CONFIG.dst_stride, seed=seed)
+            for step in range(STEPS):
+                x = features[step][site.index][feature]
+                expected = _eager_stats(x, split, video, text)
+                torch.testing.assert_close(prof.data[position, step, f_index], expected, rtol=2e-4, atol=2e-5)
+                checked += 1
+    assert checked == 2 * STEPS * 4  # h, q, k and v of both sites at every step
+
+
+def test_profiling_leaves_the_outputs_unchanged(profiled):
+    _, outputs, _ = profiled
+    reference = outputs["inductor"]
+    error = float((outputs["profiled"] - reference).abs().max() / reference.abs().max())
+    assert error <= 1e-5
+
+
+def test_profile_to_dict_has_a_redundancy_key_per_site(profiled):
+    prof, _, _ = profiled
+    report = prof.to_dict()
+    site = report["sites"][0]
+    assert set(site["redundancy"]) == {"h", "q", "k", "v"}
+    assert len(site["redundancy"]["q"]["mean"]) == STEPS
+    assert all(0 < v < 2 for v in site["redundancy"]["v"]["mean"])
+    tiers = prof.tiers()
+    assert tiers["q"].shape == (2, STEPS) and tiers["q"].dtype == torch.int64
+
+
+def test_bad_profile_settings_raise():
+    with pytest.raises(ValueError, match="ratios must be in"):
+        asymrnr_compile.profiling.ProfilingBackend(ratios=(1.5,))
+    with pytest.raises(TypeError, match="run_fn must be callable"):
+        asymrnr_compile.profile(torch.nn.Linear(2, 2), None)
+    assert math.isclose(redundancy.redundancy_stats(torch.ones(1, 4), 8, 4)[0].item(), 1.0)
+
+
+def test_calibrate_meets_its_target_most_redundant_first(profiled):
+    from asymrnr_compile.calibrate import (
+        DEFAULT_LADDER,
+        MEASURED_ON,
+        calibrate,
+        predicted_speedup,
+    )
+
+    prof, _, _ = profiled
+    target = 1.04  # the tiny preset spends only ~9% of its FLOPs in attention
+    schedule = calibrate(prof, target_speedup=target)
+    assert (schedule.num_blocks, schedule.num_steps) == (prof.num_rows, STEPS)
+    predicted = predicted_speedup(prof, schedule)
+    assert predicted >= target
+    reduced = {f: schedule.ratios(f) for f in ("q", "kv")}
+    assert sum(int((t > 0).sum()) for t in reduced.values()) > 0
+    assert float(schedule.ratios("h").abs().sum()) == 0.0  # h is not on the default ladder
+    # Greedy order: every move less damaging than the most damaging one taken was taken.
+    taken = []
+    for feature, rungs in DEFAULT_LADDER.items():
+        f_index = prof.features.index(MEASURED_ON[feature])
+        for ratio in rungs:
+            damage = prof.row_stat(f"drop_mean@{ratio:g}")[..., f_index]
+            taken += [(float(damage[r, s]), feature, ratio, r, s) for r in range(prof.num_rows) for s in range(STEPS)]
+    last = max(d for d, f, ratio, r, s in taken if float(reduced[f][r, s]) >= ratio)
+    for d, f, ratio, r, s in taken:
+        if d < last:
+            assert float(reduced[f][r, s]) >= ratio, (f, ratio, r, s)
+    with pytest.raises(ValueError, match="not reachable"):
+        calibrate(prof, target_speedup=5.0)
+    with pytest.raises(ValueError, match="target_speedup must be"):
+        calibrate(prof, target_speedup=0.5)
