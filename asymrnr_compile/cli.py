@@ -35,10 +35,37 @@ def _demo(args: argparse.Namespace) -> int:
           f"{report['calls']} calls, matching cache {report['cache_hits']} hits / {report['cache_misses']} misses")
     print("speedup is against plain Inductor in this process; ideal = FLOP ratio full / reduced (cost model); "
           "errors are of the final latent against the plain Inductor result")
+    summary = {"speed": result.to_dict()}
+    if args.quality_prompts > 0:
+        summary["quality"] = _quality_demo(args, config)
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2))
+        Path(args.json).write_text(json.dumps(summary, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _quality_demo(args: argparse.Namespace, config: AsymRnRConfig) -> dict | None:
+    from asymrnr_compile.demo import run_quality_demo
+    from asymrnr_compile.synthetic.model import CHECKPOINT_PATH
+
+    print("\nquality: the trained text-to-video model (shipped checkpoint), unaccelerated vs asymrnr")
+    if not CHECKPOINT_PATH.is_file():
+        print(f"skipped: no checkpoint at {CHECKPOINT_PATH} (train one with `asymrnr-compile train`)")
+        return None
+    try:
+        import PIL  # noqa: F401  (pictures need Pillow, part of the `report` extra)
+    except ImportError:
+        print("skipped: the pictures need Pillow: pip install 'asymrnr_compile[report]'")
+        return None
+    quality = run_quality_demo(config, args.out, args.quality_prompts, log=lambda line: print(line, flush=True))
+    print()
+    print(quality.comparison.table())
+    print("all right = valid video with every caption attribute detected from the pixels; PSNR/SSIM of the "
+          "asymrnr videos against the unaccelerated ones from the same noise (speed: see the table above)")
+    print("pictures (left: unaccelerated, right: asymrnr):")
+    for path in quality.pictures:
+        print(f"  {path}")
+    return quality.to_dict()
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -63,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=10, help="sampling steps")
     demo.add_argument("--rounds", type=int, default=1, help="timed loops per variant")
     demo.add_argument("--json", help="also write the numbers to this JSON file")
+    demo.add_argument("--out", default="out/demo", help="folder for the side-by-side GIF/PNG pictures")
+    demo.add_argument("--quality-prompts", type=int, default=4,
+                      help="prompts sampled with the trained model for the quality part (0: skip it)")
     _add_reduction_options(demo)
     demo.set_defaults(run=_demo)
 

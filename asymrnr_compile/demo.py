@@ -12,16 +12,28 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from asymrnr_compile.backend import AsymRnRBackend
 from asymrnr_compile.config import AsymRnRConfig
-from asymrnr_compile.models import build_reference_model, reference_inputs, synthetic_latents
+from asymrnr_compile.models import (
+    build_reference_model,
+    reference_inputs,
+    synthetic_latents,
+)
 from asymrnr_compile.models.config import resolve_config
-from asymrnr_compile.sampling import SamplerConfig, psnr_db, relative_l2, sample, sample_lockstep
+from asymrnr_compile.sampling import (
+    SamplerConfig,
+    psnr_db,
+    relative_l2,
+    sample,
+    sample_lockstep,
+)
 
 VARIANTS = ("eager", "inductor", "asymrnr")
 # Seed offset of the "empty prompt" embedding used for the unconditional branch.
@@ -119,6 +131,73 @@ def timed_sample(model: Callable[..., torch.Tensor], inputs: SamplingInputs,
         latent = sample(model, inputs.noise, inputs.text, inputs.null_text, sampler,
                         on_step=lambda step, steps: stamps.append(time.perf_counter()))
     return latent, [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+@dataclass
+class QualityDemoResult:
+    """The quality part: the trained model sampled with and without asymrnr."""
+
+    comparison: Any  # asymrnr_compile.synthetic.compare.QualityComparison
+    pictures: list[str]
+    checkpoint_step: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.comparison.to_dict(), "pictures": self.pictures, "checkpoint_step": self.checkpoint_step}
+
+
+def quality_prompts(num_prompts: int):
+    """``num_prompts`` captions of the shipped model's task, evenly spread over all of them
+    (consecutive picks differ in several attributes)."""
+    from asymrnr_compile.synthetic.config import SyntheticTaskConfig, all_captions
+    from asymrnr_compile.synthetic.model import (
+        CHECKPOINT_PATH,
+        read_checkpoint_metadata,
+    )
+
+    task_fields = read_checkpoint_metadata(CHECKPOINT_PATH)["task_config"]
+    task = SyntheticTaskConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in task_fields.items()})
+    captions = all_captions(task)
+    stride = max(1, len(captions) // max(1, num_prompts))
+    return [captions[(i * stride + i) % len(captions)] for i in range(num_prompts)]
+
+
+def run_quality_demo(
+    config: AsymRnRConfig,
+    out_dir: str | Path,
+    num_prompts: int = 4,
+    *,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> QualityDemoResult:
+    """Sample ``num_prompts`` prompts with the shipped trained model, unaccelerated and under
+    asymrnr (``config``), from the same noise; score both and write one side-by-side GIF and
+    PNG strip per prompt into ``out_dir``."""
+    from asymrnr_compile.synthetic.compare import (
+        compare_variants,
+        write_comparison_gif,
+        write_comparison_strip,
+    )
+    from asymrnr_compile.synthetic.model import (
+        CHECKPOINT_PATH,
+        load_trained_model,
+        read_checkpoint_metadata,
+    )
+
+    model, task = load_trained_model()
+    step = int(read_checkpoint_metadata(CHECKPOINT_PATH).get("step", 0))
+    captions = quality_prompts(num_prompts)
+    log(f"trained text-to-video DiT ({CHECKPOINT_PATH.name}, step {step}): {model.config.video_tokens} video "
+        f"tokens, {len(captions)} prompts, noise seed {seed}")
+    comparison = compare_variants(model, task, captions, [seed] * len(captions), {"asymrnr": config},
+                                  batch_size=len(captions), compile_reference=False, log=log)
+    out_dir = Path(out_dir)
+    pictures = []
+    for i, caption in enumerate(captions):
+        videos = {name: v.videos[i] for name, v in comparison.variants.items()}
+        stem = caption.text.replace(" ", "_")
+        pictures.append(str(write_comparison_gif(videos, out_dir / f"{i}_{stem}.gif")))
+        pictures.append(str(write_comparison_strip(videos, out_dir / f"{i}_{stem}.png")))
+    return QualityDemoResult(comparison, pictures, step)
 
 
 def run_demo(

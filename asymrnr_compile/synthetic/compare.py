@@ -1,0 +1,202 @@
+"""Quality of accelerated sampling on the trained text-to-video model, and pictures of it.
+
+:func:`compare_variants` samples the same captions from the same noise with the unaccelerated
+transformer and with each accelerated variant (e.g. asymrnr with matched reduction, and a plain
+token-dropping baseline at the same attention FLOPs), then scores every variant's videos with
+:func:`~asymrnr_compile.synthetic.quality.score_samples`: prompt adherence from the pixels, and
+PSNR / SSIM against the unaccelerated videos. :func:`write_comparison_strip` and
+:func:`write_comparison_gif` draw one prompt side by side (needs Pillow, part of the ``report``
+extra).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from asymrnr_compile.config import AsymRnRConfig
+from asymrnr_compile.sampling import SamplerConfig
+from asymrnr_compile.synthetic.config import Caption, SyntheticTaskConfig
+from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, generate_videos
+from asymrnr_compile.synthetic.model import TextToVideoDiT
+from asymrnr_compile.synthetic.quality import QualityReport, score_samples
+
+#: Name of the unaccelerated variant every other variant is compared with.
+REFERENCE_VARIANT = "unaccelerated"
+
+#: Pixels per video pixel in the written pictures (32 x 32 frames become 128 x 128).
+PICTURE_SCALE = 4
+#: Height in pixels of the label band above each video in the pictures.
+LABEL_HEIGHT_PX = 14
+#: Milliseconds per frame of the animated GIFs.
+GIF_FRAME_MS = 150
+
+
+@dataclass
+class VariantQuality:
+    """One variant's videos, scores and sampling time."""
+
+    name: str
+    videos: torch.Tensor = field(repr=False)
+    report: QualityReport
+    seconds: float
+    backend_report: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"variant": self.name, "seconds": round(self.seconds, 3), **self.report.to_dict()}
+        if self.backend_report is not None:
+            out["ideal_speedup"] = self.backend_report["ideal_speedup"]
+            out["matching_cache_misses"] = self.backend_report["cache_misses"]
+            out["compiled_variants"] = self.backend_report["num_variants"]
+        return out
+
+
+@dataclass
+class QualityComparison:
+    """Every variant on the same captions and noise seeds (see :func:`compare_variants`)."""
+
+    captions: list[Caption]
+    seeds: list[int]
+    variants: dict[str, VariantQuality]
+
+    def adherence_drop(self, name: str) -> float:
+        """Points of "valid and all attributes right" lost against the unaccelerated variant."""
+        return self.variants[REFERENCE_VARIANT].report.all_correct - self.variants[name].report.all_correct
+
+    def table(self) -> str:
+        lines = [f"{'variant':<24}{'all right':>10}{'valid':>8}{'PSNR dB':>9}{'SSIM':>7}{'seconds':>9}"]
+        for name, v in self.variants.items():
+            psnr = "" if v.report.psnr is None else f"{v.report.psnr:.2f}"
+            ssim = "" if v.report.ssim is None else f"{v.report.ssim:.3f}"
+            lines.append(f"{name:<24}{v.report.all_correct:>9.1f}%{v.report.valid:>7.1f}%{psnr:>9}{ssim:>7}"
+                         f"{v.seconds:>9.1f}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "samples": len(self.captions),
+            "seeds": sorted(set(self.seeds)),
+            "variants": [v.to_dict() for v in self.variants.values()],
+        }
+
+
+def compare_variants(
+    model: TextToVideoDiT,
+    task: SyntheticTaskConfig,
+    captions: Sequence[Caption],
+    seeds: Sequence[int],
+    configs: dict[str, AsymRnRConfig],
+    sampler: SamplerConfig = EVAL_SAMPLER,
+    *,
+    batch_size: int = 32,
+    compile_reference: bool = True,
+    log: Callable[[str], None] = print,
+) -> QualityComparison:
+    """Sample ``captions`` x noise ``seeds`` with the unaccelerated model and every config.
+
+    Args:
+        model: the trained model (e.g. from :func:`load_trained_model`).
+        task: the task it was trained on (gives shapes and the detectors' geometry).
+        captions, seeds: one noise seed per caption.
+        configs: variant name -> asymrnr configuration; each runs as
+            ``torch.compile(model.transformer, backend=AsymRnRBackend(config))``.
+        sampler: steps, guidance, CFG pattern (default 20 Euler steps, guidance 4).
+        batch_size: captions per sampler call.
+        compile_reference: compile the unaccelerated transformer with plain Inductor (True) or
+            run it eagerly (False: no compile time; the same math).
+        log: progress lines.
+
+    Returns:
+        Scores of each variant; the accelerated ones also carry PSNR/SSIM against the
+        unaccelerated videos.
+    """
+    from asymrnr_compile.backend import AsymRnRBackend
+
+    if REFERENCE_VARIANT in configs:
+        raise ValueError(f"configs must not use the reserved name {REFERENCE_VARIANT!r}")
+    captions, seeds = list(captions), list(seeds)
+    runners: dict[str, tuple[Callable[..., torch.Tensor], AsymRnRBackend | None]] = {
+        REFERENCE_VARIANT: (
+            torch.compile(model.transformer, backend="inductor", dynamic=False)
+            if compile_reference else model.transformer,
+            None,
+        )
+    }
+    for name, config in configs.items():
+        backend = AsymRnRBackend(config)
+        runners[name] = (torch.compile(model.transformer, backend=backend, dynamic=False), backend)
+
+    results: dict[str, VariantQuality] = {}
+    reference_videos = None
+    for name, (transformer, backend) in runners.items():
+        log(f"sampling {len(captions)} videos: {name}")
+        start = time.perf_counter()
+        videos = generate_videos(
+            model, captions, seeds, task, sampler, transformer=transformer, batch_size=batch_size,
+            on_batch=lambda done, total: log(f"  {done}/{total}"),
+        )
+        seconds = time.perf_counter() - start
+        report = score_samples(videos, captions, task, reference=reference_videos)
+        if reference_videos is None:
+            reference_videos = videos
+        results[name] = VariantQuality(name, videos, report, seconds,
+                                       None if backend is None else backend.report().to_dict())
+    return QualityComparison(captions, seeds, results)
+
+
+def _frames_to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """``(3, F, H, W)`` in [-1, 1] -> ``(F, H * s, W * s, 3)`` uint8, upscaled by nearest."""
+    pixels = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    pixels = pixels.repeat_interleave(PICTURE_SCALE, dim=2).repeat_interleave(PICTURE_SCALE, dim=3)
+    return pixels.permute(1, 2, 3, 0).contiguous()
+
+
+def _labelled_row(videos: dict[str, torch.Tensor], frame: int):
+    """One frame of every variant side by side, each under its name (a PIL image)."""
+    from PIL import Image, ImageDraw
+
+    tiles = {name: _frames_to_uint8(video)[frame] for name, video in videos.items()}
+    height, width = next(iter(tiles.values())).shape[:2]
+    gap = PICTURE_SCALE
+    canvas = Image.new("RGB", (len(tiles) * (width + gap) - gap, height + LABEL_HEIGHT_PX), "gray")
+    draw = ImageDraw.Draw(canvas)
+    for i, (name, tile) in enumerate(tiles.items()):
+        x = i * (width + gap)
+        canvas.paste(Image.fromarray(tile.numpy()), (x, LABEL_HEIGHT_PX))
+        draw.text((x + 2, 1), name, fill="white")
+    return canvas
+
+
+def write_comparison_gif(videos: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Animated GIF: the variants' ``(3, F, H, W)`` videos side by side, labelled."""
+    frames = [_labelled_row(videos, f) for f in range(next(iter(videos.values())).shape[1])]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=GIF_FRAME_MS, loop=0)
+    return path
+
+
+def write_comparison_strip(videos: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """PNG: one row per variant (its name above it), its frames left to right."""
+    from PIL import Image, ImageDraw
+
+    tiles = {name: _frames_to_uint8(video) for name, video in videos.items()}
+    frames, height, width = next(iter(tiles.values())).shape[:3]
+    gap = PICTURE_SCALE
+    row_height = LABEL_HEIGHT_PX + height
+    strip = Image.new("RGB", (frames * (width + gap) - gap, len(tiles) * row_height), "gray")
+    draw = ImageDraw.Draw(strip)
+    for row, (name, video) in enumerate(tiles.items()):
+        top = row * row_height
+        draw.text((2, top + 1), name, fill="white")
+        for f in range(frames):
+            strip.paste(Image.fromarray(video[f].numpy()), (f * (width + gap), top + LABEL_HEIGHT_PX))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    strip.save(path)
+    return path

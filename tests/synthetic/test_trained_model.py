@@ -1,0 +1,99 @@
+"""The shipped trained text-to-video model: loading, deterministic sampling, pictures."""
+
+import pytest
+import torch
+
+from asymrnr_compile.models.config import PRESETS
+from asymrnr_compile.sampling import SamplerConfig
+from asymrnr_compile.synthetic.compare import (
+    GIF_FRAME_MS,
+    LABEL_HEIGHT_PX,
+    PICTURE_SCALE,
+    write_comparison_gif,
+    write_comparison_strip,
+)
+from asymrnr_compile.synthetic.config import all_captions
+from asymrnr_compile.synthetic.generate import generate_videos
+from asymrnr_compile.synthetic.model import (
+    CHECKPOINT_PATH,
+    SYNTHETIC_PRESET,
+    load_trained_model,
+    read_checkpoint_metadata,
+)
+
+MAX_CHECKPOINT_BYTES = 10 * 2**20
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return load_trained_model()
+
+
+def test_shipped_checkpoint_is_small_and_complete(trained):
+    model, task = trained
+    assert CHECKPOINT_PATH.stat().st_size < MAX_CHECKPOINT_BYTES
+    assert model.config == PRESETS[SYNTHETIC_PRESET]
+    assert task.num_captions == len(all_captions(task))
+    assert read_checkpoint_metadata()["step"] > 0
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_short_sampling_run_is_deterministic(trained):
+    model, task = trained
+    captions = all_captions(task)[:2]
+    sampler = SamplerConfig(steps=3, guidance_scale=4.0)
+    first = generate_videos(model, captions, [0, 1], task, sampler)
+    second = generate_videos(model, captions, [0, 1], task, sampler)
+    assert first.shape == (2, *task.video_shape)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert first.abs().max() <= 1.0
+    other_noise = generate_videos(model, captions, [2, 3], task, sampler)
+    assert (first - other_noise).abs().mean() > 1e-3
+
+
+def test_missing_checkpoint_says_how_to_train(tmp_path):
+    with pytest.raises(FileNotFoundError, match="asymrnr-compile train"):
+        load_trained_model(tmp_path / "none.safetensors")
+
+
+def test_pictures_have_one_labelled_tile_per_variant(tmp_path):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    frames, height, width = 3, 8, 10
+    ramp = torch.linspace(-1, 0, frames).view(1, frames, 1, 1).expand(3, frames, height, width)
+    videos = {"unaccelerated": ramp, "asymrnr": torch.ones(3, frames, height, width)}
+    gif = write_comparison_gif(videos, tmp_path / "a.gif")
+    png = write_comparison_strip(videos, tmp_path / "a.png")
+    tile_w, tile_h = width * PICTURE_SCALE, height * PICTURE_SCALE
+    expected_size = (2 * tile_w + PICTURE_SCALE, tile_h + LABEL_HEIGHT_PX)
+    with Image.open(gif) as image:
+        assert image.n_frames == frames and image.size == expected_size
+        assert image.info["duration"] == GIF_FRAME_MS
+    with Image.open(png) as image:
+        row_height = LABEL_HEIGHT_PX + tile_h
+        assert image.size == (frames * (tile_w + PICTURE_SCALE) - PICTURE_SCALE, 2 * row_height)
+        rgb = image.convert("RGB")
+        # first row: frame f has value -1 + f / 2 -> grey levels 0, 64, 128; second row white
+        for f, grey in enumerate((0, 64, 128)):
+            x = f * (tile_w + PICTURE_SCALE) + tile_w // 2
+            assert rgb.getpixel((x, LABEL_HEIGHT_PX + tile_h // 2)) == (grey, grey, grey)
+            assert rgb.getpixel((x, row_height + LABEL_HEIGHT_PX + 1)) == (255, 255, 255)
+
+
+@pytest.mark.slow
+def test_compare_variants_runs_asymrnr_on_the_trained_model(trained):
+    from asymrnr_compile.config import AsymRnRConfig
+    from asymrnr_compile.synthetic.compare import REFERENCE_VARIANT, compare_variants
+
+    model, task = trained
+    captions = all_captions(task)[:2]
+    result = compare_variants(model, task, captions, [0, 1], {"asymrnr": AsymRnRConfig(cache_steps=2)},
+                              SamplerConfig(steps=3, guidance_scale=4.0), batch_size=2,
+                              compile_reference=False, log=lambda _: None)
+    accelerated = result.variants["asymrnr"]
+    assert accelerated.backend_report["cache_misses"] == 2 * 4  # steps 0 and 2 x 4 sites
+    assert accelerated.backend_report["ideal_speedup"] > 1.0
+    assert accelerated.report.psnr is not None and accelerated.report.psnr > 0
+    assert result.variants[REFERENCE_VARIANT].report.psnr is None
+    assert not torch.equal(accelerated.videos, result.variants[REFERENCE_VARIANT].videos)
