@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reduction_options(demo)
     demo.set_defaults(run=_demo)
 
+    from asymrnr_compile.profile_cli import add_profile_command
+
+    add_profile_command(commands)
     train = commands.add_parser("train", help="train (or resume) the synthetic text-to-video model")
     train.add_argument("--out", required=True, help="run directory (checkpoint, log, loss.png, model.safetensors)")
     train.add_argument("--steps", type=int, help="total optimiser steps (default 3000; may be raised to resume longer)")
