@@ -78,7 +78,7 @@ def predicted_speedup(profile: RedundancyProfile, schedule: Schedule, cache_step
 
 def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
               ladder: Mapping[str, Sequence[float]] | None = None,
-              cache_steps: int | None = None, model: str | None = None) -> Schedule:
+              cache_steps: int | None = None, model: str | None = None, best_effort: bool = False) -> Schedule:
     """The least damaging schedule the cost model predicts to reach ``target_speedup``.
 
     Args:
@@ -88,6 +88,8 @@ def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
             profile recorded (``profile.ratios``). Default :data:`DEFAULT_LADDER` (q and kv).
         cache_steps: matching cache window for the cost model; default the profile config's.
         model: label stored in the schedule.
+        best_effort: when the target is out of reach, return the schedule with every move taken
+            (the largest predicted speedup) instead of raising. Default False.
 
     Returns:
         A :class:`Schedule` of ``profile.num_rows`` blocks x ``profile.num_steps`` steps whose
@@ -151,7 +153,7 @@ def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
         cell_saving[(row, step)] = new
         best = full / (full - saved)
     best = full / (full - saved) if full > saved else math.inf
-    if best < target_speedup:
+    if best < target_speedup and not best_effort:
         raise ValueError(f"target_speedup {target_speedup} is not reachable: with the ladder {ladder} the cost "
                          f"model predicts at most {best:.3f}x")
     grid = profile.sites[0].grid if profile.sites else None

@@ -43,9 +43,12 @@ from asymrnr_compile.passes.record_redundancy import (
     FeatureProbe,
     record_redundancy,
 )
+from asymrnr_compile.passes.split_attention_regions import split_attention_regions
 from asymrnr_compile.runtime import (
     _FEATURE_SEED_OFFSET,
     _SITE_SEED_STRIDE,
+    CompiledRegion,
+    RegionCompiler,
     StepTracker,
     find_timestep_input,
     read_timestep,
@@ -111,8 +114,12 @@ class _ProfiledGraph:
         timestep = read_timestep(args[self.timestep_position]) if self.timestep_position is not None else None
         event = self.tracker.observe(timestep)
         extra = self._extra()
-        if self.fn is None:
-            self.fn = self.compile_graph(self.rewrite.gm, [*args, *extra])
+        if self.fn is None:  # regional compile: identical blocks share their compiled regions
+            split = split_attention_regions(self.rewrite.gm)
+            regions = RegionCompiler(self.compile_graph)
+            for name in [*split.attention_submodules, *split.segment_submodules]:
+                setattr(split.driver, name, CompiledRegion(getattr(split.driver, name), regions))
+            self.fn = split.driver
         outputs = self.fn(*args, *extra)
         original = self.rewrite.num_original_outputs
         for probe, stats in zip(self.rewrite.extra_outputs, outputs[original:]):

@@ -18,7 +18,10 @@ interpolation, as ``torch.quantile``) of the normalised distances pooled over al
 indices and source tokens, and for every ``ratio``: ``drop_mean@r``, the mean normalised distance
 of the source tokens that ratio would drop (the most similar ones, paper Sec. 3.3), and
 ``drop_share@r``, their share of the total distance. Sizes are Python ints: nothing
-data-dependent, so the statistics compile inside a graph.
+data-dependent. Inside a compiled graph the statistics run as one custom op,
+``torch.ops.asymrnr.redundancy_stats`` (registered on import, with a fake implementation for
+tracing), so the sorts they need cost Inductor no code generation and the compiled statistics
+equal the eager ones exactly.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ DEFAULT_PROFILE_RATIOS: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 """Ratios whose dropped-token statistics are recorded by default (also calibrate's ladder)."""
 
 _EPS = 1e-12
+
+STATS_OP_NAME = "asymrnr::redundancy_stats"
+"""The custom op (``torch.ops.asymrnr.redundancy_stats``) that computes the statistics."""
 
 
 def stat_names(quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
@@ -106,17 +112,24 @@ def redundancy_stats(normalised: torch.Tensor, num_tokens: int, num_dst: int,
             raise ValueError(f"quantiles must be in [0, 1], got {q}")
     for r in ratios:
         check_ratio("ratios", r)
-    num_src = normalised.shape[-1]
-    if num_src == 0:
+    if normalised.shape[-1] == 0:
         raise ValueError("redundancy_stats needs at least one source token (N_src = 0)")
+    return _stats_op(normalised, num_tokens, num_dst, [float(q) for q in quantiles], [float(r) for r in ratios])
+
+
+@torch.library.custom_op(STATS_OP_NAME, mutates_args=())
+def _stats_op(normalised: torch.Tensor, num_tokens: int, num_dst: int, quantiles: list[float],
+              ratios: list[float]) -> torch.Tensor:
+    """The statistics (see :func:`redundancy_stats`); an opaque op under ``torch.compile``."""
+    num_src = normalised.shape[-1]
     rows = normalised.reshape(-1, num_src).float()
     pooled = rows.reshape(-1).sort().values
     by_row = rows.sort(dim=-1).values
     total = rows.sum()
-    stats = [rows.mean(), *(_quantile_sorted(pooled, float(q)) for q in quantiles)]
+    stats = [rows.mean(), *(_quantile_sorted(pooled, q) for q in quantiles)]
     drop_mean, drop_share = [], []
     for r in ratios:
-        dropped = min(num_src, num_tokens - num_kept_tokens(num_tokens, num_dst, float(r)))
+        dropped = min(num_src, num_tokens - num_kept_tokens(num_tokens, num_dst, r))
         if dropped <= 0:
             drop_mean.append(rows.new_zeros(()))
             drop_share.append(rows.new_zeros(()))
@@ -125,3 +138,9 @@ def redundancy_stats(normalised: torch.Tensor, num_tokens: int, num_dst: int,
         drop_mean.append(part.mean())
         drop_share.append(part.sum() / total.clamp_min(_EPS))
     return torch.stack([*stats, *drop_mean, *drop_share])
+
+
+@_stats_op.register_fake
+def _stats_op_fake(normalised: torch.Tensor, num_tokens: int, num_dst: int, quantiles: list[float],
+                   ratios: list[float]) -> torch.Tensor:
+    return normalised.new_empty((1 + len(quantiles) + 2 * len(ratios),), dtype=torch.float32)

@@ -3,7 +3,9 @@
 For each profiled site, right after its SDPA call, the pass inserts per feature the matching of
 the video tokens (``ops.match_tokens`` on the split given as graph inputs) and the statistics of
 the nearest-destination distances (``ops.redundancy``), and appends the statistics vector to the
-graph's outputs. The model's own outputs are untouched (the inserted nodes only read features).
+graph's outputs. The model's own outputs are untouched (the inserted nodes only read features). The inserted
+nodes are tagged as part of the site's attention region (``REGION_META``), so that
+``split_attention_regions`` keeps them with the attention call and identical blocks compile once.
 The pass only edits graphs; the numbers come from ``ops/``.
 
 Features (paper Sec. 3.2 and 3.4; the published schedules record tiers of the same four):
@@ -39,6 +41,7 @@ from asymrnr_compile.passes.reduce_attention_tokens import (
     _sdpa_kwargs,
     copy_graph_module,
 )
+from asymrnr_compile.passes.split_attention_regions import REGION_META
 
 PROFILE_FEATURES: tuple[str, ...] = ("h", "q", "k", "v")
 """Features whose redundancy is recorded, in the order of a profile's feature axis."""
@@ -142,6 +145,8 @@ def record_redundancy(gm: torch.fx.GraphModule, sites: list[AttentionSite], prob
             stats = graph.call_function(redundancy.redundancy_stats,
                                         (normalised, probe.num_tokens, probe.num_dst, tuple(quantiles),
                                          tuple(ratios)))
+        for node in (split, matching, distance, normalised, stats):
+            node.meta[REGION_META] = site.index  # part of the site's attention region (regional compile)
         new_outputs.append(stats)
         result.extra_outputs.append(probe)
     output_node.args = (tuple(output_node.args[0]) + tuple(new_outputs),)

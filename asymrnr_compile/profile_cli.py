@@ -1,0 +1,142 @@
+"""``asymrnr-compile profile``: profile redundancy, write the report, heatmaps and a schedule.
+
+``asymrnr-compile profile --model reference --steps 10 --out DIR`` (also ``python -m
+asymrnr_compile profile ...``) runs the bundled reference DiT (random seeded weights, preset
+``--preset``, default ``attention``) through a flow-matching Euler CFG sampling loop under
+:func:`asymrnr_compile.profile`, then writes into DIR: ``report.json``, ``report.md``,
+``heatmap_<h|q|k|v>.png`` and ``schedule.safetensors`` (:func:`asymrnr_compile.calibrate` for
+``--target-speedup``, default 1.5; the best reachable one, with a note, when the target is out of
+reach). ``--model cogvideox|hunyuan|mochi|wan|ltx`` profiles the small *random-weight* diffusers
+configs instead (needs diffusers; their redundancy says nothing about the trained models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+REFERENCE = "reference"
+DIFFUSERS_FAMILIES = ("cogvideox", "hunyuan", "mochi", "wan", "ltx")
+MODELS = (REFERENCE, *DIFFUSERS_FAMILIES)
+# The small diffusers configs have one or two latent frames: split 1 x 2 x 2 so that every
+# site has destination tokens.
+DIFFUSERS_DST_STRIDE = (1, 2, 2)
+
+
+def add_profile_command(commands: Any) -> None:
+    """Register ``profile`` on the CLI's subparsers."""
+    parser = commands.add_parser("profile", help="profile redundancy per site, step and feature; write report, "
+                                                  "heatmaps and a calibrated schedule")
+    parser.add_argument("--model", default=REFERENCE, choices=MODELS,
+                        help="the bundled reference DiT, or a small random-weight diffusers config")
+    parser.add_argument("--preset", default="attention", help="reference DiT preset (tiny, small, attention)")
+    parser.add_argument("--steps", type=int, default=10, help="sampling steps")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--target-speedup", type=float, default=1.5,
+                        help="calibrate schedule.safetensors for this predicted speedup")
+    parser.add_argument("--cache-steps", type=int, default=5, help="matching cache window (cost model)")
+    parser.add_argument("--similarity", default="euclidean", help="euclidean, cosine or dot")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and the split")
+    parser.set_defaults(run=run_profile_command)
+
+
+def _progress(steps: int, log: Callable[[str], None]) -> Callable[[int], None]:
+    start = time.perf_counter()
+    seen = [-1]
+
+    def on_call(step: int) -> None:
+        if step != seen[0]:
+            seen[0] = step
+            log(f"  step {step + 1}/{steps} ({time.perf_counter() - start:.1f} s)")
+
+    return on_call
+
+
+def _reference_run(preset: str, steps: int, seed: int) -> tuple[torch.nn.Module, Callable[[Any], Any], list[str]]:
+    from asymrnr_compile.demo import demo_inputs
+    from asymrnr_compile.models import build_reference_model
+    from asymrnr_compile.models.config import resolve_config
+    from asymrnr_compile.sampling import SamplerConfig, sample
+
+    config = resolve_config(preset)
+    model = build_reference_model(preset, seed=seed)
+    inputs = demo_inputs(preset, seed)
+
+    def run(compiled: Any) -> None:
+        sample(compiled, inputs.noise, inputs.text, inputs.null_text, SamplerConfig(steps=steps))
+
+    notes = [(f"model: bundled reference DiT, preset `{preset}` ({config.video_tokens} video + "
+              f"{config.text_tokens} text tokens, {config.num_blocks} blocks), random seeded weights (seed {seed}); "
+              f"{steps} flow-matching Euler steps, CFG batch 2")]
+    return model, run, notes
+
+
+def _diffusers_run(name: str, steps: int, seed: int) -> tuple[torch.nn.Module, Callable[[Any], Any], list[str]]:
+    try:
+        import diffusers  # noqa: F401
+
+        from asymrnr_compile.models.diffusers_models import build
+    except ImportError as error:
+        raise ValueError(f"--model {name} needs diffusers (pip install -e '.[diffusers]'): {error}") from None
+    model, inputs = build(name, seed=seed)
+    timestep = inputs["timestep"]
+
+    def run(compiled: Any) -> None:
+        x = inputs["hidden_states"]
+        for step in range(steps):
+            sigma, sigma_next = 1 - step / steps, 1 - (step + 1) / steps
+            t = torch.full_like(timestep, sigma * 1000) if timestep.is_floating_point() else \
+                torch.full_like(timestep, round(sigma * 999))
+            out = compiled(**{**inputs, "hidden_states": x, "timestep": t}, return_dict=False)[0]
+            if out.shape == x.shape:  # an Euler step on the predicted velocity
+                x = x + (sigma_next - sigma) * out
+
+    notes = [(f"model: diffusers {type(model).__name__}, a SMALL RANDOM-WEIGHT test config (seed {seed}): "
+              "its redundancy says nothing about the trained model"),
+             f"{steps} Euler steps with the output as velocity, timestep from 1000 down"]
+    return model, run, notes
+
+
+def run_profile_command(args: argparse.Namespace, log: Callable[[str], None] = print) -> int:
+    """Profile, calibrate and write the report (see the module docstring)."""
+    import asymrnr_compile
+    from asymrnr_compile.analysis.redundancy_report import write_report
+    from asymrnr_compile.calibrate import calibrate, predicted_speedup
+    from asymrnr_compile.config import AsymRnRConfig
+
+    if args.steps < 1:
+        raise ValueError(f"--steps must be an int >= 1, got {args.steps}")
+    if args.model == REFERENCE:
+        model, run, notes = _reference_run(args.preset, args.steps, args.seed)
+        config = AsymRnRConfig(similarity=args.similarity, cache_steps=args.cache_steps, seed=args.seed)
+    else:
+        model, run, notes = _diffusers_run(args.model, args.steps, args.seed)
+        config = AsymRnRConfig(similarity=args.similarity, cache_steps=args.cache_steps, seed=args.seed,
+                               dst_stride=DIFFUSERS_DST_STRIDE)
+    start = time.perf_counter()
+    log(f"profiling {args.model} for {args.steps} steps (the first step compiles)")
+    torch._dynamo.reset()
+    prof = asymrnr_compile.profile(model, run, config=config, min_video_tokens=1,
+                                   on_call=_progress(args.steps, log))
+    if not prof.sites:
+        raise ValueError(f"no attention site of {args.model} could be profiled: {prof.skipped}")
+    log(f"profiled {len(prof.sites)} sites in {time.perf_counter() - start:.1f} s; calibrating")
+    schedule = calibrate(prof, target_speedup=args.target_speedup, model=args.model, best_effort=True)
+    predicted = predicted_speedup(prof, schedule)
+    if predicted < args.target_speedup:
+        notes.append(f"calibrate: target {args.target_speedup}x is out of reach; schedule.safetensors holds the "
+                     f"best reachable schedule ({predicted:.3f}x)")
+    written = write_report(prof, args.out, title=f"Redundancy profile: {args.model}", schedule=schedule,
+                           predicted_speedup=predicted, notes=notes,
+                           extra={"model": args.model, "random_weights": True, "steps": args.steps,
+                                  "target_speedup": args.target_speedup,
+                                  "seconds": round(time.perf_counter() - start, 1)})
+    for what, path in written.items():
+        shown = ", ".join(str(p) for p in path) if isinstance(path, list) else str(path)
+        log(f"wrote {what}: {shown}")
+    log(f"schedule: predicted speedup {predicted:.2f}x (cost model); total {time.perf_counter() - start:.1f} s")
+    return 0
