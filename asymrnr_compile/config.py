@@ -165,6 +165,9 @@ def _load_schedule(value: Any) -> Any:
     if isinstance(value, Schedule):
         return value
     if isinstance(value, (str, os.PathLike)):
-        return Schedule.load(value)
+        try:
+            return Schedule.load(value)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"schedule: cannot load {os.fspath(value)!r} as a saved Schedule: {error}") from error
     raise TypeError(f"schedule must be an asymrnr_compile.Schedule or the path of a saved one, "
                     f"got {type(value).__name__}")

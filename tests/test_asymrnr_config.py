@@ -40,7 +40,8 @@ def test_unknown_option_names_closest_key_and_allowed_keys():
         ({"grid": (4, 0, 4)}, r"grid must have every entry >= 1"),
         ({"min_video_tokens": 0}, r"min_video_tokens must be an int >= 1"),
         ({"warmup_steps": -1}, r"warmup_steps must be an int >= 0"),
-        ({"schedule": "x.safetensors"}, r"schedule is not supported yet"),
+        ({"schedule": "x.safetensors"}, r"schedule: cannot load 'x.safetensors'.*no such file"),
+        ({"num_steps": 0}, r"num_steps must be an int >= 1"),
     ],
 )
 def test_bad_values_raise_value_error_naming_the_setting(options, pattern):
