@@ -1,0 +1,633 @@
+"""End-to-end benchmark: speed, quality, memory and compile cost on real model families.
+
+Per model, every variant samples the same structured latent with the same sampler, driven the
+way the model's diffusers pipeline drives it (one batched cond/uncond call per step, or two
+calls per step with the same timestep), all in one process:
+
+- ``eager``: the model as is;
+- ``inductor``: ``torch.compile(backend="inductor")``, the baseline of every speedup;
+- ``asymrnr_q0.5_kv0.3`` and ``asymrnr_q0.3_kv0.2`` (conservative): AsymRnR at fixed ratios;
+- ``random_q0.5_kv0.3``: the plain token-dropping baseline at the same kept counts, i.e. the
+  same attention FLOPs (``token_selection="random"``: no similarity matching);
+- ``asymrnr_calibrated``: a schedule from ``asymrnr_compile.calibrate`` for a predicted 1.5x,
+  on a redundancy profile of the same loop (skipped, with the reason in the JSON, when the
+  calibrator is absent or fails).
+
+Every compiled variant first runs one whole sampling loop as warm-up (compiling all it needs;
+eager runs one step), then the timed loop runs the variants interleaved step by step
+(:func:`asymrnr_compile.sampling.sample_lockstep`), so they share the machine's load
+(DESIGN.md Sec. 6). Quality is the final latent against plain Inductor's. The weights are random
+(seeded): quality numbers measure closeness to the unreduced model, not visual quality.
+
+    python benchmarks/e2e.py --model reference --json out/e2e_reference.json   # ~5 min, 2 cores
+    python benchmarks/e2e.py --model all --json out/e2e_all.json                # ~25 min
+    python benchmarks/e2e.py --model all --quick                                # smoke run, ~2 min
+    python benchmarks/e2e.py --model cogvideox --device cuda --dtype bfloat16   # GPU: Triton
+
+On a GPU, the same command runs every variant on the device (Inductor then generates Triton);
+each model call is followed by ``torch.cuda.synchronize()`` so that step times are real, and
+peak device memory is reported next to host RSS. ``python benchmarks/write_results.py
+out/e2e_*.json`` puts the tables into ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import itertools
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
+
+from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
+from asymrnr_compile.models import (
+    build_reference_model,
+    reference_inputs,
+    synthetic_latents,
+)
+from asymrnr_compile.models.inputs import synthetic_text_embeddings
+from asymrnr_compile.sampling import (
+    SamplerConfig,
+    psnr_db,
+    relative_l2,
+    sample,
+    sample_lockstep,
+)
+
+FAMILIES = ("cogvideox", "hunyuan", "mochi", "wan", "ltx")
+MODELS = ("reference", *FAMILIES)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+#: (variant name, AsymRnRConfig options) of the fixed-ratio variants; ``None``: not asymrnr.
+MAIN_RATIOS = {"q_ratio": 0.5, "kv_ratio": 0.3}
+CONSERVATIVE_RATIOS = {"q_ratio": 0.3, "kv_ratio": 0.2}
+ASYMRNR_VARIANTS: dict[str, dict[str, Any]] = {
+    "asymrnr_q0.5_kv0.3": MAIN_RATIOS,
+    "asymrnr_q0.3_kv0.2": CONSERVATIVE_RATIOS,
+    "random_q0.5_kv0.3": {**MAIN_RATIOS, "token_selection": "random"},
+}
+CALIBRATED = "asymrnr_calibrated"
+VARIANTS = ("eager", "inductor", *ASYMRNR_VARIANTS, CALIBRATED)
+DEFAULT_STEPS = 10
+DEFAULT_CACHE_STEPS = 5
+CALIBRATION_TARGET_SPEEDUP = 1.5
+
+# Reference preset at full size and in --quick mode.
+REFERENCE_PRESET, QUICK_REFERENCE_PRESET = "attention", "tiny"
+# --quick: sites have 32-128 video tokens; the default minimum (256) would skip them.
+QUICK_MIN_VIDEO_TOKENS = 16
+QUICK_STEPS, QUICK_CACHE_STEPS = 3, 2
+# The negative prompt is shorter than the prompt: its last tokens are padding (mask 0).
+UNCOND_PADDING = 8
+NULL_TEXT_SEED_OFFSET = 17
+# HunyuanVideo's embedded guidance, as its pipeline passes it (guidance_scale * 1000).
+HUNYUAN_GUIDANCE = 6000.0
+TIMESTEP_RANGE = 1000.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and how their pipelines call them
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    """One model and the inputs of its sampling loop.
+
+    Attributes:
+        name: model key (``"reference"`` or a diffusers family).
+        model: the module (eager).
+        noise: initial latent ``(1, C, F, H, W)`` float32 (structured, seeded).
+        text, null_text: cond and uncond text embeddings ``(1, T, D)``.
+        sampler: steps and CFG call pattern (the pipeline's).
+        call: ``call(fn)`` wraps a model callable (eager or compiled) into the sampler's
+            ``model(hidden_states=, encoder_hidden_states=, timestep=)`` form.
+        description: one line for the table.
+        min_video_tokens: ``AsymRnRConfig.min_video_tokens`` for this workload.
+    """
+
+    name: str
+    model: torch.nn.Module
+    noise: torch.Tensor
+    text: torch.Tensor
+    null_text: torch.Tensor
+    sampler: SamplerConfig
+    call: Callable[[Callable[..., Any]], Callable[..., torch.Tensor]]
+    description: str
+    min_video_tokens: int = 256
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reference_workload(quick: bool, steps: int, device: torch.device, dtype: torch.dtype) -> Workload:
+    from asymrnr_compile.models.config import resolve_config
+
+    preset = QUICK_REFERENCE_PRESET if quick else REFERENCE_PRESET
+    config = resolve_config(preset)
+    model = build_reference_model(preset, seed=0).to(device=device, dtype=dtype).eval()
+    inputs = reference_inputs(preset, seed=0, batch_size=1, device=device)
+    noise = synthetic_latents(tuple(inputs["hidden_states"].shape), seed=1, device=device)
+    null_text = reference_inputs(preset, seed=NULL_TEXT_SEED_OFFSET, batch_size=1,
+                                 device=device)["encoder_hidden_states"]
+
+    def call(fn: Callable[..., Any]) -> Callable[..., torch.Tensor]:
+        def model_fn(hidden_states, encoder_hidden_states, timestep):
+            out = fn(hidden_states=hidden_states.to(dtype), encoder_hidden_states=encoder_hidden_states.to(dtype),
+                     timestep=timestep)
+            _synchronize(device)
+            return out.float()
+        return model_fn
+
+    grid = config.grid
+    return Workload(
+        "reference", model, noise, inputs["encoder_hidden_states"], null_text,
+        SamplerConfig(steps=steps, cfg_mode="batched"), call,
+        f"bundled reference DiT, preset {preset!r}: joint attention, text first; batched CFG",
+        QUICK_MIN_VIDEO_TOKENS if quick else 256,
+        {"grid": list(grid), "video_tokens": config.video_tokens, "text_tokens": config.text_tokens,
+         "hidden": config.hidden_size, "heads": config.num_heads, "blocks": config.num_blocks,
+         "cfg_mode": "batched"},
+    )
+
+
+def _diffusers_workload(name: str, quick: bool, steps: int, device: torch.device, dtype: torch.dtype) -> Workload:
+    from asymrnr_compile.models import diffusers_models as dm
+
+    spec = dm.E2E_SPECS[name]
+    model = dm.build_e2e(name, seed=0, quick=quick, dtype=dtype, device=device)
+    frames, height, width = dm.e2e_latent_size(name, quick)
+    noise = synthetic_latents((1, spec.latent_channels, frames, height, width), seed=1, device=device)
+    text_shape = (1, dm.E2E_TEXT_TOKENS, dm.E2E_TEXT_DIM)
+    text = synthetic_text_embeddings(text_shape, seed=2, device=device)
+    null_text = synthetic_text_embeddings(text_shape, seed=2 + NULL_TEXT_SEED_OFFSET, device=device)
+    cond_mask = torch.ones(1, dm.E2E_TEXT_TOKENS, dtype=torch.bool, device=device)
+    uncond_mask = cond_mask.clone()
+    uncond_mask[:, -UNCOND_PADDING:] = False
+
+    def extras(batch_text: torch.Tensor, is_cond: list[bool]) -> dict[str, Any]:
+        """Per-call keyword inputs besides latent, text and timestep (batch rows cond/uncond)."""
+        out: dict[str, Any] = {}
+        if spec.text_mask:
+            out["encoder_attention_mask"] = torch.cat([cond_mask if c else uncond_mask for c in is_cond])
+        if name == "hunyuan":
+            out["encoder_attention_mask"] = out["encoder_attention_mask"].to(dtype)
+            out["pooled_projections"] = batch_text.mean(dim=1)
+            out["guidance"] = torch.full((len(is_cond),), HUNYUAN_GUIDANCE, device=device, dtype=torch.float32)
+        if name == "ltx":
+            out.update(num_frames=frames, height=height, width=width)
+        return out
+
+    def to_model(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(dtype)
+        if spec.layout == "bfchw":
+            return x.permute(0, 2, 1, 3, 4).contiguous()
+        if spec.layout == "tokens":
+            return x.flatten(2).transpose(1, 2).contiguous()
+        return x
+
+    def from_model(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if spec.layout == "bfchw":
+            y = y.permute(0, 2, 1, 3, 4)
+        elif spec.layout == "tokens":
+            y = y.transpose(1, 2).reshape(like.shape)
+        return y.float().contiguous()
+
+    def call(fn: Callable[..., Any]) -> Callable[..., torch.Tensor]:
+        def model_fn(hidden_states, encoder_hidden_states, timestep):
+            batch = hidden_states.shape[0]
+            if spec.cfg_mode == "batched":
+                is_cond = [True] * (batch // 2) + [False] * (batch - batch // 2)
+            else:
+                is_cond = [encoder_hidden_states is text] * batch
+            if spec.timesteps_count_up:  # Mochi: the pipeline passes 1000 - t and negates the output
+                timestep = TIMESTEP_RANGE - timestep
+            batch_text = encoder_hidden_states.to(dtype)
+            out = fn(hidden_states=to_model(hidden_states), encoder_hidden_states=batch_text,
+                     timestep=timestep, return_dict=False, **extras(batch_text, is_cond))[0]
+            _synchronize(device)
+            out = from_model(out, hidden_states)
+            return -out if spec.timesteps_count_up else out
+        return model_fn
+
+    tokens = frames * (height // (1 if spec.layout == "tokens" else 2)) * (width // (1 if spec.layout == "tokens" else 2))
+    return Workload(
+        name, model, noise, text, null_text, SamplerConfig(steps=steps, cfg_mode=spec.cfg_mode), call,
+        f"diffusers {spec.cls_name}: {spec.description}",
+        QUICK_MIN_VIDEO_TOKENS if quick else 256,
+        {"class": spec.cls_name, "video_tokens": tokens, "text_tokens": dm.E2E_TEXT_TOKENS,
+         "hidden": dm.E2E_HEADS * dm.E2E_HEAD_DIM, "heads": dm.E2E_HEADS,
+         "blocks": 2 if quick else dm.E2E_BLOCKS, "cfg_mode": spec.cfg_mode},
+    )
+
+
+def build_workload(name: str, *, quick: bool = False, steps: int | None = None,
+                   device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Workload:
+    """The model ``name`` (one of :data:`MODELS`) and its sampling inputs.
+
+    ``steps`` defaults to 10 (3 with ``quick``); ``quick`` uses the tiny reference preset or a
+    2 x 8 x 8 token grid with 2 blocks for the diffusers families.
+    """
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {MODELS} or 'all', got {name!r}")
+    steps = steps if steps is not None else (QUICK_STEPS if quick else DEFAULT_STEPS)
+    device = torch.device(device)
+    if name == "reference":
+        return _reference_workload(quick, steps, device, dtype)
+    return _diffusers_workload(name, quick, steps, device, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants
+# ---------------------------------------------------------------------------------------------
+
+
+def calibrated_options(workload: Workload, cache_steps: int) -> tuple[dict[str, Any] | None, str]:
+    """AsymRnRConfig options with a calibrated schedule, or ``(None, why not)``.
+
+    When ``asymrnr_compile.calibrate`` exists: profile the model's redundancy over the same
+    sampling loop (``asymrnr_compile.profile``), then ``calibrate(profile,
+    target_speedup=CALIBRATION_TARGET_SPEEDUP, best_effort=True)``. A missing or failing
+    calibrator is reported as skipped, never raised. The options carry a private
+    ``"_calibration"`` entry (seconds spent, target and predicted speedup) that
+    :func:`make_variants` moves into the variant's JSON row before building the config.
+    """
+    if importlib.util.find_spec("asymrnr_compile.calibrate") is None:
+        return None, "asymrnr_compile.calibrate is not available"
+    try:
+        import asymrnr_compile
+        from asymrnr_compile.calibrate import calibrate, predicted_speedup
+
+        def run(fn: Callable[..., Any]) -> torch.Tensor:
+            return sample(workload.call(fn), workload.noise, workload.text, workload.null_text, workload.sampler)
+
+        start = time.perf_counter()
+        torch._dynamo.reset()
+        profile = asymrnr_compile.profile(
+            workload.model, run, config=AsymRnRConfig(cache_steps=cache_steps,
+                                                      min_video_tokens=workload.min_video_tokens))
+        schedule = calibrate(profile, target_speedup=CALIBRATION_TARGET_SPEEDUP, best_effort=True,
+                             model=workload.name)
+        seconds = time.perf_counter() - start
+        torch._dynamo.reset()
+        return {"schedule": schedule, "cache_steps": cache_steps,
+                "_calibration": {"seconds": seconds, "target_speedup": CALIBRATION_TARGET_SPEEDUP,
+                                 "predicted_speedup": predicted_speedup(profile, schedule)}}, ""
+    except Exception as error:  # noqa: BLE001  (an unfinished calibrator must not stop the benchmark)
+        return None, f"calibration failed: {type(error).__name__}: {error}"
+
+
+@dataclass
+class Variant:
+    """One way of running the model, and what was measured about it."""
+
+    name: str
+    fn: Callable[..., Any]
+    backend: AsymRnRBackend | None = None
+    compiled: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+    warmup_seconds: float = 0.0
+    warmup_step_seconds: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    graphs: int = 0
+    recompiles: int = 0
+    latent: torch.Tensor | None = None
+    peak_rss_mb: float = 0.0
+    peak_device_mb: float | None = None
+
+
+def make_variants(workload: Workload, cache_steps: int, names: tuple[str, ...] = VARIANTS,
+                  skipped: dict[str, str] | None = None) -> list[Variant]:
+    """The variants ``names`` of ``workload`` (skipped ones are added to ``skipped``)."""
+    skipped = skipped if skipped is not None else {}
+    model = workload.model
+    variants = []
+    for name in names:
+        if name == "eager":
+            variants.append(Variant(name, model, compiled=False))
+        elif name == "inductor":
+            variants.append(Variant(name, torch.compile(model, backend="inductor", fullgraph=True, dynamic=False)))
+        else:
+            if name == CALIBRATED:
+                options, reason = calibrated_options(workload, cache_steps)
+                if options is None:
+                    skipped[name] = reason
+                    continue
+            else:
+                options = {**ASYMRNR_VARIANTS[name], "cache_steps": cache_steps}
+            extra = {"calibration": options.pop("_calibration")} if "_calibration" in options else {}
+            options.setdefault("min_video_tokens", workload.min_video_tokens)
+            backend = AsymRnRBackend(AsymRnRConfig.from_options(options))
+            fn = torch.compile(model, backend=backend, fullgraph=True, dynamic=False)
+            variants.append(Variant(name, fn, backend, extra=extra))
+    return variants
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement
+# ---------------------------------------------------------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (MB); Linux reports KiB."""
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _graphs_compiled() -> int:
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _reset_backends(variants: list[Variant]) -> None:
+    for variant in variants:
+        if variant.backend is not None:
+            variant.backend.reset()
+
+
+def measure(workload: Workload, variants: list[Variant], *, rounds: int = 1,
+            log: Callable[[str], None] = print) -> None:
+    """Warm every variant up (one step eager, one whole loop compiled), then time them
+    interleaved step by step for ``rounds`` loops; fills in the variants' measurements."""
+    sampler = workload.sampler
+    device = workload.noise.device
+    for variant in variants:
+        warmup = SamplerConfig(steps=1, guidance_scale=sampler.guidance_scale, cfg_mode=sampler.cfg_mode) \
+            if not variant.compiled else sampler
+        log(f"  warm-up {variant.name}...")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        _reset_backends([variant])
+        graphs_before = _graphs_compiled()
+        stamps = [time.perf_counter()]
+        with torch.no_grad():
+            sample(workload.call(variant.fn), workload.noise, workload.text, workload.null_text, warmup,
+                   on_step=lambda step, steps, stamps=stamps: stamps.append(time.perf_counter()))
+        variant.warmup_step_seconds = [b - a for a, b in itertools.pairwise(stamps)]
+        variant.warmup_seconds = stamps[-1] - stamps[0]
+        variant.graphs = _graphs_compiled() - graphs_before
+        variant.recompiles = max(0, variant.graphs - 1)
+        variant.peak_rss_mb = _peak_rss_mb()
+        if device.type == "cuda":
+            variant.peak_device_mb = torch.cuda.max_memory_allocated(device) / 2**20
+        log(f"    {variant.warmup_seconds:.1f} s, {variant.graphs} Dynamo graph(s)")
+    graphs_before = _graphs_compiled()
+    for round_index in range(rounds):
+        log(f"  timed round {round_index + 1}/{rounds}: {len(variants)} variants interleaved step by step")
+        _reset_backends(variants)
+        with torch.no_grad():
+            latents, seconds = sample_lockstep({v.name: workload.call(v.fn) for v in variants}, workload.noise,
+                                               workload.text, workload.null_text, sampler)
+        for variant in variants:
+            variant.latent = latents[variant.name]
+            variant.step_seconds.extend(seconds[variant.name])
+    # Any graph compiled after warm-up is a recompile of some variant (there should be none).
+    late = _graphs_compiled() - graphs_before
+    if late:
+        log(f"  WARNING: {late} Dynamo graph(s) compiled during the timed loops")
+        for variant in variants:
+            if variant.compiled:
+                variant.recompiles += late  # cannot attribute; charge every compiled variant
+
+
+def _asymrnr_numbers(backend: AsymRnRBackend) -> dict[str, Any]:
+    report = backend.report().to_dict()
+    cost = report.get("cost") or {}
+    ideal = cost.get("ideal_speedup", report.get("ideal_speedup"))
+    sites = [site for graph in report["graphs"] for site in graph.get("sites", [])]
+    reduced = [site for site in sites if site.get("applied")]
+    fallbacks = [g["fallback_reason"] for g in report["graphs"] if g.get("fallback_reason")]
+    return {
+        "ideal_speedup": ideal,
+        "backend_compile_seconds": report["compile_seconds"],
+        "compiled_variants": report["num_variants"],
+        "sites_reduced": len(reduced),
+        "sites_total": len(sites),
+        "cache_hits": report["cache_hits"],
+        "cache_misses": report["cache_misses"],
+        "fallback_reasons": fallbacks,
+        "rewrite_fired": bool(reduced) and report["num_variants"] > 0 and not fallbacks,
+        "attention_share": next((g["cost"].get("attention_share") for g in report["graphs"] if "cost" in g), None),
+    }
+
+
+def results_rows(workload: Workload, variants: list[Variant], skipped: dict[str, str]) -> list[dict[str, Any]]:
+    """One JSON row per variant (and one per skipped variant)."""
+    by_name = {v.name: v for v in variants}
+    inductor = by_name.get("inductor")
+    eager = by_name.get("eager")
+    reference = inductor.latent if inductor is not None else None
+    rows = []
+    for variant in variants:
+        per_step = statistics.median(variant.step_seconds)
+        row: dict[str, Any] = {
+            "model": workload.name,
+            "variant": variant.name,
+            "seconds_per_step": per_step,
+            "total_seconds": sum(variant.step_seconds) / max(1, len(variant.step_seconds) // workload.sampler.steps),
+            "steps": workload.sampler.steps,
+            "speedup_vs_inductor": statistics.median(inductor.step_seconds) / per_step if inductor else None,
+            "speedup_vs_eager": statistics.median(eager.step_seconds) / per_step if eager else None,
+            "ideal_speedup": 1.0,
+            "efficiency": None,
+            "rel_l2": relative_l2(variant.latent, reference) if reference is not None else None,
+            "psnr_db": psnr_db(variant.latent, reference) if reference is not None else None,
+            "warmup_seconds": variant.warmup_seconds,
+            # Warm-up loop minus a timed loop of the same steps: Dynamo tracing + Inductor.
+            "compile_seconds": (max(0.0, variant.warmup_seconds - sum(variant.step_seconds[:workload.sampler.steps]))
+                                if variant.compiled else 0.0),
+            "compiled_variants": 1 if variant.name == "inductor" else 0,
+            "dynamo_graphs": variant.graphs,
+            "dynamo_recompiles": variant.recompiles,
+            "peak_rss_mb": variant.peak_rss_mb,
+            "peak_device_mb": variant.peak_device_mb,
+        }
+        if variant.backend is not None:
+            row.update(_asymrnr_numbers(variant.backend))
+            row["config"] = {k: v for k, v in variant.backend.config.to_dict().items() if k != "schedule"}
+        row.update(variant.extra)
+        if row["speedup_vs_inductor"] is not None and row["ideal_speedup"]:
+            row["efficiency"] = row["speedup_vs_inductor"] / row["ideal_speedup"]
+        rows.append(row)
+    for name, reason in skipped.items():
+        rows.append({"model": workload.name, "variant": name, "skipped": reason})
+    return rows
+
+
+def run_model(name: str, *, quick: bool = False, steps: int | None = None, cache_steps: int | None = None,
+              rounds: int = 1, device: str = "cpu", dtype: torch.dtype = torch.float32,
+              variants: tuple[str, ...] = VARIANTS, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Benchmark one model; returns ``{"model_info": ..., "rows": [...]}`` (see module docstring)."""
+    cache_steps = cache_steps if cache_steps is not None else (QUICK_CACHE_STEPS if quick else DEFAULT_CACHE_STEPS)
+    torch._dynamo.reset()
+    workload = build_workload(name, quick=quick, steps=steps, device=device, dtype=dtype)
+    log(f"{name}: {workload.description}; {workload.info['video_tokens']} video + {workload.info['text_tokens']} "
+        f"text tokens, {workload.sampler.steps} steps ({workload.sampler.cfg_mode} CFG), cache_steps {cache_steps}")
+    skipped: dict[str, str] = {}
+    made = make_variants(workload, cache_steps, variants, skipped)
+    for variant, reason in skipped.items():
+        log(f"  skipping {variant}: {reason}")
+    measure(workload, made, rounds=rounds, log=log)
+    rows = results_rows(workload, made, skipped)
+    torch._dynamo.reset()
+    return {"model_info": {"model": name, "description": workload.description, "cache_steps": cache_steps,
+                           "steps": workload.sampler.steps, **workload.info}, "rows": rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, spec: str, missing: str = "") -> str:
+    if value is None:
+        return missing
+    if isinstance(value, float) and value == float("inf"):
+        return "inf"
+    return format(value, spec)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The stdout summary: one line per (model, variant)."""
+    header = (f"{'model':<10}{'variant':<20}{'s/step':>8}{'vs ind':>8}{'vs eager':>9}{'ideal':>7}{'eff':>6}"
+              f"{'rel L2':>9}{'PSNR':>7}{'compile s':>10}{'vars':>5}{'recomp':>7}{'RSS MB':>8}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        if "skipped" in row or "error" in row:
+            what = f"skipped: {row['skipped']}" if "skipped" in row else f"ERROR: {row['error']}"
+            lines.append(f"{row['model']:<10}{row['variant']:<20}  {what}")
+            continue
+        lines.append(
+            f"{row['model']:<10}{row['variant']:<20}{row['seconds_per_step']:>8.3f}"
+            f"{_fmt(row['speedup_vs_inductor'], '.2f'):>7}x{_fmt(row['speedup_vs_eager'], '.2f'):>8}x"
+            f"{_fmt(row['ideal_speedup'], '.2f'):>6}x{_fmt(row['efficiency'], '.2f'):>6}"
+            f"{_fmt(row['rel_l2'], '.1e'):>9}{_fmt(row['psnr_db'], '.1f'):>7}{row['compile_seconds']:>10.1f}"
+            f"{row['compiled_variants']:>5}{row['dynamo_recompiles']:>7}{row['peak_rss_mb']:>8.0f}")
+    return "\n".join(lines)
+
+
+def machine_info(device: str) -> str:
+    """CPU model, cores, torch version and threads (and the GPU's name on cuda)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = (f"{cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{platform.system()} {platform.release()}")
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
+    return text
+
+
+def run(models: list[str], *, quick: bool = False, steps: int | None = None, cache_steps: int | None = None,
+        rounds: int = 1, device: str = "cpu", dtype: str = "float32", variants: tuple[str, ...] = VARIANTS,
+        command: str | None = None, log: Callable[[str], None] = print,
+        on_model: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Benchmark ``models`` and return the JSON document (``results``, ``models``, ``machine``,
+    ``command``, ``date``). A model that fails is recorded as an ``error`` row and the run goes
+    on; ``on_model(document_so_far)`` is called after every model (incremental JSON)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+    start = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    infos: list[dict[str, Any]] = []
+    document: dict[str, Any] = {}
+    for name in models:
+        try:
+            out = run_model(name, quick=quick, steps=steps, cache_steps=cache_steps, rounds=rounds, device=device,
+                            dtype=DTYPES[dtype], variants=variants, log=log)
+        except Exception as error:  # noqa: BLE001  (one failing family must not lose the others' numbers)
+            log(f"  {name} FAILED: {type(error).__name__}: {error}")
+            results.append({"model": name, "variant": "all", "error": f"{type(error).__name__}: {error}"})
+            torch._dynamo.reset()
+        else:
+            results.extend(out["rows"])
+            infos.append(out["model_info"])
+        document = _document(results, infos, device, dtype, quick, rounds, start, command)
+        if on_model is not None:
+            on_model(document)
+    return document
+
+
+def _document(results: list[dict[str, Any]], infos: list[dict[str, Any]], device: str, dtype: str, quick: bool,
+              rounds: int, start: float, command: str | None) -> dict[str, Any]:
+    return {
+        "results": results,
+        "models": infos,
+        "machine": machine_info(device),
+        "device": device,
+        "dtype": dtype,
+        "quick": quick,
+        "rounds": rounds,
+        "wall_seconds": time.perf_counter() - start,
+        "command": command if command is not None else "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="reference", choices=[*MODELS, "all"])
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 10; 3 with --quick)")
+    parser.add_argument("--cache-steps", type=int, default=None, help="matching cache window (default 5; 2 with --quick)")
+    parser.add_argument("--rounds", type=int, default=1, help="timed loops per variant (default 1)")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: tiny reference preset / 2x8x8 token grids, 2 blocks, 3 steps")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated subset of {','.join(VARIANTS)}")
+    args = parser.parse_args(argv)
+    variants = tuple(v for v in args.variants.split(",") if v)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; allowed: {', '.join(VARIANTS)}")
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be >= 1")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    models = list(MODELS) if args.model == "all" else [args.model]
+    command = "python benchmarks/e2e.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+
+    def write(document: dict[str, Any]) -> None:
+        if args.json:
+            path = Path(args.json)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(document, indent=2, default=str))
+
+    document = run(models, quick=args.quick, steps=args.steps, cache_steps=args.cache_steps, rounds=args.rounds,
+                   device=args.device, dtype=args.dtype, variants=variants, command=command,
+                   log=lambda line: print(line, flush=True), on_model=write)
+    print()
+    print(table(document["results"]))
+    print(f"\n{document['machine']}; {document['wall_seconds'] / 60:.1f} min")
+    if args.json:
+        print(f"wrote {args.json}")
+    return 1 if any("error" in row for row in document["results"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The machinery of benchmarks/e2e.py and benchmarks/write_results.py, on quick shapes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+e2e = _load("e2e")
+write_results = _load("write_results")
+
+QUICK_VARIANTS = ("eager", "inductor", "asymrnr_q0.5_kv0.3", "random_q0.5_kv0.3")
+
+
+@pytest.fixture(scope="module")
+def quick_document(tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e") / "e2e.json"
+    e2e.main(["--model", "reference", "--quick", "--json", str(out), "--variants", ",".join(QUICK_VARIANTS)])
+    return json.loads(out.read_text())
+
+
+def test_quick_reference_run_writes_every_field_and_the_rewrite_fires(quick_document):
+    document = quick_document
+    assert {"results", "models", "machine", "command", "date"} <= set(document)
+    assert document["command"].startswith("python benchmarks/e2e.py --model reference --quick")
+    rows = {row["variant"]: row for row in document["results"]}
+    assert list(rows) == list(QUICK_VARIANTS)
+    for name in QUICK_VARIANTS:
+        row = rows[name]
+        assert row["model"] == "reference"
+        for key in ("seconds_per_step", "total_seconds", "speedup_vs_inductor", "speedup_vs_eager",
+                    "ideal_speedup", "efficiency", "rel_l2", "psnr_db", "compile_seconds", "compiled_variants",
+                    "dynamo_recompiles", "peak_rss_mb"):
+            assert row[key] is not None, (name, key)
+            assert math.isfinite(row[key]) or (key == "psnr_db" and name == "inductor"), (name, key)
+        assert row["dynamo_recompiles"] == 0
+    assert rows["inductor"]["speedup_vs_inductor"] == 1.0 and rows["inductor"]["rel_l2"] == 0.0
+    for name in ("asymrnr_q0.5_kv0.3", "random_q0.5_kv0.3"):
+        row = rows[name]
+        assert row["rewrite_fired"] and row["sites_reduced"] == row["sites_total"] == 2
+        assert row["compiled_variants"] == 2 and row["cache_misses"] > 0 and row["cache_hits"] > 0
+        assert row["ideal_speedup"] > 1.0 and row["rel_l2"] > 1e-4  # reduced, so not the unreduced result
+    assert rows["random_q0.5_kv0.3"]["config"]["token_selection"] == "random"
+    assert rows["random_q0.5_kv0.3"]["rel_l2"] != rows["asymrnr_q0.5_kv0.3"]["rel_l2"]
+
+
+def test_write_results_replaces_only_its_section(quick_document, tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## Other section\n\nkeep me\n")
+    path = tmp_path / "e2e.json"
+    path.write_text(json.dumps(quick_document))
+    write_results.main([str(path), "--results", str(results)])
+    first = results.read_text()
+    assert first.startswith("# Benchmark results\n\n## Other section\n\nkeep me\n")
+    assert first.count(write_results.BEGIN) == first.count(write_results.END) == 1
+    assert quick_document["command"] in first and quick_document["machine"] in first
+    assert "| asymrnr_q0.5_kv0.3 |" in first and "| random_q0.5_kv0.3 |" in first
+    # regenerating replaces the section instead of appending another; text after it stays
+    results.write_text(first + "\n## Later section\n")
+    quick_document["date"] = "2099-01-01 00:00 UTC"
+    path.write_text(json.dumps(quick_document))
+    write_results.main([str(path), "--results", str(results)])
+    second = results.read_text()
+    assert second.count(write_results.BEGIN) == 1 and "2099-01-01" in second and "## Later section" in second
+    assert "keep me" in second
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(SystemExit):
+        e2e.main(["--model", "sora"])
+    with pytest.raises(SystemExit):
+        e2e.main(["--variants", "eager,turbo"])
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        e2e.run(["reference"], dtype="int8")
+    with pytest.raises(ValueError, match="model must be one of"):
+        e2e.build_workload("sora")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", e2e.FAMILIES)
+def test_quick_diffusers_family_runs_reduced_without_recompiles(name):
+    pytest.importorskip("diffusers")
+    out = e2e.run_model(name, quick=True, variants=("inductor", "asymrnr_q0.5_kv0.3"), log=lambda line: None)
+    rows = {row["variant"]: row for row in out["rows"]}
+    row = rows["asymrnr_q0.5_kv0.3"]
+    assert row["rewrite_fired"] and row["dynamo_recompiles"] == 0 and row["dynamo_graphs"] == 1
+    assert math.isfinite(row["rel_l2"]) and row["rel_l2"] > 0
