@@ -1,0 +1,41 @@
+"""benchmarks/quality_synthetic.py's RESULTS.md section and the shared section writer."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import quality_synthetic  # noqa: E402
+from results_md import replace_section  # noqa: E402
+
+
+def _variant(name, all_correct, psnr):
+    return {"variant": name, "all_correct": all_correct, "valid": 100.0, "psnr": psnr, "ssim": None if psnr is None else 0.9,
+            "attribute_accuracy": {"colour": 100.0, "shape": all_correct}}
+
+
+def test_section_lists_every_variant_and_the_training_curve():
+    result = {"checkpoint": "m.safetensors", "checkpoint_step": 1200, "samples": 8, "seeds": [0, 1],
+              "sampler": {"steps": 20, "guidance_scale": 4.0}, "q_ratio": 0.5, "kv_ratio": 0.3,
+              "variants": [_variant("unaccelerated", 75.0, None), _variant("asymrnr (cache 5)", 62.5, 31.25)],
+              "machine": "cpu", "command": "python benchmarks/quality_synthetic.py", "date": "2026-11-26",
+              "seconds": 12.0}
+    text = quality_synthetic.render_section(result, [(1000, 40.0), (1200, 75.0)])
+    assert "| unaccelerated | 75.0% | 100.0% | 100.0% | 75.0% |  |  |" in text
+    assert "| asymrnr (cache 5) | 62.5% | 100.0% | 100.0% | 62.5% | 31.25 | 0.900 |" in text
+    assert "step 1000: 40.0%, step 1200: 75.0%" in text
+    assert "4 captions x 2 noise seeds = 8 videos" in text
+
+
+def test_replace_section_keeps_other_sections(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Results\n\nhand-written\n")
+    replace_section("demo", "first", path)
+    replace_section("other", "kept", path)
+    replace_section("demo", "second", path)
+    text = path.read_text()
+    assert "hand-written" in text and "kept" in text and "second" in text and "first" not in text
+    assert text.count("<!-- demo:begin -->") == 1
