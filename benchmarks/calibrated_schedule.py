@@ -30,7 +30,13 @@ from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
 from asymrnr_compile.calibrate import calibrate, predicted_speedup
 from asymrnr_compile.demo import demo_inputs, timed_sample
 from asymrnr_compile.models import build_reference_model
-from asymrnr_compile.sampling import SamplerConfig, psnr_db, relative_l2, sample, sample_lockstep
+from asymrnr_compile.sampling import (
+    SamplerConfig,
+    psnr_db,
+    relative_l2,
+    sample,
+    sample_lockstep,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    log = lambda line: print(line, flush=True)  # noqa: E731
+    log = lambda line: print(line, flush=True)
 
     model = build_reference_model(args.preset, seed=0)
     inputs = demo_inputs(args.preset, 0)

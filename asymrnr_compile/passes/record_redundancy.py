@@ -115,7 +115,7 @@ def record_redundancy(gm: torch.fx.GraphModule, sites: list[AttentionSite], prob
     output_node = next(node for node in reversed(graph.nodes) if node.op == "output")
     original = output_node.args[0]
     if not isinstance(original, (tuple, list)):
-        raise ValueError("graph output must be a tuple or list (as Dynamo produces)")
+        raise TypeError("graph output must be a tuple or list (as Dynamo produces)")
     result = ProfileRewrite(new_gm, num_original_outputs=len(original))
     first_compute = next(node for node in graph.nodes if node.op != "placeholder")
     new_outputs: list[torch.fx.Node] = []
