@@ -10,7 +10,8 @@ ladder (``DEFAULT_LADDER``). Its damage is the profile's ``drop_mean@ratio``: th
 normalised distance of the source tokens that ratio would drop there (averaged over the row's
 sites; ``q`` is measured on q, ``kv`` on v, ``h`` on the hidden states). Moves are taken in
 increasing damage (most redundant first), each raising a cell's ratio only, until the predicted
-speedup reaches the target. The conflict rule holds: a cell with ``h`` on takes no ``q``/``kv``
+speedup reaches the target. A move the cost model sees no gain in is not taken (sites whose
+attention lengths are data-dependent, like Mochi's, have no cost model and stay unreduced). The conflict rule holds: a cell with ``h`` on takes no ``q``/``kv``
 move and vice versa.
 """
 
@@ -147,8 +148,10 @@ def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
         if (feature == "h" and (cell["q"] > 0 or cell["kv"] > 0)) or (feature != "h" and cell["h"] > 0):
             continue
         cell[feature] = ratio
-        ratios[feature][row, step] = ratio
         new = sum(_site_saving(profile, site, cell, cache_steps) for site in row_sites[row])
+        if new <= cell_saving.get((row, step), 0.0):
+            continue  # the cost model sees no gain (e.g. a site with data-dependent lengths): leave it
+        ratios[feature][row, step] = ratio
         saved += new - cell_saving.get((row, step), 0.0)
         cell_saving[(row, step)] = new
         best = full / (full - saved)

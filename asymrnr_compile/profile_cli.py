@@ -92,8 +92,8 @@ def _diffusers_run(name: str, steps: int, seed: int) -> tuple[torch.nn.Module, C
             t = torch.full_like(timestep, sigma * 1000) if timestep.is_floating_point() else \
                 torch.full_like(timestep, round(sigma * 999))
             out = compiled(**{**inputs, "hidden_states": x, "timestep": t}, return_dict=False)[0]
-            if out.shape == x.shape:  # an Euler step on the predicted velocity
-                x = x + (sigma_next - sigma) * out
+            if out.shape == x.shape:  # an Euler step on the predicted velocity (same strides: no recompile)
+                x = (x + (sigma_next - sigma) * out).contiguous()
 
     notes = [(f"model: diffusers {type(model).__name__}, a SMALL RANDOM-WEIGHT test config (seed {seed}): "
               "its redundancy says nothing about the trained model"),

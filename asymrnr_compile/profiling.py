@@ -90,7 +90,7 @@ class _ProfiledGraph:
     def __init__(self, graph_index: int, gm: torch.fx.GraphModule, sites: list[AttentionSite],
                  probes: list[FeatureProbe], splits: dict[tuple[int, str], ops.TokenSplit],
                  config: AsymRnRConfig, quantiles: tuple[float, ...], ratios: tuple[float, ...],
-                 compile_graph: Callable[..., Any]) -> None:
+                 compile_graph: Callable[..., Any], tracker: StepTracker | None = None) -> None:
         self.graph_index = graph_index
         self.rewrite = record_redundancy(gm, sites, probes, similarity=config.similarity,
                                          match_chunk_bytes=config.match_chunk_bytes, quantiles=quantiles,
@@ -99,7 +99,9 @@ class _ProfiledGraph:
         self.compile_graph = compile_graph
         self.fn: Callable[..., Any] | None = None
         self.timestep_position = find_timestep_input(gm)
-        self.tracker = StepTracker()
+        # Graphs with a timestep input share the backend's tracker, so that a recompiled graph
+        # continues the step count instead of restarting it.
+        self.tracker = tracker if tracker is not None and self.timestep_position is not None else StepTracker()
         # (step, site index, feature) -> [sum of statistics, count]
         self.sums: dict[tuple[int, int, str], list[Any]] = {}
         self.calls = 0
@@ -180,6 +182,9 @@ class ProfilingBackend:
         self.cost_models: list[tuple[GraphCostModel, dict[int, int]]] = []
         self.on_call: Callable[[int], None] | None = None
         self._rows = 0
+        self._block_rows: dict[Any, int] = {}
+        self._position: dict[tuple[int, int], int] = {}  # (graph, site index) -> position in self.sites
+        self._tracker = StepTracker()
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Any = None,
                  mode: str | None = None) -> Callable[..., Any]:
@@ -187,6 +192,8 @@ class ProfilingBackend:
         graph_index = len(self.graphs)
         sites = find_attention_sites(gm)
         rows = site_rows(sites)
+        known = {site.name: position for position, site in enumerate(self.sites)}
+        merged = 0
         probes: list[FeatureProbe] = []
         splits: dict[tuple[int, str], ops.TokenSplit] = {}
         config = self.config
@@ -202,26 +209,37 @@ class ProfilingBackend:
             if not reason and (num_dst == 0 or num_dst == site.video_tokens):
                 reason = f"grid {grid} and dst_stride {config.dst_stride} give {num_dst} destination tokens"
             if reason:
-                self.skipped.append({"site": site.name, "reason": reason})
+                if {"site": site.name, "reason": reason} not in self.skipped:
+                    self.skipped.append({"site": site.name, "reason": reason})
                 continue
             features = _probe_features(site)
+            if site.name in known:  # the same site in a recompiled graph: accumulate into it
+                self._position[(graph_index, site.index)] = known[site.name]
+                merged += 1
+            else:
+                # Rows are blocks (site_rows), numbered across graphs by first appearance.
+                key = site.block if site.block is not None else ("site", graph_index, rows[site.index])
+                row = self._block_rows.setdefault(key, len(self._block_rows))
+                self._position[(graph_index, site.index)] = len(self.sites)
+                self.sites.append(ProfiledSite(site.name, site.index, graph_index, row, site.block, site.kind,
+                                               site.video_tokens, site.text_tokens, grid, num_dst, tuple(features)))
             for feature in features:
                 start = site.hidden_states_video_start if feature == "h" else site.video_start
                 probes.append(FeatureProbe(site.index, feature, site.video_tokens, num_dst, start))
                 seed = config.seed + _SITE_SEED_STRIDE * site.index + _FEATURE_SEED_OFFSET[SPLIT_OF_FEATURE[feature]]
                 splits[(site.index, feature)] = ops.split_tokens(site.video_tokens, grid, config.dst_stride, seed=seed)
-            self.sites.append(ProfiledSite(site.name, site.index, graph_index, self._rows + rows[site.index],
-                                           site.block, site.kind, site.video_tokens, site.text_tokens, grid,
-                                           num_dst, tuple(features)))
-        self._rows += len(set(rows.values()))
-        self.cost_models.append((GraphCostModel(gm, sites), {s.index: s.num_dst for s in self.sites
-                                                             if s.graph == graph_index}))
+        self._rows = len(self._block_rows)
+        recompiled = bool(probes) and merged == len({p.site_index for p in probes})
+        if not recompiled:
+            # A recompiled copy of a graph seen before adds no cost model (its FLOPs are counted once).
+            self.cost_models.append((GraphCostModel(gm, sites), {s.index: s.num_dst for s in self.sites
+                                                                 if s.graph == graph_index}))
         if not probes:
             logger.info("asymrnr profile: nothing to profile in this graph")
             self.graphs.append(None)  # type: ignore[arg-type]
             return compile_graph(gm, list(example_inputs))
         graph = _ProfiledGraph(graph_index, gm, sites, probes, splits, config, self.quantiles, self.ratios,
-                               compile_graph)
+                               compile_graph, self._tracker)
         graph.on_call = self.on_call
         self.graphs.append(graph)
         return graph
@@ -230,13 +248,17 @@ class ProfilingBackend:
         """The statistics recorded so far."""
         names = redundancy.stat_names(self.quantiles, self.ratios)
         steps = 1 + max((key[0] for g in self.graphs if g is not None for key in g.sums), default=-1)
+        totals: dict[tuple[int, int, str], list[Any]] = {}
+        for graph in self.graphs:
+            if graph is None:
+                continue
+            for (step, site_index, feature), (total, count) in graph.sums.items():
+                entry = totals.setdefault((self._position[(graph.graph_index, site_index)], step, feature), [0.0, 0])
+                entry[0], entry[1] = entry[0] + total, entry[1] + count
         data = torch.full((len(self.sites), max(steps, 0), len(PROFILE_FEATURES), len(names)), math.nan,
                           dtype=torch.float64)
-        for position, site in enumerate(self.sites):
-            graph = self.graphs[site.graph]
-            for (step, site_index, feature), (total, count) in graph.sums.items():
-                if site_index == site.index:
-                    data[position, step, PROFILE_FEATURES.index(feature)] = total / count
+        for (position, step, feature), (total, count) in totals.items():
+            data[position, step, PROFILE_FEATURES.index(feature)] = total / count
         return RedundancyProfile(self.sites, data, names, self.quantiles, self.ratios, self.config,
                                  self.cost_models, self.skipped, self._rows)
 
@@ -334,7 +356,7 @@ def profile(model: torch.nn.Module, run_fn: Callable[[Callable[..., Any]], Any],
             quantiles: Sequence[float] = redundancy.DEFAULT_QUANTILES,
             ratios: Sequence[float] = redundancy.DEFAULT_PROFILE_RATIOS,
             min_video_tokens: int | None = None,
-            on_call: Callable[[int], None] | None = None) -> RedundancyProfile:
+            on_call: Callable[[int], None] | None = None, fullgraph: bool = True) -> RedundancyProfile:
     """Profile the redundancy of ``model`` over the sampling loop ``run_fn`` (paper Sec. 3.4).
 
     Args:
@@ -345,6 +367,10 @@ def profile(model: torch.nn.Module, run_fn: Callable[[Callable[..., Any]], Any],
         quantiles, ratios: statistics to record (see :class:`ProfilingBackend`).
         min_video_tokens: sites with fewer video tokens are not profiled; default the config's.
         on_call: called as ``on_call(step)`` after every model call (progress display).
+        fullgraph: compile the model as one graph (default True, as the backend is meant to be
+            used); False accepts graph breaks (sites are then profiled graph by graph; rows are
+            numbered by block across graphs). A recompiled graph's sites are merged, by name,
+            into those seen before, and steps continue across it.
 
     Returns:
         A :class:`RedundancyProfile`.
@@ -355,7 +381,7 @@ def profile(model: torch.nn.Module, run_fn: Callable[[Callable[..., Any]], Any],
         raise TypeError(f"run_fn must be callable as run_fn(compiled_model), got {type(run_fn).__name__}")
     backend = ProfilingBackend(config, quantiles=quantiles, ratios=ratios, min_video_tokens=min_video_tokens)
     backend.on_call = on_call
-    compiled = torch.compile(model, backend=backend, fullgraph=False, dynamic=False)
+    compiled = torch.compile(model, backend=backend, fullgraph=fullgraph, dynamic=False)
     with torch.no_grad():
         run_fn(compiled)
     return backend.profile()
