@@ -45,6 +45,12 @@ cumulative over the variants run before, so only its growth means anything).
 `random_q0.5_kv0.3` is the plain token-dropping baseline (`token_selection="random"`): the same
 kept token counts as `asymrnr_q0.5_kv0.3`, so the same attention FLOPs, with the dropped tokens
 and their stand-ins drawn at random instead of matched.
+
+On a GPU: `python benchmarks/e2e.py --model all --device cuda --dtype bfloat16 --json out/e2e_gpu.json`
+runs the same variants on the device (Inductor generates Triton; models and text in bfloat16,
+latents and the sampler in float32; every model call is followed by `torch.cuda.synchronize()`,
+and the JSON adds `peak_device_mb`). The card's name goes into the machine line. Not run yet: no
+GPU on the machine these numbers come from.
 """
 
 
@@ -59,8 +65,12 @@ def _fmt(value: Any, spec: str) -> str:
 def _model_line(info: dict[str, Any]) -> str:
     grid = f", grid {'x'.join(map(str, info['grid']))}" if info.get("grid") else ""
     return (f"**{info['model']}**: {info['description']}. {info['video_tokens']} video + {info['text_tokens']} "
-            f"text tokens{grid}, hidden {info['hidden']} = {info['heads']} heads, {info['blocks']} blocks, "
-            f"{info['steps']} steps, cache window {info['cache_steps']}.")
+            f"text tokens{grid}, hidden {info['hidden']} = {info['heads']} heads x {info['hidden'] // info['heads']}, "
+            f"{info['blocks']} blocks, "
+            f"{info['steps']} steps, cache window {info['cache_steps']}."
+            + (f" Load average (1 min) {info['load_average_1min'][0]:.1f} before, {info['load_average_1min'][1]:.1f} "
+               f"after this model's run." if info.get("load_average_1min") and None not in info["load_average_1min"]
+               else ""))
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
@@ -96,7 +106,14 @@ def _notes(model: str, rows: list[dict[str, Any]]) -> list[str]:
         notes.append(f"{MAIN}: {main['sites_reduced']} of {main['sites_total']} attention sites reduced, {fired}, "
                      f"{main.get('cache_misses', 0)} matchings computed / {main.get('cache_hits', 0)} reused"
                      + (f"; attention share of FLOPs {main['attention_share']:.0%}"
-                        if main.get("attention_share") is not None else "") + ".")
+                        if main.get("attention_share") else "; the cost model sees no attention FLOPs here "
+                        "(data-dependent attention lengths), so no ideal speedup") + ".")
+    calibrated = by_variant.get("asymrnr_calibrated")
+    if calibrated and calibrated.get("calibration"):
+        cal = calibrated["calibration"]
+        notes.append(f"asymrnr_calibrated: `calibrate(profile, target_speedup={cal['target_speedup']})` on a redundancy "
+                     f"profile of the same loop ({cal['seconds']:.0f} s of profiling and calibration), predicted "
+                     f"{cal['predicted_speedup']:.2f}x, measured {calibrated['speedup_vs_inductor']:.2f}x.")
     if model == "cogvideox" and main:
         notes.append(f"Ours: {main['speedup_vs_inductor']:.2f}x vs Inductor, "
                      f"{main['dynamo_graphs']} Dynamo graph, {main['dynamo_recompiles']} recompiles; "
@@ -106,6 +123,10 @@ def _notes(model: str, rows: list[dict[str, Any]]) -> list[str]:
 
 def render(documents: list[dict[str, Any]]) -> str:
     """The markdown of the section (markers included) for the given e2e.py documents."""
+    for document in documents:  # JSON written before e2e.py blanked an ideal the cost model cannot see
+        for row in document["results"]:
+            if row.get("rewrite_fired") and row.get("ideal_speedup") is not None and row["ideal_speedup"] <= 1.0:
+                row["ideal_speedup"] = row["efficiency"] = None
     lines = [BEGIN, INTRO]
     for document in documents:
         models = [info["model"] for info in document["models"]]

@@ -28,7 +28,7 @@ def _setup(case):
 
 @given(case=cases())
 def test_random_matching_is_a_valid_matching_of_the_split(case):
-    split, x, matching = _setup(case)
+    split, _, matching = _setup(case)
     num_dst, num_src = len(split.dst), len(split.src)
     leading = (case.batch, case.heads)
     assert matching.src_order.shape == matching.nearest.shape == matching.distance.shape == (*leading, num_src)
