@@ -33,8 +33,9 @@ def _demo(args: argparse.Namespace) -> int:
     report = result.report
     print(f"\nasymrnr: {report['num_variants']} compiled variants in {report['compile_seconds']:.1f} s, "
           f"{report['calls']} calls, matching cache {report['cache_hits']} hits / {report['cache_misses']} misses")
-    print("speedup is against plain Inductor in this process; ideal = FLOP ratio full / reduced (cost model); "
-          "errors are of the final latent against the plain Inductor result")
+    print("speedup = median step time of plain Inductor over the variant's, in this process; loop = the same "
+          "for the whole loop (with the steps that compute matchings); ideal = FLOP ratio full / reduced "
+          "(cost model); errors are of the final latent against the plain Inductor result")
     summary = {"speed": result.to_dict()}
     if args.quality_prompts > 0:
         summary["quality"] = _quality_demo(args, config)
