@@ -25,8 +25,14 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from asymrnr_compile._validate import check_choice, check_index, check_int, check_span, check_tensor
-from .split import TokenSplit
+from asymrnr_compile._validate import (
+    check_choice,
+    check_int,
+    check_span,
+    check_tensor,
+)
+
+from .split import TokenSplit, check_split
 
 __all__ = [
     "DEFAULT_MATCH_CHUNK_BYTES",
@@ -127,15 +133,7 @@ def match_tokens(
     x = check_tensor("x", x, min_dim=2)
     similarity = check_choice("similarity", similarity, SIMILARITIES)
     chunk_bytes = check_int("chunk_bytes", chunk_bytes, minimum=1)
-    if not isinstance(split, tuple) or len(split) != len(TokenSplit._fields):
-        raise TypeError(f"split must be a TokenSplit (dst, src), got {type(split).__name__}")
-    dst = check_index("split.dst", split.dst)
-    src = check_index("split.src", split.src)
-    if dst.dim() != 1 or src.dim() != 1:
-        raise ValueError(
-            f"split.dst and split.src must be 1-D, got shapes {tuple(dst.shape)} and "
-            f"{tuple(src.shape)}"
-        )
+    dst, src = check_split(split)
     _compute_dtype(x.dtype)  # validates the dtype
     num_dst, num_src = dst.shape[0], src.shape[0]
     num_tokens = num_dst + num_src

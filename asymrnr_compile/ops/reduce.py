@@ -31,6 +31,7 @@ from asymrnr_compile._validate import (
     check_span,
     check_tensor,
 )
+
 from .match import Matching
 from .split import TokenSplit
 

@@ -22,10 +22,10 @@ import math
 
 import torch
 
-from asymrnr_compile._validate import check_index, check_int, check_span, check_tensor
+from asymrnr_compile._validate import check_int, check_span, check_tensor
 
 from .match import Matching
-from .split import MAX_SEED, TokenSplit
+from .split import MAX_SEED, TokenSplit, check_split
 
 __all__ = ["TOKEN_SELECTIONS", "random_matching"]
 
@@ -88,15 +88,7 @@ def random_matching(
         ``distance`` all NaN (not measured).
     """
     x = check_tensor("x", x, min_dim=2)
-    if not isinstance(split, tuple) or len(split) != len(TokenSplit._fields):
-        raise TypeError(f"split must be a TokenSplit (dst, src), got {type(split).__name__}")
-    dst = check_index("split.dst", split.dst)
-    src = check_index("split.src", split.src)
-    if dst.dim() != 1 or src.dim() != 1:
-        raise ValueError(
-            f"split.dst and split.src must be 1-D, got shapes {tuple(dst.shape)} and "
-            f"{tuple(src.shape)}"
-        )
+    dst, src = check_split(split)
     num_dst, num_src = dst.shape[0], src.shape[0]
     check_span("start", start, num_dst + num_src, x.shape[-2], what="video tokens")
     seed = check_int("seed", seed, minimum=0)

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import torch
 
-from asymrnr_compile._validate import check_int, check_ratio, check_triple
+from asymrnr_compile._validate import check_index, check_int, check_ratio, check_triple
 
 __all__ = [
     "DEFAULT_DST_STRIDE",
@@ -53,6 +53,25 @@ class TokenSplit(NamedTuple):
 
     dst: torch.Tensor
     src: torch.Tensor
+
+
+def check_split(split: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a :class:`TokenSplit` argument; returns its ``(dst, src)`` 1-D index tensors.
+
+    Raises:
+        TypeError: ``split`` is not a (dst, src) pair.
+        ValueError: an index tensor is not an integer tensor or not 1-D.
+    """
+    if not isinstance(split, tuple) or len(split) != len(TokenSplit._fields):
+        raise TypeError(f"split must be a TokenSplit (dst, src), got {type(split).__name__}")
+    dst = check_index("split.dst", split.dst)
+    src = check_index("split.src", split.src)
+    if dst.dim() != 1 or src.dim() != 1:
+        raise ValueError(
+            f"split.dst and split.src must be 1-D, got shapes {tuple(dst.shape)} and "
+            f"{tuple(src.shape)}"
+        )
+    return dst, src
 
 
 def _resolve_grid(
