@@ -40,6 +40,7 @@ from asymrnr_compile.ops import redundancy
 from asymrnr_compile.passes.reduce_attention_tokens import (
     _sdpa_kwargs,
     copy_graph_module,
+    graph_output,
 )
 from asymrnr_compile.passes.split_attention_regions import REGION_META
 
@@ -112,10 +113,7 @@ def record_redundancy(gm: torch.fx.GraphModule, sites: list[AttentionSite], prob
     by_index = {site.index: site for site in sites}
     new_gm, node_map = copy_graph_module(gm)
     graph = new_gm.graph
-    output_node = next(node for node in reversed(graph.nodes) if node.op == "output")
-    original = output_node.args[0]
-    if not isinstance(original, (tuple, list)):
-        raise TypeError("graph output must be a tuple or list (as Dynamo produces)")
+    output_node, original = graph_output(graph)
     result = ProfileRewrite(new_gm, num_original_outputs=len(original))
     first_compute = next(node for node in graph.nodes if node.op != "placeholder")
     new_outputs: list[torch.fx.Node] = []

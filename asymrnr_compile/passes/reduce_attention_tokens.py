@@ -84,6 +84,19 @@ def copy_graph_module(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, d
     return torch.fx.GraphModule(gm, graph, class_name=type(gm).__name__), node_map
 
 
+def graph_output(graph: torch.fx.Graph) -> tuple[torch.fx.Node, tuple | list]:
+    """The output node of a Dynamo graph and its outputs (a tuple or list).
+
+    Raises:
+        TypeError: the graph returns something else (Dynamo always returns a tuple or list).
+    """
+    output_node = next(node for node in reversed(graph.nodes) if node.op == "output")
+    outputs = output_node.args[0]
+    if not isinstance(outputs, (tuple, list)):
+        raise TypeError("graph output must be a tuple or list (as Dynamo produces)")
+    return output_node, outputs
+
+
 def _sdpa_kwargs(node: torch.fx.Node) -> dict:
     """The SDPA call's arguments as keywords (positional calls normalised)."""
     from torch.fx.operator_schemas import normalize_function
@@ -253,10 +266,7 @@ def reduce_attention_tokens(gm: torch.fx.GraphModule, sites: list[AttentionSite]
     by_index = {site.index: site for site in sites}
     new_gm, node_map = copy_graph_module(gm)
     graph = new_gm.graph
-    output_node = next(node for node in reversed(graph.nodes) if node.op == "output")
-    original_outputs = output_node.args[0]
-    if not isinstance(original_outputs, (tuple, list)):
-        raise ValueError("graph output must be a tuple or list (as Dynamo produces)")
+    output_node, original_outputs = graph_output(graph)
     result = RewriteResult(gm=new_gm, num_original_outputs=len(original_outputs))
     first_compute = next(node for node in graph.nodes if node.op != "placeholder")
     rewriter = _SiteRewriter(graph, plan, result, first_compute)
