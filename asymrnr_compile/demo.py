@@ -4,8 +4,12 @@ Speed is a ratio measured in one process on the same inputs: each variant first 
 sampling loop as warm-up (this compiles every variant the loop needs), then the timed loops
 run interleaved step by step (step 0 of eager, inductor, asymrnr, then step 1, ...), so that
 all three see the same machine load. Quality is the final latent against
-the plain Inductor result. The reference model has random (seeded) weights: this measures
-speed and numerical closeness, not visual quality.
+the plain Inductor result. The reference model has random (seeded) weights: this part
+(:func:`run_demo`) measures speed and numerical closeness, not visual quality.
+
+The quality part (:func:`run_quality_demo`) samples a few prompts with the shipped *trained*
+text-to-video model, unaccelerated and under asymrnr from the same noise, scores both from the
+pixels and writes side-by-side pictures.
 """
 
 from __future__ import annotations
