@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile_command(commands)
     train = commands.add_parser("train", help="train (or resume) the synthetic text-to-video model")
     train.add_argument("--out", required=True, help="run directory (checkpoint, log, loss.png, model.safetensors)")
-    train.add_argument("--steps", type=int, help="total optimiser steps (default 3000; may be raised to resume longer)")
+    train.add_argument("--steps", type=int, help="total optimiser steps (default 4000; may be raised to resume longer)")
     train.add_argument("--batch-size", type=int, default=32, help="videos per step")
     train.add_argument("--seed", type=int, default=0, help="weights and data seed")
     train.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -49,6 +49,10 @@ class ReferenceDiTConfig:
         pooled_text: also condition adaLN on the mean of the projected text tokens (added to
             the timestep embedding), as text-to-video DiTs with a pooled caption embedding do.
             Default False.
+        absolute_positions: also add a fixed 3-D sin-cos position embedding to the video
+            tokens after the patch embedding (frequencies from ``rope_theta``), so every token
+            knows where it is in the frame, not only how far it is from the others. Default
+            False (the diffusers video transformers this preset mimics use RoPE alone).
     """
 
     in_channels: int = 4
@@ -67,6 +71,7 @@ class ReferenceDiTConfig:
     rope_theta: float = 10000.0
     qk_norm: bool = True
     pooled_text: bool = False
+    absolute_positions: bool = False
 
     def __post_init__(self) -> None:
         patch = self.patch_size
@@ -123,6 +128,10 @@ class ReferenceDiTConfig:
             raise ValueError(f"qk_norm must be True or False, got {self.qk_norm!r}")
         if not isinstance(self.pooled_text, bool):
             raise ValueError(f"pooled_text must be True or False, got {self.pooled_text!r}")
+        if not isinstance(self.absolute_positions, bool):
+            raise ValueError(
+                f"absolute_positions must be True or False, got {self.absolute_positions!r}"
+            )
 
         for name, size, p in zip(
             ("latent_frames", "latent_height", "latent_width"), self.latent_size, self.patch_size
@@ -219,7 +228,7 @@ PRESETS: dict[str, ReferenceDiTConfig] = {
         latent_width=48,
     ),
     # The trained text-to-video model (asymrnr_compile.synthetic.model): RGB pixels of the
-    # synthetic task, 8 x 32 x 32 -> 8 x 8 x 8 = 512 video tokens, 1.3M parameters.
+    # synthetic task, 8 x 32 x 32 -> 4 x 8 x 8 = 256 video tokens, 1.3M parameters.
     "synthetic": ReferenceDiTConfig(
         in_channels=3,
         patch_size=(2, 4, 4),

@@ -5,6 +5,7 @@ Layout of the forward pass (shapes for batch ``B``, width ``D``, ``H`` heads of 
 
     hidden_states (B, C, F, H, W) -> Conv3d(kernel = stride = patch) -> (B, D, F', H', W')
         -> flatten(2).transpose(1, 2) -> video (B, N, D)            row-major (f, h, w) order
+        [+ fixed 3-D sin-cos positions (N, D) when ``config.absolute_positions``]
     encoder_hidden_states (B, T, text_dim) -> Linear -> text (B, T, D)
     timestep (B,) -> sinusoidal (256) -> Linear, SiLU, Linear -> c (B, D)
     per block ``blocks.<i>``:
@@ -99,6 +100,33 @@ def rope_3d_tables(
         angles.append(pos.reshape(-1, 1) * inv_freq)  # (N, dim / 2)
     angle = torch.cat(angles, dim=-1).repeat_interleave(2, dim=-1)  # (N, d)
     return angle.cos().to(dtype), angle.sin().to(dtype)
+
+
+def sincos_3d_embedding(
+    grid: tuple[int, int, int],
+    dim: int,
+    theta: float,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Fixed 3-D sin-cos position embedding ``(N, dim)`` of a token grid (row-major ``(f, h, w)``).
+
+    ``dim`` (even, >= 8) is split over the axes like the RoPE (:func:`rope_axis_dims`); an axis
+    of ``a`` channels gets ``a / 2`` frequencies ``theta ** (-2i / a)``, sines then cosines.
+    Added to the video tokens when ``ReferenceDiTConfig.absolute_positions`` is set.
+    """
+    coords = torch.meshgrid(
+        *(torch.arange(n, device=device, dtype=torch.float32) for n in grid), indexing="ij"
+    )
+    parts = []
+    for pos, axis_dim in zip(coords, rope_axis_dims(dim)):
+        inv_freq = 1.0 / (
+            theta ** (torch.arange(0, axis_dim, 2, device=device, dtype=torch.float32) / axis_dim)
+        )
+        angle = pos.reshape(-1, 1) * inv_freq  # (N, axis_dim / 2)
+        parts += [angle.sin(), angle.cos()]
+    return torch.cat(parts, dim=-1).to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -288,6 +316,10 @@ class ReferenceDiT(nn.Module):
         grid = (frames // pt, height // ph, width // pw)
 
         video = self.patch_embed(hidden_states).flatten(2).transpose(1, 2)  # (B, N, D)
+        if cfg.absolute_positions:
+            video = video + sincos_3d_embedding(
+                grid, cfg.hidden_size, cfg.rope_theta, device=video.device, dtype=video.dtype
+            )
         text = self.text_proj(encoder_hidden_states)  # (B, T, D)
         if timestep.dim() == 0:
             timestep = timestep.expand(batch)

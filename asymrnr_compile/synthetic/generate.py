@@ -14,7 +14,7 @@ import torch
 
 from asymrnr_compile.sampling import SamplerConfig, sample
 from asymrnr_compile.synthetic.config import Caption, SyntheticTaskConfig, all_captions
-from asymrnr_compile.synthetic.model import TextToVideoDiT
+from asymrnr_compile.synthetic.model import TextToVideoDiT, as_velocity_model
 from asymrnr_compile.synthetic.quality import QualityReport, score_samples
 from asymrnr_compile.synthetic.vocab import Vocabulary
 
@@ -55,7 +55,7 @@ def generate_videos(
         task: gives the video shape.
         sampler: steps, guidance and CFG pattern (default :data:`EVAL_SAMPLER`).
         transformer: replaces ``model.transformer`` (e.g. a compiled one); must take the same
-            keyword inputs.
+            keyword inputs and return what it returns (``model.prediction``).
         batch_size: videos per sampler call (the last batch may be smaller; compiled callers
             wanting one shape should pass a multiple).
         on_batch: progress callback ``(done, total)``.
@@ -63,7 +63,9 @@ def generate_videos(
     if len(captions) != len(seeds):
         raise ValueError(f"got {len(captions)} captions but {len(seeds)} seeds")
     vocab = Vocabulary()
-    run = transformer if transformer is not None else model.transformer
+    run = as_velocity_model(
+        transformer if transformer is not None else model.transformer, model.prediction
+    )
     dtype = model.transformer.proj_out.weight.dtype
     device = model.transformer.proj_out.weight.device
     out = []

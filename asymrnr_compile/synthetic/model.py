@@ -2,7 +2,7 @@
 
 :class:`TextToVideoDiT` is a learned caption-token embedding table (the "text encoder") in
 front of the bundled :class:`~asymrnr_compile.models.ReferenceDiT` (preset ``"synthetic"``:
-RGB pixels 8 x 32 x 32, patch (1, 4, 4) -> 512 video tokens, hidden 128, 4 heads, 4 blocks,
+RGB pixels 8 x 32 x 32, patch (2, 4, 4) -> 256 video tokens, hidden 128, 4 heads, 4 blocks,
 adaLN on timestep + pooled caption). The transformer is the part a user compiles; the table runs
 once per prompt, like a text encoder in a diffusers pipeline.
 
@@ -13,6 +13,7 @@ task config, training step) loads with :func:`load_trained_model`, no network ne
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -20,8 +21,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from asymrnr_compile._validate import check_choice
 from asymrnr_compile.models import ReferenceDiT, ReferenceDiTConfig
 from asymrnr_compile.models.config import PRESETS
+from asymrnr_compile.sampling import TIMESTEP_SCALE
 from asymrnr_compile.synthetic.config import SyntheticTaskConfig
 from asymrnr_compile.synthetic.vocab import Vocabulary
 
@@ -31,19 +34,72 @@ SYNTHETIC_PRESET = "synthetic"
 #: The checkpoint shipped in the package (EMA weights of the best training run).
 CHECKPOINT_PATH = Path(__file__).resolve().parent.parent / "assets" / "synthetic_dit.safetensors"
 
+#: What the transformer's output means. ``"velocity"``: the flow velocity ``noise - x_0``, what
+#: the sampler steps with. ``"sample"``: the clean video ``x_0`` itself ("x-prediction", Li & He
+#: 2025, *Back to Basics: Let Denoising Generative Models Denoise*), turned into a velocity by
+#: :func:`velocity_from_sample`. A pixel-space model with 48-96-value patches and a 128-wide
+#: trunk learns clean flat-coloured shapes far faster than it learns to pass noise through.
+PREDICTIONS = ("velocity", "sample")
+
+#: Smallest sigma :func:`velocity_from_sample` divides by (the same clip as Li & He 2025): keeps
+#: the velocity, and the training loss weight ``1 / sigma**2`` it implies, bounded near sigma 0.
+SIGMA_FLOOR = 0.05
+
+
+def velocity_from_sample(
+    noisy: torch.Tensor, predicted_sample: torch.Tensor, timestep: torch.Tensor
+) -> torch.Tensor:
+    """Velocity ``(x_sigma - x_0_hat) / max(sigma, SIGMA_FLOOR)`` of the flow
+    ``x_sigma = (1 - sigma) x_0 + sigma * noise`` (whose exact velocity is ``noise - x_0``).
+
+    ``noisy`` and ``predicted_sample`` are ``(B, ...)``; ``timestep`` is ``(B,)`` or a scalar,
+    ``sigma * TIMESTEP_SCALE``.
+    """
+    sigma = (timestep.to(torch.float32) / TIMESTEP_SCALE).clamp_min(SIGMA_FLOOR)
+    sigma = sigma.reshape(-1, *([1] * (noisy.dim() - 1))).to(noisy.dtype)
+    return (noisy - predicted_sample) / sigma
+
+
+def as_velocity_model(
+    transformer: Callable[..., torch.Tensor], prediction: str
+) -> Callable[..., torch.Tensor]:
+    """``transformer`` itself for ``"velocity"``; for ``"sample"``, a callable with the same
+    keyword signature that returns :func:`velocity_from_sample` of its output (what the
+    samplers of :mod:`asymrnr_compile.sampling` expect)."""
+    check_choice("prediction", prediction, PREDICTIONS)
+    if prediction == "velocity":
+        return transformer
+
+    def velocity(
+        hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, timestep: torch.Tensor
+    ) -> torch.Tensor:
+        predicted = transformer(
+            hidden_states=hidden_states,
+            encoder_hidden_states=encoder_hidden_states,
+            timestep=timestep,
+        )
+        return velocity_from_sample(hidden_states, predicted, timestep)
+
+    return velocity
+
 
 class TextToVideoDiT(nn.Module):
     """Caption ids ``(B, T)`` -> embeddings ``(B, T, text_dim)`` -> :class:`ReferenceDiT`.
 
     ``forward(hidden_states (B, 3, F, H, W), token_ids (B, T) int64, timestep (B,) float)``
-    returns the flow velocity ``noise - x_0`` ``(B, 3, F, H, W)``. :meth:`embed_text` gives the
+    returns the flow velocity ``noise - x_0`` ``(B, 3, F, H, W)`` whatever :attr:`prediction`
+    the transformer was trained for (see :data:`PREDICTIONS`); sample through
+    :func:`as_velocity_model` ``(transformer, model.prediction)``. :meth:`embed_text` gives the
     text embeddings the sampler passes to :attr:`transformer` (the compiled part).
     """
 
-    def __init__(self, config: ReferenceDiTConfig, vocab_size: int) -> None:
+    def __init__(
+        self, config: ReferenceDiTConfig, vocab_size: int, prediction: str = "velocity"
+    ) -> None:
         super().__init__()
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
             raise ValueError(f"vocab_size must be an int >= 1, got {vocab_size!r}")
+        self.prediction = check_choice("prediction", prediction, PREDICTIONS)
         self.token_embed = nn.Embedding(vocab_size, config.text_dim)
         self.transformer = ReferenceDiT(config)
 
@@ -58,15 +114,17 @@ class TextToVideoDiT(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, token_ids: torch.Tensor, timestep: torch.Tensor
     ) -> torch.Tensor:
-        return self.transformer(
+        velocity = as_velocity_model(self.transformer, self.prediction)
+        return velocity(
             hidden_states=hidden_states,
             encoder_hidden_states=self.embed_text(token_ids),
             timestep=timestep,
         )
 
 
-def build_text_to_video_model(seed: int = 0) -> TextToVideoDiT:
-    """A :class:`TextToVideoDiT` of preset ``"synthetic"`` with seeded initial weights.
+def build_text_to_video_model(seed: int = 0, prediction: str = "velocity") -> TextToVideoDiT:
+    """A :class:`TextToVideoDiT` of preset ``"synthetic"`` with seeded initial weights, its
+    transformer trained for ``prediction`` (see :data:`PREDICTIONS`).
 
     The transformer starts from :func:`~asymrnr_compile.models.build_reference_model`'s seeded
     init; the embedding table from ``N(0, 1)`` drawn from the same seed.
@@ -76,7 +134,7 @@ def build_text_to_video_model(seed: int = 0) -> TextToVideoDiT:
     config = PRESETS[SYNTHETIC_PRESET]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = TextToVideoDiT(config, len(Vocabulary()))
+        model = TextToVideoDiT(config, len(Vocabulary()), prediction)
     model.transformer.load_state_dict(build_reference_model(config, seed=seed).state_dict())
     return model
 
@@ -92,6 +150,7 @@ def save_checkpoint(
         "model_config": json.dumps(asdict(model.config)),
         "task_config": json.dumps(asdict(task)),
         "vocab_size": str(model.token_embed.num_embeddings),
+        "prediction": json.dumps(model.prediction),
     }
     for key, value in (extra or {}).items():
         metadata[key] = json.dumps(value)
@@ -145,6 +204,8 @@ def load_trained_model(
     meta = read_checkpoint_metadata(path)
     model_config = _config_from_json(ReferenceDiTConfig, json.dumps(meta["model_config"]))
     task = _config_from_json(SyntheticTaskConfig, json.dumps(meta["task_config"]))
-    model = TextToVideoDiT(model_config, int(meta["vocab_size"]))
+    # Checkpoints from before x-prediction carry no "prediction": they predict velocities.
+    prediction = meta.get("prediction", "velocity")
+    model = TextToVideoDiT(model_config, int(meta["vocab_size"]), prediction)
     model.load_state_dict(load_file(str(path)))
     return model.to(device=device, dtype=dtype).eval(), task

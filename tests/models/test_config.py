@@ -97,6 +97,7 @@ def test_frozen():
         ({"rope_theta": 0.0}, "rope_theta"),
         ({"rope_theta": float("nan")}, "rope_theta"),
         ({"qk_norm": 1}, "qk_norm"),
+        ({"absolute_positions": 1}, "absolute_positions"),
     ],
 )
 def test_validation_names_the_field(kwargs, field):

@@ -18,7 +18,12 @@ from asymrnr_compile.models import (
     reference_inputs,
 )
 from asymrnr_compile.models import reference_dit
-from asymrnr_compile.models.reference_dit import apply_rope, rope_3d_tables, rope_axis_dims
+from asymrnr_compile.models.reference_dit import (
+    apply_rope,
+    rope_3d_tables,
+    rope_axis_dims,
+    sincos_3d_embedding,
+)
 
 TINY = PRESETS["tiny"]
 #: Inductor vs eager: max abs error allowed, relative to the output's max magnitude.
@@ -189,6 +194,43 @@ def test_rope_is_a_relative_rotation():
     qa = apply_rope(a.expand(4, d), cos[pos], sin[pos])
     kb = apply_rope(b.expand(4, d), cos[pos], sin[pos])
     torch.testing.assert_close(qa[0] @ kb[1], qa[2] @ kb[3])
+
+
+def test_sincos_positions_are_fixed_distinct_and_split_like_the_rope():
+    grid, dim, theta = (2, 3, 4), 32, 100.0
+    table = sincos_3d_embedding(grid, dim, theta)
+    n = math.prod(grid)
+    assert table.shape == (n, dim)
+    assert table.abs().max() <= 1.0
+    # position (0, 0, 0): every sine 0, every cosine 1, axis by axis
+    expected_origin = torch.cat([torch.cat([torch.zeros(a // 2), torch.ones(a // 2)])
+                                 for a in rope_axis_dims(dim)])
+    torch.testing.assert_close(table[0], expected_origin)
+    # every token gets its own code; the width axis moves only the width channels
+    assert torch.cdist(table, table).add(torch.eye(n)).min() > 0.1
+    dim_t, dim_h, _ = rope_axis_dims(dim)
+    changed = (table[1] - table[0]).abs() > 1e-6  # (0, 0, 0) -> (0, 0, 1)
+    assert not changed[: dim_t + dim_h].any() and changed[dim_t + dim_h :].any()
+
+
+def test_absolute_positions_add_the_table_to_the_video_tokens(tiny_inputs):
+    plain = build_reference_model("tiny")
+    positioned = ReferenceDiT(dataclasses.replace(TINY, absolute_positions=True)).eval()
+    positioned.load_state_dict(plain.state_dict())  # no new parameters: a fixed table
+    seen = {}
+    handle = positioned.blocks[0].register_forward_pre_hook(
+        lambda mod, args: seen.update(video=args[0])  # returns None: inputs unchanged
+    )
+    try:
+        out = positioned(**tiny_inputs)
+    finally:
+        handle.remove()
+    patches = plain.patch_embed(tiny_inputs["hidden_states"]).flatten(2).transpose(1, 2)
+    table = sincos_3d_embedding(TINY.grid, TINY.hidden_size, TINY.rope_theta)
+    torch.testing.assert_close(seen["video"], patches + table)
+    assert not torch.allclose(out, plain(**tiny_inputs))
+    graphs = _capture(positioned, tiny_inputs)
+    assert len(graphs) == 1  # still one graph: the table traces to arange arithmetic
 
 
 def _capture(model, inputs) -> list[torch.fx.GraphModule]:

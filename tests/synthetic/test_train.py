@@ -5,7 +5,17 @@ import json
 import pytest
 import torch
 
-from asymrnr_compile.synthetic.model import load_trained_model, read_checkpoint_metadata
+from asymrnr_compile.sampling import TIMESTEP_SCALE
+from asymrnr_compile.synthetic.model import (
+    SIGMA_FLOOR,
+    as_velocity_model,
+    build_text_to_video_model,
+    load_trained_model,
+    read_checkpoint_metadata,
+    save_checkpoint,
+    velocity_from_sample,
+)
+from asymrnr_compile.synthetic.config import SyntheticTaskConfig
 from asymrnr_compile.synthetic.train import (
     CHECKPOINT_NAME,
     EXPORT_NAME,
@@ -71,8 +81,63 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [("steps", 0, "steps"), ("lr", 2.0, "lr"), ("cond_dropout", 1.0, "cond_dropout"),
-     ("batch_size", 1.5, "batch_size")],
+     ("batch_size", 1.5, "batch_size"), ("prediction", "epsilon", "prediction"),
+     ("sigma_logit_mean", float("nan"), "sigma_logit_mean")],
 )
 def test_bad_settings_raise(field, value, message):
     with pytest.raises((ValueError, TypeError), match=message):
         TrainConfig(**{field: value})
+
+
+def test_velocity_from_the_true_sample_is_the_true_velocity():
+    gen = torch.Generator().manual_seed(0)
+    clean, noise = torch.randn(3, 2, 4, 4, generator=gen), torch.randn(3, 2, 4, 4, generator=gen)
+    sigma = torch.tensor([1.0, 0.5, SIGMA_FLOOR])
+    noisy = (1 - sigma.view(-1, 1, 1, 1)) * clean + sigma.view(-1, 1, 1, 1) * noise
+    velocity = velocity_from_sample(noisy, clean, sigma * TIMESTEP_SCALE)
+    torch.testing.assert_close(velocity, noise - clean)
+    # below the floor the division is clipped: the velocity shrinks by sigma / SIGMA_FLOOR
+    tiny = torch.tensor([SIGMA_FLOOR / 10])
+    noisy = (1 - tiny) * clean[:1] + tiny * noise[:1]
+    clipped = velocity_from_sample(noisy, clean[:1], tiny * TIMESTEP_SCALE)
+    torch.testing.assert_close(clipped, (noise[:1] - clean[:1]) / 10)
+
+
+def test_sample_predicting_model_returns_velocities_through_the_wrapper():
+    calls = []
+
+    def transformer(hidden_states, encoder_hidden_states, timestep):
+        calls.append(timestep)
+        return torch.zeros_like(hidden_states)  # "the clean video is black"
+
+    x = torch.full((2, 3, 1, 2, 2), 0.5)
+    t = torch.tensor([500.0, 250.0])
+    assert as_velocity_model(transformer, "velocity") is transformer
+    velocity = as_velocity_model(transformer, "sample")(
+        hidden_states=x, encoder_hidden_states=torch.zeros(2, 1, 4), timestep=t
+    )
+    torch.testing.assert_close(velocity[:, 0, 0, 0, 0], torch.tensor([1.0, 2.0]))  # x / sigma
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="prediction"):
+        as_velocity_model(transformer, "eps")
+
+
+def test_checkpoint_keeps_the_prediction_and_old_ones_read_as_velocity(tmp_path):
+    task = SyntheticTaskConfig()
+    save_checkpoint(build_text_to_video_model(0, "sample"), tmp_path / "x.safetensors", task)
+    model, _ = load_trained_model(tmp_path / "x.safetensors")
+    assert model.prediction == "sample"
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "old.safetensors"
+    metadata = {k: v for k, v in _raw_metadata(tmp_path / "x.safetensors").items()
+                if k != "prediction"}
+    save_file(load_file(str(tmp_path / "x.safetensors")), str(path), metadata=metadata)
+    assert load_trained_model(path)[0].prediction == "velocity"
+
+
+def _raw_metadata(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata()
