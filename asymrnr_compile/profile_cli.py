@@ -6,8 +6,11 @@ asymrnr_compile profile ...``) runs the bundled reference DiT (random seeded wei
 :func:`asymrnr_compile.profile`, then writes into DIR: ``report.json``, ``report.md``,
 ``heatmap_<h|q|k|v>.png`` and ``schedule.safetensors`` (:func:`asymrnr_compile.calibrate` for
 ``--target-speedup``, default 1.5; the best reachable one, with a note, when the target is out of
-reach). ``--model cogvideox|hunyuan|mochi|wan|ltx`` profiles the small *random-weight* diffusers
-configs instead (needs diffusers; their redundancy says nothing about the trained models).
+reach). ``--model synthetic`` profiles the shipped *trained* text-to-video model
+(:mod:`asymrnr_compile.synthetic`) sampling ``--prompts`` captions of its task with guidance: the
+one model here whose redundancy is learned, not an accident of random weights.
+``--model cogvideox|hunyuan|mochi|wan|ltx`` profiles the small *random-weight* diffusers configs
+instead (needs diffusers; their redundancy says nothing about the trained models).
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from typing import Any
 import torch
 
 REFERENCE = "reference"
+SYNTHETIC = "synthetic"
 DIFFUSERS_FAMILIES = ("cogvideox", "hunyuan", "mochi", "wan", "ltx")
-MODELS = (REFERENCE, *DIFFUSERS_FAMILIES)
+MODELS = (REFERENCE, SYNTHETIC, *DIFFUSERS_FAMILIES)
+#: Captions ``--model synthetic`` samples by default (spread over the task's caption list).
+DEFAULT_SYNTHETIC_PROMPTS = 4
 # The small diffusers configs have one or two latent frames: split 1 x 2 x 2 so that every
 # site has destination tokens.
 DIFFUSERS_DST_STRIDE = (1, 2, 2)
@@ -32,7 +38,8 @@ def add_profile_command(commands: Any) -> None:
     parser = commands.add_parser("profile", help="profile redundancy per site, step and feature; write report, "
                                                   "heatmaps and a calibrated schedule")
     parser.add_argument("--model", default=REFERENCE, choices=MODELS,
-                        help="the bundled reference DiT, or a small random-weight diffusers config")
+                        help="the bundled reference DiT (random weights), the shipped trained synthetic "
+                             "text-to-video model, or a small random-weight diffusers config")
     parser.add_argument("--preset", default="attention", help="reference DiT preset (tiny, small, attention)")
     parser.add_argument("--steps", type=int, default=10, help="sampling steps")
     parser.add_argument("--out", required=True, help="output folder")
@@ -41,6 +48,8 @@ def add_profile_command(commands: Any) -> None:
     parser.add_argument("--cache-steps", type=int, default=5, help="matching cache window (cost model)")
     parser.add_argument("--similarity", default="euclidean", help="euclidean, cosine or dot")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and the split")
+    parser.add_argument("--prompts", type=int, default=DEFAULT_SYNTHETIC_PROMPTS,
+                        help="--model synthetic: captions sampled (one video each)")
     parser.set_defaults(run=run_profile_command)
 
 
@@ -73,6 +82,33 @@ def _reference_run(preset: str, steps: int, seed: int) -> tuple[torch.nn.Module,
               f"{config.text_tokens} text tokens, {config.num_blocks} blocks), random seeded weights (seed {seed}); "
               f"{steps} flow-matching Euler steps, CFG batch 2")]
     return model, run, notes
+
+
+def _synthetic_run(steps: int, seed: int, prompts: int) -> tuple[torch.nn.Module, Callable[[Any], Any], list[str]]:
+    from dataclasses import replace
+
+    from asymrnr_compile.synthetic.config import all_captions
+    from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, generate_videos
+    from asymrnr_compile.synthetic.model import CHECKPOINT_PATH, load_trained_model, read_checkpoint_metadata
+
+    if prompts < 1:
+        raise ValueError(f"--prompts must be an int >= 1, got {prompts}")
+    model, task = load_trained_model()
+    captions_all = all_captions(task)
+    stride = max(1, len(captions_all) // prompts)
+    captions = [captions_all[(i * stride) % len(captions_all)] for i in range(prompts)]
+    sampler = replace(EVAL_SAMPLER, steps=steps)
+
+    def run(compiled: Any) -> None:
+        generate_videos(model, captions, [seed] * len(captions), task, sampler, transformer=compiled,
+                        batch_size=len(captions))
+
+    step = read_checkpoint_metadata(CHECKPOINT_PATH).get("step")
+    notes = [(f"model: the shipped TRAINED synthetic text-to-video model ({CHECKPOINT_PATH.name}, training step "
+              f"{step}), {model.config.video_tokens} video + {model.config.text_tokens} text tokens"),
+             (f"{steps} flow-matching Euler steps, guidance {sampler.guidance_scale} (CFG batch {2 * len(captions)}), "
+              f"{len(captions)} captions, noise seed {seed}: " + "; ".join(c.text for c in captions))]
+    return model.transformer, run, notes
 
 
 def _diffusers_run(name: str, steps: int, seed: int) -> tuple[torch.nn.Module, Callable[[Any], Any], list[str]]:
@@ -110,8 +146,9 @@ def run_profile_command(args: argparse.Namespace, log: Callable[[str], None] = p
 
     if args.steps < 1:
         raise ValueError(f"--steps must be an int >= 1, got {args.steps}")
-    if args.model == REFERENCE:
-        model, run, notes = _reference_run(args.preset, args.steps, args.seed)
+    if args.model in (REFERENCE, SYNTHETIC):
+        model, run, notes = (_reference_run(args.preset, args.steps, args.seed) if args.model == REFERENCE
+                             else _synthetic_run(args.steps, args.seed, args.prompts))
         config = AsymRnRConfig(similarity=args.similarity, cache_steps=args.cache_steps, seed=args.seed)
     else:
         model, run, notes = _diffusers_run(args.model, args.steps, args.seed)
@@ -132,7 +169,8 @@ def run_profile_command(args: argparse.Namespace, log: Callable[[str], None] = p
                      f"best reachable schedule ({predicted:.3f}x)")
     written = write_report(prof, args.out, title=f"Redundancy profile: {args.model}", schedule=schedule,
                            predicted_speedup=predicted, notes=notes,
-                           extra={"model": args.model, "random_weights": True, "steps": args.steps,
+                           extra={"model": args.model, "random_weights": args.model != SYNTHETIC,
+                                  "steps": args.steps,
                                   "target_speedup": args.target_speedup,
                                   "seconds": round(time.perf_counter() - start, 1)})
     for what, path in written.items():

@@ -60,3 +60,24 @@ def test_profile_command_on_a_random_weight_diffusers_model(tmp_path, capsys):
         expected = {"q"} if site["kind"] == "cross" else {"q", "k", "v"}
         assert expected <= set(site["redundancy"])
     assert "RANDOM-WEIGHT" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow  # about 30 s on 2 cores (compiles the trained model's transformer)
+def test_profile_command_on_the_trained_synthetic_model(tmp_path, capsys):
+    torch._dynamo.reset()
+    out = tmp_path / "synthetic"
+    assert main(["profile", "--model", "synthetic", "--steps", "2", "--prompts", "2", "--out", str(out),
+                 "--target-speedup", "1.01"]) == 0
+    assert "step 2/2" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["random_weights"] is False and "TRAINED" in report["notes"][0]
+    assert [site["name"] for site in report["sites"]] == [f"blocks.{i}.attn" for i in range(4)]
+    for site in report["sites"]:
+        means = site["redundancy"]["k"]["mean"]
+        assert len(means) == 2 and all(0.0 <= m < 2.0 for m in means)
+    assert Schedule.load(out / "schedule.safetensors").num_steps == 2
+
+
+def test_profile_command_rejects_bad_prompts(tmp_path, capsys):
+    assert main(["profile", "--model", "synthetic", "--prompts", "0", "--out", str(tmp_path)]) == 2
+    assert "--prompts must be" in capsys.readouterr().err
