@@ -33,7 +33,7 @@ from asymrnr_compile._validate import (
 )
 
 from .match import Matching
-from .split import TokenSplit
+from .split import TokenSplit, check_split
 
 __all__ = [
     "MASK_DIMS",
@@ -107,15 +107,12 @@ def reduction_indices(split: TokenSplit, matching: Matching, num_keep: int) -> R
     Returns:
         :class:`ReductionIndices` with ``keep (*, K)`` and ``restore (*, N)``.
     """
-    if not isinstance(split, tuple) or len(split) != len(TokenSplit._fields):
-        raise TypeError(f"split must be a TokenSplit (dst, src), got {type(split).__name__}")
+    dst, src = check_split(split)
     if not isinstance(matching, tuple) or len(matching) != len(Matching._fields):
         raise TypeError(
             f"matching must be a Matching (src_order, nearest, distance), "
             f"got {type(matching).__name__}"
         )
-    dst = check_index("split.dst", split.dst)
-    src = check_index("split.src", split.src)
     src_order = check_index("matching.src_order", matching.src_order)
     nearest = check_index("matching.nearest", matching.nearest)
     num_dst, num_src = dst.shape[0], src.shape[0]
