@@ -17,6 +17,9 @@ MIN_HEAD_DIM = 8
 #: Name of the preset used when none is given (the demo's default model).
 DEFAULT_PRESET = "attention"
 
+#: RoPE (and sin-cos) base of the ``"synthetic"`` preset, whose token grid is only 4 x 8 x 8.
+SYNTHETIC_POSITION_BASE = 100.0
+
 
 @dataclass(frozen=True)
 class ReferenceDiTConfig:
@@ -228,7 +231,9 @@ PRESETS: dict[str, ReferenceDiTConfig] = {
         latent_width=48,
     ),
     # The trained text-to-video model (asymrnr_compile.synthetic.model): RGB pixels of the
-    # synthetic task, 8 x 32 x 32 -> 4 x 8 x 8 = 256 video tokens, 1.3M parameters.
+    # synthetic task, 8 x 32 x 32 -> 4 x 8 x 8 = 256 video tokens, 1.3M parameters. RoPE base
+    # 100, not 10000: with 4-6 frequencies per axis over 4-8 positions, base 10000 leaves all but
+    # two of them near zero; plus absolute sin-cos positions so tokens know the frame edges.
     "synthetic": ReferenceDiTConfig(
         in_channels=3,
         patch_size=(2, 4, 4),
@@ -240,7 +245,9 @@ PRESETS: dict[str, ReferenceDiTConfig] = {
         latent_frames=8,
         latent_height=32,
         latent_width=32,
+        rope_theta=SYNTHETIC_POSITION_BASE,
         pooled_text=True,
+        absolute_positions=True,
     ),
 }
 
