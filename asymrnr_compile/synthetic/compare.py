@@ -105,7 +105,8 @@ def compare_variants(
         captions, seeds: one noise seed per caption.
         configs: variant name -> asymrnr configuration; each runs as
             ``torch.compile(model.transformer, backend=AsymRnRBackend(config))``.
-        sampler: steps, guidance, CFG pattern (default 20 Euler steps, guidance 4).
+        sampler: steps, guidance, CFG pattern (default
+            :data:`~asymrnr_compile.synthetic.generate.EVAL_SAMPLER`: 20 Euler steps, guidance 2).
         batch_size: captions per sampler call.
         compile_reference: compile the unaccelerated transformer with plain Inductor (True) or
             run it eagerly (False: no compile time; the same math).

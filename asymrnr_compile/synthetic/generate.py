@@ -18,8 +18,14 @@ from asymrnr_compile.synthetic.model import TextToVideoDiT, as_velocity_model
 from asymrnr_compile.synthetic.quality import QualityReport, score_samples
 from asymrnr_compile.synthetic.vocab import Vocabulary
 
-#: Sampler used to judge the trained model: 20 Euler steps, guidance 4 (batched cond/uncond).
-EVAL_SAMPLER = SamplerConfig(steps=20, guidance_scale=4.0, cfg_mode="batched")
+#: Guidance scale of :data:`EVAL_SAMPLER`. Chosen on noise seed 7 (not one of the benchmark's
+#: seeds 0-3) with the shipped step-6000 model, "valid and all attributes right" over the 96
+#: captions: guidance 4 62.5%, 3 (40 steps) 70.8%, 2 82.3%, 1.5 (40 steps) 82.3%; 40 steps
+#: instead of 20 at guidance 2: 81.2%. Stronger guidance oversharpens the shapes' edges.
+EVAL_GUIDANCE = 2.0
+
+#: Sampler used to judge the trained model: 20 Euler steps, guidance 2 (batched cond/uncond).
+EVAL_SAMPLER = SamplerConfig(steps=20, guidance_scale=EVAL_GUIDANCE, cfg_mode="batched")
 
 
 def seeded_noise(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
