@@ -39,3 +39,11 @@ def test_replace_section_keeps_other_sections(tmp_path):
     text = path.read_text()
     assert "hand-written" in text and "kept" in text and "second" in text and "first" not in text
     assert text.count("<!-- demo:begin -->") == 1
+
+
+def test_variants_pair_matched_reduction_with_dropping_at_the_same_ratios():
+    configs = quality_synthetic.variants(0.5, 0.3)
+    assert list(configs) == ["asymrnr (cache 5)", "token dropping", "asymrnr (cache 1)"]
+    assert {(c.q_ratio, c.kv_ratio) for c in configs.values()} == {(0.5, 0.3)}
+    assert [c.token_selection for c in configs.values()] == ["matched", "random", "matched"]
+    assert [c.cache_steps for c in configs.values()] == [5, 5, 1]
