@@ -69,6 +69,26 @@ def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
     return dim_t, dim_h, dim_w
 
 
+def _axis_angles(
+    grid: tuple[int, int, int],
+    axis_dims: tuple[int, int, int],
+    theta: float,
+    device: torch.device | None,
+) -> list[torch.Tensor]:
+    """Per axis ``(t, h, w)``: angles ``(N, axis_dim / 2)`` = token coordinate x frequencies
+    ``theta ** (-2i / axis_dim)``, tokens in row-major ``(f, h, w)`` order (float32)."""
+    coords = torch.meshgrid(
+        *(torch.arange(n, device=device, dtype=torch.float32) for n in grid), indexing="ij"
+    )
+    angles = []
+    for pos, dim in zip(coords, axis_dims):
+        inv_freq = 1.0 / (
+            theta ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+        )
+        angles.append(pos.reshape(-1, 1) * inv_freq)
+    return angles
+
+
 def rope_3d_tables(
     grid: tuple[int, int, int],
     head_dim: int,
@@ -88,16 +108,7 @@ def rope_3d_tables(
         ``(cos, sin)``, each ``(N, d)`` with ``N = F' * H' * W'`` in row-major ``(f, h, w)``
         order; channel pairs ``(2i, 2i+1)`` share one angle (interleaved layout).
     """
-    axis_dims = rope_axis_dims(head_dim)
-    coords = torch.meshgrid(
-        *(torch.arange(n, device=device, dtype=torch.float32) for n in grid), indexing="ij"
-    )
-    angles = []
-    for pos, dim in zip(coords, axis_dims):
-        inv_freq = 1.0 / (
-            theta ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
-        )
-        angles.append(pos.reshape(-1, 1) * inv_freq)  # (N, dim / 2)
+    angles = _axis_angles(grid, rope_axis_dims(head_dim), theta, device)
     angle = torch.cat(angles, dim=-1).repeat_interleave(2, dim=-1)  # (N, d)
     return angle.cos().to(dtype), angle.sin().to(dtype)
 
@@ -116,17 +127,8 @@ def sincos_3d_embedding(
     of ``a`` channels gets ``a / 2`` frequencies ``theta ** (-2i / a)``, sines then cosines.
     Added to the video tokens when ``ReferenceDiTConfig.absolute_positions`` is set.
     """
-    coords = torch.meshgrid(
-        *(torch.arange(n, device=device, dtype=torch.float32) for n in grid), indexing="ij"
-    )
-    parts = []
-    for pos, axis_dim in zip(coords, rope_axis_dims(dim)):
-        inv_freq = 1.0 / (
-            theta ** (torch.arange(0, axis_dim, 2, device=device, dtype=torch.float32) / axis_dim)
-        )
-        angle = pos.reshape(-1, 1) * inv_freq  # (N, axis_dim / 2)
-        parts += [angle.sin(), angle.cos()]
-    return torch.cat(parts, dim=-1).to(dtype)
+    angles = _axis_angles(grid, rope_axis_dims(dim), theta, device)
+    return torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=-1).to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
