@@ -8,8 +8,8 @@ regresses the velocity ``n - x_0``. The transformer predicts the clean video ``x
 velocity is derived from it ("x-prediction", Li & He 2025): trained to predict the velocity
 directly for 1,700 steps, the same model's samples were still patchy blobs of the right colour
 (shape 41%, direction 9%, valid 0%), because each 96-value output patch must reproduce the noise
-through a 128-wide trunk. Captions are dropped (replaced by padding) with probability ``cond_dropout`` so that
-classifier-free guidance works. AdamW with linear warm-up then cosine decay, an EMA of the
+through a 128-wide trunk. Captions are dropped (replaced by padding) with probability
+``cond_dropout`` so that classifier-free guidance works. AdamW with linear warm-up then cosine decay, an EMA of the
 weights (the EMA is what gets exported), optional bf16 autocast.
 
 Everything lives in ``DIR``: ``checkpoint.pt`` (model, EMA, optimiser, data RNG, step; written
@@ -49,6 +49,11 @@ CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_NAME = "model.safetensors"
 LOG_NAME = "log.jsonl"
 LOSS_PLOT_NAME = "loss.png"
+
+#: Settings a checkpoint written before they existed was trained with: it predicted velocities
+#: with SD3's logit-normal noise levels. Filled in on resume so that such a run is refused
+#: under today's defaults instead of silently switching its objective.
+SETTINGS_BEFORE_X_PREDICTION = {"prediction": "velocity", "sigma_logit_mean": 0.0}
 
 
 @dataclass(frozen=True)
@@ -223,7 +228,7 @@ def train(
     step = 0
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, weights_only=False)
-        saved = TrainConfig(**state["config"])
+        saved = TrainConfig(**{**SETTINGS_BEFORE_X_PREDICTION, **state["config"]})
         if replace(saved, steps=config.steps) != config or state["task"] != asdict(task):
             raise ValueError(
                 f"{ckpt_path} was written with other settings ({saved}, task {state['task']}); "

@@ -70,6 +70,19 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         train(tmp_path, TrainConfig(steps=2, **{**QUICK, "batch_size": 3}), log=lambda _: None)
 
 
+def test_resuming_a_checkpoint_from_before_x_prediction_is_refused(tmp_path):
+    train(tmp_path, TrainConfig(steps=2, **QUICK), log=lambda _: None)
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    for key in ("prediction", "sigma_logit_mean"):  # what an older checkpoint lacks
+        del state["config"][key]
+    torch.save(state, tmp_path / CHECKPOINT_NAME)
+    with pytest.raises(ValueError, match="other settings"):
+        train(tmp_path, TrainConfig(steps=4, **QUICK), log=lambda _: None)
+    resumed = train(tmp_path, TrainConfig(steps=4, prediction="velocity", sigma_logit_mean=0.0,
+                                          **QUICK), log=lambda _: None)
+    assert read_checkpoint_metadata(resumed)["step"] == 4
+
+
 def test_learning_rate_warms_up_then_decays_to_zero():
     config = TrainConfig(steps=100, warmup_steps=10, lr=1e-3)
     assert learning_rate(config, 0) == pytest.approx(1e-4)
