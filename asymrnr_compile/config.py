@@ -52,6 +52,12 @@ class AsymRnRConfig:
             ``"dot"``.
         reduce_mode: ``"replace"`` (drop matched sources, the published default) or ``"mean"``
             (average them into their destination).
+        proportional_attention: with kv reduction, add ``log(tokens a kept key stands for)`` to
+            its attention logits (ToMe's proportional attention, Bolya et al. 2023, Sec. 3; not
+            in the published AsymRnR), so dropped near-duplicate keys keep their share of the
+            softmax. Costs one elementwise bias in the attention; on GPUs an SDPA call with a
+            bias cannot use the FlashAttention kernel. Bool. Default False (the published
+            method).
         seed: seed of the random destination choice within each chunk. Default 0.
         grid: (frames, height, width) of the video token grid, overriding what the analysis
             recovers from the graph; None (default) uses the analysis.
@@ -83,6 +89,7 @@ class AsymRnRConfig:
     dst_stride: tuple[int, int, int] = DEFAULT_DST_STRIDE
     similarity: str = "euclidean"
     reduce_mode: str = "replace"
+    proportional_attention: bool = False
     seed: int = 0
     grid: tuple[int, int, int] | None = None
     min_video_tokens: int = DEFAULT_MIN_VIDEO_TOKENS
@@ -101,6 +108,8 @@ class AsymRnRConfig:
         set_("dst_stride", check_triple("dst_stride", self.dst_stride, minimum=1))
         check_choice("similarity", self.similarity, SIMILARITIES)
         check_choice("reduce_mode", self.reduce_mode, REDUCE_MODES)
+        if not isinstance(self.proportional_attention, bool):
+            raise TypeError(f"proportional_attention must be a bool, got {self.proportional_attention!r}")
         check_choice("token_selection", self.token_selection, TOKEN_SELECTIONS)
         set_("seed", check_int("seed", self.seed, minimum=0))
         if self.grid is not None:

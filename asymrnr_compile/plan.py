@@ -80,6 +80,8 @@ class ReductionPlan:
         token_selection: ``"matched"`` (similarity matching) or ``"random"`` (the seeded
             token-dropping baseline, :func:`asymrnr_compile.ops.random_matching`).
         seed: base seed of the random selection (unused when ``"matched"``).
+        proportional_attention: add the log-multiplicity bias of the kept keys to kv-reduced
+            attention (:func:`asymrnr_compile.ops.proportional_attention_mask`).
     """
 
     sites: tuple[SitePlan, ...]
@@ -88,6 +90,7 @@ class ReductionPlan:
     match_chunk_bytes: int
     token_selection: str = "matched"
     seed: int = 0
+    proportional_attention: bool = False
 
     @property
     def is_identity(self) -> bool:

@@ -345,7 +345,7 @@ class AsymRnRRuntime:
                 if features:
                     site_plans.append(SitePlan(reduction.site.index, **features))
         return ReductionPlan(tuple(site_plans), config.similarity, config.reduce_mode, config.match_chunk_bytes,
-                             config.token_selection, config.seed)
+                             config.token_selection, config.seed, config.proportional_attention)
 
     # -- compilation --------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ def test_bad_values_raise_value_error_naming_the_setting(options, pattern):
         ({"q_ratio": "0.5"}, r"q_ratio must be a float in \[0, 1\)"),
         ({"cache_steps": 2.0}, r"cache_steps must be an int"),
         ({"skip_blocks": [1.5]}, r"skip_blocks entries must be"),
+        ({"proportional_attention": 1}, r"proportional_attention must be a bool"),
     ],
 )
 def test_wrong_types_raise_type_error(options, pattern):

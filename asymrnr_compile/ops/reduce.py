@@ -14,6 +14,12 @@ Then :func:`reduce_tokens` gathers (``"replace"``, the published default) or ave
 reduced sequence back to full length, and :func:`reduce_mask` gathers an attention mask along
 the reduced axis. Tokens outside the video span (text) always pass through unchanged. All sizes
 come from index *shapes* (Python ints under ``torch.compile``), never from their values.
+
+:func:`proportional_attention_mask` is an optional correction for kv reduction that the
+published method does not have: proportional attention (Bolya et al., "Token Merging: Your ViT
+but Faster", ICLR 2023, Sec. 3): each kept key's logit gets ``log(number of video tokens it
+stands for)``, so a key whose matched near-duplicates were dropped keeps their share of the
+softmax instead of handing it to the tokens that were kept.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ __all__ = [
     "REDUCE_MODES",
     "ReductionIndices",
     "gather_tokens",
+    "key_multiplicity",
+    "proportional_attention_mask",
     "reduce_mask",
     "reduce_tokens",
     "reduction_indices",
@@ -322,3 +330,54 @@ def reduce_mask(
     if guard_or_true(tail > 0):
         parts.append(mask[..., start + num_tokens :].expand(*leading, num_queries, tail))
     return torch.cat(parts, dim=-1)
+
+
+def key_multiplicity(indices: ReductionIndices) -> torch.Tensor:
+    """How many of the ``N`` video tokens each reduced row stands for: ``(*i, K)`` int64.
+
+    A kept src token counts 1; a dst token counts 1 plus the dropped src tokens matched to it.
+    The counts of a row sum to ``N``.
+    """
+    keep, restore = _check_indices(indices)
+    counts = torch.zeros((*restore.shape[:-1], keep.shape[-1]), dtype=torch.int64, device=restore.device)
+    return counts.scatter_add_(-1, restore, torch.ones_like(restore))
+
+
+def proportional_attention_mask(
+    mask: torch.Tensor | None,
+    key: torch.Tensor,
+    indices: ReductionIndices,
+    *,
+    start: int = 0,
+) -> torch.Tensor:
+    """The attention mask of a kv-reduced SDPA call with proportional attention added.
+
+    Adds ``log(key_multiplicity(indices))`` to the logits of the reduced video keys (ToMe's
+    proportional attention, Bolya et al. 2023, Sec. 3): ``softmax(q k^T / sqrt(d) + log m)``
+    weighs a kept key as if its ``m - 1`` dropped duplicates were still there, which is exact
+    when they were identical to it. Keys outside the video span get 0.
+
+    Args:
+        mask: the (already kv-reduced) attention mask ``(..., Lq, L')`` or ``(..., 1, L')``,
+            bool (True = attend) or float (added to the logits), or None.
+        key: the reduced keys ``(*, L', d)``; gives ``L'``, dtype and device.
+        indices: the kv reduction's indices, ``keep (*i, K)``, ``restore (*i, N)``.
+        start: index of the first video key on the key axis; default 0.
+
+    Returns:
+        A float mask in ``key.dtype``, ``(broadcast(..., *i), Lq or 1, L')``: ``mask`` (bool
+        masks become 0 / -inf) plus the bias, which broadcasts over the query axis.
+    """
+    key = check_tensor("key", key, min_dim=2)
+    keep, _ = _check_indices(indices)
+    num_keep = keep.shape[-1]
+    start = check_span("start", start, num_keep, key.shape[TOKEN_DIM], what="reduced video keys")
+    log_counts = key_multiplicity(indices).to(key.dtype).log()  # (*i, K), all counts >= 1
+    tail = key.shape[TOKEN_DIM] - start - num_keep
+    bias = torch.nn.functional.pad(log_counts, (start, tail)).unsqueeze(-2)  # (*i, 1, L')
+    if mask is None:
+        return bias
+    mask = check_tensor("mask", mask, min_dim=2)
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=key.dtype, device=key.device).masked_fill_(~mask, float("-inf"))
+    return mask.to(key.dtype) + bias

@@ -22,6 +22,10 @@ After (q reduced with a fresh matching, kv reduced with a cached one)::
     attn_small  = scaled_dot_product_attention(query=q_reduced, key=k_reduced, ...)
     attn        = restore_tokens(attn_small, q_indices, start=T)               # (B, H, T+N, d)
 
+With ``plan.proportional_attention`` the kv-reduced call also gets the kept keys'
+log-multiplicity as a bias (``mask = proportional_attention_mask(mask_cols, k_reduced,
+kv_indices, start=T)``, before the query-axis reduction; a new float mask when there was none).
+
 Matching runs on the features the method prescribes: q on the queries, kv on the values
 (DESIGN.md Sec. 2). With ``plan.token_selection == "random"`` the matching is drawn at random
 instead (``ops.random_matching``, the token-dropping baseline); everything else is the same.
@@ -191,6 +195,8 @@ def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SiteP
             kwargs["value"] = rewriter.call(ops.reduce_tokens, value, kv_indices, mode, start=start)
             if mask is not None:
                 mask = rewriter.call(ops.reduce_mask, mask, kv_indices, start=start)
+            if rewriter.plan.proportional_attention:
+                mask = rewriter.call(ops.proportional_attention_mask, mask, kwargs["key"], kv_indices, start=start)
         if mask is not None and q_indices is not None:  # a broadcast (size-1) query axis stays as is
             mask = rewriter.call(ops.reduce_mask, mask, q_indices, start=start, dim=-2)
         if mask is not None:

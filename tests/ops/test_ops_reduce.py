@@ -11,8 +11,10 @@ from ops_strategies import cases
 from asymrnr_compile.ops import (
     ReductionIndices,
     gather_tokens,
+    key_multiplicity,
     match_tokens,
     num_kept_tokens,
+    proportional_attention_mask,
     reduce_mask,
     reduce_tokens,
     reduction_indices,
@@ -197,3 +199,59 @@ def test_no_dst_split_keeps_everything():
     assert torch.equal(restore_tokens(reduce_tokens(x, idx), idx), x)
     with pytest.raises(ValueError, match="num_keep"):
         reduction_indices(split, matching, 6)
+
+
+@given(case=cases())
+def test_key_multiplicity_counts_the_tokens_each_row_stands_for(case):
+    _, _, _, num_keep, indices = _setup(case)
+    counts = key_multiplicity(indices)
+    assert counts.shape == (*indices.keep.shape[:-1], num_keep) and counts.dtype == torch.int64
+    assert bool((counts >= 1).all()) and bool((counts.sum(-1) == case.num_tokens).all())
+    expected = torch.stack([torch.bincount(row, minlength=num_keep)
+                            for row in indices.restore.reshape(-1, case.num_tokens)])
+    assert torch.equal(counts.reshape(-1, num_keep), expected)
+
+
+@given(case=cases(dtypes=(torch.float32,), need_dst=True),
+       mask_kind=st.sampled_from(["none", "bool", "float"]))
+def test_proportional_attention_is_exact_when_dropped_keys_duplicate_their_dst(case, mask_kind):
+    """Full attention over keys/values where every dropped token is a copy of the token standing
+    for it equals attention over the reduced keys with the log-multiplicity bias."""
+    _, x, _, _, indices = _setup(case)
+    start, n = case.text_before, case.num_tokens
+    generator = torch.Generator().manual_seed(case.data_seed + 1)
+    queries = torch.randn(case.batch, case.heads, 4, case.channels, generator=generator, dtype=torch.float64)
+    # Keys/values of the full sequence: every video token takes the features of its reduced row.
+    k_small = reduce_tokens(x.double(), indices, start=start)
+    v_small = reduce_tokens(torch.randn(x.shape, generator=generator, dtype=torch.float64), indices, start=start)
+    k_full = restore_tokens(k_small, indices, start=start)
+    v_full = restore_tokens(v_small, indices, start=start)
+    if mask_kind == "none":
+        mask = None
+    else:  # masks that hide some text keys only (video keys are where the bias goes)
+        visible = torch.ones(case.batch, 1, 4, case.length, dtype=torch.bool)
+        visible[..., : start // 2] = False
+        mask = visible if mask_kind == "bool" else torch.zeros(visible.shape, dtype=torch.float64).masked_fill(
+            ~visible, float("-inf"))
+    full = torch.nn.functional.scaled_dot_product_attention(queries, k_full, v_full, attn_mask=mask)
+    reduced_mask = None if mask is None else reduce_mask(mask, indices, start=start)
+    bias = proportional_attention_mask(reduced_mask, k_small, indices, start=start)
+    assert bias.dtype == k_small.dtype and bias.shape[-1] == k_small.shape[-2]
+    got = torch.nn.functional.scaled_dot_product_attention(queries, k_small, v_small, attn_mask=bias)
+    torch.testing.assert_close(got, full, rtol=1e-9, atol=1e-9)
+    # the bias is log(count) on the video keys and 0 (or the mask) elsewhere
+    video_bias = bias[..., start : start + indices.keep.shape[-1]]
+    torch.testing.assert_close(video_bias, key_multiplicity(indices).double().log().unsqueeze(-2).expand_as(video_bias))
+
+
+def test_proportional_attention_mask_validates_and_broadcasts():
+    idx = _indices()  # (2, 3) leading, n = 12, no text
+    k = idx.keep.shape[-1]
+    key = torch.randn(2, 3, k + 2, 4)
+    assert proportional_attention_mask(None, key, idx, start=1).shape == (2, 3, 1, k + 2)
+    assert proportional_attention_mask(torch.zeros(2, 1, 5, k + 2), key, idx, start=1).shape == (2, 3, 5, k + 2)
+    assert proportional_attention_mask(None, key.bfloat16(), idx, start=1).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="start"):
+        proportional_attention_mask(None, key, idx, start=3)
+    with pytest.raises(TypeError, match="key"):
+        proportional_attention_mask(None, None, idx)

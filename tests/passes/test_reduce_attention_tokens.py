@@ -68,8 +68,9 @@ def _manual_site(gm: torch.fx.GraphModule, text_first: bool) -> list[AttentionSi
     )]
 
 
-def _plan(*site_plans: SitePlan) -> ReductionPlan:
-    return ReductionPlan(tuple(site_plans), "euclidean", "replace", CHUNK_BYTES)
+def _plan(*site_plans: SitePlan, proportional_attention: bool = False) -> ReductionPlan:
+    return ReductionPlan(tuple(site_plans), "euclidean", "replace", CHUNK_BYTES,
+                         proportional_attention=proportional_attention)
 
 
 def _split_inputs(result, grid=GRID, seed=0) -> list[torch.Tensor]:
@@ -150,6 +151,41 @@ def test_kv_reduction_equals_attention_over_gathered_keys_with_gathered_mask():
         expected = F.scaled_dot_product_attention(q, k_small, v_small, attn_mask=mask_small)
     assert k_small.shape[-2] == num_keep + TEXT
     torch.testing.assert_close(outputs[0], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_proportional_attention_adds_the_log_multiplicity_of_the_kept_keys(with_mask):
+    model = JointAttention(text_first=True, with_mask=with_mask).eval()
+    inputs = _inputs(with_mask=with_mask, text_first=True)
+    gm, example_inputs = capture_graph(model, inputs)
+    num_keep = 12
+    plan = _plan(SitePlan(0, q=FeaturePlan(VIDEO, 20, compute_matching=True),
+                          kv=FeaturePlan(VIDEO, num_keep, compute_matching=True)), proportional_attention=True)
+    result = reduce_attention_tokens(gm, _manual_site(gm, text_first=True), plan)
+    assert result.rewritten_sites == [0]
+    bias_nodes = [n for n in result.gm.graph.nodes if n.target is ops.proportional_attention_mask]
+    assert len(bias_nodes) == 1  # the rewrite fired
+    extra = _split_inputs(result)
+    outputs = _run(result, example_inputs, extra)
+    q_indices = _kept_and_restore(result, outputs, "q", extra, 20)
+    kv_indices = _kept_and_restore(result, outputs, "kv", extra, num_keep)
+
+    with torch.no_grad():
+        tokens = torch.cat([inputs["text"], inputs["video"]], dim=1)
+        q, k, v = (proj(tokens).view(BATCH, -1, HEADS, HEAD_DIM).transpose(1, 2)
+                   for proj in (model.to_q, model.to_k, model.to_v))
+        k_small, v_small = (ops.reduce_tokens(t, kv_indices, start=TEXT) for t in (k, v))
+        bias = ops.key_multiplicity(kv_indices).float().log()  # (B, H, K)
+        logits_bias = F.pad(bias, (TEXT, 0)).unsqueeze(-2)  # text keys first: 0
+        if with_mask:
+            mask = ops.reduce_mask(inputs["mask"], kv_indices, start=TEXT)
+            logits_bias = logits_bias.masked_fill(~mask, float("-inf"))
+        full_rows = F.scaled_dot_product_attention(q, k_small, v_small, attn_mask=logits_bias)
+        expected = ops.restore_tokens(ops.reduce_tokens(full_rows, q_indices, start=TEXT), q_indices, start=TEXT)
+    assert bool((ops.key_multiplicity(kv_indices) > 1).any())  # some key does stand for others
+    torch.testing.assert_close(outputs[0], expected, rtol=1e-5, atol=1e-6)
+    plain = reduce_attention_tokens(gm, _manual_site(gm, text_first=True), _plan(*plan.sites))
+    assert not any(n.target is ops.proportional_attention_mask for n in plain.gm.graph.nodes)
 
 
 def test_cached_matching_enters_as_inputs_and_reproduces_the_computed_variant():
