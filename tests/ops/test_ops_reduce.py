@@ -218,7 +218,7 @@ def test_proportional_attention_is_exact_when_dropped_keys_duplicate_their_dst(c
     """Full attention over keys/values where every dropped token is a copy of the token standing
     for it equals attention over the reduced keys with the log-multiplicity bias."""
     _, x, _, _, indices = _setup(case)
-    start, n = case.text_before, case.num_tokens
+    start = case.text_before
     generator = torch.Generator().manual_seed(case.data_seed + 1)
     queries = torch.randn(case.batch, case.heads, 4, case.channels, generator=generator, dtype=torch.float64)
     # Keys/values of the full sequence: every video token takes the features of its reduced row.
