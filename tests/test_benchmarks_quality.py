@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+
+import pytest
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -47,3 +49,32 @@ def test_variants_pair_matched_reduction_with_dropping_at_the_same_ratios():
     assert {(c.q_ratio, c.kv_ratio) for c in configs.values()} == {(0.5, 0.3)}
     assert [c.token_selection for c in configs.values()] == ["matched", "random", "matched"]
     assert [c.cache_steps for c in configs.values()] == [5, 5, 1]
+
+
+def test_sweep_varies_one_thing_at_a_time_and_covers_every_block():
+    configs = quality_synthetic.sweep_variants(0.5, 0.3, num_blocks=3)
+    assert configs["q 0.5 / kv 0.3"] == quality_synthetic.AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=5)
+    assert configs["q 0.5 / kv 0.3, warmup 10"].warmup_steps == 10
+    for block in range(3):
+        q_only = configs[f"q 0.5, block {block} only"]
+        kv_only = configs[f"kv 0.3, block {block} only"]
+        assert (q_only.q_ratio, q_only.kv_ratio) == (0.5, 0.0) and (kv_only.q_ratio, kv_only.kv_ratio) == (0.0, 0.3)
+        assert set(q_only.skip_blocks) == set(kv_only.skip_blocks) == {0, 1, 2} - {block}
+    assert configs["q 0 / kv 0.3, proportional attention"].proportional_attention
+    assert sum(c.proportional_attention for c in configs.values()) == 1
+    assert all(c.token_selection == "matched" for c in configs.values())
+    with pytest.raises(ValueError, match="num_blocks must be an int >= 1"):
+        quality_synthetic.sweep_variants(0.5, 0.3, num_blocks=0)
+
+
+def test_sweep_section_shows_the_change_against_unaccelerated_and_the_ideal_speedup():
+    result = {"checkpoint": "m.safetensors", "checkpoint_step": 6000, "samples": 96, "seeds": [0],
+              "sampler": {"steps": 20, "guidance_scale": 2.0},
+              "variants": [_variant("unaccelerated", 78.1, None),
+                           {**_variant("q 0.5, block 1 only", 4.2, 21.76), "ideal_speedup": 1.0305}],
+              "machine": "cpu", "command": "python benchmarks/quality_synthetic.py --sweep", "date": "2026-11-26",
+              "seconds": 800.0}
+    text = quality_synthetic.render_sweep_section(result)
+    assert "| unaccelerated |  | 78.1% |  | 100.0% |  |  |" in text
+    assert "| q 0.5, block 1 only | 1.03x | 4.2% | -73.9 | 100.0% | 21.76 | 0.900 |" in text
+    assert "96 videos per variant (96 captions x 1 noise seeds)" in text
