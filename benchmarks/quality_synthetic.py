@@ -140,7 +140,8 @@ def render_sweep_section(result: dict) -> str:
          f"{result['samples']} videos per variant ({result['samples'] // len(result['seeds'])} captions x "
          f"{len(result['seeds'])} noise seeds), {result['sampler']['steps']} Euler steps, guidance "
          f"{result['sampler']['guidance_scale']}, matching cached for 5 steps. \"ideal\" = full over reduced "
-         "FLOPs of the run (cost model); \"change\" = points of \"all right\" against unaccelerated."),
+         "FLOPs of a reduced step (cost model; warmup steps run unreduced); \"change\" = points of "
+         "\"all right\" against unaccelerated."),
         "",
         "| variant | ideal | all right | change | valid | PSNR dB | SSIM |",
         "|---|---|---|---|---|---|---|",

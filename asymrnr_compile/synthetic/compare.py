@@ -136,12 +136,18 @@ def compare_variants(
     reference_videos = None
     for name, (transformer, backend) in runners.items():
         log(f"sampling {len(captions)} videos: {name}")
+        # Every variant compiles the same forward; without a reset, Dynamo's recompile limit
+        # (torch._dynamo.config.recompile_limit, 8) silently runs the 9th and later ones eagerly.
+        torch._dynamo.reset()
         start = time.perf_counter()
         videos = generate_videos(
             model, captions, seeds, task, sampler, transformer=transformer, batch_size=batch_size,
             on_batch=lambda done, total: log(f"  {done}/{total}"),
         )
         seconds = time.perf_counter() - start
+        if backend is not None and backend.report().to_dict()["calls"] == 0:
+            raise RuntimeError(f"variant {name!r}: the asymrnr backend was never called (Dynamo ran the "
+                               "transformer without it), so its videos would be the unaccelerated ones")
         report = score_samples(videos, captions, task, reference=reference_videos)
         if reference_videos is None:
             reference_videos = videos

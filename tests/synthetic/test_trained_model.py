@@ -97,3 +97,36 @@ def test_compare_variants_runs_asymrnr_on_the_trained_model(trained):
     assert accelerated.report.psnr is not None and accelerated.report.psnr > 0
     assert result.variants[REFERENCE_VARIANT].report.psnr is None
     assert not torch.equal(accelerated.videos, result.variants[REFERENCE_VARIANT].videos)
+
+
+def _two_captions(task):
+    return all_captions(task)[:2], [0, 1]
+
+
+def test_compare_variants_refuses_a_variant_the_backend_never_ran(trained, monkeypatch):
+    from asymrnr_compile.config import AsymRnRConfig
+    from asymrnr_compile.synthetic.compare import compare_variants
+
+    model, task = trained
+    monkeypatch.setattr(torch, "compile", lambda fn, **_: fn)  # Dynamo never calls the backend
+    with pytest.raises(RuntimeError, match="'asymrnr': the asymrnr backend was never called"):
+        compare_variants(model, task, *_two_captions(task), {"asymrnr": AsymRnRConfig()},
+                         SamplerConfig(steps=1), batch_size=2, compile_reference=False, log=lambda _: None)
+
+
+@pytest.mark.slow
+def test_compare_variants_runs_every_variant_past_dynamos_recompile_limit(trained, monkeypatch):
+    """Each variant compiles the same forward: past the recompile limit Dynamo would run the
+    later ones eagerly (unaccelerated) unless compare_variants resets it between variants."""
+    import torch._dynamo.config
+    from asymrnr_compile.config import AsymRnRConfig
+    from asymrnr_compile.synthetic.compare import compare_variants
+
+    model, task = trained
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    configs = {"kv": AsymRnRConfig(q_ratio=0.0, kv_ratio=0.3), "q": AsymRnRConfig(q_ratio=0.5, kv_ratio=0.0)}
+    result = compare_variants(model, task, *_two_captions(task), configs, SamplerConfig(steps=1),
+                              batch_size=2, compile_reference=True, log=lambda _: None)
+    for name in configs:
+        assert result.variants[name].backend_report["cache_misses"] == 4  # one matching per site
+        assert result.variants[name].report.psnr < 100  # not the unaccelerated videos
