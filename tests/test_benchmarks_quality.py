@@ -77,4 +77,4 @@ def test_sweep_section_shows_the_change_against_unaccelerated_and_the_ideal_spee
     text = quality_synthetic.render_sweep_section(result)
     assert "| unaccelerated |  | 78.1% |  | 100.0% |  |  |" in text
     assert "| q 0.5, block 1 only | 1.03x | 4.2% | -73.9 | 100.0% | 21.76 | 0.900 |" in text
-    assert "96 videos per variant (96 captions x 1 noise seeds)" in text
+    assert "96 videos per variant (96 captions x 1 noise seed)" in text
