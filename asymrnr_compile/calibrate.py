@@ -6,9 +6,13 @@
 unreduced model (paper Sec. 3.4: reduce where redundancy is high, spare where it is low).
 
 Greedy rule. A *move* sets the ratio of one (row, step, feature) to a rung of the feature's
-ladder (``DEFAULT_LADDER``). Its damage is the profile's ``drop_mean@ratio``: the mean
-normalised distance of the source tokens that ratio would drop there (averaged over the row's
-sites; ``q`` is measured on q, ``kv`` on v, ``h`` on the hidden states). Moves are taken in
+ladder (``DEFAULT_LADDER``). Its damage is, with ``damage="distance"`` (default, the paper's
+proxy), the profile's ``drop_mean@ratio``: the mean normalised distance of the source tokens
+that ratio would drop there (averaged over the row's sites; ``q`` is measured on q, ``kv`` on v,
+``h`` on the hidden states); with ``damage="error"``, the profile's ``error@ratio``: the measured
+relative error of the attention output under that reduction (``profile(...,
+error_ratios=...)``; q and kv only). On the trained synthetic model the distance ranks the one
+block whose query reduction ruins the videos among the most redundant; the error ranks it last. Moves are taken in
 increasing damage (most redundant first), each raising a cell's ratio only, until the predicted
 speedup reaches the target. A move the cost model sees no gain in is not taken (sites whose
 attention lengths are data-dependent, like Mochi's, have no cost model and stay unreduced). The conflict rule holds: a cell with ``h`` on takes no ``q``/``kv``
@@ -24,6 +28,7 @@ from typing import Any
 import torch
 
 from asymrnr_compile import ops
+from asymrnr_compile._validate import check_choice
 from asymrnr_compile.profiling import RedundancyProfile
 from asymrnr_compile.schedule import FEATURES, Schedule
 
@@ -32,6 +37,11 @@ DEFAULT_LADDER: Mapping[str, tuple[float, ...]] = {"q": (0.3, 0.5, 0.7), "kv": (
 
 MEASURED_ON = {"q": "q", "kv": "v", "h": "h"}
 """The profiled feature whose redundancy decides each schedule feature (kv matches on V)."""
+
+DAMAGES = ("distance", "error")
+"""What ranks calibrate's moves: the dropped tokens' distance, or the measured output error."""
+
+_DAMAGE_STAT = {"distance": "drop_mean", "error": "error"}
 
 
 def _keeps(profile: RedundancyProfile, ratios: Mapping[str, float], site: Any) -> dict[str, tuple[int, int]]:
@@ -79,7 +89,8 @@ def predicted_speedup(profile: RedundancyProfile, schedule: Schedule, cache_step
 
 def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
               ladder: Mapping[str, Sequence[float]] | None = None,
-              cache_steps: int | None = None, model: str | None = None, best_effort: bool = False) -> Schedule:
+              cache_steps: int | None = None, model: str | None = None, best_effort: bool = False,
+              damage: str = "distance") -> Schedule:
     """The least damaging schedule the cost model predicts to reach ``target_speedup``.
 
     Args:
@@ -91,6 +102,9 @@ def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
         model: label stored in the schedule.
         best_effort: when the target is out of reach, return the schedule with every move taken
             (the largest predicted speedup) instead of raising. Default False.
+        damage: ``"distance"`` (default: ``drop_mean@r``, the published redundancy proxy) or
+            ``"error"`` (``error@r``, the measured output error; needs a profile recorded with
+            ``error_ratios`` covering the ladder, and no ``h`` in the ladder).
 
     Returns:
         A :class:`Schedule` of ``profile.num_rows`` blocks x ``profile.num_steps`` steps whose
@@ -106,14 +120,21 @@ def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
     if isinstance(target_speedup, bool) or not isinstance(target_speedup, (int, float)) \
             or not math.isfinite(target_speedup) or target_speedup < 1:
         raise ValueError(f"target_speedup must be a float >= 1, got {target_speedup!r}")
+    check_choice("damage", damage, DAMAGES)
     ladder = dict(DEFAULT_LADDER if ladder is None else ladder)
+    recorded = profile.error_ratios if damage == "error" else profile.ratios
+    recorded_name = "profile.error_ratios" if damage == "error" else "profile.ratios"
     for feature, rungs in ladder.items():
         if feature not in FEATURES:
             raise ValueError(f"ladder feature must be one of {FEATURES}, got {feature!r}")
+        if damage == "error" and feature == "h":
+            raise ValueError("damage='error' measures q and kv reductions only; drop 'h' from the ladder "
+                             "or use damage='distance'")
         for ratio in rungs:
-            if not any(math.isclose(ratio, r) for r in profile.ratios):
+            if not any(math.isclose(ratio, r) for r in recorded):
+                hint = (" (profile with error_ratios=... to record output errors)" if damage == "error" else "")
                 raise ValueError(f"ladder[{feature!r}] ratio {ratio} was not recorded by the profile "
-                                 f"(profile.ratios = {profile.ratios})")
+                                 f"({recorded_name} = {recorded}){hint}")
     cache_steps = profile.config.cache_steps if cache_steps is None else cache_steps
     rows, steps = profile.num_rows, profile.num_steps
     if rows == 0 or steps == 0:
@@ -125,12 +146,13 @@ def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
     for feature, rungs in ladder.items():
         f_index = profile.features.index(MEASURED_ON[feature])
         for ratio in rungs:
-            name = next(n for n in profile.stat_names if n.startswith("drop_mean@")
+            prefix = _DAMAGE_STAT[damage] + "@"
+            name = next(n for n in profile.stat_names if n.startswith(prefix)
                         and math.isclose(float(n.split("@")[1]), ratio))
-            damage = profile.row_stat(name)[..., f_index]
+            move_cost = profile.row_stat(name)[..., f_index]
             for row in range(rows):
                 for step in range(steps):
-                    value = float(damage[row, step])
+                    value = float(move_cost[row, step])
                     if not math.isnan(value):
                         moves.append((value, ratio, row, step, feature))
     moves.sort()
@@ -161,4 +183,4 @@ def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
                          f"model predicts at most {best:.3f}x")
     grid = profile.sites[0].grid if profile.sites else None
     return Schedule({f: ratios[f] for f in FEATURES}, grid=grid, model=model,
-                    source=f"calibrate(target_speedup={target_speedup}, cache_steps={cache_steps})")
+                    source=f"calibrate(target_speedup={target_speedup}, cache_steps={cache_steps}, damage={damage!r})")

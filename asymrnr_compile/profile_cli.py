@@ -47,6 +47,9 @@ def add_profile_command(commands: Any) -> None:
                         help="calibrate schedule.safetensors for this predicted speedup")
     parser.add_argument("--cache-steps", type=int, default=5, help="matching cache window (cost model)")
     parser.add_argument("--similarity", default="euclidean", help="euclidean, cosine or dot")
+    parser.add_argument("--damage", default="distance", choices=("distance", "error"),
+                        help="what calibrate ranks moves by: the dropped tokens' distance (the paper's proxy) "
+                             "or the measured attention-output error (one extra attention per ladder ratio)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and the split")
     parser.add_argument("--prompts", type=int, default=DEFAULT_SYNTHETIC_PROMPTS,
                         help="--model synthetic: captions sampled (one video each)")
@@ -141,7 +144,7 @@ def run_profile_command(args: argparse.Namespace, log: Callable[[str], None] = p
     """Profile, calibrate and write the report (see the module docstring)."""
     import asymrnr_compile
     from asymrnr_compile.analysis.redundancy_report import write_report
-    from asymrnr_compile.calibrate import calibrate, predicted_speedup
+    from asymrnr_compile.calibrate import DEFAULT_LADDER, calibrate, predicted_speedup
     from asymrnr_compile.config import AsymRnRConfig
 
     if args.steps < 1:
@@ -157,12 +160,14 @@ def run_profile_command(args: argparse.Namespace, log: Callable[[str], None] = p
     start = time.perf_counter()
     log(f"profiling {args.model} for {args.steps} steps (the first step compiles)")
     torch._dynamo.reset()
+    error_ratios = sorted({r for rungs in DEFAULT_LADDER.values() for r in rungs}) if args.damage == "error" else ()
     prof = asymrnr_compile.profile(model, run, config=config, min_video_tokens=1,
-                                   on_call=_progress(args.steps, log))
+                                   on_call=_progress(args.steps, log), error_ratios=error_ratios)
     if not prof.sites:
         raise ValueError(f"no attention site of {args.model} could be profiled: {prof.skipped}")
     log(f"profiled {len(prof.sites)} sites in {time.perf_counter() - start:.1f} s; calibrating")
-    schedule = calibrate(prof, target_speedup=args.target_speedup, model=args.model, best_effort=True)
+    schedule = calibrate(prof, target_speedup=args.target_speedup, model=args.model, best_effort=True,
+                         damage=args.damage)
     predicted = predicted_speedup(prof, schedule)
     if predicted < args.target_speedup:
         notes.append(f"calibrate: target {args.target_speedup}x is out of reach; schedule.safetensors holds the "

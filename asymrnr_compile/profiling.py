@@ -90,11 +90,12 @@ class _ProfiledGraph:
     def __init__(self, graph_index: int, gm: torch.fx.GraphModule, sites: list[AttentionSite],
                  probes: list[FeatureProbe], splits: dict[tuple[int, str], ops.TokenSplit],
                  config: AsymRnRConfig, quantiles: tuple[float, ...], ratios: tuple[float, ...],
-                 compile_graph: Callable[..., Any], tracker: StepTracker | None = None) -> None:
+                 error_ratios: tuple[float, ...], compile_graph: Callable[..., Any],
+                 tracker: StepTracker | None = None) -> None:
         self.graph_index = graph_index
         self.rewrite = record_redundancy(gm, sites, probes, similarity=config.similarity,
                                          match_chunk_bytes=config.match_chunk_bytes, quantiles=quantiles,
-                                         ratios=ratios)
+                                         ratios=ratios, error_ratios=error_ratios)
         self.splits = splits
         self.compile_graph = compile_graph
         self.fn: Callable[..., Any] | None = None
@@ -157,24 +158,30 @@ class ProfilingBackend:
         ratios: ratios whose dropped-token statistics are recorded, each in [0, 1). Default
             ``ops.redundancy.DEFAULT_PROFILE_RATIOS``.
         min_video_tokens: sites with fewer video tokens are not profiled. Default: the config's.
+        error_ratios: ratios at which the output error of the q and kv reductions is measured
+            (``error@r`` statistics, :func:`asymrnr_compile.ops.redundancy.reduction_errors`;
+            one extra attention call per ratio, q and v probes), each in [0, 1). Default none.
     """
 
     def __init__(self, config: AsymRnRConfig | None = None, *,
                  quantiles: Sequence[float] = redundancy.DEFAULT_QUANTILES,
                  ratios: Sequence[float] = redundancy.DEFAULT_PROFILE_RATIOS,
-                 min_video_tokens: int | None = None) -> None:
+                 min_video_tokens: int | None = None,
+                 error_ratios: Sequence[float] = ()) -> None:
         self.config = config if config is not None else AsymRnRConfig()
         if not isinstance(self.config, AsymRnRConfig):
             raise TypeError(f"config must be an AsymRnRConfig, got {type(self.config).__name__}")
         self.quantiles = tuple(float(q) for q in quantiles)
         self.ratios = tuple(float(r) for r in ratios)
-        redundancy.stat_names(self.quantiles, self.ratios)
+        self.error_ratios = tuple(float(r) for r in error_ratios)
+        redundancy.stat_names(self.quantiles, self.ratios, self.error_ratios)
         for q in self.quantiles:
             if not 0.0 <= q <= 1.0:
                 raise ValueError(f"quantiles must be in [0, 1], got {q}")
-        for r in self.ratios:
-            if not 0.0 <= r < 1.0:
-                raise ValueError(f"ratios must be in [0, 1), got {r}")
+        for label, values in (("ratios", self.ratios), ("error_ratios", self.error_ratios)):
+            for r in values:
+                if not 0.0 <= r < 1.0:
+                    raise ValueError(f"{label} must be in [0, 1), got {r}")
         self.min_video_tokens = self.config.min_video_tokens if min_video_tokens is None else min_video_tokens
         self.graphs: list[_ProfiledGraph] = []
         self.sites: list[ProfiledSite] = []
@@ -239,14 +246,14 @@ class ProfilingBackend:
             self.graphs.append(None)  # type: ignore[arg-type]
             return compile_graph(gm, list(example_inputs))
         graph = _ProfiledGraph(graph_index, gm, sites, probes, splits, config, self.quantiles, self.ratios,
-                               compile_graph, self._tracker)
+                               self.error_ratios, compile_graph, self._tracker)
         graph.on_call = self.on_call
         self.graphs.append(graph)
         return graph
 
     def profile(self) -> RedundancyProfile:
         """The statistics recorded so far."""
-        names = redundancy.stat_names(self.quantiles, self.ratios)
+        names = redundancy.stat_names(self.quantiles, self.ratios, self.error_ratios)
         steps = 1 + max((key[0] for g in self.graphs if g is not None for key in g.sums), default=-1)
         totals: dict[tuple[int, int, str], list[Any]] = {}
         for graph in self.graphs:
@@ -260,7 +267,7 @@ class ProfilingBackend:
         for (position, step, feature), (total, count) in totals.items():
             data[position, step, PROFILE_FEATURES.index(feature)] = total / count
         return RedundancyProfile(self.sites, data, names, self.quantiles, self.ratios, self.config,
-                                 self.cost_models, self.skipped, self._rows)
+                                 self.cost_models, self.skipped, self._rows, error_ratios=self.error_ratios)
 
 
 @dataclass
@@ -271,8 +278,9 @@ class RedundancyProfile:
         sites: the profiled sites (with their schedule ``row``).
         data: float64 ``(sites, steps, features, stats)``; NaN where a feature was not measured.
         stat_names: names along the last axis (``mean``, ``p10``, ..., ``drop_mean@r``,
-            ``drop_share@r``).
-        quantiles, ratios: the statistics' layout.
+            ``drop_share@r``, then ``error@r`` for each of ``error_ratios``).
+        quantiles, ratios, error_ratios: the statistics' layout (``error_ratios`` empty unless
+            output errors were recorded).
         config: the split/similarity settings profiled.
         cost_models: per captured graph, its cost model and ``{site index: N_dst}``.
         skipped: sites not profiled and why.
@@ -288,6 +296,7 @@ class RedundancyProfile:
     cost_models: list[tuple[GraphCostModel, dict[int, int]]] = field(repr=False, default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     num_rows: int = 0
+    error_ratios: tuple[float, ...] = ()
 
     features: tuple[str, ...] = PROFILE_FEATURES
 
@@ -341,6 +350,7 @@ class RedundancyProfile:
             "stat_names": list(self.stat_names),
             "quantiles": list(self.quantiles),
             "ratios": list(self.ratios),
+            "error_ratios": list(self.error_ratios),
             "normalisation": {"euclidean": "squared distance / (2 * total variance of the video tokens)",
                               "cosine": "1 - cos", "dot": "-d.s / mean squared norm"}[self.config.similarity],
             "similarity": self.config.similarity,
@@ -356,7 +366,8 @@ def profile(model: torch.nn.Module, run_fn: Callable[[Callable[..., Any]], Any],
             quantiles: Sequence[float] = redundancy.DEFAULT_QUANTILES,
             ratios: Sequence[float] = redundancy.DEFAULT_PROFILE_RATIOS,
             min_video_tokens: int | None = None,
-            on_call: Callable[[int], None] | None = None, fullgraph: bool = True) -> RedundancyProfile:
+            on_call: Callable[[int], None] | None = None, fullgraph: bool = True,
+            error_ratios: Sequence[float] = ()) -> RedundancyProfile:
     """Profile the redundancy of ``model`` over the sampling loop ``run_fn`` (paper Sec. 3.4).
 
     Args:
@@ -364,7 +375,9 @@ def profile(model: torch.nn.Module, run_fn: Callable[[Callable[..., Any]], Any],
         run_fn: called once as ``run_fn(compiled_model)``; runs the normal sampling loop with the
             compiled model in place of ``model`` (its outputs are unchanged: nothing is reduced).
         config: split, similarity, seed, grid (ratios are ignored). Default ``AsymRnRConfig()``.
-        quantiles, ratios: statistics to record (see :class:`ProfilingBackend`).
+        quantiles, ratios, error_ratios: statistics to record (see :class:`ProfilingBackend`);
+            ``error_ratios`` (default none) adds the measured output error of the q and kv
+            reductions, for ``calibrate(..., damage="error")``.
         min_video_tokens: sites with fewer video tokens are not profiled; default the config's.
         on_call: called as ``on_call(step)`` after every model call (progress display).
         fullgraph: compile the model as one graph (default True, as the backend is meant to be
@@ -379,7 +392,8 @@ def profile(model: torch.nn.Module, run_fn: Callable[[Callable[..., Any]], Any],
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not callable(run_fn):
         raise TypeError(f"run_fn must be callable as run_fn(compiled_model), got {type(run_fn).__name__}")
-    backend = ProfilingBackend(config, quantiles=quantiles, ratios=ratios, min_video_tokens=min_video_tokens)
+    backend = ProfilingBackend(config, quantiles=quantiles, ratios=ratios, min_video_tokens=min_video_tokens,
+                               error_ratios=error_ratios)
     backend.on_call = on_call
     compiled = torch.compile(model, backend=backend, fullgraph=fullgraph, dynamic=False)
     with torch.no_grad():

@@ -35,6 +35,20 @@ def test_profile_command_writes_report_heatmaps_and_schedule(tmp_path, capsys):
     assert report["schedule"]["predicted_speedup"] >= 1.02
 
 
+def test_profile_command_calibrates_by_measured_error(tmp_path, capsys):
+    torch._dynamo.reset()
+    out = tmp_path / "prof"
+    assert main(["profile", "--model", "reference", "--preset", "tiny", "--steps", "2", "--out", str(out),
+                 "--target-speedup", "1.02", "--damage", "error"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["error_ratios"] == [0.2, 0.3, 0.4, 0.5, 0.7]  # the calibrate ladder's ratios
+    q_errors = report["sites"][0]["redundancy"]["q"]["error@0.5"]
+    assert len(q_errors) == 2 and all(0 < e < 10 for e in q_errors)
+    assert "error@0.5" not in report["sites"][0]["redundancy"]["h"] or \
+        all(e is None for e in report["sites"][0]["redundancy"]["h"]["error@0.5"])
+    assert "damage='error'" in Schedule.load(out / "schedule.safetensors").source
+
+
 def test_python_dash_m_lists_the_profile_command():
     result = subprocess.run([sys.executable, "-m", "asymrnr_compile", "profile", "--help"],
                             capture_output=True, text=True, check=True)

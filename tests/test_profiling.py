@@ -182,3 +182,91 @@ def test_calibrate_meets_its_target_most_redundant_first(profiled):
         calibrate(prof, target_speedup=5.0)
     with pytest.raises(ValueError, match="target_speedup must be"):
         calibrate(prof, target_speedup=0.5)
+
+
+ERROR_RATIOS = (0.3, 0.5)
+
+
+@pytest.fixture(scope="module")
+def profiled_with_errors(model, inputs):
+    torch._dynamo.reset()
+    outputs = {}
+
+    def run(compiled):
+        outputs["profiled"] = _loop(compiled, inputs)
+
+    prof = asymrnr_compile.profile(model, run, config=CONFIG, error_ratios=ERROR_RATIOS)
+    torch._dynamo.reset()
+    return prof, outputs["profiled"]
+
+
+def _eager_errors(q, k, v, split, matched, reduction, num_tokens, start):
+    """Output errors written out directly: a reduced query row is exact for the kept queries
+    (attention rows are independent), a dropped one copies its stand-in's exact row."""
+    exact = torch.nn.functional.scaled_dot_product_attention(q, k, v)[..., start:start + num_tokens, :]
+    matching = ops.match_tokens(matched, split, start=start)
+    errors = []
+    for ratio in ERROR_RATIOS:
+        indices = ops.reduction_indices(split, matching, ops.num_kept_tokens(num_tokens, len(split.dst), ratio))
+        if reduction == "q":
+            stand_in = torch.gather(indices.keep, -1, indices.restore)  # (B, H, N) token standing for each
+            approx = torch.gather(exact, -2, stand_in.unsqueeze(-1).expand_as(exact))
+        else:
+            text_keys = torch.arange(start, device=q.device).expand(*indices.keep.shape[:-1], start)
+            keys = torch.cat([text_keys, indices.keep + start], dim=-1).unsqueeze(-1)
+            k_kept = torch.gather(k, -2, keys.expand(*keys.shape[:-1], k.shape[-1]))
+            v_kept = torch.gather(v, -2, keys.expand(*keys.shape[:-1], v.shape[-1]))
+            approx = torch.nn.functional.scaled_dot_product_attention(q, k_kept, v_kept)[..., start:, :]
+        errors.append(((approx - exact).norm(dim=-1) / exact.norm(dim=-1)).mean())
+    return torch.stack(errors).double()
+
+
+def test_output_errors_equal_an_eager_computation_and_leave_the_outputs_alone(profiled_with_errors, profiled,
+                                                                              model, inputs):
+    prof, output = profiled_with_errors
+    assert prof.stat_names[-2:] == ("error@0.3", "error@0.5") and prof.error_ratios == ERROR_RATIOS
+    assert prof.to_dict()["error_ratios"] == list(ERROR_RATIOS)
+    _, outputs, _ = profiled
+    torch.testing.assert_close(output, outputs["profiled"], rtol=0, atol=0)  # measuring changes nothing
+    errors = prof.data[..., -2:]
+    for feature in ("h", "k"):  # no reduction of its own to measure
+        assert bool(torch.isnan(errors[:, :, prof.features.index(feature)]).all())
+    features = _eager_features(model, inputs)
+    text, video, grid = 8, 32, (2, 4, 4)
+    for position, site in enumerate(prof.sites):
+        for feature, reduction, split_feature in (("q", "q", "q"), ("v", "kv", "kv")):
+            seed = CONFIG.seed + _SITE_SEED_STRIDE * site.index + _FEATURE_SEED_OFFSET[split_feature]
+            split = ops.split_tokens(video, grid, CONFIG.dst_stride, seed=seed)
+            for step in range(STEPS):
+                captured = features[step][site.index]
+                expected = _eager_errors(captured["q"], captured["k"], captured["v"], split, captured[feature],
+                                         reduction, video, text)
+                got = errors[position, step, prof.features.index(feature)]
+                assert bool((got > 0).all())
+                torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-5)
+
+
+def test_calibrate_by_output_error_ranks_moves_by_the_measured_error(profiled_with_errors, profiled):
+    from asymrnr_compile.calibrate import MEASURED_ON, calibrate, predicted_speedup
+
+    prof, _ = profiled_with_errors
+    ladder = {"q": (0.5,), "kv": (0.3,)}
+    schedule = calibrate(prof, target_speedup=1.02, ladder=ladder, damage="error")
+    assert predicted_speedup(prof, schedule) >= 1.02
+    assert "damage='error'" in schedule.source
+    moves = []
+    for feature, (ratio,) in ladder.items():
+        cost = prof.row_stat(f"error@{ratio:g}")[..., prof.features.index(MEASURED_ON[feature])]
+        moves += [(float(cost[r, s]), feature, ratio, r, s) for r in range(prof.num_rows) for s in range(STEPS)]
+    reduced = {f: schedule.ratios(f) for f in ladder}
+    last = max(c for c, f, ratio, r, s in moves if float(reduced[f][r, s]) >= ratio)
+    assert all(float(reduced[f][r, s]) >= ratio for c, f, ratio, r, s in moves if c < last)
+    assert any(float(reduced[f][r, s]) < ratio for c, f, ratio, r, s in moves)  # not everything taken
+    with pytest.raises(ValueError, match=r"error_ratios = \(0.3, 0.5\)"):
+        calibrate(prof, target_speedup=1.02, ladder={"q": (0.7,)}, damage="error")
+    with pytest.raises(ValueError, match="damage='error' measures q and kv"):
+        calibrate(prof, target_speedup=1.02, ladder={"h": (0.3,)}, damage="error")
+    with pytest.raises(ValueError, match="profile with error_ratios"):
+        calibrate(profiled[0], target_speedup=1.02, ladder=ladder, damage="error")
+    with pytest.raises(ValueError, match="damage must be one of"):
+        calibrate(prof, target_speedup=1.02, damage="psnr")

@@ -22,6 +22,13 @@ data-dependent. Inside a compiled graph the statistics run as one custom op,
 ``torch.ops.asymrnr.redundancy_stats`` (registered on import, with a fake implementation for
 tracing), so the sorts they need cost Inductor no code generation and the compiled statistics
 equal the eager ones exactly.
+
+Optionally (``error_ratios``), :func:`reduction_errors` measures the damage itself instead of a
+proxy for it: the mean relative L2 error of the video rows of the attention output when the
+queries (restored by copying, paper Sec. 3.2) or the keys/values are reduced at each ratio with
+the same matching. Distances can mislead: a block whose queries encode mostly position has
+small nearest-destination distances and still restores the wrong content. Each ratio costs one
+more attention call, so these are recorded only on request (named ``error@r``).
 """
 
 from __future__ import annotations
@@ -37,8 +44,9 @@ from asymrnr_compile._validate import (
     check_tensor,
 )
 
-from .match import SIMILARITIES
-from .split import num_kept_tokens
+from .match import SIMILARITIES, Matching
+from .reduce import reduce_mask, reduce_tokens, reduction_indices, restore_tokens
+from .split import TokenSplit, check_split, num_kept_tokens
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 """Quantiles of the normalised nearest-destination distance recorded by default."""
@@ -52,12 +60,69 @@ STATS_OP_NAME = "asymrnr::redundancy_stats"
 """The custom op (``torch.ops.asymrnr.redundancy_stats``) that computes the statistics."""
 
 
+ERROR_FEATURES: tuple[str, ...] = ("q", "kv")
+"""Reductions whose output error :func:`reduction_errors` can measure."""
+
+
 def stat_names(quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
-               ratios: tuple[float, ...] = DEFAULT_PROFILE_RATIOS) -> tuple[str, ...]:
+               ratios: tuple[float, ...] = DEFAULT_PROFILE_RATIOS,
+               error_ratios: tuple[float, ...] = ()) -> tuple[str, ...]:
     """Names of the entries of :func:`redundancy_stats`' output, in order:
-    ``mean``, ``p10``..., ``drop_mean@0.3``..., ``drop_share@0.3``..."""
+    ``mean``, ``p10``..., ``drop_mean@0.3``..., ``drop_share@0.3``..., then ``error@r`` for every
+    ``error_ratios`` entry (:func:`reduction_errors`, appended by the profiling pass)."""
     return ("mean", *(f"p{round(100 * q):02d}" for q in quantiles), *(f"drop_mean@{r:g}" for r in ratios),
-            *(f"drop_share@{r:g}" for r in ratios))
+            *(f"drop_share@{r:g}" for r in ratios), *(f"error@{r:g}" for r in error_ratios))
+
+
+def reduction_errors(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention: torch.Tensor,
+                     split: TokenSplit, matching: Matching, feature: str, ratios: tuple[float, ...], *,
+                     start: int = 0, attn_mask: torch.Tensor | None = None,
+                     scale: float | None = None) -> torch.Tensor:
+    """Relative error of the attention output under one reduction, at each ratio: float32 ``(R,)``.
+
+    Args:
+        query, key, value: the SDPA inputs ``(B, H, L, d)`` (keys on the same token axis layout:
+            video tokens at ``[start, start + N)``).
+        attention: the exact SDPA output ``(B, H, L, d)``.
+        split, matching: the split of the ``N`` video tokens and the matching of ``feature``'s
+            matched tensor (q for ``"q"``, V for ``"kv"``, as the rewrite matches).
+        feature: ``"q"`` (queries reduced, output restored by copying) or ``"kv"`` (keys and
+            values reduced with the same indices), one of :data:`ERROR_FEATURES`.
+        ratios: the reduction ratios, each in [0, 1).
+        start: first video token on the token axis; default 0.
+        attn_mask, scale: as given to the SDPA call (the mask is reduced along with the tokens).
+
+    Returns:
+        Per ratio, the mean over batch, heads and video tokens of
+        ``|approx - exact| / |exact|`` (L2 over channels); 0 where the ratio drops nothing.
+    """
+    check_choice("feature", feature, ERROR_FEATURES)
+    for r in ratios:
+        check_ratio("ratios", r)
+    dst, src = check_split(split)
+    num_dst, num_tokens = dst.shape[0], dst.shape[0] + src.shape[0]
+    start = check_span("start", start, num_tokens, attention.shape[-2], what="video tokens")
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    exact = attention[..., start:start + num_tokens, :].float()
+    norms = exact.norm(dim=-1).clamp_min(_EPS)
+    errors = []
+    for ratio in ratios:
+        num_keep = num_kept_tokens(num_tokens, num_dst, ratio)
+        if num_keep == num_tokens:
+            errors.append(norms.new_zeros(()))
+            continue
+        indices = reduction_indices(split, matching, num_keep)
+        if feature == "q":
+            mask = None if attn_mask is None else reduce_mask(attn_mask, indices, start=start, dim=-2)
+            reduced = sdpa(reduce_tokens(query, indices, start=start), key, value, attn_mask=mask, scale=scale)
+            approx = restore_tokens(reduced, indices, start=start)
+        else:
+            mask = None if attn_mask is None else reduce_mask(attn_mask, indices, start=start)
+            approx = sdpa(query, reduce_tokens(key, indices, start=start), reduce_tokens(value, indices, start=start),
+                          attn_mask=mask, scale=scale)
+        difference = approx[..., start:start + num_tokens, :].float() - exact
+        errors.append((difference.norm(dim=-1) / norms).mean())
+    return torch.stack(errors)
 
 
 def normalised_distance(x: torch.Tensor, distance: torch.Tensor, num_tokens: int,

@@ -24,10 +24,16 @@ After (for ``q``; likewise ``k``, ``v`` and ``h``)::
     q_matching = match_tokens(q, TokenSplit(asymrnr_profile_site0_q_dst, ..._src), start=T)
     q_norm     = normalised_distance(q, q_matching.distance, N, start=T)
     q_stats    = redundancy_stats(q_norm, N, N_dst, quantiles, ratios)   # -> extra output (S,)
+
+With ``error_ratios`` (q and v probes; h and k get NaN)::
+
+    q_errors   = reduction_errors(q, k, v, attn, q_split, q_matching, "q", error_ratios, start=T)
+    q_stats    = cat([q_stats, q_errors])                                  # -> extra output (S + R,)
 """
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field
 
@@ -46,6 +52,9 @@ from asymrnr_compile.passes.split_attention_regions import REGION_META
 
 PROFILE_FEATURES: tuple[str, ...] = ("h", "q", "k", "v")
 """Features whose redundancy is recorded, in the order of a profile's feature axis."""
+
+ERROR_REDUCTION: dict[str, str] = {"q": "q", "v": "kv"}
+"""Probe feature -> the reduction whose output error it records (kv reduction matches on V)."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,8 @@ def _feature_node(site: AttentionSite, feature: str, node_map: dict, sdpa_kwargs
 def record_redundancy(gm: torch.fx.GraphModule, sites: list[AttentionSite], probes: list[FeatureProbe], *,
                       similarity: str = "euclidean", match_chunk_bytes: int = ops.DEFAULT_MATCH_CHUNK_BYTES,
                       quantiles: tuple[float, ...] = redundancy.DEFAULT_QUANTILES,
-                      ratios: tuple[float, ...] = redundancy.DEFAULT_PROFILE_RATIOS) -> ProfileRewrite:
+                      ratios: tuple[float, ...] = redundancy.DEFAULT_PROFILE_RATIOS,
+                      error_ratios: tuple[float, ...] = ()) -> ProfileRewrite:
     """A copy of ``gm`` that also returns the statistics of every probe (``gm`` is not modified).
 
     Args:
@@ -105,7 +115,10 @@ def record_redundancy(gm: torch.fx.GraphModule, sites: list[AttentionSite], prob
         sites: the analysis of ``gm``; probes name sites by ``index``.
         probes: what to record; ``"h"`` needs ``site.hidden_states``.
         similarity, match_chunk_bytes: as in ``ops.match_tokens``.
-        quantiles, ratios: the statistics' layout (``ops.redundancy.stat_names``).
+        quantiles, ratios, error_ratios: the statistics' layout (``ops.redundancy.stat_names``).
+            With ``error_ratios``, the ``q`` and ``v`` probes also measure the output error of
+            the q and kv reductions at those ratios (``ops.redundancy.reduction_errors``, one
+            attention call per ratio); ``h`` and ``k`` probes get NaN there.
 
     Raises:
         ValueError: a probe names an unknown site or an unavailable feature.
@@ -126,7 +139,8 @@ def record_redundancy(gm: torch.fx.GraphModule, sites: list[AttentionSite], prob
         if probe.feature == "h" and site.hidden_states is None:
             raise ValueError(f"site {site.name}: no hidden states found for the 'h' probe")
         sdpa = node_map[site.node]
-        feature_node = _feature_node(site, probe.feature, node_map, _sdpa_kwargs(sdpa))
+        sdpa_kwargs = _sdpa_kwargs(sdpa)
+        feature_node = _feature_node(site, probe.feature, node_map, sdpa_kwargs)
         with graph.inserting_before(first_compute):
             split_nodes = []
             for name in ("dst", "src"):
@@ -143,7 +157,21 @@ def record_redundancy(gm: torch.fx.GraphModule, sites: list[AttentionSite], prob
             stats = graph.call_function(redundancy.redundancy_stats,
                                         (normalised, probe.num_tokens, probe.num_dst, tuple(quantiles),
                                          tuple(ratios)))
-        for node in (split, matching, distance, normalised, stats):
+            inserted = [split, matching, distance, normalised, stats]
+            if error_ratios:
+                reduction = ERROR_REDUCTION.get(probe.feature)
+                if reduction is None:
+                    errors = graph.call_method("new_full", (stats, (len(error_ratios),), math.nan))
+                else:
+                    errors = graph.call_function(
+                        redundancy.reduction_errors,
+                        (sdpa_kwargs["query"], sdpa_kwargs["key"], sdpa_kwargs["value"], sdpa, split, matching,
+                         reduction, tuple(error_ratios)),
+                        {"start": probe.start, "attn_mask": sdpa_kwargs.get("attn_mask"),
+                         "scale": sdpa_kwargs.get("scale")})
+                stats = graph.call_function(torch.cat, ([stats, errors],))
+                inserted += [errors, stats]
+        for node in inserted:
             node.meta[REGION_META] = site.index  # part of the site's attention region (regional compile)
         new_outputs.append(stats)
         result.extra_outputs.append(probe)
