@@ -12,11 +12,12 @@ that ratio would drop there (averaged over the row's sites; ``q`` is measured on
 ``h`` on the hidden states); with ``damage="error"``, the profile's ``error@ratio``: the measured
 relative error of the attention output under that reduction (``profile(...,
 error_ratios=...)``; q and kv only). On the trained synthetic model the distance ranks the one
-block whose query reduction ruins the videos among the most redundant; the error ranks it last. Moves are taken in
-increasing damage (most redundant first), each raising a cell's ratio only, until the predicted
-speedup reaches the target. A move the cost model sees no gain in is not taken (sites whose
-attention lengths are data-dependent, like Mochi's, have no cost model and stay unreduced). The conflict rule holds: a cell with ``h`` on takes no ``q``/``kv``
-move and vice versa.
+block whose query reduction ruins the videos among the most redundant; the error ranks it last
+(``benchmarks/RESULTS.md``). Moves are taken in increasing damage (most redundant first), each
+raising a cell's ratio only, until the predicted speedup reaches the target. A move the cost
+model sees no gain in is not taken (sites whose attention lengths are data-dependent, like
+Mochi's, have no cost model and stay unreduced). The conflict rule holds: a cell with ``h`` on
+takes no ``q``/``kv`` move and vice versa.
 """
 
 from __future__ import annotations
