@@ -35,6 +35,7 @@ def test_profile_command_writes_report_heatmaps_and_schedule(tmp_path, capsys):
     assert report["schedule"]["predicted_speedup"] >= 1.02
 
 
+@pytest.mark.slow  # about 30 s on 2 cores; the API under it is tested in test_profiling.py
 def test_profile_command_calibrates_by_measured_error(tmp_path, capsys):
     torch._dynamo.reset()
     out = tmp_path / "prof"
@@ -47,6 +48,8 @@ def test_profile_command_calibrates_by_measured_error(tmp_path, capsys):
     assert "error@0.5" not in report["sites"][0]["redundancy"]["h"] or \
         all(e is None for e in report["sites"][0]["redundancy"]["h"]["error@0.5"])
     assert "damage='error'" in Schedule.load(out / "schedule.safetensors").source
+    markdown = (out / "report.md").read_text()
+    assert "## Output error (measured)" in markdown and "| blocks.0.attn | " in markdown.split("Output error")[1]
 
 
 def test_python_dash_m_lists_the_profile_command():

@@ -226,6 +226,16 @@ def test_output_errors_equal_an_eager_computation_and_leave_the_outputs_alone(pr
     prof, output = profiled_with_errors
     assert prof.stat_names[-2:] == ("error@0.3", "error@0.5") and prof.error_ratios == ERROR_RATIOS
     assert prof.to_dict()["error_ratios"] == list(ERROR_RATIOS)
+    from asymrnr_compile.analysis.redundancy_report import markdown_report
+
+    table = markdown_report(prof, title="t").split("## Output error (measured)")[1]
+    assert "| site | q @0.3 | q @0.5 | kv @0.3 | kv @0.5 |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| blocks.1.attn |"))
+    means = [float(cell) for cell in row.strip("|").split("|")[1:]]
+    position = [s.name for s in prof.sites].index("blocks.1.attn")
+    q_mean = float(prof.stat("error@0.5")[position, :, prof.features.index("q")].mean())
+    assert means[1] == pytest.approx(q_mean, abs=6e-4)
+    assert "Output error" not in markdown_report(profiled[0], title="t")  # only when recorded
     _, outputs, _ = profiled
     torch.testing.assert_close(output, outputs["profiled"], rtol=0, atol=0)  # measuring changes nothing
     errors = prof.data[..., -2:]

@@ -116,6 +116,7 @@ def markdown_report(profile: Any, *, title: str, schedule: Any = None, predicted
                      f"{float(series.nanmean(1).nan_to_num(-math.inf).max()):.3f}, over steps "
                      f"{float(series.nanmean(0).nan_to_num(math.inf).min()):.3f}.."
                      f"{float(series.nanmean(0).nan_to_num(-math.inf).max()):.3f}")
+    lines += _error_section(profile)
     if schedule is not None:
         lines += ["", "## Schedule (schedule.safetensors)", ""]
         if predicted_speedup is not None:
@@ -135,6 +136,28 @@ def markdown_report(profile: Any, *, title: str, schedule: Any = None, predicted
     if profile.skipped:
         lines += ["", "## Not profiled", ""] + [f"- {s['site']}: {s['reason']}" for s in profile.skipped]
     return "\n".join(lines) + "\n"
+
+
+def _error_section(profile: Any) -> list[str]:
+    """Per site, the measured output error of q and kv reduction (mean over steps), if recorded."""
+    error_ratios = getattr(profile, "error_ratios", ())
+    if not error_ratios:
+        return []
+    columns = [(reduction, feature, ratio) for reduction, feature in (("q", "q"), ("kv", "v"))
+               for ratio in error_ratios]
+    lines = ["", "## Output error (measured)", "",
+             "Relative L2 error of the attention output's video rows when the reduction runs at that "
+             "ratio with the profiled matching (q: dropped rows copy their stand-in; kv: fewer keys), "
+             "mean over steps: the damage to this call's output itself, where the distance is a proxy for it.", "",
+             "| site | " + " | ".join(f"{r} @{ratio:g}" for r, _, ratio in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for position, site in enumerate(profile.sites):
+        cells = []
+        for _, feature, ratio in columns:
+            values = profile.stat(f"error@{ratio:g}")[position, :, profile.features.index(feature)]
+            cells.append(_fmt(float(values.nanmean())) if not bool(torch.isnan(values).all()) else "-")
+        lines.append(f"| {site.name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_report(profile: Any, out_dir: str | Path, *, title: str = "Redundancy profile",
