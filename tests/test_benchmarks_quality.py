@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+import torch
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -78,3 +79,37 @@ def test_sweep_section_shows_the_change_against_unaccelerated_and_the_ideal_spee
     assert "| unaccelerated |  | 78.1% |  | 100.0% |  |  |" in text
     assert "| q 0.5, block 1 only | 1.03x | 4.2% | -73.9 | 100.0% | 21.76 | 0.900 |" in text
     assert "96 videos per variant (96 captions x 1 noise seed)" in text
+
+
+def test_sweep_and_calibrated_modes_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        quality_synthetic.main(["--sweep", "--calibrated"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_calibrated_section_names_its_command():
+    result = {"checkpoint": "m.safetensors", "checkpoint_step": 6000, "samples": 96, "seeds": [0],
+              "sampler": {"steps": 20, "guidance_scale": 2.0},
+              "variants": [_variant("unaccelerated", 78.1, None),
+                           {**_variant("error-ranked, 1.06x", 77.1, 39.56), "ideal_speedup": 1.061}],
+              "machine": "cpu", "command": "python benchmarks/quality_synthetic.py --calibrated",
+              "date": "2026-11-26", "seconds": 300.0}
+    text = quality_synthetic.render_sweep_section(result, "Schedules calibrated by distance and by measured error",
+                                                  "--calibrated")
+    assert text.startswith("## Schedules calibrated by distance and by measured error: the trained")
+    assert "`benchmarks/quality_synthetic.py --calibrated --results`" in text
+    assert "| error-ranked, 1.06x | 1.06x | 77.1% | -1.0 | 100.0% | 39.56 | 0.900 |" in text
+
+
+@pytest.mark.slow  # profiles and compiles the trained model: about a minute on 2 cores
+def test_calibrated_variants_rank_by_distance_and_by_error():
+    from asymrnr_compile.synthetic.model import load_trained_model
+
+    model, task = load_trained_model()
+    configs = quality_synthetic.calibrated_variants(model, task, targets=(1.06,), log=lambda _: None)
+    assert list(configs) == ["distance-ranked, 1.06x", "error-ranked, 1.06x"]
+    sources = [c.schedule.source for c in configs.values()]
+    assert "damage='distance'" in sources[0] and "damage='error'" in sources[1]
+    q = [c.schedule.ratios("q") for c in configs.values()]
+    assert not torch.equal(q[0], q[1])  # the two rankings choose differently on this model
