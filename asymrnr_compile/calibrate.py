@@ -36,6 +36,13 @@ from asymrnr_compile.schedule import FEATURES, Schedule
 DEFAULT_LADDER: Mapping[str, tuple[float, ...]] = {"q": (0.3, 0.5, 0.7), "kv": (0.2, 0.3, 0.4, 0.5)}
 """Ratios a move may set, per feature (h is off unless asked for: it is the riskiest)."""
 
+
+def ladder_ratios(ladder: Mapping[str, Sequence[float]] = DEFAULT_LADDER) -> tuple[float, ...]:
+    """Every ratio a ladder uses, ascending: what a profile must record for :func:`calibrate`
+    (e.g. ``profile(..., error_ratios=ladder_ratios())`` for ``damage="error"``)."""
+    return tuple(sorted({float(r) for rungs in ladder.values() for r in rungs}))
+
+
 MEASURED_ON = {"q": "q", "kv": "v", "h": "h"}
 """The profiled feature whose redundancy decides each schedule feature (kv matches on V)."""
 

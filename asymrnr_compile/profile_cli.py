@@ -144,7 +144,7 @@ def run_profile_command(args: argparse.Namespace, log: Callable[[str], None] = p
     """Profile, calibrate and write the report (see the module docstring)."""
     import asymrnr_compile
     from asymrnr_compile.analysis.redundancy_report import write_report
-    from asymrnr_compile.calibrate import DEFAULT_LADDER, calibrate, predicted_speedup
+    from asymrnr_compile.calibrate import calibrate, ladder_ratios, predicted_speedup
     from asymrnr_compile.config import AsymRnRConfig
 
     if args.steps < 1:
@@ -160,7 +160,7 @@ def run_profile_command(args: argparse.Namespace, log: Callable[[str], None] = p
     start = time.perf_counter()
     log(f"profiling {args.model} for {args.steps} steps (the first step compiles)")
     torch._dynamo.reset()
-    error_ratios = sorted({r for rungs in DEFAULT_LADDER.values() for r in rungs}) if args.damage == "error" else ()
+    error_ratios = ladder_ratios() if args.damage == "error" else ()
     prof = asymrnr_compile.profile(model, run, config=config, min_video_tokens=1,
                                    on_call=_progress(args.steps, log), error_ratios=error_ratios)
     if not prof.sites:

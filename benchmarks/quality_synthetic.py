@@ -107,7 +107,7 @@ def calibrated_variants(model, task, targets=CALIBRATION_TARGETS, log=print) -> 
     ``calibrate(profile, target, damage=d, best_effort=True)`` for every target and damage.
     """
     import asymrnr_compile
-    from asymrnr_compile.calibrate import DAMAGES, DEFAULT_LADDER, calibrate, predicted_speedup
+    from asymrnr_compile.calibrate import DAMAGES, calibrate, ladder_ratios, predicted_speedup
     from asymrnr_compile.synthetic.config import all_captions
     from asymrnr_compile.synthetic.generate import generate_videos
 
@@ -118,9 +118,8 @@ def calibrated_variants(model, task, targets=CALIBRATION_TARGETS, log=print) -> 
                         transformer=compiled, batch_size=len(captions))
 
     torch._dynamo.reset()
-    error_ratios = sorted({r for rungs in DEFAULT_LADDER.values() for r in rungs})
     profile = asymrnr_compile.profile(model.transformer, run, config=AsymRnRConfig(cache_steps=5),
-                                      min_video_tokens=1, error_ratios=error_ratios)
+                                      min_video_tokens=1, error_ratios=ladder_ratios())
     out = {}
     for target in targets:
         for damage in DAMAGES:

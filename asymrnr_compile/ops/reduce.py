@@ -248,9 +248,7 @@ def reduce_tokens(
         sums = torch.zeros(
             (*leading, num_keep, channels), dtype=acc_dtype, device=x.device
         ).scatter_add_(TOKEN_DIM, target, rows)
-        counts = torch.zeros(
-            (*restore.shape[:-1], num_keep), dtype=acc_dtype, device=x.device
-        ).scatter_add_(-1, restore, torch.ones_like(restore, dtype=acc_dtype))
+        counts = key_multiplicity(indices).to(acc_dtype)
         reduced = (sums / counts.unsqueeze(-1)).to(x.dtype)
     return _splice(x, start, num_tokens, reduced)
 
