@@ -60,6 +60,7 @@ from asymrnr_compile.models import (
     synthetic_latents,
 )
 from asymrnr_compile.models.inputs import synthetic_text_embeddings
+from asymrnr_compile.models.config import PRESETS
 from asymrnr_compile.sampling import (
     SamplerConfig,
     psnr_db,
@@ -137,10 +138,11 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _reference_workload(quick: bool, steps: int, device: torch.device, dtype: torch.dtype) -> Workload:
+def _reference_workload(quick: bool, steps: int, device: torch.device, dtype: torch.dtype,
+                        preset: str | None = None) -> Workload:
     from asymrnr_compile.models.config import resolve_config
 
-    preset = QUICK_REFERENCE_PRESET if quick else REFERENCE_PRESET
+    preset = preset if preset is not None else QUICK_REFERENCE_PRESET if quick else REFERENCE_PRESET
     config = resolve_config(preset)
     model = build_reference_model(preset, seed=0).to(device=device, dtype=dtype).eval()
     inputs = reference_inputs(preset, seed=0, batch_size=1, device=device)
@@ -239,18 +241,22 @@ def _diffusers_workload(name: str, quick: bool, steps: int, device: torch.device
 
 
 def build_workload(name: str, *, quick: bool = False, steps: int | None = None,
-                   device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Workload:
+                   device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                   preset: str | None = None) -> Workload:
     """The model ``name`` (one of :data:`MODELS`) and its sampling inputs.
 
     ``steps`` defaults to 10 (3 with ``quick``); ``quick`` uses the tiny reference preset or a
-    2 x 8 x 8 token grid with 2 blocks for the diffusers families.
+    2 x 8 x 8 token grid with 2 blocks for the diffusers families. ``preset`` picks the
+    reference DiT's size (default ``"attention"``; e.g. ``"cogvideox-2b-shape"`` on a GPU).
     """
+    if preset is not None and name != "reference":
+        raise ValueError(f"preset applies to the reference model only, not to {name!r}")
     if name not in MODELS:
         raise ValueError(f"model must be one of {MODELS} or 'all', got {name!r}")
     steps = steps if steps is not None else (QUICK_STEPS if quick else DEFAULT_STEPS)
     device = torch.device(device)
     if name == "reference":
-        return _reference_workload(quick, steps, device, dtype)
+        return _reference_workload(quick, steps, device, dtype, preset)
     return _diffusers_workload(name, quick, steps, device, dtype)
 
 
@@ -476,12 +482,13 @@ def results_rows(workload: Workload, variants: list[Variant], skipped: dict[str,
 
 def run_model(name: str, *, quick: bool = False, steps: int | None = None, cache_steps: int | None = None,
               rounds: int = 1, device: str = "cpu", dtype: torch.dtype = torch.float32,
-              variants: tuple[str, ...] = VARIANTS, log: Callable[[str], None] = print) -> dict[str, Any]:
+              variants: tuple[str, ...] = VARIANTS, log: Callable[[str], None] = print,
+              preset: str | None = None) -> dict[str, Any]:
     """Benchmark one model; returns ``{"model_info": ..., "rows": [...]}`` (see module docstring)."""
     cache_steps = cache_steps if cache_steps is not None else (QUICK_CACHE_STEPS if quick else DEFAULT_CACHE_STEPS)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     torch._dynamo.reset()
-    workload = build_workload(name, quick=quick, steps=steps, device=device, dtype=dtype)
+    workload = build_workload(name, quick=quick, steps=steps, device=device, dtype=dtype, preset=preset)
     log(f"{name}: {workload.description}; {workload.info['video_tokens']} video + {workload.info['text_tokens']} "
         f"text tokens, {workload.sampler.steps} steps ({workload.sampler.cfg_mode} CFG), cache_steps {cache_steps}")
     skipped: dict[str, str] = {}
@@ -549,7 +556,7 @@ def machine_info(device: str) -> str:
 def run(models: list[str], *, quick: bool = False, steps: int | None = None, cache_steps: int | None = None,
         rounds: int = 1, device: str = "cpu", dtype: str = "float32", variants: tuple[str, ...] = VARIANTS,
         command: str | None = None, log: Callable[[str], None] = print,
-        on_model: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        on_model: Callable[[dict[str, Any]], None] | None = None, preset: str | None = None) -> dict[str, Any]:
     """Benchmark ``models`` and return the JSON document (``results``, ``models``, ``machine``,
     ``command``, ``date``). A model that fails is recorded as an ``error`` row and the run goes
     on; ``on_model(document_so_far)`` is called after every model (incremental JSON)."""
@@ -564,7 +571,8 @@ def run(models: list[str], *, quick: bool = False, steps: int | None = None, cac
     for name in models:
         try:
             out = run_model(name, quick=quick, steps=steps, cache_steps=cache_steps, rounds=rounds, device=device,
-                            dtype=DTYPES[dtype], variants=variants, log=log)
+                            dtype=DTYPES[dtype], variants=variants, log=log,
+                            preset=preset if name == "reference" else None)
         except Exception as error:  # noqa: BLE001  (one failing family must not lose the others' numbers)
             log(f"  {name} FAILED: {type(error).__name__}: {error}")
             results.append({"model": name, "variant": "all", "error": f"{type(error).__name__}: {error}"})
@@ -603,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                        help=f"reference DiT size (default {REFERENCE_PRESET}; cogvideox-2b-shape on a GPU)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny reference preset / 2x8x8 token grids, 2 blocks, 3 steps")
     parser.add_argument("--variants", default=",".join(VARIANTS),
@@ -627,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
 
     document = run(models, quick=args.quick, steps=args.steps, cache_steps=args.cache_steps, rounds=args.rounds,
                    device=args.device, dtype=args.dtype, variants=variants, command=command,
-                   log=lambda line: print(line, flush=True), on_model=write)
+                   log=lambda line: print(line, flush=True), on_model=write, preset=args.preset)
     print()
     print(table(document["results"]))
     print(f"\n{document['machine']}; {document['wall_seconds'] / 60:.1f} min")

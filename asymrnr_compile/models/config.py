@@ -197,7 +197,9 @@ def _check_positive_int(name: str, value: object) -> None:
 #: Named model sizes. ``"tiny"``: unit tests (32 video tokens). ``"small"``: backend tests that
 #: need real reduction but compile and run in seconds (576 video tokens). ``"attention"``:
 #: attention-dominated like real video DiTs (2304 video tokens, head dim 64; attention matmuls
-#: are about 60% of the forward FLOPs).
+#: are about 60% of the forward FLOPs). ``"cogvideox-2b-shape"``: GPU benchmarks at a real
+#: model's width and token count (17,550 video tokens). ``"synthetic"`` and
+#: ``"synthetic-fine"``: the trained text-to-video model of :mod:`asymrnr_compile.synthetic`.
 PRESETS: dict[str, ReferenceDiTConfig] = {
     "tiny": ReferenceDiTConfig(
         hidden_size=64,
@@ -230,6 +232,21 @@ PRESETS: dict[str, ReferenceDiTConfig] = {
         latent_height=48,
         latent_width=48,
     ),
+    # GPU benchmarks: CogVideoX-2B's width (30 heads x 64), its 226 text tokens and 4096-wide T5
+    # embeddings, and its 49-frame 480 x 720 latent (13 x 60 x 90, 16 channels, patch 2 ->
+    # 17,550 video tokens), with 4 of its 30 blocks so that compiling takes a minute, not ten.
+    # Attention matmuls are ~60% of a block's FLOPs here, as in the real model.
+    "cogvideox-2b-shape": ReferenceDiTConfig(
+        in_channels=16,
+        hidden_size=1920,
+        num_heads=30,
+        num_blocks=4,
+        text_dim=4096,
+        text_tokens=226,
+        latent_frames=13,
+        latent_height=60,
+        latent_width=90,
+    ),
     # The trained text-to-video model (asymrnr_compile.synthetic.model): RGB pixels of the
     # synthetic task, 8 x 32 x 32 -> 4 x 8 x 8 = 256 video tokens, 1.3M parameters. RoPE base
     # 100, not 10000: with 4-6 frequencies per axis over 4-8 positions, base 10000 leaves all but
@@ -237,6 +254,25 @@ PRESETS: dict[str, ReferenceDiTConfig] = {
     "synthetic": ReferenceDiTConfig(
         in_channels=3,
         patch_size=(2, 4, 4),
+        hidden_size=128,
+        num_heads=4,
+        num_blocks=4,
+        text_dim=64,
+        text_tokens=10,
+        latent_frames=8,
+        latent_height=32,
+        latent_width=32,
+        rope_theta=SYNTHETIC_POSITION_BASE,
+        pooled_text=True,
+        absolute_positions=True,
+    ),
+    # The same model on a 4x finer token grid: patch (2, 2, 2) -> 4 x 16 x 16 = 1024 video
+    # tokens, so a 6-8 px object covers 3-4 tokens across instead of 2 and the background has
+    # many near-identical tokens (the redundancy AsymRnR removes). About 16x the attention
+    # FLOPs of "synthetic": trained on a GPU (benchmarks/gpu_checks.sh).
+    "synthetic-fine": ReferenceDiTConfig(
+        in_channels=3,
+        patch_size=(2, 2, 2),
         hidden_size=128,
         num_heads=4,
         num_blocks=4,
