@@ -204,6 +204,13 @@ def render_sweep_section(result: dict, title: str = "Quality sensitivity sweep",
     return "\n".join(lines)
 
 
+def _machine(device: str) -> str:
+    text = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    if torch.device(device).type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=None,
@@ -216,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--q-ratio", type=float, default=0.5)
     parser.add_argument("--kv-ratio", type=float, default=0.3)
     parser.add_argument("--checkpoint", default=str(CHECKPOINT_PATH))
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (Inductor then generates Triton)")
     parser.add_argument("--json", help="write the numbers here")
     parser.add_argument("--results", action="store_true", help="regenerate this section of benchmarks/RESULTS.md")
     parser.add_argument("--training-log", default="runs/synthetic/log.jsonl",
@@ -225,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     num_seeds = args.seeds if args.seeds is not None else (1 if args.sweep or args.calibrated else 4)
     if num_seeds < 1:
         parser.error(f"--seeds must be >= 1, got {num_seeds}")
-    model, task = load_trained_model(args.checkpoint)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda was asked for but torch.cuda.is_available() is False")
+    model, task = load_trained_model(args.checkpoint, device=args.device)
     captions, seeds = caption_grid(task, range(num_seeds))
     if args.sweep:
         configs = sweep_variants(args.q_ratio, args.kv_ratio, model.transformer.config.num_blocks)
@@ -245,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "kv_ratio": args.kv_ratio,
         "sampler": {"steps": EVAL_SAMPLER.steps, "guidance_scale": EVAL_SAMPLER.guidance_scale},
         **comparison.to_dict(),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "machine": _machine(args.device),
         "command": "python benchmarks/quality_synthetic.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": date.today().isoformat(),
         "seconds": round(time.perf_counter() - start, 1),

@@ -28,8 +28,12 @@ from asymrnr_compile.sampling import TIMESTEP_SCALE
 from asymrnr_compile.synthetic.config import SyntheticTaskConfig
 from asymrnr_compile.synthetic.vocab import Vocabulary
 
-#: Name of the transformer preset the synthetic task trains.
+#: Name of the transformer preset the synthetic task trains by default (256 video tokens).
 SYNTHETIC_PRESET = "synthetic"
+
+#: The presets a text-to-video model of the synthetic task can be built from: ``"synthetic"``
+#: (patch (2, 4, 4), 256 video tokens) and ``"synthetic-fine"`` (patch (2, 2, 2), 1024 tokens).
+SYNTHETIC_PRESETS = (SYNTHETIC_PRESET, "synthetic-fine")
 
 #: The checkpoint shipped in the package (EMA weights of the best training run).
 CHECKPOINT_PATH = Path(__file__).resolve().parent.parent / "assets" / "synthetic_dit.safetensors"
@@ -122,16 +126,19 @@ class TextToVideoDiT(nn.Module):
         )
 
 
-def build_text_to_video_model(seed: int = 0, prediction: str = "velocity") -> TextToVideoDiT:
-    """A :class:`TextToVideoDiT` of preset ``"synthetic"`` with seeded initial weights, its
-    transformer trained for ``prediction`` (see :data:`PREDICTIONS`).
+def build_text_to_video_model(
+    seed: int = 0, prediction: str = "velocity", preset: str = SYNTHETIC_PRESET
+) -> TextToVideoDiT:
+    """A :class:`TextToVideoDiT` of ``preset`` (one of :data:`SYNTHETIC_PRESETS`, default
+    ``"synthetic"``) with seeded initial weights, its transformer trained for ``prediction``
+    (see :data:`PREDICTIONS`).
 
     The transformer starts from :func:`~asymrnr_compile.models.build_reference_model`'s seeded
     init; the embedding table from ``N(0, 1)`` drawn from the same seed.
     """
     from asymrnr_compile.models import build_reference_model
 
-    config = PRESETS[SYNTHETIC_PRESET]
+    config = PRESETS[check_choice("preset", preset, SYNTHETIC_PRESETS)]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = TextToVideoDiT(config, len(Vocabulary()), prediction)

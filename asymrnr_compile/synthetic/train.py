@@ -38,6 +38,8 @@ from asymrnr_compile.synthetic.config import SyntheticTaskConfig
 from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, evaluate
 from asymrnr_compile.synthetic.model import (
     PREDICTIONS,
+    SYNTHETIC_PRESET,
+    SYNTHETIC_PRESETS,
     TextToVideoDiT,
     build_text_to_video_model,
     save_checkpoint,
@@ -85,6 +87,9 @@ class TrainConfig:
         log_every, checkpoint_every, eval_every: in steps (eval 0 = never). Defaults 10, 100,
             1000.
         eval_seeds: noise seeds per caption in the periodic evaluation. Default 1.
+        preset: the transformer's size and token grid, one of
+            :data:`~asymrnr_compile.synthetic.model.SYNTHETIC_PRESETS`. Default ``"synthetic"``
+            (256 video tokens, the shipped checkpoint); ``"synthetic-fine"`` has 1024 (GPU).
     """
 
     prediction: str = "sample"
@@ -103,6 +108,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     eval_every: int = 1000
     eval_seeds: int = 1
+    preset: str = SYNTHETIC_PRESET
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_seeds"):
@@ -115,6 +121,7 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
                 raise ValueError(f"{name} must be a number in [{low}, {high}), got {value!r}")
         check_choice("prediction", self.prediction, PREDICTIONS)
+        check_choice("preset", self.preset, SYNTHETIC_PRESETS)
         if isinstance(self.sigma_logit_mean, bool) or not isinstance(
             self.sigma_logit_mean, (int, float)
         ) or not math.isfinite(self.sigma_logit_mean):
@@ -218,8 +225,8 @@ def train(
     ckpt_path = out_dir / CHECKPOINT_NAME
     vocab = Vocabulary()
 
-    model = build_text_to_video_model(config.seed, config.prediction).to(device).train()
-    ema = build_text_to_video_model(config.seed, config.prediction).to(device).eval()
+    model = build_text_to_video_model(config.seed, config.prediction, config.preset).to(device).train()
+    ema = build_text_to_video_model(config.seed, config.prediction, config.preset).to(device).eval()
     ema.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   betas=(0.9, 0.99))
