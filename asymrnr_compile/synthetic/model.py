@@ -35,8 +35,14 @@ SYNTHETIC_PRESET = "synthetic"
 #: (patch (2, 4, 4), 256 video tokens) and ``"synthetic-fine"`` (patch (2, 2, 2), 1024 tokens).
 SYNTHETIC_PRESETS = (SYNTHETIC_PRESET, "synthetic-fine")
 
-#: The checkpoint shipped in the package (EMA weights of the best training run).
+#: The checkpoint shipped in the package (EMA weights of the best training run), preset
+#: ``"synthetic"``: the default model of the demo and the CPU benchmarks.
 CHECKPOINT_PATH = Path(__file__).resolve().parent.parent / "assets" / "synthetic_dit.safetensors"
+
+#: The shipped checkpoint of preset ``"synthetic-fine"`` (1024 video tokens; trained on a GPU by
+#: ``benchmarks/gpu_checks.sh``). On a CPU a forward takes about 5x as long as that of
+#: :data:`CHECKPOINT_PATH` (batch 2, eager, one thread: 0.35 s vs 0.064 s).
+FINE_CHECKPOINT_PATH = CHECKPOINT_PATH.with_name("synthetic_dit_fine.safetensors")
 
 #: What the transformer's output means. ``"velocity"``: the flow velocity ``noise - x_0``, what
 #: the sampler steps with. ``"sample"``: the clean video ``x_0`` itself ("x-prediction", Li & He

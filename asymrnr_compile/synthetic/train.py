@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -56,6 +56,10 @@ LOSS_PLOT_NAME = "loss.png"
 #: with SD3's logit-normal noise levels. Filled in on resume so that such a run is refused
 #: under today's defaults instead of silently switching its objective.
 SETTINGS_BEFORE_X_PREDICTION = {"prediction": "velocity", "sigma_logit_mean": 0.0}
+
+#: Settings that only say how often to log, checkpoint and evaluate: a resumed run may change
+#: them (they touch neither the weights nor the random streams).
+CADENCE_SETTINGS = ("log_every", "checkpoint_every", "eval_every", "eval_seeds")
 
 
 @dataclass(frozen=True)
@@ -215,8 +219,10 @@ def train(
     """Train (or continue training) in ``out_dir``; returns the exported safetensors path.
 
     ``max_steps_this_run`` stops early (after a checkpoint), e.g. to share the machine; the next
-    call continues. A checkpoint written with other settings than ``config`` (other than
-    ``steps``, which may be raised to train longer) is refused.
+    call continues. A checkpoint written with other settings than ``config`` is refused, except
+    for ``steps`` (may be raised to train longer; the change is recorded in the exported
+    ``runs`` history) and the bookkeeping settings of :data:`CADENCE_SETTINGS`, which do not
+    change what is trained.
     """
     config = config if config is not None else TrainConfig()
     task = task if task is not None else SyntheticTaskConfig()
@@ -233,13 +239,20 @@ def train(
     data_rng = torch.Generator().manual_seed(config.seed + 1)
     noise_rng = torch.Generator().manual_seed(config.seed + 2)
     step = 0
+    # Every invocation that set a new total: [{"from_step", "steps"}]. Raising --steps to train
+    # longer changes the cosine schedule from that step on; this history (exported with the
+    # weights) is what reproduces such a run.
+    runs = [{"from_step": 0, "steps": config.steps}]
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, weights_only=False)
         saved = TrainConfig(**{**SETTINGS_BEFORE_X_PREDICTION, **state["config"]})
-        if replace(saved, steps=config.steps) != config or state["task"] != asdict(task):
+        free = {"steps": config.steps, **{name: getattr(config, name) for name in CADENCE_SETTINGS}}
+        if replace(saved, **free) != config or state["task"] != asdict(task):
+            differing = [f.name for f in fields(TrainConfig)
+                         if f.name not in free and getattr(saved, f.name) != getattr(config, f.name)]
             raise ValueError(
-                f"{ckpt_path} was written with other settings ({saved}, task {state['task']}); "
-                "use another --out directory or the same settings"
+                f"{ckpt_path} was written with other settings (differing: {differing or 'task'}; "
+                f"saved {saved}, task {state['task']}); use another --out directory or the same settings"
             )
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -247,6 +260,9 @@ def train(
         data_rng.set_state(state["data_rng"])
         noise_rng.set_state(state["noise_rng"])
         step = state["step"]
+        runs = state.get("runs", [{"from_step": 0, "steps": saved.steps}])
+        if runs[-1]["steps"] != config.steps:
+            runs.append({"from_step": step, "steps": config.steps})
         _truncate_log(out_dir / LOG_NAME, step)
         log(f"resuming {ckpt_path} at step {step}/{config.steps}")
     else:
@@ -258,9 +274,10 @@ def train(
             "config": asdict(config), "task": asdict(task), "step": step,
             "model": model.state_dict(), "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "data_rng": data_rng.get_state(), "noise_rng": noise_rng.get_state(),
+            "data_rng": data_rng.get_state(), "noise_rng": noise_rng.get_state(), "runs": runs,
         })
-        save_checkpoint(ema, out_dir / EXPORT_NAME, task, {"step": step, "train_config": asdict(config)})
+        save_checkpoint(ema, out_dir / EXPORT_NAME, task,
+                        {"step": step, "train_config": asdict(config), "runs": runs})
         _plot_loss(out_dir)
 
     log_file = (out_dir / LOG_NAME).open("a")

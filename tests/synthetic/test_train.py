@@ -66,8 +66,24 @@ def test_training_lowers_the_loss_and_logs_it(tmp_path):
 
 def test_resume_with_other_settings_is_refused(tmp_path):
     train(tmp_path, TrainConfig(steps=2, **QUICK), log=lambda _: None)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"other settings \(differing: \['batch_size'\]"):
         train(tmp_path, TrainConfig(steps=2, **{**QUICK, "batch_size": 3}), log=lambda _: None)
+
+
+def test_resume_may_change_the_cadence_and_raise_steps_and_records_the_history(tmp_path):
+    """Raising ``steps`` after a run finished re-opens the cosine schedule (the shipped fine model
+    was trained so: 1400 steps, then raised to 6400); the exported ``runs`` say so."""
+    first = train(tmp_path, TrainConfig(steps=2, **QUICK), log=lambda _: None)
+    assert read_checkpoint_metadata(first)["runs"] == [{"from_step": 0, "steps": 2}]
+    longer = TrainConfig(steps=4, **{**QUICK, "log_every": 2, "checkpoint_every": 4})
+    messages = []
+    resumed = train(tmp_path, longer, log=messages.append)
+    assert any("resuming" in m and "step 2/4" in m for m in messages)
+    metadata = read_checkpoint_metadata(resumed)
+    assert metadata["step"] == 4
+    assert metadata["runs"] == [{"from_step": 0, "steps": 2}, {"from_step": 2, "steps": 4}]
+    rows = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 4]  # logged every step, then every 2nd
 
 
 def test_resuming_a_checkpoint_from_before_x_prediction_is_refused(tmp_path):
@@ -95,7 +111,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     ("field", "value", "message"),
     [("steps", 0, "steps"), ("lr", 2.0, "lr"), ("cond_dropout", 1.0, "cond_dropout"),
      ("batch_size", 1.5, "batch_size"), ("prediction", "epsilon", "prediction"),
-     ("sigma_logit_mean", float("nan"), "sigma_logit_mean")],
+     ("sigma_logit_mean", float("nan"), "sigma_logit_mean"), ("preset", "attention", "preset")],
 )
 def test_bad_settings_raise(field, value, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -154,3 +170,14 @@ def _raw_metadata(path):
 
     with safe_open(str(path), framework="pt") as handle:
         return handle.metadata()
+
+
+def test_fine_preset_builds_a_four_times_finer_token_grid():
+    coarse = build_text_to_video_model(0, "sample")
+    fine = build_text_to_video_model(0, "sample", "synthetic-fine")
+    assert fine.config.patch_size == (2, 2, 2)
+    assert fine.config.video_tokens == 4 * coarse.config.video_tokens == 1024
+    x = torch.randn(1, *SyntheticTaskConfig().video_shape)
+    ids = torch.zeros(1, 10, dtype=torch.long)
+    with torch.no_grad():
+        assert fine(x, ids, torch.tensor([500.0])).shape == x.shape

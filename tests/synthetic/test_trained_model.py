@@ -16,12 +16,22 @@ from asymrnr_compile.synthetic.config import all_captions
 from asymrnr_compile.synthetic.generate import generate_videos
 from asymrnr_compile.synthetic.model import (
     CHECKPOINT_PATH,
+    FINE_CHECKPOINT_PATH,
     SYNTHETIC_PRESET,
     load_trained_model,
     read_checkpoint_metadata,
 )
 
 MAX_CHECKPOINT_BYTES = 10 * 2**20
+#: The shipped checkpoints and the preset each was trained as.
+SHIPPED = {SYNTHETIC_PRESET: CHECKPOINT_PATH, "synthetic-fine": FINE_CHECKPOINT_PATH}
+
+
+@pytest.fixture(scope="module", params=sorted(SHIPPED))
+def shipped(request):
+    preset = request.param
+    model, task = load_trained_model(SHIPPED[preset])
+    return preset, model, task
 
 
 @pytest.fixture(scope="module")
@@ -29,17 +39,22 @@ def trained():
     return load_trained_model()
 
 
-def test_shipped_checkpoint_is_small_and_complete(trained):
-    model, task = trained
-    assert CHECKPOINT_PATH.stat().st_size < MAX_CHECKPOINT_BYTES
-    assert model.config == PRESETS[SYNTHETIC_PRESET]
+def test_shipped_checkpoints_are_small_and_complete(shipped):
+    preset, model, task = shipped
+    assert SHIPPED[preset].stat().st_size < MAX_CHECKPOINT_BYTES
+    assert model.config == PRESETS[preset]
     assert task.num_captions == len(all_captions(task))
-    assert read_checkpoint_metadata()["step"] > 0
+    metadata = read_checkpoint_metadata(SHIPPED[preset])
+    assert metadata["step"] > 0 and metadata["train_config"].get("preset", SYNTHETIC_PRESET) == preset
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_short_sampling_run_is_deterministic(trained):
-    model, task = trained
+def test_default_checkpoint_is_the_coarse_model(trained):
+    assert trained[0].config == PRESETS[SYNTHETIC_PRESET]
+
+
+def test_short_sampling_run_is_deterministic(shipped):
+    _, model, task = shipped
     captions = all_captions(task)[:2]
     sampler = SamplerConfig(steps=3, guidance_scale=4.0)
     first = generate_videos(model, captions, [0, 1], task, sampler)
