@@ -89,6 +89,15 @@ def test_bad_arguments_are_rejected():
         e2e.run(["reference"], dtype="int8")
     with pytest.raises(ValueError, match="model must be one of"):
         e2e.build_workload("sora")
+    with pytest.raises(ValueError, match="preset applies to the reference model only"):
+        e2e.build_workload("cogvideox", preset="small")
+    with pytest.raises(SystemExit):
+        e2e.main(["--preset", "enormous"])
+
+
+def test_preset_sizes_the_reference_workload():
+    workload = e2e.build_workload("reference", preset="small", steps=2)
+    assert workload.info["video_tokens"] == 576 and "'small'" in workload.description
 
 
 @pytest.mark.slow

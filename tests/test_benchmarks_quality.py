@@ -113,3 +113,33 @@ def test_calibrated_variants_rank_by_distance_and_by_error():
     assert "damage='distance'" in sources[0] and "damage='error'" in sources[1]
     q = [c.schedule.ratios("q") for c in configs.values()]
     assert not torch.equal(q[0], q[1])  # the two rankings choose differently on this model
+
+
+def test_sections_of_the_fine_model_are_its_own():
+    from asymrnr_compile.models.config import PRESETS
+
+    assert quality_synthetic.preset_of(PRESETS["synthetic"]) == "synthetic"
+    assert quality_synthetic.preset_of(PRESETS["synthetic-fine"]) == "synthetic-fine"
+    assert quality_synthetic.preset_of(PRESETS["tiny"]) is None
+    assert quality_synthetic.section_name(quality_synthetic.SWEEP_SECTION, "synthetic") == "quality-synthetic-sweep"
+    assert quality_synthetic.section_name(quality_synthetic.SECTION, "synthetic-fine") == "quality-synthetic-fine"
+    with pytest.raises(ValueError, match="presets"):
+        quality_synthetic.section_name(quality_synthetic.SECTION, None)
+    result = {"checkpoint": "m.safetensors", "checkpoint_step": 6400, "samples": 96, "seeds": [0],
+              "sampler": {"steps": 20, "guidance_scale": 2.0}, "preset": "synthetic-fine",
+              "variants": [_variant("unaccelerated", 100.0, None)], "machine": "gpu", "command": "c",
+              "date": "2026-11-26", "seconds": 1.0}
+    assert quality_synthetic.render_sweep_section(result).startswith(
+        "## Quality sensitivity sweep: the trained text-to-video model (1024 video tokens)")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--sweep", "--only", "no such variant"], "matches none of"),
+    (["--sweep", "--only", "("], "not a regular expression"),
+    (["--device", "cuda"], "cuda"),
+])
+def test_bad_filters_and_devices_are_rejected_before_sampling(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        quality_synthetic.main(argv)
+    assert message in capsys.readouterr().err

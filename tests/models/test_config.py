@@ -112,3 +112,16 @@ def test_unknown_preset_lists_presets():
         reference_inputs("huge")
     with pytest.raises(ValueError, match="ReferenceDiTConfig"):
         build_reference_model(3)  # type: ignore[arg-type]
+
+
+def test_gpu_benchmark_preset_has_cogvideox_2b_width_and_token_count():
+    cfg = PRESETS["cogvideox-2b-shape"]
+    assert (cfg.hidden_size, cfg.num_heads, cfg.head_dim) == (1920, 30, 64)
+    assert cfg.grid == (13, 30, 45) and cfg.video_tokens == 17550
+    assert (cfg.text_tokens, cfg.text_dim, cfg.in_channels) == (226, 4096, 16)
+
+
+def test_fine_synthetic_preset_has_four_times_the_tokens():
+    coarse, fine = PRESETS["synthetic"], PRESETS["synthetic-fine"]
+    assert fine.video_tokens == 4 * coarse.video_tokens == 1024
+    assert fine.latent_size == coarse.latent_size and fine.hidden_size == coarse.hidden_size
