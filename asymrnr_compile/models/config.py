@@ -8,7 +8,7 @@ the tests, the demo and the benchmarks use. The default field values are those o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 #: Smallest head dimension: RoPE gives each of the three axes (t, h, w) at least one
 #: rotation pair, i.e. at least 2 channels each, rounded to even shares of ``head_dim``.
@@ -266,26 +266,12 @@ PRESETS: dict[str, ReferenceDiTConfig] = {
         pooled_text=True,
         absolute_positions=True,
     ),
-    # The same model on a 4x finer token grid: patch (2, 2, 2) -> 4 x 16 x 16 = 1024 video
-    # tokens, so a 6-8 px object covers 3-4 tokens across instead of 2 and the background has
-    # many near-identical tokens (the redundancy AsymRnR removes). About 16x the attention
-    # FLOPs of "synthetic": trained on a GPU (benchmarks/gpu_checks.sh).
-    "synthetic-fine": ReferenceDiTConfig(
-        in_channels=3,
-        patch_size=(2, 2, 2),
-        hidden_size=128,
-        num_heads=4,
-        num_blocks=4,
-        text_dim=64,
-        text_tokens=10,
-        latent_frames=8,
-        latent_height=32,
-        latent_width=32,
-        rope_theta=SYNTHETIC_POSITION_BASE,
-        pooled_text=True,
-        absolute_positions=True,
-    ),
 }
+# The same model on a 4x finer token grid: patch (2, 2, 2) -> 4 x 16 x 16 = 1024 video tokens, so
+# a 6-8 px object covers 3-4 tokens across instead of 2 and the background has many near-identical
+# tokens (the redundancy AsymRnR removes). About 16x the attention FLOPs of "synthetic": trained on
+# a GPU (benchmarks/gpu_checks.sh).
+PRESETS["synthetic-fine"] = replace(PRESETS["synthetic"], patch_size=(2, 2, 2))
 
 
 def resolve_config(preset: str | ReferenceDiTConfig) -> ReferenceDiTConfig:
