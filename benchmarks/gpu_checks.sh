@@ -6,7 +6,8 @@
 #   env       torch / Triton / GPU versions
 #   train     the 1024-token text-to-video model (preset synthetic-fine) for TRAIN_SECONDS
 #             (default 240): a 30-step probe measures seconds per step, the step count follows
-#             from it (capped at MAX_TRAIN_STEPS, default 12000) -> RUN_DIR/fine/
+#             from it (capped at MAX_TRAIN_STEPS, default 12000), or TRAIN_STEPS fixes it
+#             -> RUN_DIR/fine/
 #   tests     pytest tests/gpu (the Triton path matches the CPU path), while training runs
 #   quality   adherence and PSNR of the trained fine model, unaccelerated vs asymrnr vs token
 #             dropping, every caption x 4 seeds, on the GPU -> RUN_DIR/quality.json
@@ -40,7 +41,12 @@ stage() {  # stage NAME COMMAND...: run once, log, record the exit status
 }
 
 train_fine() {
-    local probe=$RUN/probe seconds steps
+    local probe=$RUN/probe seconds steps=${TRAIN_STEPS:-}
+    if [ -n "$steps" ]; then
+        python -m asymrnr_compile train --out "$RUN/fine" --preset synthetic-fine --device "$DEVICE" --bf16 \
+            --batch-size "$TRAIN_BATCH" --steps "$steps" --eval-every $(( steps / 4 ))
+        return
+    fi
     rm -rf "$probe"
     python -m asymrnr_compile train --out "$probe" --preset synthetic-fine --device "$DEVICE" --bf16 \
         --batch-size "$TRAIN_BATCH" --steps "$PROBE_STEPS" --eval-every 0 || return 1
