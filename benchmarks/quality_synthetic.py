@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="run the sensitivity sweep (ratios, warmup, one block at a time) instead")
     mode.add_argument("--calibrated", action="store_true",
                       help="compare schedules calibrated by distance and by measured output error instead")
+    parser.add_argument("--targets", default=",".join(f"{t:g}" for t in CALIBRATION_TARGETS),
+                        help="with --calibrated: comma-separated predicted speedups (> 1) to calibrate for "
+                             f"(default {','.join(f'{t:g}' for t in CALIBRATION_TARGETS)})")
     parser.add_argument("--only", metavar="REGEX",
                         help="run only the variants whose names match (re.search), e.g. '^q 0.5, block'")
     parser.add_argument("--q-ratio", type=float, default=0.5)
@@ -252,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="training log whose periodic evaluations are listed in the section")
     args = parser.parse_args(argv)
 
+    try:
+        targets = tuple(float(t) for t in args.targets.split(",") if t.strip())
+    except ValueError:
+        parser.error(f"--targets must be comma-separated numbers, got {args.targets!r}")
+    if not targets or any(not t > 1.0 for t in targets):
+        parser.error(f"--targets must be speedups > 1, got {args.targets!r}")
     num_seeds = args.seeds if args.seeds is not None else (1 if args.sweep or args.calibrated else 4)
     if num_seeds < 1:
         parser.error(f"--seeds must be >= 1, got {num_seeds}")
@@ -264,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         configs = sweep_variants(args.q_ratio, args.kv_ratio, model.transformer.config.num_blocks)
     elif args.calibrated:
-        configs = calibrated_variants(model, task)
+        configs = calibrated_variants(model, task, targets)
     else:
         configs = variants(args.q_ratio, args.kv_ratio)
     if args.only is not None:

@@ -137,6 +137,8 @@ def test_sections_of_the_fine_model_are_its_own():
     (["--sweep", "--only", "no such variant"], "matches none of"),
     (["--sweep", "--only", "("], "not a regular expression"),
     (["--device", "cuda"], "cuda"),
+    (["--calibrated", "--targets", "1.2,fast"], "comma-separated numbers"),
+    (["--calibrated", "--targets", "0.9"], "speedups > 1"),
 ])
 def test_bad_filters_and_devices_are_rejected_before_sampling(argv, message, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
