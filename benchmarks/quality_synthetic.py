@@ -29,6 +29,7 @@ import argparse
 import json
 import platform
 import re
+import shlex
 import sys
 import time
 from datetime import date
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "sampler": {"steps": EVAL_SAMPLER.steps, "guidance_scale": EVAL_SAMPLER.guidance_scale},
         **comparison.to_dict(),
         "machine": _machine(args.device),
-        "command": "python benchmarks/quality_synthetic.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python benchmarks/quality_synthetic.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "date": date.today().isoformat(),
         "seconds": round(time.perf_counter() - start, 1),
     }
