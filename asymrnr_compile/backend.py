@@ -38,7 +38,7 @@ from asymrnr_compile.analysis import find_attention_sites
 from asymrnr_compile.analysis.cost import CostEstimate, graph_flops
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig
-from asymrnr_compile.runtime import AsymRnRRuntime, SiteReduction
+from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord, SiteReduction
 from asymrnr_compile.schedule_runtime import ScheduleDriver, ScheduleMismatchError
 
 logger = logging.getLogger("asymrnr_compile")
@@ -214,12 +214,19 @@ class AsymRnRBackend:
 
     Args:
         config: the settings; or pass them as keyword options (``AsymRnRBackend(q_ratio=0.5)``).
+        on_matching: optional observer, called with a
+            :class:`~asymrnr_compile.runtime.MatchingRecord` for every matching computed (which
+            tokens each site keeps and which token stands for each dropped one). Default None.
 
     Call signature (Dynamo's): ``backend(gm, example_inputs, options=None, mode=None)``.
     ``mode`` (e.g. ``"max-autotune"``) is forwarded to Inductor for this compilation only.
     """
 
-    def __init__(self, config: AsymRnRConfig | None = None, **options: Any) -> None:
+    def __init__(self, config: AsymRnRConfig | None = None, *,
+                 on_matching: Callable[[MatchingRecord], None] | None = None, **options: Any) -> None:
+        if on_matching is not None and not callable(on_matching):
+            raise TypeError(f"on_matching must be callable, got {type(on_matching).__name__}")
+        self.on_matching = on_matching
         if config is not None and options:
             raise ValueError("pass either an AsymRnRConfig or keyword options, not both")
         self.config = config if config is not None else AsymRnRConfig.from_options(options)
@@ -250,7 +257,8 @@ class AsymRnRBackend:
             if not reductions:
                 reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
                 return self._plain(gm, example_inputs, sites, compile_graph, reason)
-            runtime = AsymRnRRuntime(gm, sites, reductions, self.config, compile_graph, driver)
+            runtime = AsymRnRRuntime(gm, sites, reductions, self.config, compile_graph, driver,
+                                     on_matching=self.on_matching)
         except ScheduleMismatchError:  # the user's schedule does not fit: say so, do not hide it
             raise
         except Exception as error:  # analysis must never break the user's model

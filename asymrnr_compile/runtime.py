@@ -42,6 +42,30 @@ Compiler = Callable[[torch.fx.GraphModule, Sequence[Any]], Callable[..., Any]]
 
 
 @dataclass(frozen=True)
+class MatchingRecord:
+    """One matching computed during a call, as handed to a backend's ``on_matching`` observer.
+
+    Attributes:
+        step: denoising step of the call (0-based, from the timestep input).
+        call_index: which call within the step (0 = first; 1 = e.g. the unconditional call of a
+            split CFG pipeline).
+        site: the attention site (``site.block_index``, ``site.grid``, ``site.name``...).
+        feature: ``"q"``, ``"kv"`` or ``"h"``.
+        split: the dst/src partition of the site's ``N`` video tokens.
+        indices: ``keep (*, K)`` and ``restore (*, N)`` (leading dims: the batch, and heads when
+            matched per head); video token ``i`` is computed by token ``keep[..., restore[..., i]]``,
+            itself when kept. On the model's device.
+    """
+
+    step: int
+    call_index: int
+    site: AttentionSite
+    feature: str
+    split: ops.TokenSplit
+    indices: ops.ReductionIndices
+
+
+@dataclass(frozen=True)
 class StepEvent:
     """Where a call falls in the sampling loop.
 
@@ -286,12 +310,16 @@ class AsymRnRRuntime:
         compile_graph: compiles a graph module for given example inputs (``compile_fx``).
         schedule: per-step kept tokens when the config has a schedule
             (:class:`~asymrnr_compile.schedule_runtime.ScheduleDriver`), else None (fixed ratios).
+        on_matching: called with a :class:`MatchingRecord` for every matching a call computes
+            (not for reused ones); for inspection, e.g. which tokens a block drops.
     """
 
     def __init__(self, gm: torch.fx.GraphModule, sites: list[AttentionSite],
                  reductions: list[SiteReduction], config: AsymRnRConfig, compile_graph: Compiler,
-                 schedule: Any = None) -> None:
+                 schedule: Any = None,
+                 on_matching: Callable[[MatchingRecord], None] | None = None) -> None:
         self.gm = gm
+        self.on_matching = on_matching
         self.sites = sites
         self.reductions = reductions
         self.reduction_by_site = {r.site.index: r for r in reductions}
@@ -430,12 +458,21 @@ class AsymRnRRuntime:
                 if feature_plan.compute_matching:
                     key = (event.call_index, site_plan.site_index, feature)
                     self.cache.store(key, window, feature_plan.num_keep, returned[(site_plan.site_index, feature)])
+                    if self.on_matching is not None:
+                        self._report_matching(key, event, feature_plan.num_keep, device)
         computed = [p.compute_matching for site_plan in variant.plan.sites for _, p in site_plan.items()]
         self.cache.misses += sum(computed)
         self.cache.hits += len(computed) - sum(computed)
         if any(computed):
             self.matching_steps.append(event.step)
         return outputs[:original]
+
+    def _report_matching(self, key: CacheKey, event: StepEvent, num_keep: int, device: torch.device) -> None:
+        call_index, site_index, feature = key
+        reduction = self.reduction_by_site[site_index]
+        split = self._split(reduction.site, feature, reduction.grid, device)
+        self.on_matching(MatchingRecord(event.step, call_index, reduction.site, feature, split,
+                                        self.cache.indices(key, num_keep, split)))
 
     # -- reporting ----------------------------------------------------------------------------
 

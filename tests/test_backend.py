@@ -195,3 +195,28 @@ def test_a_grid_smaller_than_the_stride_is_reported_as_such(model, inputs):
         _compile(model, backend)(**inputs)
     reason = backend.report().to_dict()["graphs"][0]["fallback_reason"]
     assert "smaller than dst_stride (4, 2, 2)" in reason
+
+
+def test_on_matching_reports_every_computed_matching_and_only_those(model, inputs):
+    records = []
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=2, **TINY),
+                             on_matching=records.append)
+    _loop(_compile(model, backend), inputs, steps=5)
+    (runtime,) = backend.graphs
+    assert [(r.step, r.site.block_index, r.feature) for r in records] == [
+        (step, block, feature) for step in (0, 2, 4) for block in (0, 1) for feature in ("q", "kv")]
+    assert runtime.matching_steps == [0, 2, 4] and backend.report().to_dict()["cache_hits"] == 2 * 4
+    for record in records:
+        keep, restore = record.indices
+        assert keep.shape[-1] == (16 if record.feature == "q" else 22) and restore.shape[-1] == 32
+        # a kept token stands for itself; a dropped one for a kept dst token
+        assert torch.equal(torch.gather(restore, -1, keep), torch.arange(keep.shape[-1]).expand_as(keep))
+        standing = torch.gather(keep, -1, restore)
+        dropped = standing != torch.arange(32)
+        assert dropped.sum(-1).eq(32 - keep.shape[-1]).all()
+        assert torch.isin(standing[dropped], record.split.dst).all()
+
+
+def test_on_matching_must_be_callable():
+    with pytest.raises(TypeError, match="on_matching must be callable"):
+        AsymRnRBackend(AsymRnRConfig(), on_matching="print")
