@@ -104,6 +104,16 @@ PROFILE_CAPTIONS = 8
 CALIBRATION_TARGETS = (1.06, 1.10)
 
 
+def schedule_summary(schedule) -> str:
+    """Mean ratio per block of each feature, e.g. ``"q per block 0.50 0.00; kv per block ..."``."""
+    from asymrnr_compile.schedule import FEATURES
+
+    return "; ".join(
+        f"{feature} per block " + " ".join(f"{r:.2f}" for r in schedule.ratios(feature).mean(dim=1).tolist())
+        for feature in FEATURES if schedule.ratios(feature).abs().sum() > 0
+    ) or "nothing reduced"
+
+
 def calibrated_variants(model, task, targets=CALIBRATION_TARGETS, log=print) -> dict[str, AsymRnRConfig]:
     """Schedules calibrated by distance and by measured error, from one profile with errors.
 
@@ -129,7 +139,8 @@ def calibrated_variants(model, task, targets=CALIBRATION_TARGETS, log=print) -> 
     for target in targets:
         for damage in DAMAGES:
             schedule = calibrate(profile, target_speedup=target, damage=damage, best_effort=True)
-            log(f"{damage}-ranked schedule for {target}x: predicted {predicted_speedup(profile, schedule):.3f}x")
+            log(f"{damage}-ranked schedule for {target}x: predicted {predicted_speedup(profile, schedule):.3f}x; "
+                + schedule_summary(schedule))
             out[f"{damage}-ranked, {target:g}x"] = AsymRnRConfig(schedule=schedule, cache_steps=5)
     return out
 

@@ -145,3 +145,12 @@ def test_bad_filters_and_devices_are_rejected_before_sampling(argv, message, cap
     with pytest.raises(SystemExit):
         quality_synthetic.main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_schedule_summary_lists_the_reduced_features_per_block():
+    from asymrnr_compile.schedule import Schedule
+
+    assert quality_synthetic.schedule_summary(Schedule.constant(2, 3, q=0.5)) == "q per block 0.50 0.50"
+    assert quality_synthetic.schedule_summary(Schedule.constant(2, 3)) == "nothing reduced"
+    both = quality_synthetic.schedule_summary(Schedule.constant(1, 2, q=0.25, kv=0.3))
+    assert both == "q per block 0.25; kv per block 0.30"
