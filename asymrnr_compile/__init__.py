@@ -2,7 +2,8 @@
 ``torch.compile`` backend (``torch.compile(model, backend="asymrnr", options={...})``).
 
 Public API: :class:`AsymRnRConfig`, :class:`AsymRnRBackend`, :class:`AsymRnRReport`,
-:func:`last_backend`, :class:`Schedule`, :func:`profile` (redundancy profiling),
+:func:`last_backend`, :class:`MatchingRecord` (what an ``on_matching`` observer receives),
+:class:`Schedule`, :func:`profile` (redundancy profiling),
 :class:`RedundancyProfile`, :func:`calibrate` (a schedule for a target speedup). They load
 lazily, so that ``import asymrnr_compile.ops`` stays light.
 Importing this package does not register the backend: the ``torch_dynamo_backends`` entry point
@@ -20,6 +21,7 @@ _LAZY = {
     "AsymRnRBackend": "asymrnr_compile.backend",
     "AsymRnRReport": "asymrnr_compile.backend",
     "last_backend": "asymrnr_compile.backend",
+    "MatchingRecord": "asymrnr_compile.runtime",
     "AsymRnRConfig": "asymrnr_compile.config",
     "Schedule": "asymrnr_compile.schedule",
     "profile": "asymrnr_compile.profiling",
