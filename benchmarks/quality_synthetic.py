@@ -114,12 +114,28 @@ def schedule_summary(schedule) -> str:
     ) or "nothing reduced"
 
 
-def calibrated_variants(model, task, targets=CALIBRATION_TARGETS, log=print) -> dict[str, AsymRnRConfig]:
+def capped_ladder(max_ratio: float | None) -> dict[str, tuple[float, ...]]:
+    """The default calibration ladder without the rungs above ``max_ratio`` (None: all of it)."""
+    from asymrnr_compile.calibrate import DEFAULT_LADDER
+
+    if max_ratio is None:
+        return dict(DEFAULT_LADDER)
+    ladder = {f: tuple(r for r in rungs if r <= max_ratio) for f, rungs in DEFAULT_LADDER.items()}
+    ladder = {f: rungs for f, rungs in ladder.items() if rungs}
+    if not ladder:
+        raise ValueError(f"max_ratio {max_ratio} is below every rung of {dict(DEFAULT_LADDER)}")
+    return ladder
+
+
+def calibrated_variants(model, task, targets=CALIBRATION_TARGETS, log=print,
+                        max_ratio: float | None = None) -> dict[str, AsymRnRConfig]:
     """Schedules calibrated by distance and by measured error, from one profile with errors.
 
     Profiles ``PROFILE_CAPTIONS`` captions of noise seed ``PROFILE_SEED`` with the benchmark's
     sampler, recording the output error at the calibration ladder's ratios, then
     ``calibrate(profile, target, damage=d, best_effort=True)`` for every target and damage.
+    ``max_ratio`` caps the ratio any site may get (:func:`capped_ladder`), which spreads the
+    FLOPs over more sites.
     """
     import asymrnr_compile
     from asymrnr_compile.calibrate import DAMAGES, calibrate, ladder_ratios, predicted_speedup
@@ -135,13 +151,15 @@ def calibrated_variants(model, task, targets=CALIBRATION_TARGETS, log=print) -> 
     torch._dynamo.reset()
     profile = asymrnr_compile.profile(model.transformer, run, config=AsymRnRConfig(cache_steps=5),
                                       min_video_tokens=1, error_ratios=ladder_ratios())
+    ladder = capped_ladder(max_ratio)
+    capped = "" if max_ratio is None else f", ratios <= {max_ratio:g}"
     out = {}
     for target in targets:
         for damage in DAMAGES:
-            schedule = calibrate(profile, target_speedup=target, damage=damage, best_effort=True)
-            log(f"{damage}-ranked schedule for {target}x: predicted {predicted_speedup(profile, schedule):.3f}x; "
-                + schedule_summary(schedule))
-            out[f"{damage}-ranked, {target:g}x"] = AsymRnRConfig(schedule=schedule, cache_steps=5)
+            schedule = calibrate(profile, target_speedup=target, damage=damage, best_effort=True, ladder=ladder)
+            log(f"{damage}-ranked schedule for {target}x{capped}: predicted "
+                f"{predicted_speedup(profile, schedule):.3f}x; " + schedule_summary(schedule))
+            out[f"{damage}-ranked, {target:g}x{capped}"] = AsymRnRConfig(schedule=schedule, cache_steps=5)
     return out
 
 
@@ -255,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default=",".join(f"{t:g}" for t in CALIBRATION_TARGETS),
                         help="with --calibrated: comma-separated predicted speedups (> 1) to calibrate for "
                              f"(default {','.join(f'{t:g}' for t in CALIBRATION_TARGETS)})")
+    parser.add_argument("--max-ratio", type=float, default=None,
+                        help="with --calibrated: no site gets a ratio above this (default: the whole ladder)")
     parser.add_argument("--only", metavar="REGEX",
                         help="run only the variants whose names match (re.search), e.g. '^q 0.5, block'")
     parser.add_argument("--q-ratio", type=float, default=0.5)
@@ -273,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--targets must be comma-separated numbers, got {args.targets!r}")
     if not targets or any(not t > 1.0 for t in targets):
         parser.error(f"--targets must be speedups > 1, got {args.targets!r}")
+    if args.max_ratio is not None:
+        try:
+            capped_ladder(args.max_ratio)
+        except ValueError as error:
+            parser.error(f"--max-ratio: {error}")
     num_seeds = args.seeds if args.seeds is not None else (1 if args.sweep or args.calibrated else 4)
     if num_seeds < 1:
         parser.error(f"--seeds must be >= 1, got {num_seeds}")
@@ -285,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         configs = sweep_variants(args.q_ratio, args.kv_ratio, model.transformer.config.num_blocks)
     elif args.calibrated:
-        configs = calibrated_variants(model, task, targets)
+        configs = calibrated_variants(model, task, targets, max_ratio=args.max_ratio)
     else:
         configs = variants(args.q_ratio, args.kv_ratio)
     if args.only is not None:

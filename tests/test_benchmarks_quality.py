@@ -154,3 +154,17 @@ def test_schedule_summary_lists_the_reduced_features_per_block():
     assert quality_synthetic.schedule_summary(Schedule.constant(2, 3)) == "nothing reduced"
     both = quality_synthetic.schedule_summary(Schedule.constant(1, 2, q=0.25, kv=0.3))
     assert both == "q per block 0.25; kv per block 0.30"
+
+
+def test_capped_ladder_drops_the_rungs_above_the_cap():
+    assert quality_synthetic.capped_ladder(0.3) == {"q": (0.3,), "kv": (0.2, 0.3)}
+    assert quality_synthetic.capped_ladder(0.2) == {"kv": (0.2,)}
+    assert quality_synthetic.capped_ladder(None)["q"] == (0.3, 0.5, 0.7)
+    with pytest.raises(ValueError, match="below every rung"):
+        quality_synthetic.capped_ladder(0.1)
+
+
+def test_max_ratio_below_the_ladder_is_rejected_before_sampling(capsys):
+    with pytest.raises(SystemExit):
+        quality_synthetic.main(["--calibrated", "--max-ratio", "0.1"])
+    assert "--max-ratio" in capsys.readouterr().err
