@@ -38,7 +38,6 @@ import importlib.util
 import itertools
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -54,6 +53,8 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
+from results_md import machine_info
+
 from asymrnr_compile.models import (
     build_reference_model,
     reference_inputs,
@@ -534,23 +535,6 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{_fmt(row['rel_l2'], '.1e'):>9}{_fmt(row['psnr_db'], '.1f'):>7}{row['compile_seconds']:>10.1f}"
             f"{row['compiled_variants']:>5}{row['dynamo_recompiles']:>7}{row['peak_rss_mb']:>8.0f}")
     return "\n".join(lines)
-
-
-def machine_info(device: str) -> str:
-    """CPU model, cores, torch version and threads (and the GPU's name on cuda)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = (f"{cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-            f"{platform.system()} {platform.release()}")
-    if torch.device(device).type == "cuda" and torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
-    return text
 
 
 def run(models: list[str], *, quick: bool = False, steps: int | None = None, cache_steps: int | None = None,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import shlex
 import sys
@@ -36,7 +35,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from results_md import replace_section
+from results_md import machine_info, replace_section
 
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.synthetic.compare import compare_variants
@@ -254,13 +253,6 @@ def render_sweep_section(result: dict, title: str = "Quality sensitivity sweep",
     return "\n".join(lines)
 
 
-def _machine(device: str) -> str:
-    text = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    if torch.device(device).type == "cuda":
-        text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=None,
@@ -304,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda was asked for but torch.cuda.is_available() is False")
     model, task = load_trained_model(args.checkpoint, device=args.device)
-    if args.results and preset_of(model.transformer.config) not in SECTION_SUFFIX:
+    preset = preset_of(model.transformer.config)
+    if args.results and preset not in SECTION_SUFFIX:
         parser.error(f"--results needs a checkpoint of one of the presets {SYNTHETIC_PRESETS}")
     captions, seeds = caption_grid(task, range(num_seeds))
     if args.sweep:
@@ -330,13 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "checkpoint": Path(args.checkpoint).name,
         "checkpoint_step": read_checkpoint_metadata(args.checkpoint).get("step"),
-        "preset": preset_of(model.transformer.config),
+        "preset": preset,
         "video_tokens": model.transformer.config.video_tokens,
         "q_ratio": args.q_ratio,
         "kv_ratio": args.kv_ratio,
         "sampler": {"steps": EVAL_SAMPLER.steps, "guidance_scale": EVAL_SAMPLER.guidance_scale},
         **comparison.to_dict(),
-        "machine": _machine(args.device),
+        "machine": machine_info(args.device),
         "command": "python benchmarks/quality_synthetic.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "date": date.today().isoformat(),
         "seconds": round(time.perf_counter() - start, 1),

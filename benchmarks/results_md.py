@@ -2,11 +2,16 @@
 
 Each generating script owns the text between its two markers ``<!-- NAME:begin -->`` and
 ``<!-- NAME:end -->``; the section is appended at the end of the file the first time.
+:func:`machine_info` is the machine line every generated section carries.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
+
+import torch
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -29,3 +34,20 @@ def replace_section(name: str, body: str, path: Path = RESULTS) -> Path:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
     return path
+
+
+def machine_info(device: str) -> str:
+    """CPU model, cores, torch version and threads (and the GPU's name on cuda)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = (f"{cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{platform.system()} {platform.release()}")
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
+    return text
