@@ -35,6 +35,8 @@ DIFFUSERS_DST_STRIDE = (1, 2, 2)
 
 def add_profile_command(commands: Any) -> None:
     """Register ``profile`` on the CLI's subparsers."""
+    from asymrnr_compile.calibrate import DAMAGES
+
     parser = commands.add_parser("profile", help="profile redundancy per site, step and feature; write report, "
                                                   "heatmaps and a calibrated schedule")
     parser.add_argument("--model", default=REFERENCE, choices=MODELS,
@@ -47,7 +49,7 @@ def add_profile_command(commands: Any) -> None:
                         help="calibrate schedule.safetensors for this predicted speedup")
     parser.add_argument("--cache-steps", type=int, default=5, help="matching cache window (cost model)")
     parser.add_argument("--similarity", default="euclidean", help="euclidean, cosine or dot")
-    parser.add_argument("--damage", default="distance", choices=("distance", "error"),
+    parser.add_argument("--damage", default="distance", choices=DAMAGES,
                         help="what calibrate ranks moves by: the dropped tokens' distance (the paper's proxy) "
                              "or the measured attention-output error (one extra attention per ladder ratio)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and the split")
