@@ -42,20 +42,17 @@ stage() {  # stage NAME COMMAND...: run once, log, record the exit status
 
 train_fine() {
     local probe=$RUN/probe seconds steps=${TRAIN_STEPS:-}
-    if [ -n "$steps" ]; then
-        python -m asymrnr_compile train --out "$RUN/fine" --preset synthetic-fine --device "$DEVICE" --bf16 \
-            --batch-size "$TRAIN_BATCH" --steps "$steps" --eval-every $(( steps / 4 ))
-        return
-    fi
-    rm -rf "$probe"
-    python -m asymrnr_compile train --out "$probe" --preset synthetic-fine --device "$DEVICE" --bf16 \
-        --batch-size "$TRAIN_BATCH" --steps "$PROBE_STEPS" --eval-every 0 || return 1
-    # seconds per step over the probe's last logged window (the first includes CUDA warm-up)
-    seconds=$(python -c "import json,sys; rows=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; \
+    if [ -z "$steps" ]; then
+        rm -rf "$probe"
+        python -m asymrnr_compile train --out "$probe" --preset synthetic-fine --device "$DEVICE" --bf16 \
+            --batch-size "$TRAIN_BATCH" --steps "$PROBE_STEPS" --eval-every 0 || return 1
+        # seconds per step over the probe's last logged window (the first includes CUDA warm-up)
+        seconds=$(python -c "import json,sys; rows=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; \
 print(rows[-1]['seconds_per_step'])" "$probe/log.jsonl") || return 1
-    steps=$(python -c "import sys; s=int(float(sys.argv[1])/float(sys.argv[2])); \
+        steps=$(python -c "import sys; s=int(float(sys.argv[1])/float(sys.argv[2])); \
 print(max(100, min(int(sys.argv[3]), s // 100 * 100)))" "$TRAIN_SECONDS" "$seconds" "$MAX_TRAIN_STEPS")
-    echo "probe: $seconds s/step -> $steps steps in ${TRAIN_SECONDS} s"
+        echo "probe: $seconds s/step -> $steps steps in ${TRAIN_SECONDS} s"
+    fi
     python -m asymrnr_compile train --out "$RUN/fine" --preset synthetic-fine --device "$DEVICE" --bf16 \
         --batch-size "$TRAIN_BATCH" --steps "$steps" --eval-every $(( steps / 4 ))
 }
