@@ -118,6 +118,11 @@ def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig,
                         feature, ratio, site.name, 1 - keep / num_tokens, num_dst, num_tokens)
     if not reduction.num_keep:
         return "no feature to reduce at these ratios"
+    if config.match_on == "hidden_states" and {"q", "kv"} & set(reduction.num_keep):
+        problem = site.hidden_matching_problem()
+        if problem is not None:
+            logger.info("asymrnr: site %s matches q/kv on the features, not the hidden states: %s",
+                        site.name, problem)
     return reduction
 
 

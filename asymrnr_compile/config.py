@@ -27,6 +27,12 @@ FEATURES = ("q", "kv", "h")
 
 # Matching cache window (paper Sec. 3.4): the published runs reuse a matching for 3-5 steps.
 DEFAULT_CACHE_STEPS = 5
+#: What q and kv are matched on (``AsymRnRConfig.match_on``). ``"features"``: the reduced
+#: features themselves, per head (the queries after QK-norm and RoPE, the values; paper
+#: Sec. 3.2). ``"hidden_states"``: the attention block's input hidden states, before the q/k/v
+#: projections, one matching per batch element shared by all heads.
+MATCH_SOURCES = ("features", "hidden_states")
+
 # Below this many video tokens attention is cheap and matching overhead dominates.
 DEFAULT_MIN_VIDEO_TOKENS = 256
 
@@ -58,6 +64,21 @@ class AsymRnRConfig:
             softmax. Costs one elementwise bias in the attention; on GPUs an SDPA call with a
             bias cannot use the FlashAttention kernel. Bool. Default False (the published
             method).
+        match_on: what q and kv are matched on, one of :data:`MATCH_SOURCES`. ``"features"``
+            (default, the published method): queries (after QK-norm and RoPE) and values, per
+            head. ``"hidden_states"``: the block's hidden states entering the q/k/v projections,
+            one matching per batch element shared by every head; RoPE's rotation makes
+            post-RoPE queries of like content at different positions look unlike, and content
+            of one head is a thin slice of a token. A site whose hidden states the analysis
+            cannot find (or whose layout is not ``(B, L, C)`` against ``(B, H, L, d)``
+            attention inputs) falls back to ``"features"`` with a logged reason. Not in the
+            published AsymRnR; on the trained synthetic model it is what keeps q 0.5 / kv 0.3
+            within the quality bound (benchmarks/RESULTS.md).
+        redraw_split: draw a new destination token per chunk for every matching window (seeded
+            by ``seed``, the site, the feature and the window index) instead of one split per
+            site for the whole run, so that the tokens standing in for others change from window
+            to window and the errors of restoring do not pile up on the same positions across
+            steps. Bool. Default False (one split, as published).
         seed: seed of the random destination choice within each chunk. Default 0.
         grid: (frames, height, width) of the video token grid, overriding what the analysis
             recovers from the graph; None (default) uses the analysis.
@@ -90,6 +111,8 @@ class AsymRnRConfig:
     similarity: str = "euclidean"
     reduce_mode: str = "replace"
     proportional_attention: bool = False
+    match_on: str = "features"
+    redraw_split: bool = False
     seed: int = 0
     grid: tuple[int, int, int] | None = None
     min_video_tokens: int = DEFAULT_MIN_VIDEO_TOKENS
@@ -110,6 +133,9 @@ class AsymRnRConfig:
         check_choice("reduce_mode", self.reduce_mode, REDUCE_MODES)
         if not isinstance(self.proportional_attention, bool):
             raise TypeError(f"proportional_attention must be a bool, got {self.proportional_attention!r}")
+        check_choice("match_on", self.match_on, MATCH_SOURCES)
+        if not isinstance(self.redraw_split, bool):
+            raise TypeError(f"redraw_split must be a bool, got {self.redraw_split!r}")
         check_choice("token_selection", self.token_selection, TOKEN_SELECTIONS)
         set_("seed", check_int("seed", self.seed, minimum=0))
         if self.grid is not None:

@@ -82,6 +82,10 @@ class ReductionPlan:
         seed: base seed of the random selection (unused when ``"matched"``).
         proportional_attention: add the log-multiplicity bias of the kept keys to kv-reduced
             attention (:func:`asymrnr_compile.ops.proportional_attention_mask`).
+        match_on: ``"features"`` (q on the queries, kv on the values, per head) or
+            ``"hidden_states"`` (both on the site's input hidden states, shared by the heads,
+            where :meth:`~asymrnr_compile.analysis.site.AttentionSite.hidden_matching_problem`
+            finds none; elsewhere on the features).
     """
 
     sites: tuple[SitePlan, ...]
@@ -91,6 +95,7 @@ class ReductionPlan:
     token_selection: str = "matched"
     seed: int = 0
     proportional_attention: bool = False
+    match_on: str = "features"
 
     @property
     def is_identity(self) -> bool:

@@ -37,6 +37,8 @@ TIMESTEP_NAME = "timestep"
 # Distinct seeds per (site, feature) so that sites do not share one destination pattern.
 _SITE_SEED_STRIDE = 7919
 _FEATURE_SEED_OFFSET = {"q": 0, "kv": 1, "h": 2}
+# With redraw_split, window w adds w * this to the seed (a prime apart from the site stride).
+_WINDOW_SEED_STRIDE = 104729
 
 Compiler = Callable[[torch.fx.GraphModule, Sequence[Any]], Callable[..., Any]]
 
@@ -167,7 +169,11 @@ class MatchingCache:
         entry = self.entries[key]
         if num_keep not in entry.indices:
             matching = ops.Matching(*(entry.matching[name] for name in MATCHING_FIELDS))
-            entry.indices[num_keep] = ops.reduction_indices(split, matching, num_keep)
+            indices = ops.reduction_indices(split, matching, num_keep)
+            stored = next(iter(entry.indices.values()))
+            if stored.keep.dim() > matching.src_order.dim():  # matched on hidden states: no head axis
+                indices = ops.indices_over_heads(indices)
+            entry.indices[num_keep] = indices
         return entry.indices[num_keep]
 
 
@@ -330,7 +336,7 @@ class AsymRnRRuntime:
         self.cache = MatchingCache()
         self.variants: dict[ReductionPlan, CompiledVariant] = {}
         self.regions = RegionCompiler(compile_graph)
-        self.splits: dict[tuple[int, str], ops.TokenSplit] = {}
+        self.splits: dict[tuple[int, str], tuple[int, ops.TokenSplit]] = {}  # -> (window, split)
         self.calls = 0
         # The step of every call that computed a matching (tests and reports count these).
         self.matching_steps: list[int] = []
@@ -358,7 +364,7 @@ class AsymRnRRuntime:
         config = self.config
         site_plans: list[SitePlan] = []
         if self.fallback_reason is None and event.step >= config.warmup_steps:
-            window = (event.step - config.warmup_steps) // config.cache_steps
+            window = self._window(event.step)
             for reduction in self.reductions:
                 features: dict[str, FeaturePlan] = {}
                 keeps = reduction.num_keep if self.schedule is None else \
@@ -373,22 +379,32 @@ class AsymRnRRuntime:
                 if features:
                     site_plans.append(SitePlan(reduction.site.index, **features))
         return ReductionPlan(tuple(site_plans), config.similarity, config.reduce_mode, config.match_chunk_bytes,
-                             config.token_selection, config.seed, config.proportional_attention)
+                             config.token_selection, config.seed, config.proportional_attention,
+                             config.match_on)
 
     # -- compilation --------------------------------------------------------------------------
 
-    def _split(self, site: AttentionSite, feature: str, grid, device: torch.device) -> ops.TokenSplit:
+    def _split(self, site: AttentionSite, feature: str, grid, device: torch.device, window: int) -> ops.TokenSplit:
+        """The dst/src split of one (site, feature): one for the whole run, or with
+        ``config.redraw_split`` one per matching window (only the current window's is kept)."""
+        window = window if self.config.redraw_split else 0
         key = (site.index, feature)
-        if key not in self.splits:
-            seed = self.config.seed + _SITE_SEED_STRIDE * site.index + _FEATURE_SEED_OFFSET[feature]
-            self.splits[key] = ops.split_tokens(site.video_tokens, grid, self.config.dst_stride,
-                                                seed=seed, device=device)
-        return self.splits[key]
+        held = self.splits.get(key)
+        if held is None or held[0] != window:
+            seed = (self.config.seed + _SITE_SEED_STRIDE * site.index + _FEATURE_SEED_OFFSET[feature]
+                    + _WINDOW_SEED_STRIDE * window)
+            held = self.splits[key] = (window, ops.split_tokens(site.video_tokens, grid, self.config.dst_stride,
+                                                                seed=seed, device=device))
+        return held[1]
+
+    def _window(self, step: int) -> int:
+        """Index of the matching window holding denoising step ``step`` (after warm-up)."""
+        return (step - self.config.warmup_steps) // self.config.cache_steps
 
     def _extra_input(self, slot: CacheSlot, plan: ReductionPlan, step: StepEvent,
                      device: torch.device) -> torch.Tensor:
         reduction = self.reduction_by_site[slot.site_index]
-        split = self._split(reduction.site, slot.feature, reduction.grid, device)
+        split = self._split(reduction.site, slot.feature, reduction.grid, device, self._window(step.step))
         if slot.field in ("dst", "src"):
             return getattr(split, slot.field)
         num_keep = plan.feature_plan(slot.site_index, slot.feature).num_keep
@@ -448,7 +464,7 @@ class AsymRnRRuntime:
         variant.calls += 1
         if variant.rewrite is None:
             return outputs
-        window = (event.step - self.config.warmup_steps) // self.config.cache_steps
+        window = self._window(event.step)
         original = variant.rewrite.num_original_outputs
         returned: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
         for slot, tensor in zip(variant.extra_outputs, outputs[original:]):
@@ -470,7 +486,7 @@ class AsymRnRRuntime:
     def _report_matching(self, key: CacheKey, event: StepEvent, num_keep: int, device: torch.device) -> None:
         call_index, site_index, feature = key
         reduction = self.reduction_by_site[site_index]
-        split = self._split(reduction.site, feature, reduction.grid, device)
+        split = self._split(reduction.site, feature, reduction.grid, device, self._window(event.step))
         self.on_matching(MatchingRecord(event.step, call_index, reduction.site, feature, split,
                                         self.cache.indices(key, num_keep, split)))
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 import torch.fx
 
 SiteKind = Literal["self", "joint", "cross", "unknown"]
@@ -113,6 +114,33 @@ class AttentionSite:
             return self.text_tokens
         return 0
 
+    def hidden_matching_problem(self) -> str | None:
+        """Why q and kv cannot be matched on :attr:`hidden_states` here (None: they can).
+
+        Hidden-state matching (``AsymRnRConfig.match_on = "hidden_states"``) matches the video
+        span of ``hidden_states (B, L, C)`` once per batch element and applies the indices to
+        every head of the ``(B, H, L', d)`` attention inputs, so it needs that node, its video
+        span, the token axis at ``-2`` and the same batch size as the attention inputs.
+        """
+        if self.hidden_states is None:
+            return "no common input of the q/k/v projections found"
+        if self.hidden_states_video_start is None or self.video_tokens is None:
+            return "the video span of the hidden states is unknown"
+        hidden, query = _example_value(self.hidden_states), _example_value(self.query)
+        if hidden is None or query is None:
+            return "the hidden states or the queries have no example value"
+        if hidden.dim() != 3 or query.dim() != 4:
+            return (f"hidden states {tuple(hidden.shape)} are not (B, L, C) or queries "
+                    f"{tuple(query.shape)} not (B, H, L, d)")
+        if self.token_dim is not None and self.token_dim % hidden.dim() != 1:
+            return f"the token axis of the hidden states is {self.token_dim}, not 1"
+        if hidden.shape[0] != query.shape[0]:
+            return f"hidden states batch {hidden.shape[0]} != attention batch {query.shape[0]}"
+        if hidden.shape[1] < self.hidden_states_video_start + self.video_tokens:
+            return (f"hidden states hold {hidden.shape[1]} tokens, fewer than the video span "
+                    f"{self.hidden_states_video_start} + {self.video_tokens}")
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (no graph nodes)."""
         return {
@@ -151,3 +179,9 @@ class AttentionSite:
 
 def _node_name(node: torch.fx.Node | None) -> str | None:
     return node.name if node is not None else None
+
+
+def _example_value(node: torch.fx.Node) -> Any:
+    """The traced example tensor of ``node`` (Dynamo's ``example_value`` or AOT's ``val``)."""
+    value = node.meta.get("example_value", node.meta.get("val"))
+    return value if isinstance(value, torch.Tensor) else None

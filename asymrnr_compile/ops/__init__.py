@@ -32,6 +32,7 @@ from .reduce import (
     proportional_attention_mask,
     reduce_mask,
     reduce_tokens,
+    indices_over_heads,
     reduction_indices,
     restore_tokens,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "random_matching",
     "reduce_mask",
     "reduce_tokens",
+    "indices_over_heads",
     "reduction_indices",
     "restore_tokens",
     "split_tokens",

@@ -165,6 +165,17 @@ def reduction_indices(split: TokenSplit, matching: Matching, num_keep: int) -> R
     return ReductionIndices(keep=keep, restore=restore)
 
 
+def indices_over_heads(indices: ReductionIndices) -> ReductionIndices:
+    """Indices of one matching per batch element, made to apply to every attention head.
+
+    ``keep (B, K)``, ``restore (B, N)`` (e.g. matched on hidden states ``(B, L, C)``) ->
+    ``keep (B, 1, K)``, ``restore (B, 1, N)``, which broadcast against ``(B, H, L, d)``
+    attention inputs in :func:`reduce_tokens`, :func:`restore_tokens` and the mask ops.
+    """
+    keep, restore = _check_indices(indices)
+    return ReductionIndices(keep=keep.unsqueeze(-2), restore=restore.unsqueeze(-2))
+
+
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Gather rows of the token axis: ``out[..., k, :] = x[..., index[..., k], :]``.
 

@@ -27,7 +27,14 @@ log-multiplicity as a bias (``mask = proportional_attention_mask(mask_cols, k_re
 kv_indices, start=T)``, before the query-axis reduction; a new float mask when there was none).
 
 Matching runs on the features the method prescribes: q on the queries, kv on the values
-(DESIGN.md Sec. 2). With ``plan.token_selection == "random"`` the matching is drawn at random
+(DESIGN.md Sec. 2). With ``plan.match_on == "hidden_states"`` both are matched on the site's
+input hidden states ``x (B, L, C)`` instead, where the analysis found them
+(``AttentionSite.hidden_matching_problem``), and the indices get a size-1 head axis::
+
+    q_matching  = match_tokens(x, q_split, "euclidean", start=S_in)             # (B, N_src)
+    q_indices   = indices_over_heads(reduction_indices(q_split, q_matching, K_q))  # (B, 1, K_q)
+    q_reduced   = reduce_tokens(q, q_indices, "replace", start=T)              # all H heads
+ With ``plan.token_selection == "random"`` the matching is drawn at random
 instead (``ops.random_matching``, the token-dropping baseline); everything else is the same.
 Text tokens are outside the video span and are never touched.
 """
@@ -145,12 +152,14 @@ class _SiteRewriter:
         self.result.extra_outputs.append(slot)
 
     def indices(self, site_index: int, feature: str, feature_plan: FeaturePlan,
-                matched: torch.fx.Node, start: int) -> torch.fx.Node:
+                matched: torch.fx.Node, start: int, *, over_heads: bool = False) -> torch.fx.Node:
         """Reduction indices of one feature: computed from a fresh matching, or graph inputs.
 
         A computing variant outputs the matching and the indices (graph outputs are realised
         buffers, so the gathers read them instead of recomputing index arithmetic per element);
-        a reusing variant takes the indices as inputs.
+        a reusing variant takes the indices as inputs. ``over_heads``: ``matched`` has no head
+        axis (hidden states ``(B, L, C)``), so the indices get a size-1 one
+        (:func:`~asymrnr_compile.ops.indices_over_heads`) before they are output or used.
         """
         if not feature_plan.compute_matching:
             cached = [self.placeholder(CacheSlot(site_index, feature, name)) for name in INDEX_FIELDS]
@@ -166,6 +175,8 @@ class _SiteRewriter:
                 start=start, chunk_bytes=self.plan.match_chunk_bytes,
             )
         indices = self.call(ops.reduction_indices, split, matching, feature_plan.num_keep)
+        if over_heads:
+            indices = self.call(ops.indices_over_heads, indices)
         for position, name in enumerate(MATCHING_FIELDS):
             self.output(self.call(operator.getitem, matching, position), CacheSlot(site_index, feature, name))
         for position, name in enumerate(INDEX_FIELDS):
@@ -183,14 +194,23 @@ def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SiteP
     query, key, value = kwargs["query"], kwargs["key"], kwargs["value"]
     mask = kwargs.get("attn_mask")
 
+    on_hidden = rewriter.plan.match_on == "hidden_states" and site.hidden_matching_problem() is None
+    if on_hidden:  # both features matched on the hidden states (B, L, C), shared by the heads
+        assert site.hidden_states is not None and site.hidden_states_video_start is not None  # checked
+        matched_q = matched_kv = node_map[site.hidden_states]
+        matched_start = site.hidden_states_video_start
+    else:
+        matched_q, matched_kv, matched_start = query, value, start
+
     rewriter.region = site.index
     with graph.inserting_before(sdpa):
         q_indices = kv_indices = None
         if site_plan.q is not None:
-            q_indices = rewriter.indices(site.index, "q", site_plan.q, query, start)
+            q_indices = rewriter.indices(site.index, "q", site_plan.q, matched_q, matched_start, over_heads=on_hidden)
             kwargs["query"] = rewriter.call(ops.reduce_tokens, query, q_indices, mode, start=start)
         if site_plan.kv is not None:
-            kv_indices = rewriter.indices(site.index, "kv", site_plan.kv, value, start)
+            kv_indices = rewriter.indices(site.index, "kv", site_plan.kv, matched_kv, matched_start,
+                                          over_heads=on_hidden)
             kwargs["key"] = rewriter.call(ops.reduce_tokens, key, kv_indices, mode, start=start)
             kwargs["value"] = rewriter.call(ops.reduce_tokens, value, kv_indices, mode, start=start)
             if mask is not None:

@@ -6,11 +6,12 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from ops_strategies import cases
+from ops_strategies import cases, random_features
 
 from asymrnr_compile.ops import (
     ReductionIndices,
     gather_tokens,
+    indices_over_heads,
     key_multiplicity,
     match_tokens,
     num_kept_tokens,
@@ -255,3 +256,37 @@ def test_proportional_attention_mask_validates_and_broadcasts():
         proportional_attention_mask(None, key, idx, start=3)
     with pytest.raises(TypeError, match="key"):
         proportional_attention_mask(None, None, idx)
+
+
+@given(case=cases())
+def test_indices_over_heads_apply_one_matching_to_every_head(case):
+    """Indices of one matching per batch element (hidden states ``(B, L, c)``), given a size-1
+    head axis, reduce / restore / mask every head exactly as the same indices repeated per head."""
+    split = split_tokens(case.num_tokens, case.grid_arg, case.stride, seed=case.seed)
+    hidden = random_features((case.batch, case.length, case.channels), case)
+    matching = match_tokens(hidden, split, case.similarity, start=case.text_before)
+    num_keep = num_kept_tokens(case.num_tokens, len(split.dst), case.ratio)
+    shared = indices_over_heads(reduction_indices(split, matching, num_keep))
+    assert shared.keep.shape == (case.batch, 1, num_keep)
+    assert shared.restore.shape == (case.batch, 1, case.num_tokens)
+    repeated = ReductionIndices(*(t.expand(case.batch, case.heads, t.shape[-1]) for t in shared))
+
+    x = case.features()  # (B, H, L, c)
+    reduced = reduce_tokens(x, shared, case.mode, start=case.text_before)
+    assert torch.equal(reduced, reduce_tokens(x, repeated, case.mode, start=case.text_before))
+    restored = restore_tokens(reduced, shared, start=case.text_before)
+    assert torch.equal(restored, restore_tokens(reduced, repeated, start=case.text_before))
+    torch.testing.assert_close(
+        proportional_attention_mask(None, reduced, shared, start=case.text_before).expand(
+            case.batch, case.heads, 1, reduced.shape[-2]),
+        proportional_attention_mask(None, reduced, repeated, start=case.text_before), rtol=0, atol=0)
+    # Every head's kept rows are the rows the one matching chose.
+    if case.mode == "replace":
+        for head in range(case.heads):
+            assert torch.equal(_video(reduced, case, num_keep)[:, head],
+                               gather_tokens(_video(x, case, case.num_tokens)[:, head], shared.keep[:, 0]))
+
+
+def test_indices_over_heads_rejects_non_indices():
+    with pytest.raises(TypeError):
+        indices_over_heads((torch.zeros(2, 3),))

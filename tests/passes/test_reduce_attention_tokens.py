@@ -254,3 +254,74 @@ def test_keep_everything_plan_reproduces_plain_inductor_on_the_reference_dit():
         plain = compile_fx(gm, list(example_inputs))(*example_inputs)
     outputs = _run(result, example_inputs, extra)
     assert max_relative_error(outputs[0], plain[0]) < 1e-5
+
+
+def _site_with_hidden_states(gm: torch.fx.GraphModule, text_first: bool) -> list[AttentionSite]:
+    """The manual site plus its hidden states: the [text, video] concatenation the projections read."""
+    (site,) = _manual_site(gm, text_first)
+    (tokens,) = [n for n in gm.graph.nodes if n.target is torch.cat]
+    site.hidden_states, site.token_dim = tokens, 1
+    site.hidden_states_video_start = TEXT if text_first else 0
+    return [site]
+
+
+def _split_of(result, extra, feature) -> ops.TokenSplit:
+    fields = {slot.field: t for slot, t in zip(result.extra_inputs, extra) if slot.feature == feature}
+    return ops.TokenSplit(fields["dst"], fields["src"])
+
+
+@pytest.mark.parametrize("text_first", [True, False])
+def test_matching_on_hidden_states_applies_one_matching_to_every_head(text_first):
+    """match_on="hidden_states": q and kv are matched on the projections' input (B, L, C), once per
+    batch element; the rewritten graph equals an eager reference built from the ops."""
+    model = JointAttention(text_first=text_first, with_mask=True).eval()
+    inputs = _inputs(with_mask=True, text_first=text_first)
+    gm, example_inputs = capture_graph(model, inputs)
+    sites = _site_with_hidden_states(gm, text_first)
+    assert sites[0].hidden_matching_problem() is None
+    keep_q, keep_kv = 12, 20
+    plan = ReductionPlan((SitePlan(0, q=FeaturePlan(VIDEO, keep_q, True), kv=FeaturePlan(VIDEO, keep_kv, True)),),
+                         "euclidean", "replace", CHUNK_BYTES, proportional_attention=True, match_on="hidden_states")
+    result = reduce_attention_tokens(gm, sites, plan)
+    assert result.rewritten_sites == [0]
+    matchers = [n for n in result.gm.graph.nodes if n.target is ops.match_tokens]
+    assert len(matchers) == 2 and all(n.args[0].target is torch.cat for n in matchers)  # the counter
+    extra = _split_inputs(result)
+    outputs = _run(result, example_inputs, extra)
+    returned = {(s.feature, s.field): t for s, t in zip(result.extra_outputs, outputs[result.num_original_outputs:])}
+    assert returned["q", "src_order"].shape == (BATCH, VIDEO - len(_split_of(result, extra, "q").dst))
+    assert returned["q", "keep"].shape == (BATCH, 1, keep_q)
+
+    start = TEXT if text_first else 0
+    with torch.no_grad():
+        tokens = torch.cat([inputs["text"], inputs["video"]] if text_first else [inputs["video"], inputs["text"]], 1)
+        q, k, v = (proj(tokens).view(BATCH, -1, HEADS, HEAD_DIM).transpose(1, 2)
+                   for proj in (model.to_q, model.to_k, model.to_v))
+        shared = {}
+        for feature, keep in (("q", keep_q), ("kv", keep_kv)):
+            split = _split_of(result, extra, feature)
+            matching = ops.match_tokens(tokens, split, start=start)
+            shared[feature] = ops.indices_over_heads(ops.reduction_indices(split, matching, keep))
+        k_small, v_small = (ops.reduce_tokens(t, shared["kv"], start=start) for t in (k, v))
+        mask = ops.reduce_mask(inputs["mask"], shared["kv"], start=start)
+        mask = ops.proportional_attention_mask(mask, k_small, shared["kv"], start=start)
+        mask = ops.reduce_mask(mask, shared["q"], start=start, dim=-2)
+        q_small = ops.reduce_tokens(q, shared["q"], start=start)
+        expected = ops.restore_tokens(F.scaled_dot_product_attention(q_small, k_small, v_small, attn_mask=mask),
+                                      shared["q"], start=start)
+    torch.testing.assert_close(outputs[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_matching_on_hidden_states_falls_back_to_the_features_where_none_were_found():
+    model = JointAttention(text_first=True).eval()
+    gm, example_inputs = capture_graph(model, _inputs())
+    sites = _manual_site(gm, text_first=True)  # no hidden_states recorded
+    assert "no common input" in sites[0].hidden_matching_problem()
+    plan = ReductionPlan((SitePlan(0, q=FeaturePlan(VIDEO, 12, True)),), "euclidean", "replace", CHUNK_BYTES,
+                         match_on="hidden_states")
+    result = reduce_attention_tokens(gm, sites, plan)
+    (matcher,) = [n for n in result.gm.graph.nodes if n.target is ops.match_tokens]
+    assert matcher.args[0].target is not torch.cat  # the queries, not the hidden states
+    outputs = _run(result, example_inputs, _split_inputs(result))
+    returned = {s.field: t for s, t in zip(result.extra_outputs, outputs[result.num_original_outputs:])}
+    assert returned["keep"].shape == (BATCH, HEADS, 12)  # matched per head, on the queries
