@@ -46,10 +46,13 @@ def test_replace_section_keeps_other_sections(tmp_path):
 
 def test_variants_pair_matched_reduction_with_dropping_at_the_same_ratios():
     configs = quality_synthetic.variants(0.5, 0.3)
-    assert list(configs) == ["asymrnr (cache 5)", "token dropping", "asymrnr (cache 1)"]
+    assert list(configs) == ["asymrnr (cache 5)", "token dropping", "asymrnr (cache 1)",
+                             "asymrnr, hidden-state matching (cache 1)", "asymrnr, hidden-state matching (cache 2)"]
     assert {(c.q_ratio, c.kv_ratio) for c in configs.values()} == {(0.5, 0.3)}
-    assert [c.token_selection for c in configs.values()] == ["matched", "random", "matched"]
-    assert [c.cache_steps for c in configs.values()] == [5, 5, 1]
+    assert [c.token_selection for c in configs.values()] == ["matched", "random", "matched", "matched", "matched"]
+    assert [c.cache_steps for c in configs.values()] == [5, 5, 1, 1, 2]
+    assert [c.match_on for c in configs.values()] == ["features"] * 3 + ["hidden_states"] * 2
+    assert [c.redraw_split and c.proportional_attention for c in configs.values()] == [False] * 3 + [True] * 2
 
 
 def test_sweep_varies_one_thing_at_a_time_and_covers_every_block():
