@@ -212,6 +212,41 @@ def test_backend_reduces_over_a_sampling_loop(cases, name):
     assert len(runtime.variants) == 2  # computing and reusing the matching
 
 
+# Mochi attends per batch element (a loop over B with its own SDPA calls), so the (B, L, C) hidden
+# states do not line up with the attention's batch of 1: those sites match on the features.
+HIDDEN_MATCHING_FALLS_BACK = {"mochi"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hidden_state_matching_over_a_sampling_loop(cases, name, caplog):
+    """match_on="hidden_states" with redraw_split and proportional attention: one graph, finite
+    reduced outputs, and every site matched on its hidden states exactly where the analysis
+    found them (one matching shared by the heads), on the features (per head) elsewhere."""
+    case = cases(name)
+    records = []
+    config = AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=2, min_video_tokens=16,
+                           match_on="hidden_states", redraw_split=True, proportional_attention=True)
+    backend = AsymRnRBackend(config, on_matching=records.append)
+    counters.clear()
+    with caplog.at_level("INFO", logger="asymrnr_compile"):
+        outputs = _sample(name, torch.compile(case.model, backend=backend, fullgraph=True, dynamic=False), case)
+    assert counters["stats"]["unique_graphs"] == 1
+    assert all(torch.isfinite(output).all() for output in outputs)
+    assert max_relative_error(outputs[0], case.plain_output) > 1e-4
+    assert backend.report().to_dict()["graphs"][0]["fallback_reason"] is None
+    assert records
+    on_hidden = set()
+    for record in records:
+        shared = record.indices.keep.shape[-2] == 1 and record.indices.keep.dim() == 3
+        problem = record.site.hidden_matching_problem()
+        assert shared == (problem is None), (record.site.name, record.feature, problem)
+        if shared:
+            on_hidden.add(record.site.index)
+        else:
+            assert f"site {record.site.name} matches q/kv on the features" in caplog.text
+    assert bool(on_hidden) == (name not in HIDDEN_MATCHING_FALLS_BACK)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_all_ratios_zero_match_plain_inductor(cases, name):
     case = cases(name)
