@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from asymrnr_compile.config import AsymRnRConfig
+from asymrnr_compile.config import MATCH_SOURCES, AsymRnRConfig
 
 
 def _add_reduction_options(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +18,11 @@ def _add_reduction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-steps", type=int, default=defaults.cache_steps, help="matching cache window")
     parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
                         help="steps without reduction at the start")
+    parser.add_argument("--match-on", choices=MATCH_SOURCES, default=defaults.match_on,
+                        help="what q/kv are matched on (default: the features, as published)")
+    parser.add_argument("--redraw-split", action="store_true", help="a new dst split per matching window")
+    parser.add_argument("--proportional-attention", action="store_true",
+                        help="weigh each kept key by the keys it stands for")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -25,7 +30,8 @@ def _demo(args: argparse.Namespace) -> int:
     from asymrnr_compile.sampling import SamplerConfig
 
     config = AsymRnRConfig(q_ratio=args.q_ratio, kv_ratio=args.kv_ratio, cache_steps=args.cache_steps,
-                           warmup_steps=args.warmup_steps)
+                           warmup_steps=args.warmup_steps, match_on=args.match_on,
+                           redraw_split=args.redraw_split, proportional_attention=args.proportional_attention)
     result = run_demo(args.preset, config, SamplerConfig(steps=args.steps), rounds=args.rounds,
                       log=lambda line: print(line, flush=True))
     print()

@@ -52,3 +52,14 @@ def test_demo_quality_part_writes_pictures(tmp_path):
     asymrnr = result.comparison.variants["asymrnr"]
     assert asymrnr.backend_report["cache_misses"] > 0
     assert asymrnr.report.psnr is not None
+
+
+def test_demo_passes_the_matching_options_to_the_backend(tmp_path):
+    out = tmp_path / "demo.json"
+    code = main(["demo", "--preset", "tiny", "--steps", "2", "--quality-prompts", "0", "--match-on", "hidden_states",
+                 "--redraw-split", "--proportional-attention", "--json", str(out)])
+    assert code == 0
+    config = json.loads(out.read_text())["speed"]["asymrnr_report"]["config"]
+    assert (config["match_on"], config["redraw_split"], config["proportional_attention"]) == ("hidden_states", True, True)
+    with pytest.raises(SystemExit):
+        main(["demo", "--preset", "tiny", "--match-on", "queries"])
