@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from asymrnr_compile.config import AsymRnRConfig
+from asymrnr_compile.config import MATCH_SOURCES, AsymRnRConfig
 from asymrnr_compile.sampling import SamplerConfig
 from asymrnr_compile.synthetic.config import MIN_CONTRAST, PALETTE, Caption, SyntheticTaskConfig, all_captions
 from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, generate_videos
@@ -149,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--q-ratio", type=float, default=0.5)
     parser.add_argument("--kv-ratio", type=float, default=0.3)
     parser.add_argument("--cache-steps", type=int, default=5)
+    parser.add_argument("--match-on", choices=MATCH_SOURCES, default="features",
+                        help="what q/kv are matched on (AsymRnRConfig.match_on)")
+    parser.add_argument("--redraw-split", action="store_true", help="a new dst split per matching window")
     args = parser.parse_args(argv)
     model, task = load_trained_model(args.checkpoint)
     if not 1 <= args.captions <= task.num_captions:
@@ -156,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     captions = all_captions(task)[:: task.num_captions // args.captions][: args.captions]
     try:
         config = AsymRnRConfig(q_ratio=args.q_ratio, kv_ratio=args.kv_ratio, cache_steps=args.cache_steps,
-                               min_video_tokens=1)
+                               min_video_tokens=1, match_on=args.match_on, redraw_split=args.redraw_split)
     except (TypeError, ValueError) as error:
         parser.error(str(error))
     rows = matching_by_content(model, task, captions, [args.seed] * len(captions), config)

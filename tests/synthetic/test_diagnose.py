@@ -31,17 +31,20 @@ def test_token_content_classifies_patches_by_their_object_pixels():
         token_content(video[0], PALETTE["black"], (2, 2, 2))
 
 
-def test_drops_by_content_add_up_to_the_kept_counts():
+@pytest.mark.parametrize("match_on", ["features", "hidden_states"])
+def test_drops_by_content_add_up_to_the_kept_counts(match_on):
     model, task = load_trained_model()
     captions = all_captions(task)[:2]
     # matching recomputed every step: one compiled variant, two matchings
-    config = AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=1, min_video_tokens=1)
+    config = AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=1, min_video_tokens=1, match_on=match_on)
     sampler = SamplerConfig(steps=2, guidance_scale=2.0, cfg_mode="batched")
     rows = matching_by_content(model, task, captions, [5, 5], config, sampler)
     blocks = model.config.num_blocks
     assert [(r.block, r.feature, r.content) for r in rows] == [
         (b, f, c) for b in range(blocks) for f in ("kv", "q") for c in CONTENT_CLASSES]
-    n, heads, matchings = model.config.video_tokens, model.config.num_heads, 2
+    # one matching per head, or one shared by every head
+    heads = model.config.num_heads if match_on == "features" else 1
+    n, matchings = model.config.video_tokens, 2
     num_dst = len(split_tokens(n, model.config.grid, config.dst_stride).dst)
     for block in range(blocks):
         for feature, ratio in (("q", config.q_ratio), ("kv", config.kv_ratio)):
