@@ -53,18 +53,21 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _quality_demo(args: argparse.Namespace, config: AsymRnRConfig) -> dict | None:
     from asymrnr_compile.demo import run_quality_demo
-    from asymrnr_compile.synthetic.model import CHECKPOINT_PATH
+    from asymrnr_compile.synthetic.model import SHIPPED_CHECKPOINTS
 
-    print("\nquality: the trained text-to-video model (shipped checkpoint), unaccelerated vs asymrnr")
-    if not CHECKPOINT_PATH.is_file():
-        print(f"skipped: no checkpoint at {CHECKPOINT_PATH} (train one with `asymrnr-compile train`)")
+    checkpoint = SHIPPED_CHECKPOINTS[args.quality_model]
+    print(f"\nquality: the trained text-to-video model ({args.quality_model}, shipped checkpoint), "
+          "unaccelerated vs asymrnr")
+    if not checkpoint.is_file():
+        print(f"skipped: no checkpoint at {checkpoint} (train one with `asymrnr-compile train`)")
         return None
     try:
         import PIL  # noqa: F401  (pictures need Pillow, part of the `report` extra)
     except ImportError:
         print("skipped: the pictures need Pillow: pip install 'asymrnr_compile[report]'")
         return None
-    quality = run_quality_demo(config, args.out, args.quality_prompts, log=lambda line: print(line, flush=True))
+    quality = run_quality_demo(config, args.out, args.quality_prompts, model_preset=args.quality_model,
+                               log=lambda line: print(line, flush=True))
     print()
     print(quality.comparison.table())
     print("all right = valid video with every caption attribute detected from the pixels; PSNR/SSIM of the "
@@ -89,6 +92,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from asymrnr_compile.demo import QUALITY_DEMO_PRESET
+    from asymrnr_compile.synthetic.model import SYNTHETIC_PRESETS
+
     parser = argparse.ArgumentParser(prog="asymrnr-compile", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the backend does")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo", help="folder for the side-by-side GIF/PNG pictures")
     demo.add_argument("--quality-prompts", type=int, default=4,
                       help="prompts sampled with the trained model for the quality part (0: skip it)")
+    demo.add_argument("--quality-model", choices=SYNTHETIC_PRESETS, default=QUALITY_DEMO_PRESET,
+                      help=f"trained model of the quality part (default {QUALITY_DEMO_PRESET}: 1024 video tokens; "
+                           f"synthetic: the 256-token one, 5x faster on a CPU)")
     _add_reduction_options(demo)
     demo.set_defaults(run=_demo)
 

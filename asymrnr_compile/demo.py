@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from asymrnr_compile._validate import check_choice
 from asymrnr_compile.backend import AsymRnRBackend
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.models import (
@@ -41,6 +42,10 @@ from asymrnr_compile.sampling import (
 )
 
 VARIANTS = ("eager", "inductor", "asymrnr")
+
+#: Trained model of the quality part: the 1024-token one, the model on which q 0.5 / kv 0.3 can be
+#: kept within 3 points of the unaccelerated videos (benchmarks/RESULTS.md).
+QUALITY_DEMO_PRESET = "synthetic-fine"
 # Seed offset of the "empty prompt" embedding used for the unconditional branch.
 NULL_TEXT_SEED_OFFSET = 17
 
@@ -178,26 +183,30 @@ def run_quality_demo(
     num_prompts: int = 4,
     *,
     seed: int = 0,
+    model_preset: str = QUALITY_DEMO_PRESET,
     log: Callable[[str], None] = print,
 ) -> QualityDemoResult:
-    """Sample ``num_prompts`` prompts with the shipped trained model, unaccelerated and under
-    asymrnr (``config``), from the same noise; score both and write one side-by-side GIF and
-    PNG strip per prompt into ``out_dir``."""
+    """Sample ``num_prompts`` prompts with a shipped trained model (``model_preset``, one of
+    :data:`~asymrnr_compile.synthetic.model.SYNTHETIC_PRESETS`; default the 1024-token one),
+    unaccelerated and under asymrnr (``config``), from the same noise; score both and write one
+    side-by-side GIF and PNG strip per prompt into ``out_dir``."""
     from asymrnr_compile.synthetic.compare import (
         compare_variants,
         write_comparison_gif,
         write_comparison_strip,
     )
     from asymrnr_compile.synthetic.model import (
-        CHECKPOINT_PATH,
+        SHIPPED_CHECKPOINTS,
+        SYNTHETIC_PRESETS,
         load_trained_model,
         read_checkpoint_metadata,
     )
 
-    model, task = load_trained_model()
-    step = int(read_checkpoint_metadata(CHECKPOINT_PATH).get("step", 0))
+    checkpoint = SHIPPED_CHECKPOINTS[check_choice("model_preset", model_preset, SYNTHETIC_PRESETS)]
+    model, task = load_trained_model(checkpoint)
+    step = int(read_checkpoint_metadata(checkpoint).get("step", 0))
     captions = quality_prompts(num_prompts)
-    log(f"trained text-to-video DiT ({CHECKPOINT_PATH.name}, step {step}): {model.config.video_tokens} video "
+    log(f"trained text-to-video DiT ({checkpoint.name}, step {step}): {model.config.video_tokens} video "
         f"tokens, {len(captions)} prompts, noise seed {seed}")
     comparison = compare_variants(model, task, captions, [seed] * len(captions), {"asymrnr": config},
                                   batch_size=len(captions), compile_reference=False, log=log)

@@ -49,6 +49,9 @@ def test_demo_quality_part_writes_pictures(tmp_path):
 
     result = run_quality_demo(AsymRnRConfig(cache_steps=5), tmp_path, num_prompts=2, log=lambda _: None)
     assert len(result.pictures) == 4 and all(Path(p).is_file() for p in result.pictures)
+    from asymrnr_compile.synthetic.model import FINE_CHECKPOINT_PATH, read_checkpoint_metadata
+
+    assert result.checkpoint_step == read_checkpoint_metadata(FINE_CHECKPOINT_PATH)["step"]  # the 1024-token model
     asymrnr = result.comparison.variants["asymrnr"]
     assert asymrnr.backend_report["cache_misses"] > 0
     assert asymrnr.report.psnr is not None
@@ -63,3 +66,13 @@ def test_demo_passes_the_matching_options_to_the_backend(tmp_path):
     assert (config["match_on"], config["redraw_split"], config["proportional_attention"]) == ("hidden_states", True, True)
     with pytest.raises(SystemExit):
         main(["demo", "--preset", "tiny", "--match-on", "queries"])
+
+
+def test_quality_model_choice_is_checked():
+    from asymrnr_compile.config import AsymRnRConfig
+    from asymrnr_compile.demo import run_quality_demo
+
+    with pytest.raises(ValueError, match="model_preset"):
+        run_quality_demo(AsymRnRConfig(), "unused", model_preset="attention")
+    with pytest.raises(SystemExit):
+        main(["demo", "--quality-model", "attention"])

@@ -44,6 +44,9 @@ CHECKPOINT_PATH = Path(__file__).resolve().parent.parent / "assets" / "synthetic
 #: :data:`CHECKPOINT_PATH` (batch 2, eager, one thread: 0.35 s vs 0.064 s).
 FINE_CHECKPOINT_PATH = CHECKPOINT_PATH.with_name("synthetic_dit_fine.safetensors")
 
+#: The shipped checkpoint of each preset of :data:`SYNTHETIC_PRESETS`.
+SHIPPED_CHECKPOINTS: dict[str, Path] = {SYNTHETIC_PRESET: CHECKPOINT_PATH, "synthetic-fine": FINE_CHECKPOINT_PATH}
+
 #: What the transformer's output means. ``"velocity"``: the flow velocity ``noise - x_0``, what
 #: the sampler steps with. ``"sample"``: the clean video ``x_0`` itself ("x-prediction", Li & He
 #: 2025, *Back to Basics: Let Denoising Generative Models Denoise*), turned into a velocity by
