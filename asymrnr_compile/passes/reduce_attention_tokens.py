@@ -34,9 +34,10 @@ input hidden states ``x (B, L, C)`` instead, where the analysis found them
     q_matching  = match_tokens(x, q_split, "euclidean", start=S_in)             # (B, N_src)
     q_indices   = indices_over_heads(reduction_indices(q_split, q_matching, K_q))  # (B, 1, K_q)
     q_reduced   = reduce_tokens(q, q_indices, "replace", start=T)              # all H heads
- With ``plan.token_selection == "random"`` the matching is drawn at random
-instead (``ops.random_matching``, the token-dropping baseline); everything else is the same.
-Text tokens are outside the video span and are never touched.
+
+With ``plan.token_selection == "random"`` the matching is drawn at random instead
+(``ops.random_matching``, the token-dropping baseline); everything else is the same. Text tokens
+are outside the video span and are never touched.
 """
 
 from __future__ import annotations
