@@ -26,6 +26,8 @@ from typing import Any, Literal
 import torch
 import torch.fx
 
+from asymrnr_compile.analysis.fx_nodes import node_value
+
 SiteKind = Literal["self", "joint", "cross", "unknown"]
 TextPosition = Literal["first", "last"]
 Feature = Literal["q", "kv", "h"]
@@ -126,8 +128,8 @@ class AttentionSite:
             return "no common input of the q/k/v projections found"
         if self.hidden_states_video_start is None or self.video_tokens is None:
             return "the video span of the hidden states is unknown"
-        hidden, query = _example_value(self.hidden_states), _example_value(self.query)
-        if hidden is None or query is None:
+        hidden, query = node_value(self.hidden_states), node_value(self.query)
+        if not isinstance(hidden, torch.Tensor) or not isinstance(query, torch.Tensor):
             return "the hidden states or the queries have no example value"
         if hidden.dim() != 3 or query.dim() != 4:
             return (f"hidden states {tuple(hidden.shape)} are not (B, L, C) or queries "
@@ -180,8 +182,3 @@ class AttentionSite:
 def _node_name(node: torch.fx.Node | None) -> str | None:
     return node.name if node is not None else None
 
-
-def _example_value(node: torch.fx.Node) -> Any:
-    """The traced example tensor of ``node`` (Dynamo's ``example_value`` or AOT's ``val``)."""
-    value = node.meta.get("example_value", node.meta.get("val"))
-    return value if isinstance(value, torch.Tensor) else None
