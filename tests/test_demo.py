@@ -49,7 +49,10 @@ def test_demo_quality_part_writes_pictures(tmp_path):
 
     result = run_quality_demo(AsymRnRConfig(cache_steps=5), tmp_path, num_prompts=2, log=lambda _: None)
     assert len(result.pictures) == 4 and all(Path(p).is_file() for p in result.pictures)
-    from asymrnr_compile.synthetic.model import FINE_CHECKPOINT_PATH, read_checkpoint_metadata
+    from asymrnr_compile.synthetic.model import (
+        FINE_CHECKPOINT_PATH,
+        read_checkpoint_metadata,
+    )
 
     assert result.checkpoint_step == read_checkpoint_metadata(FINE_CHECKPOINT_PATH)["step"]  # the 1024-token model
     asymrnr = result.comparison.variants["asymrnr"]
