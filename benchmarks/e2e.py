@@ -50,11 +50,10 @@ from typing import Any
 
 import torch
 import torch._dynamo
+from results_md import machine_info
 from torch._dynamo.utils import counters
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-from results_md import machine_info
-
 from asymrnr_compile.models import (
     build_reference_model,
     reference_inputs,

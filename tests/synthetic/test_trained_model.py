@@ -15,8 +15,7 @@ from asymrnr_compile.synthetic.compare import (
 from asymrnr_compile.synthetic.config import all_captions
 from asymrnr_compile.synthetic.generate import generate_videos
 from asymrnr_compile.synthetic.model import (
-    CHECKPOINT_PATH,
-    FINE_CHECKPOINT_PATH,
+    SHIPPED_CHECKPOINTS,
     SYNTHETIC_PRESET,
     load_trained_model,
     read_checkpoint_metadata,
@@ -24,7 +23,7 @@ from asymrnr_compile.synthetic.model import (
 
 MAX_CHECKPOINT_BYTES = 10 * 2**20
 #: The shipped checkpoints and the preset each was trained as.
-SHIPPED = {SYNTHETIC_PRESET: CHECKPOINT_PATH, "synthetic-fine": FINE_CHECKPOINT_PATH}
+SHIPPED = SHIPPED_CHECKPOINTS
 
 
 @pytest.fixture(scope="module", params=sorted(SHIPPED))
