@@ -1,20 +1,29 @@
 """Step 2 of AsymRnR: match every src token to its most similar dst token.
 
-DESIGN.md section 2, step 2 (AsymRnR, arXiv 2412.11706, section 3): per leading index (batch
-element, head), every src token is matched to the dst token at the smallest distance, and the src
-tokens are sorted by that distance, least similar (largest distance) first.
+AsymRnR (arXiv 2412.11706, section 3), step 2: per leading index (batch element, head), every
+src token is matched to the dst token at the smallest distance, and the src tokens are sorted by
+that distance, least similar (largest distance) first.
 
-Unlike the published code, the ``(*, N_dst, N_src)`` distance matrix is never materialised
-(DESIGN.md section 2, "known weaknesses": 3.7 GB for CogVideoX-2B under CFG): the src tokens are
-processed in chunks so that at most ``chunk_bytes`` of the ``(*, chunk, N_dst)`` distance block
-exists at a time, and only the row minimum of each block is kept (peak extra memory ~0.3 GB
-instead of 7.4 GB at CogVideoX-2B scale, and faster; see benchmarks/RESULTS.md).
+How it is computed (per leading index ``p``; ``P`` of them):
 
-The chunk loop runs inside a custom op, ``torch.ops.asymrnr.match_tokens`` (registered on
-import, for every device), with a fake implementation for tracing: under
-``torch.compile(fullgraph=True)`` the whole matcher is one opaque node whose output shapes come
-from input shapes, so compile time does not grow with the number of chunks, and the compiled
-matching is bit-identical to the eager one.
+- the src and dst features are gathered once; every similarity becomes "maximise a score
+  ``s'.d'``" (euclidean appends one channel to each operand, cosine normalises, dot is as is);
+- one batched matmul gives a ``(P, N_dst, rows)`` score block, and the maximum over dst with its
+  first index is taken by one channels-last max pooling (vectorised over the contiguous src
+  axis; ``max(dim)`` is a scalar loop per row on CPUs);
+- the ``(P, N_src, N_dst)`` matrix is never materialised when it exceeds ``chunk_bytes`` (7.4 GB
+  in float32 for CogVideoX-2B under CFG): the src axis is then cut into chunks, two ops each (a
+  matmul into one reused buffer and the pooling), the chunks' results concatenated once;
+- the distance is finished on the ``(P, N_src)`` row maxima, and one stable argsort orders it.
+
+A matching therefore runs a fixed number of operators plus two per chunk: 11 for euclidean, 9
+for cosine, 6 for dot when the block fits in ``chunk_bytes`` (benchmarks/ops.py counts them).
+
+The work runs inside a custom op, ``torch.ops.asymrnr.match_tokens`` (registered on import, for
+every device), with a fake implementation for tracing: under ``torch.compile(fullgraph=True)``
+the whole matcher is one opaque node whose output shapes come from input shapes, so compile time
+does not grow with the number of chunks, and the compiled matching is bit-identical to the eager
+one.
 """
 
 from __future__ import annotations
@@ -51,8 +60,12 @@ DEFAULT_MATCH_CHUNK_BYTES = 64 * 2**20
 EUCLIDEAN_CROSS_WEIGHT = -2.0
 """|d - s|^2 = |d|^2 + |s|^2 - 2 d.s: weight of the cross term."""
 
-EUCLIDEAN_DST_NORM_WEIGHT = 1.0 / EUCLIDEAN_CROSS_WEIGHT
-"""The matcher maximises s.d - |d|^2 / 2, i.e. minimises (|d|^2 - 2 s.d) / 2."""
+EUCLIDEAN_SRC_WEIGHT = 1.0 / EUCLIDEAN_CROSS_WEIGHT
+"""The matcher maximises s.d - |d|^2 / 2, i.e. minimises (|d|^2 - 2 s.d) / 2: the extra src
+channel, multiplied by the dst's squared norm."""
+
+EUCLIDEAN_EXTRA_CHANNELS = 1
+"""Channels appended to the matmul operands for the euclidean norm term."""
 
 COSINE_EPS = 1e-12
 """Norm floor when normalising vectors for the cosine similarity (as ``F.normalize``)."""
@@ -109,7 +122,7 @@ def match_tokens(
     start: int = 0,
     chunk_bytes: int = DEFAULT_MATCH_CHUNK_BYTES,
 ) -> Matching:
-    """Match every src token to its nearest dst token (DESIGN.md section 2, step 2).
+    """Match every src token to its nearest dst token (AsymRnR step 2).
 
     Args:
         x: features ``(*, L, c)``; the video tokens are ``x[..., start:start + N, :]`` with
@@ -172,57 +185,71 @@ def _match_op(
         src_order = torch.arange(num_src, device=device).expand(*leading_shape, num_src)
         return src_order.contiguous(), nearest, distance
 
-    # Every similarity becomes "maximise a score s'.d'" over dst, so one batched matmul and one
-    # row max per chunk do the work (no copy of a bias into the block, as baddbmm would need):
-    #   euclidean: d' = [d, -|d|^2/2], s' = [s, 1]: score = s.d - |d|^2/2,
-    #              distance = |s|^2 - 2 * score = |d|^2 + |s|^2 - 2 d.s;
-    #   cosine:    d', s' unit vectors, distance = 1 - score;  dot: distance = -score.
-    dst_feat = video.index_select(-2, dst).reshape(leading, num_dst, channels).to(compute_dtype)
+    features = video.reshape(leading, num_dst + num_src, channels)
+    if features.dtype != compute_dtype:
+        features = features.to(compute_dtype)
     if similarity == "cosine":
-        dst_feat = F.normalize(dst_feat, dim=-1, eps=COSINE_EPS)
+        # Every video token is a dst or a src token: normalising the span once is no extra work.
+        features = F.normalize(features, dim=-1, eps=COSINE_EPS)
+    # The src operand is gathered once (the size of the src features, +1 channel), so the
+    # chunks below are strided views of it, not gathers and copies of their own.
+    dst_operand = features.index_select(1, dst)  # (P, N_dst, c)
+    src_feat = features.index_select(1, src)  # (P, N_src, c)
     if similarity == "euclidean":
-        dst_sq = dst_feat.square().sum(-1, keepdim=True)
-        dst_feat = torch.cat([dst_feat, dst_sq.mul_(EUCLIDEAN_DST_NORM_WEIGHT)], dim=-1)
-    dst_t = dst_feat.transpose(1, 2)
-    operand_channels = dst_feat.shape[-1]
+        # Maximise s'.d' = s.d - |d|^2 / 2 with d' = [d, |d|^2], s' = [s, -1/2]: the norm term
+        # is part of the one matmul, no bias is added to the score block.
+        dst_sq = torch.linalg.vecdot(dst_operand, dst_operand)
+        dst_operand = torch.cat([dst_operand, dst_sq.unsqueeze(-1)], dim=-1)
+        src_operand = F.pad(src_feat, (0, EUCLIDEAN_EXTRA_CHANNELS), value=EUCLIDEAN_SRC_WEIGHT)
+    else:
+        src_operand = src_feat
+    # Scores are computed as (P, N_dst, rows) blocks: dst on the pooled axis, src contiguous.
+    src_operand_t = src_operand.transpose(1, 2)  # (P, c', N_src), a view
 
     chunk = match_chunk_size(leading, num_src, num_dst, compute_dtype.itemsize, chunk_bytes)
-    # One block buffer (and one src operand buffer) reused by every chunk: a fresh multi-MB
-    # allocation per chunk is returned to the OS and page-faulted in again each time (~2x
-    # slower on CPU).
-    block_buffer = torch.empty(leading * chunk * num_dst, dtype=compute_dtype, device=device)
-    src_buffer = torch.empty(leading * chunk * operand_channels, dtype=compute_dtype,
-                             device=device)
-    best_values = []
-    best_indices = []
-    for lo in range(0, num_src, chunk):
-        rows = min(num_src, lo + chunk) - lo
-        src_feat = video.index_select(-2, src[lo : lo + rows]).reshape(leading, rows, channels)
-        operand = src_buffer[: leading * rows * operand_channels].view(
-            leading, rows, operand_channels
-        )
-        operand[..., :channels].copy_(src_feat)
-        if similarity == "euclidean":
-            operand[..., channels].fill_(1.0)
-        elif similarity == "cosine":
-            operand.copy_(F.normalize(operand, dim=-1, eps=COSINE_EPS))
-        block = block_buffer[: leading * rows * num_dst].view(leading, rows, num_dst)
-        torch.bmm(operand, dst_t, out=block)
-        score, index = block.max(dim=-1)
-        if similarity == "euclidean":
-            src_sq = operand[..., :channels].square().sum(-1)
-            value = (src_sq + EUCLIDEAN_CROSS_WEIGHT * score).clamp_min(0.0)
-        elif similarity == "cosine":
-            value = 1.0 - score
-        else:
-            value = -score
-        best_values.append(value)
-        best_indices.append(index)
+    if chunk >= num_src:
+        score, nearest = _max_over_dst(torch.bmm(dst_operand, src_operand_t))
+    else:
+        # One block buffer reused by every chunk: a fresh multi-MB allocation per chunk is
+        # returned to the OS and page-faulted in again each time (~2x slower on CPU).
+        block_buffer = torch.empty(leading * num_dst * chunk, dtype=compute_dtype, device=device)
+        scores, indices = [], []
+        for lo in range(0, num_src, chunk):
+            rows = min(num_src, lo + chunk) - lo
+            block = block_buffer[: leading * num_dst * rows].view(leading, num_dst, rows)
+            torch.bmm(dst_operand, src_operand_t[..., lo : lo + rows], out=block)
+            chunk_score, chunk_index = _max_over_dst(block)
+            scores.append(chunk_score)
+            indices.append(chunk_index)
+        score, nearest = torch.cat(scores, dim=-1), torch.cat(indices, dim=-1)
 
-    distance = torch.cat(best_values, dim=-1).to(torch.float32).reshape(*leading_shape, num_src)
-    nearest = torch.cat(best_indices, dim=-1).reshape(*leading_shape, num_src)
+    if similarity == "euclidean":
+        src_sq = torch.linalg.vecdot(src_feat, src_feat)
+        distance = torch.add(src_sq, score, alpha=EUCLIDEAN_CROSS_WEIGHT).clamp_min_(0.0)
+    elif similarity == "cosine":
+        distance = torch.rsub(score, 1.0)
+    else:
+        distance = score.neg()
+    distance = distance.to(torch.float32).reshape(*leading_shape, num_src)
+    nearest = nearest.reshape(*leading_shape, num_src)
     src_order = torch.argsort(distance, dim=-1, descending=True, stable=True)
     return src_order, nearest, distance
+
+
+def _max_over_dst(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row maximum and its first index over the dst axis of a score block.
+
+    ``block (P, N_dst, R)``, contiguous -> ``(score (P, R), index (P, R))``; the index is the
+    first dst at the maximum, as ``block.max(dim=1)`` returns it. Seen as a channels-last image
+    (``R`` channels, ``N_dst x 1`` pixels), the block is reduced by one max-pooling window:
+    ATen's channels-last max pooling is vectorised over the contiguous channels (``R`` src
+    tokens at once), ``max(dim)`` is a scalar loop per row (about 7x slower on a CPU, and most
+    of the matcher's time besides the matmul).
+    """
+    leading, num_dst, rows = block.shape
+    image = block.view(leading, num_dst, 1, rows).permute(0, 3, 1, 2)  # (P, R, N_dst, 1)
+    score, index = F.max_pool2d(image, (num_dst, 1), return_indices=True)
+    return score.reshape(leading, rows), index.reshape(leading, rows)
 
 
 @_match_op.register_fake

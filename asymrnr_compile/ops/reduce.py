@@ -103,7 +103,7 @@ def _check_indices(indices: object) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def reduction_indices(split: TokenSplit, matching: Matching, num_keep: int) -> ReductionIndices:
-    """Compute the keep/restore indices of one reduction (DESIGN.md section 2, steps 3-4).
+    """Compute the keep/restore indices of one reduction (AsymRnR steps 3-4).
 
     Args:
         split: the dst/src partition of the ``N`` video tokens (:func:`split_tokens`).
@@ -149,19 +149,11 @@ def reduction_indices(split: TokenSplit, matching: Matching, num_keep: int) -> R
     kept_src = src[src_order[..., :num_keep_src]]
     keep = torch.cat([dst.expand(*leading, num_dst), kept_src], dim=-1)
 
-    # rank[j]: position of src token j in src_order; the kept ones sit right after the dst rows.
-    positions = torch.arange(num_src, device=device).expand_as(src_order)
-    rank = torch.empty_like(src_order).scatter_(-1, src_order, positions)
-    src_row = torch.where(rank < num_keep_src, rank + num_dst, nearest)
-    dst_row = torch.arange(num_dst, device=device).expand(*leading, num_dst)
-    row_in_split_order = torch.cat([dst_row, src_row], dim=-1)
-
-    # Back from (dst, src) order to token order with the inverse of that permutation.
-    split_order = torch.cat([dst, src])
-    inverse = torch.empty_like(split_order).scatter_(
-        0, split_order, torch.arange(num_tokens, device=device)
-    )
-    restore = row_in_split_order.index_select(-1, inverse)
+    # Every src token first points at the row of its matched dst token; then every kept token
+    # (dst and kept src, all distinct) is pointed at its own row, its position in ``keep``.
+    restore = nearest.new_empty((*leading, num_tokens)).index_copy_(-1, src, nearest)
+    rows = torch.arange(num_keep, device=device).expand(*leading, num_keep)
+    restore.scatter_(-1, keep, rows)
     return ReductionIndices(keep=keep, restore=restore)
 
 

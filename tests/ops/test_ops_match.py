@@ -197,3 +197,29 @@ def test_inputs_requiring_grad_are_matched_without_graph():
     assert not got.distance.requires_grad
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
+
+
+@given(
+    case=cases(need_dst=True, dtypes=(torch.float32, torch.float64, torch.bfloat16)),
+    chunk_bytes=st.one_of(st.integers(1, 4096), st.just(DEFAULT_MATCH_CHUNK_BYTES)),
+)
+def test_exact_ties_pick_the_first_dst_and_keep_split_order(case, chunk_bytes):
+    """With small integer features every euclidean and dot distance is exact, so ties are real:
+    the nearest dst is the first one at the minimum distance, equal distances keep the order of
+    ``split.src``, and the chunk size changes nothing."""
+    assume(case.similarity != "cosine")
+    split = _split(case)
+    x = _integer_features(case)
+    video = _video(x, case)
+    reference = reference_distances(video[..., split.dst, :], video[..., split.src, :],
+                                    case.similarity)
+    best = reference.min(dim=-1).values
+    first = (reference == best.unsqueeze(-1)).to(torch.uint8).argmax(dim=-1)
+    order = torch.sort(best, dim=-1, descending=True, stable=True).indices
+    got = match_tokens(x, split, case.similarity, start=case.text_before, chunk_bytes=chunk_bytes)
+    assert torch.equal(got.nearest, first)
+    assert torch.equal(got.src_order, order)
+    assert torch.equal(got.distance.double(), best)
+    whole = match_tokens(x, split, case.similarity, start=case.text_before)
+    for a, b in zip(got, whole):
+        assert torch.equal(a, b)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from ops_strategies import cases, random_features
 
 from asymrnr_compile.ops import (
+    Matching,
     ReductionIndices,
     gather_tokens,
     indices_over_heads,
@@ -50,7 +51,7 @@ def _expected_keep(case, num_tokens, num_dst, ratio):
 
 @given(case=cases(ratio_zero=True))
 def test_ratio_zero_round_trip_is_exact(case):
-    split, x, _, num_keep, indices = _setup(case)
+    _split, x, _, num_keep, indices = _setup(case)
     assert num_keep == case.num_tokens
     reduced = reduce_tokens(x, indices, case.mode, start=case.text_before)
     assert reduced.shape == x.shape
@@ -104,7 +105,7 @@ def test_replace_keeps_exact_rows_and_copies_matched_dst(case):
 
 @given(case=cases())
 def test_mean_mode_averages_each_group(case):
-    split, x, _, num_keep, indices = _setup(case)
+    _split, x, _, num_keep, indices = _setup(case)
     n = case.num_tokens
     reduced = reduce_tokens(x, indices, "mean", start=case.text_before)
     assert reduced.shape == (case.batch, case.heads, case.length - n + num_keep, case.channels)
@@ -127,7 +128,7 @@ def test_mean_mode_averages_each_group(case):
 
 @given(case=cases(), mask_kind=st.sampled_from(["bool", "float"]))
 def test_mask_follows_the_reduced_keys(case, mask_kind):
-    split, x, _, num_keep, indices = _setup(case)
+    _split, _x, _, num_keep, indices = _setup(case)
     n, length, queries = case.num_tokens, case.length, 3
     # Each mask entry encodes its own key position, so a gather is checkable exactly.
     key_id = torch.arange(length, dtype=torch.float32).expand(case.batch, 1, queries, length)
@@ -290,3 +291,36 @@ def test_indices_over_heads_apply_one_matching_to_every_head(case):
 def test_indices_over_heads_rejects_non_indices():
     with pytest.raises(TypeError):
         indices_over_heads((torch.zeros(2, 3),))
+
+
+def _reference_indices(split, src_order, nearest, num_keep):
+    """keep/restore of one leading row, token by token from their definitions."""
+    dst, src = split.dst.tolist(), split.src.tolist()
+    keep = dst + [src[j] for j in src_order.tolist()[: num_keep - len(dst)]]
+    row_of = {token: row for row, token in enumerate(keep)}
+    restore = [0] * (len(dst) + len(src))
+    for token in dst:
+        restore[token] = row_of[token]
+    for j, token in enumerate(src):
+        restore[token] = row_of.get(token, nearest[j].item())
+    return torch.tensor(keep, dtype=torch.long), torch.tensor(restore, dtype=torch.long)
+
+
+@given(case=cases(need_dst=True))
+def test_reduction_indices_equal_the_definition(case):
+    """Any matching (random permutation and nearest dst), any kept count in range."""
+    split = split_tokens(case.num_tokens, case.grid_arg, case.stride, seed=case.seed)
+    num_src, num_dst = len(split.src), len(split.dst)
+    generator = torch.Generator().manual_seed(case.data_seed)
+    lead = (case.batch, case.heads)
+    src_order = torch.stack([torch.randperm(num_src, generator=generator)
+                             for _ in range(case.batch * case.heads)]).reshape(*lead, num_src)
+    nearest = torch.randint(0, num_dst, (*lead, num_src), generator=generator)
+    matching = Matching(src_order, nearest, torch.zeros(*lead, num_src))
+    num_keep = num_kept_tokens(case.num_tokens, num_dst, case.ratio)
+    got = reduction_indices(split, matching, num_keep)
+    for b in range(case.batch):
+        for h in range(case.heads):
+            keep, restore = _reference_indices(split, src_order[b, h], nearest[b, h], num_keep)
+            assert torch.equal(got.keep[b, h], keep)
+            assert torch.equal(got.restore[b, h], restore)
