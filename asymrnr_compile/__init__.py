@@ -23,10 +23,10 @@ _LAZY = {
     "last_backend": "asymrnr_compile.backend",
     "MatchingRecord": "asymrnr_compile.runtime",
     "AsymRnRConfig": "asymrnr_compile.config",
-    "Schedule": "asymrnr_compile.schedule",
+    "Schedule": "asymrnr_compile.plan.schedule",
     "profile": "asymrnr_compile.profiling",
     "RedundancyProfile": "asymrnr_compile.profiling",
-    "calibrate": "asymrnr_compile.calibrate",
+    "calibrate": "asymrnr_compile.profiling",
 }
 
 __all__ = [*_LAZY, "__version__"]

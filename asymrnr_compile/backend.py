@@ -13,8 +13,9 @@ Two ways to use it::
 
 Per captured graph, the backend finds the attention sites
 (:func:`asymrnr_compile.analysis.find_attention_sites`), decides which sites and features to reduce
-and how many tokens to keep, and returns an :class:`~asymrnr_compile.runtime.AsymRnRRuntime`
-that compiles one Inductor variant per distinct step plan. A graph with nothing to reduce, or
+and how many tokens to keep (:func:`asymrnr_compile.plan.select_sites.plan_site_reduction`), and
+returns an :class:`~asymrnr_compile.runtime.AsymRnRRuntime` that compiles one Inductor variant per
+distinct step plan. A graph with nothing to reduce, or
 one the backend cannot handle, is compiled unchanged by Inductor, with the reason logged and
 reported.
 
@@ -24,22 +25,23 @@ registers it, and a second registration raises "duplicate name".
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.fx
 
-from asymrnr_compile import ops
 from asymrnr_compile.analysis import find_attention_sites
 from asymrnr_compile.analysis.cost import CostEstimate, graph_flops
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig
-from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord, SiteReduction
-from asymrnr_compile.schedule_runtime import ScheduleDriver, ScheduleMismatchError
+from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatchError
+from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction
+from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
+from asymrnr_compile.runtime.regions import Compiler, inductor_compiler
 
 logger = logging.getLogger("asymrnr_compile")
 
@@ -54,121 +56,6 @@ def _has_symbolic_shapes(gm: torch.fx.GraphModule) -> bool:
         if isinstance(value, torch.Tensor) and any(isinstance(s, torch.SymInt) for s in value.shape):
             return True
     return False
-
-
-def _skip_reason(site: AttentionSite, config: AsymRnRConfig) -> str | None:
-    """Why the config leaves a reducible site alone (None: it is reduced)."""
-    if not site.reducible:
-        return site.reason or "not reducible"
-    if site.video_tokens is None:
-        return "unknown number of video tokens"
-    if site.video_tokens < config.min_video_tokens:
-        return f"{site.video_tokens} video tokens < min_video_tokens={config.min_video_tokens}"
-    for block in config.skip_blocks:
-        if (isinstance(block, int) and site.block_index == block) or (isinstance(block, str) and site.block == block):
-            return f"block {block!r} is in skip_blocks"
-    return None
-
-
-def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig,
-                        driver: ScheduleDriver | None = None) -> SiteReduction | str:
-    """Per feature, the tokens kept at ``site`` under ``config``; or the reason it is skipped.
-
-    A ratio above the site's largest usable ratio (``1 - N_dst / N``, paper Sec. 3.3) is capped
-    and flagged. When ``h`` is reduced at a site, ``q`` and ``kv`` are not (DESIGN.md Sec. 2).
-    With a schedule (``driver``), the features are those the schedule reduces at some step and
-    the kept tokens recorded here are those of the largest scheduled ratio; the runtime asks the
-    driver for each step's.
-    """
-    reason = _skip_reason(site, config)
-    if reason is not None:
-        return reason
-    num_tokens = site.video_tokens
-    assert num_tokens is not None  # checked by _skip_reason
-    grid = site.grid
-    if config.grid is not None:
-        if config.grid[0] * config.grid[1] * config.grid[2] == num_tokens:
-            grid = config.grid
-        else:
-            logger.info("asymrnr: grid override %s does not fit site %s (%d video tokens); using %s",
-                        config.grid, site.name, num_tokens, site.grid)
-    reduction = SiteReduction(site=site, grid=grid)
-    ratio_of = config.ratio if driver is None else (lambda f: driver.max_ratio(site.index, f))
-    wanted = [f for f in ("h", "q", "kv") if ratio_of(f) > 0 and f in site.features]
-    if "h" in wanted and site.attn_mask is not None:
-        logger.info("asymrnr: site %s has an attention mask; h reduction is not supported there", site.name)
-        wanted.remove("h")
-    if "h" in wanted and driver is None:
-        wanted = ["h"]
-    num_dst = ops.count_dst_tokens(num_tokens, grid, config.dst_stride)
-    if wanted and num_dst == 0:
-        return (f"grid {grid} is smaller than dst_stride {config.dst_stride} along some axis: no destination "
-                f"token to merge into (lower dst_stride, e.g. (1, 2, 2))")
-    for feature in wanted:
-        ratio = ratio_of(feature)
-        keep = ops.num_kept_tokens(num_tokens, num_dst, ratio)
-        if keep >= num_tokens:
-            continue
-        reduction.num_dst[feature] = num_dst
-        reduction.requested_ratio[feature] = ratio
-        reduction.num_keep[feature] = keep
-        reduction.capped[feature] = ratio > ops.max_reduction_ratio(num_tokens, grid, config.dst_stride)
-        if reduction.capped[feature]:
-            logger.info("asymrnr: %s ratio %.3f capped at site %s to %.3f (%d destination tokens of %d)",
-                        feature, ratio, site.name, 1 - keep / num_tokens, num_dst, num_tokens)
-    if not reduction.num_keep:
-        return "no feature to reduce at these ratios"
-    if config.match_on == "hidden_states" and {"q", "kv"} & set(reduction.num_keep):
-        problem = site.hidden_matching_problem()
-        if problem is not None:
-            logger.info("asymrnr: site %s matches q/kv on the features, not the hidden states: %s",
-                        site.name, problem)
-    return reduction
-
-
-def _dynamo_fake_mode(gm: torch.fx.GraphModule) -> Any:
-    """The fake-tensor mode Dynamo traced ``gm`` with (from the nodes' example values), or None."""
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    for node in gm.graph.nodes:
-        value = node.meta.get("example_value", node.meta.get("val"))
-        if isinstance(value, FakeTensor):
-            return value.fake_mode
-    return None
-
-
-def inductor_compiler(gm: torch.fx.GraphModule, mode: str | None = None) -> Callable[..., Callable[..., Any]]:
-    """``compile_fx`` for ``gm`` and for graphs derived from it (rewrites, regions).
-
-    Dynamo hands a backend a tracing context holding its fake-tensor mode, and ``compile_fx``
-    traces with it. The runtime compiles variants and regions later, at call time, where no such
-    context exists: ``compile_fx`` would then make a fake mode without a shape environment, in
-    which (1) ops with data-dependent output shapes (``nonzero``, as in Mochi's attention over
-    its unpadded text) cannot be traced, and (2) Inductor's FX graph cache is bypassed ("No
-    shape env"), so identical regions of different blocks and variants never hit it. Outside a
-    tracing context the returned function therefore compiles under Dynamo's fake mode (taken
-    from the graph's example values), with the inputs made fake with static shapes (the graph
-    was captured with ``dynamic=False``). ``mode`` (e.g. ``"max-autotune"``) is forwarded to
-    Inductor for these compilations only.
-    """
-    from torch._guards import TracingContext, tracing
-    from torch._inductor import list_mode_options
-    from torch._inductor.compile_fx import compile_fx
-
-    patches = list_mode_options(mode) if mode else None
-    fake_mode = _dynamo_fake_mode(gm)
-    if fake_mode is None or fake_mode.shape_env is None:
-        return functools.partial(compile_fx, config_patches=patches)
-
-    def compile_graph(graph: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
-        if TracingContext.try_get() is not None:  # inside Dynamo's backend call
-            return compile_fx(graph, list(example_inputs), config_patches=patches)
-        with tracing(TracingContext(fake_mode)):
-            fake_inputs = [fake_mode.from_tensor(x, static_shapes=True) if isinstance(x, torch.Tensor) else x
-                           for x in example_inputs]
-            return compile_fx(graph, fake_inputs, config_patches=patches)
-
-    return compile_graph
 
 
 @dataclass
@@ -220,7 +107,7 @@ class AsymRnRBackend:
     Args:
         config: the settings; or pass them as keyword options (``AsymRnRBackend(q_ratio=0.5)``).
         on_matching: optional observer, called with a
-            :class:`~asymrnr_compile.runtime.MatchingRecord` for every matching computed (which
+            :class:`~asymrnr_compile.runtime.matching_cache.MatchingRecord` for every matching computed (which
             tokens each site keeps and which token stands for each dropped one). Default None.
 
     Call signature (Dynamo's): ``backend(gm, example_inputs, options=None, mode=None)``.
@@ -273,7 +160,8 @@ class AsymRnRBackend:
         logger.info("asymrnr: reducing %d of %d attention sites", len(reductions), len(sites))
         return runtime
 
-    def _plain(self, gm, example_inputs, sites, compile_graph, reason: str) -> Callable[..., Any]:
+    def _plain(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any], sites: list[AttentionSite],
+               compile_graph: Compiler, reason: str) -> Callable[..., Any]:
         logger.info("asymrnr: graph compiled unchanged: %s", reason)
         start = time.perf_counter()
         compiled = compile_graph(gm, list(example_inputs))

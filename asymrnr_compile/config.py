@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from asymrnr_compile._validate import check_choice, check_int, check_ratio, check_triple
 from asymrnr_compile.ops import (
@@ -22,8 +24,10 @@ from asymrnr_compile.ops import (
     SIMILARITIES,
     TOKEN_SELECTIONS,
 )
+from asymrnr_compile.plan.features import FEATURES
 
-FEATURES = ("q", "kv", "h")
+if TYPE_CHECKING:
+    from asymrnr_compile.plan.schedule import Schedule
 
 # Matching cache window (paper Sec. 3.4): the published runs reuse a matching for 3-5 steps.
 DEFAULT_CACHE_STEPS = 5
@@ -92,14 +96,14 @@ class AsymRnRConfig:
             (a plain token-dropping baseline: same split and kept counts, but the src tokens to
             drop and the dst each one copies from are drawn at random, seeded by ``seed``; no
             similarity computed; see :func:`asymrnr_compile.ops.random_matching`).
-        schedule: a :class:`~asymrnr_compile.schedule.Schedule` (or the path of one saved with
+        schedule: a :class:`~asymrnr_compile.plan.schedule.Schedule` (or the path of one saved with
             ``Schedule.save``) giving the ratio per block row, step and feature; it replaces
             ``q_ratio`` / ``kv_ratio`` / ``h_ratio``. Row ``r`` is the ``r``-th block, in graph
             order, holding a reducible attention site; all sites of one block share its row
-            (:func:`~asymrnr_compile.schedule.site_rows`). Default None (fixed ratios).
+            (:func:`~asymrnr_compile.plan.schedule.site_rows`). Default None (fixed ratios).
         num_steps: denoising steps of the run, used with ``schedule`` when it was made for
             another step count: step ``j`` then reads the schedule at progress
-            ``j / (num_steps - 1)`` (:meth:`~asymrnr_compile.schedule.Schedule.source_steps`).
+            ``j / (num_steps - 1)`` (:meth:`~asymrnr_compile.plan.schedule.Schedule.source_steps`).
             None (default): the run has the schedule's own step count. Int >= 1.
     """
 
@@ -120,7 +124,7 @@ class AsymRnRConfig:
     skip_blocks: tuple[int | str, ...] = ()
     match_chunk_bytes: int = DEFAULT_MATCH_CHUNK_BYTES
     token_selection: str = "matched"
-    schedule: Any = None
+    schedule: Schedule | str | os.PathLike[str] | None = None
     num_steps: int | None = None
 
     def __post_init__(self) -> None:
@@ -191,11 +195,9 @@ class AsymRnRConfig:
         return out
 
 
-def _load_schedule(value: Any) -> Any:
+def _load_schedule(value: object) -> Schedule:
     """A Schedule, or one loaded from a path (``Schedule.load``)."""
-    import os
-
-    from asymrnr_compile.schedule import Schedule
+    from asymrnr_compile.plan.schedule import Schedule
 
     if isinstance(value, Schedule):
         return value

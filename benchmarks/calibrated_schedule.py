@@ -27,8 +27,8 @@ import torch
 
 import asymrnr_compile
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-from asymrnr_compile.calibrate import calibrate, predicted_speedup
-from asymrnr_compile.demo import demo_inputs, timed_sample
+from asymrnr_compile.profiling.calibrate import calibrate, predicted_speedup
+from asymrnr_compile.cli.demo import demo_inputs, timed_sample
 from asymrnr_compile.models import build_reference_model
 from asymrnr_compile.sampling import (
     SamplerConfig,

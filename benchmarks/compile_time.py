@@ -27,7 +27,7 @@ def _child(kind: str, preset: str, steps: int) -> dict:
     from torch._inductor.compile_fx import compile_fx
 
     from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-    from asymrnr_compile.demo import demo_inputs, timed_sample
+    from asymrnr_compile.cli.demo import demo_inputs, timed_sample
     from asymrnr_compile.models import build_reference_model
     from asymrnr_compile.sampling import SamplerConfig
 

@@ -275,11 +275,11 @@ def calibrated_options(workload: Workload, cache_steps: int) -> tuple[dict[str, 
     ``"_calibration"`` entry (seconds spent, target and predicted speedup) that
     :func:`make_variants` moves into the variant's JSON row before building the config.
     """
-    if importlib.util.find_spec("asymrnr_compile.calibrate") is None:
-        return None, "asymrnr_compile.calibrate is not available"
+    if importlib.util.find_spec("asymrnr_compile.profiling.calibrate") is None:
+        return None, "asymrnr_compile.profiling.calibrate is not available"
     try:
         import asymrnr_compile
-        from asymrnr_compile.calibrate import calibrate, predicted_speedup
+        from asymrnr_compile.profiling.calibrate import calibrate, predicted_speedup
 
         def run(fn: Callable[..., Any]) -> torch.Tensor:
             return sample(workload.call(fn), workload.noise, workload.text, workload.null_text, workload.sampler)

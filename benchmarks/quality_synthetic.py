@@ -116,7 +116,7 @@ CALIBRATION_TARGETS = (1.06, 1.10)
 
 def schedule_summary(schedule) -> str:
     """Mean ratio per block of each feature, e.g. ``"q per block 0.50 0.00; kv per block ..."``."""
-    from asymrnr_compile.schedule import FEATURES
+    from asymrnr_compile.plan.schedule import FEATURES
 
     return "; ".join(
         f"{feature} per block " + " ".join(f"{r:.2f}" for r in schedule.ratios(feature).mean(dim=1).tolist())
@@ -126,7 +126,7 @@ def schedule_summary(schedule) -> str:
 
 def capped_ladder(max_ratio: float | None) -> dict[str, tuple[float, ...]]:
     """The default calibration ladder without the rungs above ``max_ratio`` (None: all of it)."""
-    from asymrnr_compile.calibrate import DEFAULT_LADDER
+    from asymrnr_compile.profiling.calibrate import DEFAULT_LADDER
 
     if max_ratio is None:
         return dict(DEFAULT_LADDER)
@@ -148,7 +148,7 @@ def calibrated_variants(model, task, targets=CALIBRATION_TARGETS, log=print,
     FLOPs over more sites.
     """
     import asymrnr_compile
-    from asymrnr_compile.calibrate import DAMAGES, calibrate, ladder_ratios, predicted_speedup
+    from asymrnr_compile.profiling.calibrate import DAMAGES, calibrate, ladder_ratios, predicted_speedup
     from asymrnr_compile.synthetic.config import all_captions
     from asymrnr_compile.synthetic.generate import generate_videos
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-from asymrnr_compile.demo import demo_inputs, timed_sample
+from asymrnr_compile.cli.demo import demo_inputs, timed_sample
 from asymrnr_compile.models import build_reference_model
 from asymrnr_compile.sampling import SamplerConfig, psnr_db, relative_l2, sample_lockstep
 

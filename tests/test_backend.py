@@ -86,7 +86,7 @@ def test_two_calls_per_step_keep_separate_caches(model, inputs):
     backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.0, cache_steps=5, **TINY))
     _loop(_compile(model, backend), inputs, steps=6, cfg_mode="split")
     (runtime,) = backend.graphs
-    assert runtime.tracker.steps_seen == 6 and runtime.calls == 12
+    assert runtime.steps.tracker.steps_seen == 6 and runtime.calls == 12
     # cond (call 0) and uncond (call 1) each compute at the window starts 0 and 5
     assert sorted(runtime.cache.entries) == [(0, 0, "q"), (0, 1, "q"), (1, 0, "q"), (1, 1, "q")]
     assert runtime.matching_steps == [0, 0, 5, 5]
@@ -162,7 +162,7 @@ def test_bad_options_raise_naming_the_key(model, inputs):
 
 
 def test_a_failing_rewrite_falls_back_to_the_unchanged_graph(model, inputs, monkeypatch, caplog):
-    import asymrnr_compile.runtime as runtime_module
+    import asymrnr_compile.runtime.runtime as runtime_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated rewrite failure")

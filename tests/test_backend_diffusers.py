@@ -29,9 +29,9 @@ from torch._dynamo.utils import counters
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
 from asymrnr_compile.analysis import AttentionSite, find_attention_sites
-from asymrnr_compile.backend import inductor_compiler
+from asymrnr_compile.runtime.regions import inductor_compiler
 from asymrnr_compile.passes.reduce_attention_tokens import reduce_attention_tokens
-from asymrnr_compile.plan import FeaturePlan, ReductionPlan, SitePlan
+from asymrnr_compile.plan.reduction_plan import FeaturePlan, ReductionPlan, SitePlan
 from asymrnr_compile.runtime import StepTracker
 
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers]); CI installs it")

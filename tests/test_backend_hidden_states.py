@@ -13,7 +13,7 @@ from toy_dit import GRID, ToyDiT, toy_inputs
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
 from asymrnr_compile.analysis import find_attention_sites
 from asymrnr_compile.passes.reduce_attention_tokens import reduce_attention_tokens
-from asymrnr_compile.plan import FeaturePlan, ReductionPlan, SitePlan
+from asymrnr_compile.plan.reduction_plan import FeaturePlan, ReductionPlan, SitePlan
 
 VIDEO = GRID[0] * GRID[1] * GRID[2]
 

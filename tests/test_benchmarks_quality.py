@@ -151,7 +151,7 @@ def test_bad_filters_and_devices_are_rejected_before_sampling(argv, message, cap
 
 
 def test_schedule_summary_lists_the_reduced_features_per_block():
-    from asymrnr_compile.schedule import Schedule
+    from asymrnr_compile.plan.schedule import Schedule
 
     assert quality_synthetic.schedule_summary(Schedule.constant(2, 3, q=0.5)) == "q per block 0.50 0.50"
     assert quality_synthetic.schedule_summary(Schedule.constant(2, 3)) == "nothing reduced"

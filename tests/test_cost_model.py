@@ -22,7 +22,7 @@ from asymrnr_compile.analysis.cost import (
 from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.models.config import resolve_config
 from asymrnr_compile.passes.reduce_attention_tokens import reduce_attention_tokens
-from asymrnr_compile.plan import FeaturePlan, ReductionPlan, SitePlan
+from asymrnr_compile.plan.reduction_plan import FeaturePlan, ReductionPlan, SitePlan
 
 PRESET = "small"  # 2 blocks, 576 video + 16 text tokens, hidden 128 = 4 heads x 32
 

@@ -45,7 +45,7 @@ def test_demo_reduces_the_small_preset(tmp_path):
 def test_demo_quality_part_writes_pictures(tmp_path):
     pytest.importorskip("PIL")
     from asymrnr_compile.config import AsymRnRConfig
-    from asymrnr_compile.demo import run_quality_demo
+    from asymrnr_compile.cli.demo import run_quality_demo
 
     result = run_quality_demo(AsymRnRConfig(cache_steps=5), tmp_path, num_prompts=2, log=lambda _: None)
     assert len(result.pictures) == 4 and all(Path(p).is_file() for p in result.pictures)
@@ -73,7 +73,7 @@ def test_demo_passes_the_matching_options_to_the_backend(tmp_path):
 
 def test_quality_model_choice_is_checked():
     from asymrnr_compile.config import AsymRnRConfig
-    from asymrnr_compile.demo import run_quality_demo
+    from asymrnr_compile.cli.demo import run_quality_demo
 
     with pytest.raises(ValueError, match="model_preset"):
         run_quality_demo(AsymRnRConfig(), "unused", model_preset="attention")

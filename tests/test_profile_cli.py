@@ -10,7 +10,7 @@ import pytest
 import torch._dynamo
 
 from asymrnr_compile.cli import main
-from asymrnr_compile.schedule import Schedule
+from asymrnr_compile.plan.schedule import Schedule
 
 
 def test_profile_command_writes_report_heatmaps_and_schedule(tmp_path, capsys):

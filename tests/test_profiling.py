@@ -13,7 +13,7 @@ from asymrnr_compile import AsymRnRConfig, ops
 from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.models import reference_dit as reference_dit_module
 from asymrnr_compile.ops import redundancy
-from asymrnr_compile.runtime import _FEATURE_SEED_OFFSET, _SITE_SEED_STRIDE
+from asymrnr_compile.plan.seeds import site_seed
 from asymrnr_compile.sampling import SamplerConfig, sample
 
 PRESET = "tiny"  # 2 blocks; 8 text + 32 video tokens on a 2x4x4 grid
@@ -114,7 +114,7 @@ def test_statistics_equal_an_eager_computation(profiled, model, inputs):
             if feature not in site.features:
                 continue
             split_feature = {"q": "q", "k": "kv", "v": "kv", "h": "h"}[feature]
-            seed = CONFIG.seed + _SITE_SEED_STRIDE * site.index + _FEATURE_SEED_OFFSET[split_feature]
+            seed = site_seed(CONFIG.seed, site.index, split_feature)
             split = ops.split_tokens(video, grid, CONFIG.dst_stride, seed=seed)
             for step in range(STEPS):
                 x = features[step][site.index][feature]
@@ -151,7 +151,7 @@ def test_bad_profile_settings_raise():
 
 
 def test_calibrate_meets_its_target_most_redundant_first(profiled):
-    from asymrnr_compile.calibrate import (
+    from asymrnr_compile.profiling.calibrate import (
         DEFAULT_LADDER,
         MEASURED_ON,
         calibrate,
@@ -226,7 +226,7 @@ def test_output_errors_equal_an_eager_computation_and_leave_the_outputs_alone(pr
     prof, output = profiled_with_errors
     assert prof.stat_names[-2:] == ("error@0.3", "error@0.5") and prof.error_ratios == ERROR_RATIOS
     assert prof.to_dict()["error_ratios"] == list(ERROR_RATIOS)
-    from asymrnr_compile.analysis.redundancy_report import markdown_report
+    from asymrnr_compile.profiling.report import markdown_report
 
     table = markdown_report(prof, title="t").split("## Output error (measured)")[1]
     assert "| site | q @0.3 | q @0.5 | kv @0.3 | kv @0.5 |" in table
@@ -245,7 +245,7 @@ def test_output_errors_equal_an_eager_computation_and_leave_the_outputs_alone(pr
     text, video, grid = 8, 32, (2, 4, 4)
     for position, site in enumerate(prof.sites):
         for feature, reduction, split_feature in (("q", "q", "q"), ("v", "kv", "kv")):
-            seed = CONFIG.seed + _SITE_SEED_STRIDE * site.index + _FEATURE_SEED_OFFSET[split_feature]
+            seed = site_seed(CONFIG.seed, site.index, split_feature)
             split = ops.split_tokens(video, grid, CONFIG.dst_stride, seed=seed)
             for step in range(STEPS):
                 captured = features[step][site.index]
@@ -257,7 +257,7 @@ def test_output_errors_equal_an_eager_computation_and_leave_the_outputs_alone(pr
 
 
 def test_calibrate_by_output_error_ranks_moves_by_the_measured_error(profiled_with_errors, profiled):
-    from asymrnr_compile.calibrate import MEASURED_ON, calibrate, predicted_speedup
+    from asymrnr_compile.profiling.calibrate import MEASURED_ON, calibrate, predicted_speedup
 
     prof, _ = profiled_with_errors
     ladder = {"q": (0.5,), "kv": (0.3,)}

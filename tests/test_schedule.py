@@ -13,7 +13,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from asymrnr_compile.schedule import FEATURES, FORMAT_VERSION, Schedule
+from asymrnr_compile.plan.schedule import FEATURES, FORMAT_VERSION, Schedule
 
 # /work/main/tests/test_schedule.py -> parents[2] == /work, the folder that holds shared/.
 SHARED_SCHEDULES = Path(__file__).resolve().parents[2] / "shared" / "data" / "official-schedules"
@@ -222,7 +222,7 @@ def test_saved_file_is_plain_safetensors_without_pickle(tmp_path):
     Schedule.constant(3, 4, q=0.5).save(path)
     header = _read_header(path)  # 8-byte little-endian length + JSON header: the safetensors layout
     metadata = header.pop("__metadata__")
-    assert metadata["format"] == "asymrnr_compile.schedule"
+    assert metadata["format"] == "asymrnr_compile.plan.schedule"
     assert metadata["format_version"] == str(FORMAT_VERSION)
     info = json.loads(metadata["schedule"])
     assert (info["num_blocks"], info["num_steps"], info["grid"], info["tables"]) == (3, 4, None, None)
@@ -246,7 +246,7 @@ def test_load_rejects_other_files(tmp_path):
         Schedule.load(garbage)
     newer = tmp_path / "newer.safetensors"
     info = json.dumps({"num_blocks": 2, "num_steps": 2})
-    metadata = {"format": "asymrnr_compile.schedule", "format_version": str(FORMAT_VERSION + 1), "schedule": info}
+    metadata = {"format": "asymrnr_compile.plan.schedule", "format_version": str(FORMAT_VERSION + 1), "schedule": info}
     save_file({f: torch.zeros(2, 2, dtype=torch.float64) for f in FEATURES}, str(newer), metadata=metadata)
     with pytest.raises(ValueError, match=r"format version 2.*reads up to 1"):
         Schedule.load(newer)

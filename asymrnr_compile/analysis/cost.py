@@ -35,6 +35,7 @@ import torch
 import torch.fx
 
 from asymrnr_compile.analysis.fx_nodes import nodes_between
+from asymrnr_compile.analysis.sdpa import is_sdpa, sdpa_arguments
 from asymrnr_compile.analysis.site import AttentionSite
 
 FLOPS_PER_MAC = 2
@@ -44,7 +45,6 @@ _MATMUL_TARGETS = {torch.matmul, torch.bmm, torch.mm, torch.Tensor.matmul, torch
                    torch.baddbmm, torch.addmm}
 _CONV_TARGETS = {torch.conv1d, torch.conv2d, torch.conv3d, torch.nn.functional.conv1d,
                  torch.nn.functional.conv2d, torch.nn.functional.conv3d}
-_SDPA_TARGETS = {torch._C._nn.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention}
 
 # Symbols of the per-site expressions (all positive integers except the 0/1 indicators m_*).
 B, H, D, DV, TQ, TK, N, NDST, KQ, KKV, KH, W, PH, LH = sympy.symbols(
@@ -119,10 +119,9 @@ def node_flops(node: torch.fx.Node) -> int:
             return 0
         inner = int(tensors[-2].shape[-1]) if tensors[-2].dim() > 0 else 1
         return FLOPS_PER_MAC * numel * inner
-    if node.target in _SDPA_TARGETS:
-        query = _value(args[0] if args else node.kwargs.get("query"))
-        key = _value(args[1] if len(args) > 1 else node.kwargs.get("key"))
-        value = _value(args[2] if len(args) > 2 else node.kwargs.get("value"))
+    if is_sdpa(node):
+        sdpa = sdpa_arguments(node)
+        query, key, value = (_value(sdpa[name]) for name in ("query", "key", "value"))
         if query is None or key is None or value is None:
             return 0
         leading = _static_numel(query.shape[:-2])
@@ -265,7 +264,7 @@ class GraphCostModel:
     def __init__(self, gm: torch.fx.GraphModule, sites: Sequence[AttentionSite]) -> None:
         self.full_flops = graph_flops(gm)
         self.attention_flops = sum(node_flops(n) for n in gm.graph.nodes
-                                   if n.op == "call_function" and n.target in _SDPA_TARGETS)
+                                   if is_sdpa(n))
         self.sites: dict[int, SiteCostModel] = {}
         for site in sites:
             model = SiteCostModel.from_site(site)

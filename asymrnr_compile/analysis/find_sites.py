@@ -22,7 +22,7 @@ import torch
 import torch.fx
 
 from asymrnr_compile.analysis.classify_site import TokenAxes, read_token_axes
-from asymrnr_compile.analysis.fx_nodes import is_sdpa, node_value
+from asymrnr_compile.analysis.fx_nodes import node_value
 from asymrnr_compile.analysis.projection_paths import (
     ProjectionPaths,
     find_projection_paths,
@@ -33,7 +33,7 @@ from asymrnr_compile.analysis.propagate_layout import (
     is_layout,
     propagate_token_layouts,
 )
-from asymrnr_compile.analysis.sdpa_args import sdpa_arguments
+from asymrnr_compile.analysis.sdpa import is_sdpa, sdpa_arguments
 from asymrnr_compile.analysis.site import AttentionSite, Feature
 from asymrnr_compile.analysis.site_names import block_of, site_names
 from asymrnr_compile.analysis.token_layout import concrete, shape_of

@@ -14,7 +14,6 @@ from typing import Any, Iterator
 
 import torch
 import torch.fx
-import torch.nn.functional as F
 from torch import nn
 
 #: Module classes of ``call_module`` nodes and the function they behave like.
@@ -36,14 +35,6 @@ MODULE_OPS: tuple[tuple[type[nn.Module], str], ...] = (
     (nn.Softmax, "softmax"),
     (nn.MultiheadAttention, "multi_head_attention"),
 )
-
-#: Targets of an SDPA call in a Dynamo graph (``F.scaled_dot_product_attention`` is
-#: ``torch._C._nn.scaled_dot_product_attention``) or after ``make_fx``.
-SDPA_TARGETS: tuple[Any, ...] = (
-    F.scaled_dot_product_attention,
-    torch.ops.aten.scaled_dot_product_attention.default,
-)
-
 
 def op_name(node: torch.fx.Node, gm: torch.fx.GraphModule | None = None) -> str:
     """Canonical lower-case name of what ``node`` computes ("" for placeholders/outputs)."""
@@ -94,10 +85,6 @@ def node_value(node: Any, gm: torch.fx.GraphModule | None = None) -> Any:
             return None
         return obj
     return None
-
-
-def is_sdpa(node: torch.fx.Node) -> bool:
-    return node.op == "call_function" and any(node.target is t for t in SDPA_TARGETS)
 
 
 def is_linear(node: torch.fx.Node, gm: torch.fx.GraphModule | None = None) -> bool:

@@ -43,11 +43,11 @@ from asymrnr_compile.analysis.fx_nodes import (
     first_input,
     input_nodes,
     is_linear,
-    is_sdpa,
     node_value,
     op_name,
     rest_args,
 )
+from asymrnr_compile.analysis.sdpa import is_sdpa
 from asymrnr_compile.analysis.propagate_layout import (
     LayoutValue,
     Pieces,

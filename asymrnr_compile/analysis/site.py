@@ -27,12 +27,10 @@ import torch
 import torch.fx
 
 from asymrnr_compile.analysis.fx_nodes import node_value
+from asymrnr_compile.plan.features import Feature
 
 SiteKind = Literal["self", "joint", "cross", "unknown"]
 TextPosition = Literal["first", "last"]
-Feature = Literal["q", "kv", "h"]
-
-ALL_FEATURES: tuple[Feature, ...] = ("q", "kv", "h")
 
 
 @dataclass(eq=False)

@@ -41,13 +41,10 @@ import torch
 import torch.fx
 
 from asymrnr_compile import ops
+from asymrnr_compile.analysis.sdpa import sdpa_arguments
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.ops import redundancy
-from asymrnr_compile.passes.reduce_attention_tokens import (
-    _sdpa_kwargs,
-    copy_graph_module,
-    graph_output,
-)
+from asymrnr_compile.passes.graph_utils import copy_graph_module, graph_output
 from asymrnr_compile.passes.split_attention_regions import REGION_META
 
 PROFILE_FEATURES: tuple[str, ...] = ("h", "q", "k", "v")
@@ -139,7 +136,7 @@ def record_redundancy(gm: torch.fx.GraphModule, sites: list[AttentionSite], prob
         if probe.feature == "h" and site.hidden_states is None:
             raise ValueError(f"site {site.name}: no hidden states found for the 'h' probe")
         sdpa = node_map[site.node]
-        sdpa_kwargs = _sdpa_kwargs(sdpa)
+        sdpa_kwargs = sdpa_arguments(sdpa)
         feature_node = _feature_node(site, probe.feature, node_map, sdpa_kwargs)
         with graph.inserting_before(first_compute):
             split_nodes = []

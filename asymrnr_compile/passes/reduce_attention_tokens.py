@@ -1,6 +1,6 @@
 """Rewrite pass: run attention on fewer video tokens and restore full-length outputs.
 
-For each site of a :class:`~asymrnr_compile.plan.ReductionPlan`, the SDPA call is wrapped in the
+For each site of a :class:`~asymrnr_compile.plan.reduction_plan.ReductionPlan`, the SDPA call is wrapped in the
 token-reduction ops of :mod:`asymrnr_compile.ops`. The pass only edits graphs; all arithmetic
 lives in ``ops/`` and sizes come from the plan as Python ints.
 
@@ -51,9 +51,11 @@ import torch.fx
 
 from asymrnr_compile import ops
 from asymrnr_compile.analysis.fx_nodes import nodes_between
+from asymrnr_compile.analysis.sdpa import sdpa_arguments
 from asymrnr_compile.analysis.site import AttentionSite
+from asymrnr_compile.passes.graph_utils import copy_graph_module, graph_output
 from asymrnr_compile.passes.split_attention_regions import REGION_META
-from asymrnr_compile.plan import (
+from asymrnr_compile.plan.reduction_plan import (
     INDEX_FIELDS,
     MATCHING_FIELDS,
     SPLIT_FIELDS,
@@ -64,9 +66,6 @@ from asymrnr_compile.plan import (
 )
 
 logger = logging.getLogger("asymrnr_compile.passes")
-
-SDPA_TARGETS = (torch._C._nn.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention)
-
 
 @dataclass
 class RewriteResult:
@@ -85,43 +84,6 @@ class RewriteResult:
     extra_outputs: list[CacheSlot] = field(default_factory=list)
     num_original_outputs: int = 0
     rewritten_sites: list[int] = field(default_factory=list)
-
-
-def copy_graph_module(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, dict[torch.fx.Node, torch.fx.Node]]:
-    """A new GraphModule over a copy of ``gm.graph`` (same submodules/attributes) and the node map."""
-    graph = torch.fx.Graph()
-    node_map: dict[torch.fx.Node, torch.fx.Node] = {}
-    outputs, old_output = graph.graph_copy(gm.graph, node_map, return_output_node=True)  # type: ignore[misc]
-    graph.output(outputs, type_expr=old_output.type)
-    return torch.fx.GraphModule(gm, graph, class_name=type(gm).__name__), node_map
-
-
-def graph_output(graph: torch.fx.Graph) -> tuple[torch.fx.Node, tuple | list]:
-    """The output node of a Dynamo graph and its outputs (a tuple or list).
-
-    Raises:
-        TypeError: the graph returns something else (Dynamo always returns a tuple or list).
-    """
-    output_node = next(node for node in reversed(graph.nodes) if node.op == "output")
-    outputs = output_node.args[0]
-    if not isinstance(outputs, (tuple, list)):
-        raise TypeError("graph output must be a tuple or list (as Dynamo produces)")
-    return output_node, outputs
-
-
-def _sdpa_kwargs(node: torch.fx.Node) -> dict:
-    """The SDPA call's arguments as keywords (positional calls normalised)."""
-    from torch.fx.operator_schemas import normalize_function
-
-    normalized = normalize_function(
-        node.target, tuple(node.args), dict(node.kwargs), normalize_to_only_use_kwargs=True
-    )
-    if normalized is None:
-        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
-        kwargs = dict(zip(names, node.args))
-        kwargs.update(node.kwargs)
-        return kwargs
-    return dict(normalized.kwargs)
 
 
 class _SiteRewriter:
@@ -189,7 +151,7 @@ def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SiteP
                   node_map: dict[torch.fx.Node, torch.fx.Node]) -> None:
     graph = rewriter.graph
     sdpa = node_map[site.node]
-    kwargs = _sdpa_kwargs(sdpa)
+    kwargs = sdpa_arguments(sdpa)
     start = site.video_start
     mode = rewriter.plan.reduce_mode
     query, key, value = kwargs["query"], kwargs["key"], kwargs["value"]
@@ -258,7 +220,7 @@ def _rewrite_site_hidden_states(rewriter: _SiteRewriter, site: AttentionSite, si
                          f"the output projection, which the analysis did not find")
     if site.attn_mask is not None:
         raise ValueError(f"site {site.name}: h reduction with an attention mask is not supported")
-    sdpa_kwargs = _sdpa_kwargs(sdpa)
+    sdpa_kwargs = sdpa_arguments(sdpa)
     on_path = nodes_between(hidden, [sdpa_kwargs["query"], sdpa_kwargs["key"], sdpa_kwargs["value"]])
     rewriter.region = site.index
     with graph.inserting_before(hidden.next):  # right after hidden, in creation order

@@ -30,8 +30,9 @@ import torch
 import torch.fx
 from torch.fx.passes.split_module import split_module
 
+from asymrnr_compile.analysis.sdpa import is_sdpa
+
 REGION_META = "asymrnr_region"
-SDPA_TARGETS = (torch._C._nn.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention)
 
 
 @dataclass
@@ -58,7 +59,7 @@ def _is_tensor(node: torch.fx.Node) -> bool:
 def _region_of(node: torch.fx.Node, sdpa_count: list[int]) -> object | None:
     if REGION_META in node.meta:
         return node.meta[REGION_META]
-    if node.op == "call_function" and node.target in SDPA_TARGETS:
+    if is_sdpa(node):
         sdpa_count[0] += 1
         return ("sdpa", sdpa_count[0])
     return None

@@ -15,7 +15,7 @@ from torch._inductor.compile_fx import compile_fx
 from asymrnr_compile import ops
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.passes.reduce_attention_tokens import reduce_attention_tokens
-from asymrnr_compile.plan import INDEX_FIELDS, MATCHING_FIELDS, FeaturePlan, ReductionPlan, SitePlan
+from asymrnr_compile.plan.reduction_plan import INDEX_FIELDS, MATCHING_FIELDS, FeaturePlan, ReductionPlan, SitePlan
 
 BATCH, HEADS, HEAD_DIM = 2, 2, 8
 GRID = (2, 4, 4)

@@ -1,6 +1,6 @@
 """Redundancy reports: ``report.json``, ``report.md`` and site x step heatmaps per feature.
 
-Written by ``asymrnr-compile profile`` from a :class:`~asymrnr_compile.profiling.RedundancyProfile`
+Written by ``asymrnr-compile profile`` from a :class:`~asymrnr_compile.profiling.profiler.RedundancyProfile`
 (paper Sec. 3.4: redundancy varies by block, step and feature). The quantity shown everywhere
 is the mean *normalised nearest-destination distance* of the source tokens
 (:mod:`asymrnr_compile.ops.redundancy`): 0 = every source token duplicates a destination token
@@ -15,9 +15,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from asymrnr_compile.plan.schedule import Schedule
+    from asymrnr_compile.profiling.profiler import RedundancyProfile
 
 HIGH_LOW_COUNT = 5
 """How many (site, step, feature) cells report.md lists as most and least redundant."""
@@ -27,7 +31,7 @@ def _fmt(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.3f}"
 
 
-def write_heatmaps(profile: Any, out_dir: Path, stat: str = "mean", label: str = "") -> list[Path]:
+def write_heatmaps(profile: RedundancyProfile, out_dir: Path, stat: str = "mean", label: str = "") -> list[Path]:
     """One PNG per feature, ``heatmap_<feature>.png``: sites (rows) x steps (columns) of ``stat``."""
     import matplotlib
 
@@ -62,7 +66,7 @@ def write_heatmaps(profile: Any, out_dir: Path, stat: str = "mean", label: str =
     return paths
 
 
-def markdown_report(profile: Any, *, title: str, schedule: Any = None, predicted_speedup: float | None = None,
+def markdown_report(profile: RedundancyProfile, *, title: str, schedule: Schedule | None = None, predicted_speedup: float | None = None,
                     notes: list[str] | None = None) -> str:
     """The readable summary: settings, the site table, where redundancy is high and low."""
     mean = profile.stat("mean")  # (sites, steps, features)
@@ -138,7 +142,7 @@ def markdown_report(profile: Any, *, title: str, schedule: Any = None, predicted
     return "\n".join(lines) + "\n"
 
 
-def _error_section(profile: Any) -> list[str]:
+def _error_section(profile: RedundancyProfile) -> list[str]:
     """Per site, the measured output error of q and kv reduction (mean over steps), if recorded."""
     error_ratios = getattr(profile, "error_ratios", ())
     if not error_ratios:
@@ -160,8 +164,8 @@ def _error_section(profile: Any) -> list[str]:
     return lines
 
 
-def write_report(profile: Any, out_dir: str | Path, *, title: str = "Redundancy profile",
-                 schedule: Any = None, predicted_speedup: float | None = None, notes: list[str] | None = None,
+def write_report(profile: RedundancyProfile, out_dir: str | Path, *, title: str = "Redundancy profile",
+                 schedule: Schedule | None = None, predicted_speedup: float | None = None, notes: list[str] | None = None,
                  extra: dict[str, Any] | None = None, heatmaps: bool = True) -> dict[str, Any]:
     """Write ``report.json``, ``report.md``, ``heatmap_<feature>.png`` (and ``schedule.safetensors``
     when a schedule is given) into ``out_dir`` (created). Returns ``{what: path}``; heatmaps are

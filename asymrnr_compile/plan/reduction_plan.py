@@ -14,9 +14,13 @@ the reduction indices as inputs, so its graph is gathers around attention and no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from asymrnr_compile.analysis.site import Feature
+from asymrnr_compile.plan.features import FEATURES, Feature
+from asymrnr_compile.plan.seeds import site_seed
+
+if TYPE_CHECKING:
+    from asymrnr_compile.config import AsymRnRConfig
 
 MatchingField = Literal["src_order", "nearest", "distance"]
 SplitField = Literal["dst", "src"]
@@ -25,9 +29,6 @@ IndexField = Literal["keep", "restore"]
 MATCHING_FIELDS: tuple[MatchingField, ...] = ("src_order", "nearest", "distance")
 SPLIT_FIELDS: tuple[SplitField, ...] = ("dst", "src")
 INDEX_FIELDS: tuple[IndexField, ...] = ("keep", "restore")
-
-# Distinct random-selection seeds per (site, feature), as the runtime does for the splits.
-_SELECTION_SEED_STRIDE = 7919
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class SitePlan:
 
     def items(self) -> list[tuple[Feature, FeaturePlan]]:
         """The (feature, plan) pairs that are on, in the fixed order q, kv, h."""
-        return [(name, plan) for name in ("q", "kv", "h") if (plan := getattr(self, name)) is not None]
+        return [(name, plan) for name in FEATURES if (plan := getattr(self, name)) is not None]
 
 
 @dataclass(frozen=True)
@@ -97,13 +98,20 @@ class ReductionPlan:
     proportional_attention: bool = False
     match_on: str = "features"
 
+    @classmethod
+    def for_config(cls, config: AsymRnRConfig, sites: tuple[SitePlan, ...] = ()) -> ReductionPlan:
+        """The plan of ``sites`` with every other field taken from ``config`` (no sites: the
+        unreduced graph). The only way the runtime builds plans, so no field is forgotten."""
+        return cls(sites, config.similarity, config.reduce_mode, config.match_chunk_bytes, config.token_selection,
+                   config.seed, config.proportional_attention, config.match_on)
+
     @property
     def is_identity(self) -> bool:
         return not self.sites
 
     def selection_seed(self, site_index: int, feature: Feature) -> int:
         """Seed of the random selection at one (site, feature): distinct per site and feature."""
-        return self.seed + _SELECTION_SEED_STRIDE * site_index + ("q", "kv", "h").index(feature)
+        return site_seed(self.seed, site_index, feature)
 
     def feature_plan(self, site_index: int, feature: Feature) -> FeaturePlan:
         """The plan of one (site, feature); KeyError if it is not reduced in this plan."""

@@ -35,7 +35,7 @@ DIFFUSERS_DST_STRIDE = (1, 2, 2)
 
 def add_profile_command(commands: Any) -> None:
     """Register ``profile`` on the CLI's subparsers."""
-    from asymrnr_compile.calibrate import DAMAGES
+    from asymrnr_compile.profiling.calibrate import DAMAGES
 
     parser = commands.add_parser("profile", help="profile redundancy per site, step and feature; write report, "
                                                   "heatmaps and a calibrated schedule")
@@ -71,7 +71,7 @@ def _progress(steps: int, log: Callable[[str], None]) -> Callable[[int], None]:
 
 
 def _reference_run(preset: str, steps: int, seed: int) -> tuple[torch.nn.Module, Callable[[Any], Any], list[str]]:
-    from asymrnr_compile.demo import demo_inputs
+    from asymrnr_compile.cli.demo import demo_inputs
     from asymrnr_compile.models import build_reference_model
     from asymrnr_compile.models.config import resolve_config
     from asymrnr_compile.sampling import SamplerConfig, sample
@@ -145,8 +145,8 @@ def _diffusers_run(name: str, steps: int, seed: int) -> tuple[torch.nn.Module, C
 def run_profile_command(args: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     """Profile, calibrate and write the report (see the module docstring)."""
     import asymrnr_compile
-    from asymrnr_compile.analysis.redundancy_report import write_report
-    from asymrnr_compile.calibrate import calibrate, ladder_ratios, predicted_speedup
+    from asymrnr_compile.profiling.report import write_report
+    from asymrnr_compile.profiling.calibrate import calibrate, ladder_ratios, predicted_speedup
     from asymrnr_compile.config import AsymRnRConfig
 
     if args.steps < 1:

@@ -1,7 +1,7 @@
 """A schedule for a target speedup: reduce the most redundant (block, step, feature) first.
 
-:func:`calibrate` turns a :class:`~asymrnr_compile.profiling.RedundancyProfile` into a
-:class:`~asymrnr_compile.schedule.Schedule` that the symbolic cost model
+:func:`calibrate` turns a :class:`~asymrnr_compile.profiling.profiler.RedundancyProfile` into a
+:class:`~asymrnr_compile.plan.schedule.Schedule` that the symbolic cost model
 (:mod:`asymrnr_compile.analysis.cost`) predicts to run ``target_speedup`` times faster than the
 unreduced model (paper Sec. 3.4: reduce where redundancy is high, spare where it is low).
 
@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 
 from asymrnr_compile import ops
 from asymrnr_compile._validate import check_choice
-from asymrnr_compile.profiling import RedundancyProfile
-from asymrnr_compile.schedule import FEATURES, Schedule
+from asymrnr_compile.plan.features import FEATURES, PLANNING_ORDER, Feature
+from asymrnr_compile.plan.schedule import Schedule
+from asymrnr_compile.profiling.profiler import ProfiledSite, RedundancyProfile
 
 DEFAULT_LADDER: Mapping[str, tuple[float, ...]] = {"q": (0.3, 0.5, 0.7), "kv": (0.2, 0.3, 0.4, 0.5)}
 """Ratios a move may set, per feature (h is off unless asked for: it is the riskiest)."""
@@ -43,7 +43,7 @@ def ladder_ratios(ladder: Mapping[str, Sequence[float]] = DEFAULT_LADDER) -> tup
     return tuple(sorted({float(r) for rungs in ladder.values() for r in rungs}))
 
 
-MEASURED_ON = {"q": "q", "kv": "v", "h": "h"}
+MEASURED_ON: dict[Feature, str] = {"q": "q", "kv": "v", "h": "h"}
 """The profiled feature whose redundancy decides each schedule feature (kv matches on V)."""
 
 DAMAGES = ("distance", "error")
@@ -52,9 +52,9 @@ DAMAGES = ("distance", "error")
 _DAMAGE_STAT = {"distance": "drop_mean", "error": "error"}
 
 
-def _keeps(profile: RedundancyProfile, ratios: Mapping[str, float], site: Any) -> dict[str, tuple[int, int]]:
-    out = {}
-    for feature in ("h", "q", "kv"):
+def _keeps(profile: RedundancyProfile, ratios: Mapping[str, float], site: ProfiledSite) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    for feature in PLANNING_ORDER:
         ratio = ratios.get(feature, 0.0)
         if ratio <= 0 or (feature != "h" and "h" in out):
             continue
@@ -64,7 +64,7 @@ def _keeps(profile: RedundancyProfile, ratios: Mapping[str, float], site: Any) -
     return out
 
 
-def _site_saving(profile: RedundancyProfile, site: Any, ratios: Mapping[str, float], cache_steps: float) -> float:
+def _site_saving(profile: RedundancyProfile, site: ProfiledSite, ratios: Mapping[str, float], cache_steps: float) -> float:
     model = profile.cost_models[site.graph][0].sites.get(site.index)
     if model is None:
         return 0.0

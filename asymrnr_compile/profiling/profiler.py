@@ -14,14 +14,18 @@ outputs) and compiled with Inductor. Nothing is reduced: the model's outputs are
 plain Inductor graph. The split and similarity are the config's (``dst_stride``, ``seed``,
 ``similarity``, ``grid``), with the same per-site seeds the backend uses, so the profile measures
 the matching the backend would make. Steps come from the timestep input as in the backend
-(:class:`~asymrnr_compile.runtime.StepTracker`); calls within one step (cond / uncond) and
-repeated videos are averaged.
+(:class:`~asymrnr_compile.runtime.steps.StepSignal`); calls within one step (cond / uncond) and
+repeated videos are averaged. The sites profiled are those the backend would reduce
+(:func:`~asymrnr_compile.plan.select_sites.site_skip_reason`: ``min_video_tokens``,
+``skip_blocks`` and the split's grid apply alike), compiled region by region as the backend's
+variants are (:mod:`~asymrnr_compile.runtime.regions`).
 
-Sites map to schedule rows with :func:`~asymrnr_compile.schedule.site_rows`.
+Sites map to schedule rows with :func:`~asymrnr_compile.plan.schedule.site_rows`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -35,7 +39,6 @@ from asymrnr_compile import ops
 from asymrnr_compile.analysis import find_attention_sites
 from asymrnr_compile.analysis.cost import GraphCostModel
 from asymrnr_compile.analysis.site import AttentionSite
-from asymrnr_compile.backend import inductor_compiler
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.ops import redundancy
 from asymrnr_compile.passes.record_redundancy import (
@@ -43,22 +46,17 @@ from asymrnr_compile.passes.record_redundancy import (
     FeatureProbe,
     record_redundancy,
 )
-from asymrnr_compile.passes.split_attention_regions import split_attention_regions
-from asymrnr_compile.runtime import (
-    _FEATURE_SEED_OFFSET,
-    _SITE_SEED_STRIDE,
-    CompiledRegion,
-    RegionCompiler,
-    StepTracker,
-    find_timestep_input,
-    read_timestep,
-)
-from asymrnr_compile.schedule import site_rows
+from asymrnr_compile.plan.features import Feature
+from asymrnr_compile.plan.schedule import site_rows
+from asymrnr_compile.plan.seeds import site_seed
+from asymrnr_compile.plan.select_sites import site_skip_reason, split_grid
+from asymrnr_compile.runtime.regions import Compiler, RegionCompiler, compile_regions, inductor_compiler
+from asymrnr_compile.runtime.steps import StepSignal, StepTracker
 
 logger = logging.getLogger("asymrnr_compile")
 
 # The split a profiled feature is measured on: the one the backend draws for the reduced feature.
-SPLIT_OF_FEATURE = {"q": "q", "k": "kv", "v": "kv", "h": "h"}
+SPLIT_OF_FEATURE: dict[str, Feature] = {"q": "q", "k": "kv", "v": "kv", "h": "h"}
 
 
 @dataclass
@@ -90,7 +88,7 @@ class _ProfiledGraph:
     def __init__(self, graph_index: int, gm: torch.fx.GraphModule, sites: list[AttentionSite],
                  probes: list[FeatureProbe], splits: dict[tuple[int, str], ops.TokenSplit],
                  config: AsymRnRConfig, quantiles: tuple[float, ...], ratios: tuple[float, ...],
-                 error_ratios: tuple[float, ...], compile_graph: Callable[..., Any],
+                 error_ratios: tuple[float, ...], compile_graph: Compiler,
                  tracker: StepTracker | None = None) -> None:
         self.graph_index = graph_index
         self.rewrite = record_redundancy(gm, sites, probes, similarity=config.similarity,
@@ -99,10 +97,9 @@ class _ProfiledGraph:
         self.splits = splits
         self.compile_graph = compile_graph
         self.fn: Callable[..., Any] | None = None
-        self.timestep_position = find_timestep_input(gm)
         # Graphs with a timestep input share the backend's tracker, so that a recompiled graph
         # continues the step count instead of restarting it.
-        self.tracker = tracker if tracker is not None and self.timestep_position is not None else StepTracker()
+        self.steps = StepSignal(gm, tracker)
         # (step, site index, feature) -> [sum of statistics, count]
         self.sums: dict[tuple[int, int, str], list[Any]] = {}
         self.calls = 0
@@ -114,15 +111,10 @@ class _ProfiledGraph:
 
     def __call__(self, *args: Any) -> Any:
         self.calls += 1
-        timestep = read_timestep(args[self.timestep_position]) if self.timestep_position is not None else None
-        event = self.tracker.observe(timestep)
+        event = self.steps.observe(args)
         extra = self._extra()
         if self.fn is None:  # regional compile: identical blocks share their compiled regions
-            split = split_attention_regions(self.rewrite.gm)
-            regions = RegionCompiler(self.compile_graph)
-            for name in [*split.attention_submodules, *split.segment_submodules]:
-                setattr(split.driver, name, CompiledRegion(getattr(split.driver, name), regions))
-            self.fn = split.driver
+            self.fn = compile_regions(self.rewrite.gm, RegionCompiler(self.compile_graph))
         outputs = self.fn(*args, *extra)
         original = self.rewrite.num_original_outputs
         for probe, stats in zip(self.rewrite.extra_outputs, outputs[original:]):
@@ -182,7 +174,9 @@ class ProfilingBackend:
             for r in values:
                 if not 0.0 <= r < 1.0:
                     raise ValueError(f"{label} must be in [0, 1), got {r}")
-        self.min_video_tokens = self.config.min_video_tokens if min_video_tokens is None else min_video_tokens
+        # The sites profiled are those the backend would reduce, with this token minimum.
+        self.selection = self.config if min_video_tokens is None else \
+            dataclasses.replace(self.config, min_video_tokens=min_video_tokens)
         self.graphs: list[_ProfiledGraph] = []
         self.sites: list[ProfiledSite] = []
         self.skipped: list[dict[str, str]] = []
@@ -205,20 +199,14 @@ class ProfilingBackend:
         splits: dict[tuple[int, str], ops.TokenSplit] = {}
         config = self.config
         for site in sites:
-            reason = None
-            if not site.reducible or site.video_tokens is None:
-                reason = site.reason or "not reducible"
-            elif site.video_tokens < self.min_video_tokens:
-                reason = f"{site.video_tokens} video tokens < min_video_tokens={self.min_video_tokens}"
-            grid = config.grid if config.grid is not None and site.video_tokens is not None and \
-                math.prod(config.grid) == site.video_tokens else site.grid
-            num_dst = 0 if reason else ops.count_dst_tokens(site.video_tokens, grid, config.dst_stride)
-            if not reason and (num_dst == 0 or num_dst == site.video_tokens):
-                reason = f"grid {grid} and dst_stride {config.dst_stride} give {num_dst} destination tokens"
-            if reason:
-                if {"site": site.name, "reason": reason} not in self.skipped:
-                    self.skipped.append({"site": site.name, "reason": reason})
+            reason = site_skip_reason(site, self.selection)
+            if reason or site.video_tokens is None:
+                entry = {"site": site.name, "reason": reason or "unknown number of video tokens"}
+                if entry not in self.skipped:
+                    self.skipped.append(entry)
                 continue
+            grid = split_grid(site, config)
+            num_dst = ops.count_dst_tokens(site.video_tokens, grid, config.dst_stride)
             features = _probe_features(site)
             if site.name in known:  # the same site in a recompiled graph: accumulate into it
                 self._position[(graph_index, site.index)] = known[site.name]
@@ -233,7 +221,7 @@ class ProfilingBackend:
             for feature in features:
                 start = site.hidden_states_video_start if feature == "h" else site.video_start
                 probes.append(FeatureProbe(site.index, feature, site.video_tokens, num_dst, start))
-                seed = config.seed + _SITE_SEED_STRIDE * site.index + _FEATURE_SEED_OFFSET[SPLIT_OF_FEATURE[feature]]
+                seed = site_seed(config.seed, site.index, SPLIT_OF_FEATURE[feature])
                 splits[(site.index, feature)] = ops.split_tokens(site.video_tokens, grid, config.dst_stride, seed=seed)
         self._rows = len(self._block_rows)
         recompiled = bool(probes) and merged == len({p.site_index for p in probes})

@@ -1,9 +1,9 @@
-"""Per-step kept token counts from a :class:`~asymrnr_compile.schedule.Schedule` (paper Sec. 3.4).
+"""Per-step kept token counts from a :class:`~asymrnr_compile.plan.schedule.Schedule` (paper Sec. 3.4).
 
 The runtime of a graph compiled with ``schedule=`` asks :class:`ScheduleDriver` for the kept
 video tokens of every (site, feature) at each step. The driver
 
-- maps sites to schedule rows with :func:`~asymrnr_compile.schedule.site_rows` (rows = blocks
+- maps sites to schedule rows with :func:`~asymrnr_compile.plan.schedule.site_rows` (rows = blocks
   holding reducible sites, in execution order; several sites of one block share a row),
 - checks that the schedule fits: the row count must equal the model's (ValueError naming both
   shapes); a different step count is fine when ``config.num_steps`` says how many steps the run
@@ -21,12 +21,15 @@ shared by variants (the segments between attention calls) compile once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asymrnr_compile import ops
-from asymrnr_compile.schedule import Schedule, site_rows
+from asymrnr_compile.analysis.site import AttentionSite
+from asymrnr_compile.plan.features import PLANNING_ORDER, Feature
+from asymrnr_compile.plan.schedule import Schedule, site_rows
 
-FEATURE_ORDER = ("h", "q", "kv")
+if TYPE_CHECKING:
+    from asymrnr_compile.plan.select_sites import SiteReduction
 
 
 class ScheduleMismatchError(ValueError):
@@ -47,7 +50,7 @@ class ScheduleDriver:
             shapes, e.g. ``"schedule has 30 blocks x 50 steps, model has 4 blocks x 10 steps"``).
     """
 
-    def __init__(self, schedule: Schedule, sites: Sequence[Any], num_steps: int | None = None) -> None:
+    def __init__(self, schedule: Schedule, sites: Sequence[AttentionSite], num_steps: int | None = None) -> None:
         self.rows = site_rows(sites)
         num_rows = len(set(self.rows.values()))
         if num_rows == 0:
@@ -80,17 +83,17 @@ class ScheduleDriver:
             return 0.0
         return self.schedule.ratio(block=row, step=step, feature=feature)
 
-    def keeps(self, reduction: Any, step: int, *, record: bool = True) -> dict[str, int]:
+    def keeps(self, reduction: SiteReduction, step: int, *, record: bool = True) -> dict[Feature, int]:
         """Kept video tokens per feature reduced at ``step`` (features kept whole are left out).
 
-        ``reduction`` is the runtime's :class:`~asymrnr_compile.runtime.SiteReduction`: its
+        ``reduction`` is the planner's :class:`~asymrnr_compile.plan.select_sites.SiteReduction`: its
         ``num_dst`` lists the features the site can reduce under this schedule.
         """
         site = reduction.site
         num_tokens = site.video_tokens
-        out: dict[str, int] = {}
+        out: dict[Feature, int] = {}
         applied: dict[str, float] = {}
-        for feature in FEATURE_ORDER:
+        for feature in PLANNING_ORDER:
             if feature not in reduction.num_dst:
                 continue
             if feature != "h" and "h" in out:  # conflict rule: h on excludes q and kv
@@ -106,7 +109,7 @@ class ScheduleDriver:
             self.applied.setdefault(step, {})[site.index] = applied
         return out
 
-    def kept_per_step(self, reductions: Sequence[Any]) -> list[dict[int, dict[str, tuple[int, int]]]]:
+    def kept_per_step(self, reductions: Sequence[SiteReduction]) -> list[dict[int, dict[str, tuple[int, int]]]]:
         """For every step of the run, ``{site index: {feature: (num_dst, num_keep)}}`` (cost model input)."""
         return [{r.site.index: {f: (r.num_dst[f], k) for f, k in self.keeps(r, step, record=False).items()}
                  for r in reductions} for step in range(self.schedule.num_steps)]

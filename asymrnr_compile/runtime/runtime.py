@@ -2,11 +2,14 @@
 
 One :class:`AsymRnRRuntime` exists per captured graph. On every call it
 
-1. reads the timestep input and turns it into a denoising step (:class:`StepTracker`),
-2. plans the reduction of that step (:class:`~asymrnr_compile.plan.ReductionPlan`): per site and
-   feature the kept token count, and whether the matching is computed now (first step of a
-   ``cache_steps`` window) or reused from :class:`MatchingCache`,
-3. runs the Inductor-compiled variant of that plan (compiled lazily, once per distinct plan),
+1. reads the timestep input and turns it into a denoising step
+   (:class:`~asymrnr_compile.runtime.steps.StepSignal`),
+2. plans the reduction of that step (:class:`~asymrnr_compile.plan.reduction_plan.ReductionPlan`):
+   per site and feature the kept token count, and whether the matching is computed now (first
+   step of a ``cache_steps`` window) or reused from the
+   :class:`~asymrnr_compile.runtime.matching_cache.MatchingCache`,
+3. runs the variant of that plan, compiled region by region with Inductor
+   (:mod:`~asymrnr_compile.runtime.regions`; lazily, once per distinct plan),
 4. stores the matchings the variant returned and hands the model's own outputs back.
 
 Nothing here triggers a Dynamo recompile: steps change which compiled variant runs, not the
@@ -17,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.fx
@@ -28,201 +32,18 @@ from asymrnr_compile.analysis.cost import CostEstimate, GraphCostModel, estimate
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.passes.reduce_attention_tokens import RewriteResult, reduce_attention_tokens
-from asymrnr_compile.passes.split_attention_regions import split_attention_regions
-from asymrnr_compile.plan import INDEX_FIELDS, MATCHING_FIELDS, CacheSlot, FeaturePlan, ReductionPlan, SitePlan
+from asymrnr_compile.plan.features import Feature
+from asymrnr_compile.plan.reduction_plan import CacheSlot, FeaturePlan, ReductionPlan, SitePlan
+from asymrnr_compile.plan.seeds import site_seed
+from asymrnr_compile.plan.select_sites import Grid, SiteReduction
+from asymrnr_compile.runtime.matching_cache import CacheKey, MatchingCache, MatchingRecord
+from asymrnr_compile.runtime.regions import Compiler, RegionCompiler, compile_regions
+from asymrnr_compile.runtime.steps import StepEvent, StepSignal
+
+if TYPE_CHECKING:
+    from asymrnr_compile.plan.schedule_driver import ScheduleDriver
 
 logger = logging.getLogger("asymrnr_compile")
-
-TIMESTEP_NAME = "timestep"
-# Distinct seeds per (site, feature) so that sites do not share one destination pattern.
-_SITE_SEED_STRIDE = 7919
-_FEATURE_SEED_OFFSET = {"q": 0, "kv": 1, "h": 2}
-# With redraw_split, window w adds w * this to the seed (a prime apart from the site stride).
-_WINDOW_SEED_STRIDE = 104729
-
-Compiler = Callable[[torch.fx.GraphModule, Sequence[Any]], Callable[..., Any]]
-
-
-@dataclass(frozen=True)
-class MatchingRecord:
-    """One matching computed during a call, as handed to a backend's ``on_matching`` observer.
-
-    Attributes:
-        step: denoising step of the call (0-based, from the timestep input).
-        call_index: which call within the step (0 = first; 1 = e.g. the unconditional call of a
-            split CFG pipeline).
-        site: the attention site (``site.block_index``, ``site.grid``, ``site.name``...).
-        feature: ``"q"``, ``"kv"`` or ``"h"``.
-        split: the dst/src partition of the site's ``N`` video tokens.
-        indices: ``keep (*, K)`` and ``restore (*, N)`` (leading dims: the batch, and heads when
-            matched per head); video token ``i`` is computed by token ``keep[..., restore[..., i]]``,
-            itself when kept. On the model's device.
-    """
-
-    step: int
-    call_index: int
-    site: AttentionSite
-    feature: str
-    split: ops.TokenSplit
-    indices: ops.ReductionIndices
-
-
-@dataclass(frozen=True)
-class StepEvent:
-    """Where a call falls in the sampling loop.
-
-    Attributes:
-        step: denoising step index within the current video (0-based).
-        call_index: which call within the step (0 = first; pipelines that run cond and uncond
-            as two calls with the same timestep make a 1).
-        new_video: this call starts a new video (first call, or the timestep jumped back up).
-    """
-
-    step: int
-    call_index: int
-    new_video: bool
-
-
-class StepTracker:
-    """Turns successive timestep values into steps.
-
-    A change of timestep value starts a new step; the same value again is another call of the
-    same step. Samplers move the timestep monotonically, but not always the same way: most count
-    down (1000 -> 0), Mochi's pipeline counts up (0 -> 1000, its scheduler inverts the sigmas).
-    The direction of a video is taken from its first two distinct values; a value that moves
-    against it starts a new video. Without a timestep (``None``) every call is a step.
-    """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.step = -1
-        self.call_index = 0
-        self.last_timestep: float | None = None
-        self.direction = 0  # +1 counting up, -1 counting down, 0 not known yet
-        self.steps_seen = 0
-
-    def observe(self, timestep: float | None) -> StepEvent:
-        new_video = self.step < 0
-        if timestep is None:
-            self.step += 1
-            self.call_index = 0
-        elif self.last_timestep is None:
-            new_video = True
-            self.step, self.call_index, self.direction = 0, 0, 0
-        elif timestep == self.last_timestep:
-            self.call_index += 1
-        else:
-            direction = 1 if timestep > self.last_timestep else -1
-            if self.direction not in (0, direction):
-                new_video = True
-                self.step, self.call_index, self.direction = 0, 0, 0
-            else:
-                self.direction = direction
-                self.step += 1
-                self.call_index = 0
-        self.last_timestep = timestep
-        if self.call_index == 0:
-            self.steps_seen += 1
-        return StepEvent(self.step, self.call_index, new_video)
-
-
-@dataclass
-class _CachedMatching:
-    window: int
-    matching: dict[str, torch.Tensor] = field(default_factory=dict)
-    indices: dict[int, ops.ReductionIndices] = field(default_factory=dict)
-
-
-CacheKey = tuple[int, int, str]  # (call in step, site index, feature)
-
-
-class MatchingCache:
-    """Matchings per (call in step, site, feature), valid for one cache window.
-
-    Each entry keeps the matching (``src_order``, ``nearest``, ``distance``) and the reduction
-    indices already derived from it, per kept-token count.
-    """
-
-    def __init__(self) -> None:
-        self.entries: dict[CacheKey, _CachedMatching] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def reset(self) -> None:
-        """Forget every matching (a new video). Hit/miss counters are kept for the report."""
-        self.entries.clear()
-
-    def has(self, key: CacheKey, window: int) -> bool:
-        entry = self.entries.get(key)
-        return entry is not None and entry.window == window
-
-    def store(self, key: CacheKey, window: int, num_keep: int, fields: dict[str, torch.Tensor]) -> None:
-        """Store what a computing variant returned for one (call, site, feature)."""
-        entry = self.entries[key] = _CachedMatching(window)
-        entry.matching = {name: fields[name] for name in MATCHING_FIELDS}
-        entry.indices[num_keep] = ops.ReductionIndices(*(fields[name] for name in INDEX_FIELDS))
-
-    def indices(self, key: CacheKey, num_keep: int, split: ops.TokenSplit) -> ops.ReductionIndices:
-        """The cached reduction indices for ``num_keep`` tokens (derived once if new)."""
-        entry = self.entries[key]
-        if num_keep not in entry.indices:
-            matching = ops.Matching(*(entry.matching[name] for name in MATCHING_FIELDS))
-            indices = ops.reduction_indices(split, matching, num_keep)
-            stored = next(iter(entry.indices.values()))
-            if stored.keep.dim() > matching.src_order.dim():  # matched on hidden states: no head axis
-                indices = ops.indices_over_heads(indices)
-            entry.indices[num_keep] = indices
-        return entry.indices[num_keep]
-
-
-def _input_signature(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return ("tensor", tuple(value.shape), tuple(value.stride()), value.dtype, value.device.type,
-                value.requires_grad)
-    return ("value", type(value).__name__, value if isinstance(value, (int, float, bool)) else None)
-
-
-class RegionCompiler:
-    """Compiles graph regions with Inductor, once per distinct code and input layout.
-
-    Variants share their segments (the code between attention regions is the same in every
-    variant), so only the attention regions of a new plan are compiled. Structurally identical
-    segments of different blocks also hit Inductor's FX graph cache.
-    """
-
-    def __init__(self, compile_graph: Compiler) -> None:
-        self.compile_graph = compile_graph
-        self.compiled: dict[tuple[str, tuple[Any, ...]], Callable[..., Any]] = {}
-        self.seconds = 0.0
-        self.reused = 0
-
-    def get(self, region: torch.fx.GraphModule, args: Sequence[Any]) -> Callable[..., Any]:
-        key = (region.code, tuple(_input_signature(a) for a in args))
-        fn = self.compiled.get(key)
-        if fn is None:
-            start = time.perf_counter()
-            fn = self.compiled[key] = self.compile_graph(region, list(args))
-            self.seconds += time.perf_counter() - start
-        else:
-            self.reused += 1
-        return fn
-
-
-class CompiledRegion(torch.nn.Module):
-    """Stands in for one submodule of a split graph; compiles it on its first call."""
-
-    def __init__(self, region: torch.fx.GraphModule, compiler: RegionCompiler) -> None:
-        super().__init__()
-        self.region = region
-        self.compiler = compiler
-        self.fn: Callable[..., Any] | None = None
-
-    def forward(self, *args: Any) -> Any:
-        if self.fn is None:
-            self.fn = self.compiler.get(self.region, args)
-        return self.fn(*args)
 
 
 @dataclass
@@ -256,55 +77,6 @@ class CompiledVariant:
         }
 
 
-@dataclass
-class SiteReduction:
-    """What the runtime applies at one site: per feature the ratio asked and the tokens kept."""
-
-    site: AttentionSite
-    grid: tuple[int, int, int] | None
-    num_dst: dict[str, int] = field(default_factory=dict)
-    requested_ratio: dict[str, float] = field(default_factory=dict)
-    num_keep: dict[str, int] = field(default_factory=dict)
-    capped: dict[str, bool] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        num_tokens = self.site.video_tokens or 0
-        return {
-            **self.site.to_dict(),
-            "split_grid": list(self.grid) if self.grid else None,
-            "applied": {
-                feature: {
-                    "requested_ratio": self.requested_ratio[feature],
-                    "applied_ratio": round(1 - keep / num_tokens, 6),
-                    "kept_tokens": keep,
-                    "video_tokens": num_tokens,
-                    "capped": self.capped[feature],
-                }
-                for feature, keep in self.num_keep.items()
-            },
-        }
-
-
-def find_timestep_input(gm: torch.fx.GraphModule) -> int | None:
-    """Position of the timestep among the graph's inputs (a placeholder named like it), or None."""
-    placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"]
-    for position, node in enumerate(placeholders):
-        if TIMESTEP_NAME in node.name.lower():
-            value = node.meta.get("example_value")
-            if value is None or isinstance(value, torch.Tensor):
-                return position
-    return None
-
-
-def read_timestep(value: Any) -> float | None:
-    """The timestep of a call as a Python float (first element), or None if it is not one."""
-    if isinstance(value, torch.Tensor):
-        return float(value.reshape(-1)[0].item()) if value.numel() else None
-    if isinstance(value, (int, float)):
-        return float(value)
-    return None
-
-
 class AsymRnRRuntime:
     """Runs one captured graph with per-step token reduction (see module docstring).
 
@@ -315,14 +87,15 @@ class AsymRnRRuntime:
         config: the backend configuration.
         compile_graph: compiles a graph module for given example inputs (``compile_fx``).
         schedule: per-step kept tokens when the config has a schedule
-            (:class:`~asymrnr_compile.schedule_runtime.ScheduleDriver`), else None (fixed ratios).
+            (:class:`~asymrnr_compile.plan.schedule_driver.ScheduleDriver`), else None (fixed
+            ratios).
         on_matching: called with a :class:`MatchingRecord` for every matching a call computes
             (not for reused ones); for inspection, e.g. which tokens a block drops.
     """
 
     def __init__(self, gm: torch.fx.GraphModule, sites: list[AttentionSite],
                  reductions: list[SiteReduction], config: AsymRnRConfig, compile_graph: Compiler,
-                 schedule: Any = None,
+                 schedule: ScheduleDriver | None = None,
                  on_matching: Callable[[MatchingRecord], None] | None = None) -> None:
         self.gm = gm
         self.on_matching = on_matching
@@ -331,12 +104,11 @@ class AsymRnRRuntime:
         self.reduction_by_site = {r.site.index: r for r in reductions}
         self.config = config
         self.compile_graph = compile_graph
-        self.timestep_position = find_timestep_input(gm)
-        self.tracker = StepTracker()
+        self.steps = StepSignal(gm)
         self.cache = MatchingCache()
         self.variants: dict[ReductionPlan, CompiledVariant] = {}
         self.regions = RegionCompiler(compile_graph)
-        self.splits: dict[tuple[int, str], tuple[int, ops.TokenSplit]] = {}  # -> (window, split)
+        self.splits: dict[tuple[int, Feature], tuple[int, ops.TokenSplit]] = {}  # -> (window, split)
         self.calls = 0
         # The step of every call that computed a matching (tests and reports count these).
         self.matching_steps: list[int] = []
@@ -354,7 +126,7 @@ class AsymRnRRuntime:
 
     def reset(self) -> None:
         """Start a new video: forget the step state and every cached matching."""
-        self.tracker.reset()
+        self.steps.tracker.reset()
         self.cache.reset()
 
     # -- planning ---------------------------------------------------------------------------
@@ -378,21 +150,19 @@ class AsymRnRRuntime:
                     )
                 if features:
                     site_plans.append(SitePlan(reduction.site.index, **features))
-        return ReductionPlan(tuple(site_plans), config.similarity, config.reduce_mode, config.match_chunk_bytes,
-                             config.token_selection, config.seed, config.proportional_attention,
-                             config.match_on)
+        return ReductionPlan.for_config(config, tuple(site_plans))
 
     # -- compilation --------------------------------------------------------------------------
 
-    def _split(self, site: AttentionSite, feature: str, grid, device: torch.device, window: int) -> ops.TokenSplit:
+    def _split(self, site: AttentionSite, feature: Feature, grid: Grid | None, device: torch.device,
+               window: int) -> ops.TokenSplit:
         """The dst/src split of one (site, feature): one for the whole run, or with
         ``config.redraw_split`` one per matching window (only the current window's is kept)."""
         window = window if self.config.redraw_split else 0
         key = (site.index, feature)
         held = self.splits.get(key)
         if held is None or held[0] != window:
-            seed = (self.config.seed + _SITE_SEED_STRIDE * site.index + _FEATURE_SEED_OFFSET[feature]
-                    + _WINDOW_SEED_STRIDE * window)
+            seed = site_seed(self.config.seed, site.index, feature, window)
             held = self.splits[key] = (window, ops.split_tokens(site.video_tokens, grid, self.config.dst_stride,
                                                                 seed=seed, device=device))
         return held[1]
@@ -415,23 +185,19 @@ class AsymRnRRuntime:
         """Rewrite for ``plan`` and split into regions; regions compile on the first call."""
         rewrite = None if plan.is_identity else reduce_attention_tokens(self.gm, self.sites, plan)
         graph = self.gm if rewrite is None else rewrite.gm
-        split = split_attention_regions(graph)
-        for name in [*split.attention_submodules, *split.segment_submodules]:
-            setattr(split.driver, name, CompiledRegion(getattr(split.driver, name), self.regions))
-        return CompiledVariant(plan, split.driver, rewrite)
+        return CompiledVariant(plan, compile_regions(graph, self.regions), rewrite)
 
     def _fall_back(self, reason: str) -> ReductionPlan:
         self.fallback_reason = reason
         self.variants.clear()
         logger.warning("asymrnr: running this graph unreduced (plain Inductor): %s", reason)
-        return ReductionPlan((), self.config.similarity, self.config.reduce_mode, self.config.match_chunk_bytes)
+        return ReductionPlan.for_config(self.config)
 
     # -- calling ----------------------------------------------------------------------------
 
     def __call__(self, *args: Any) -> Any:
         self.calls += 1
-        timestep = read_timestep(args[self.timestep_position]) if self.timestep_position is not None else None
-        event = self.tracker.observe(timestep)
+        event = self.steps.observe(args)
         if event.new_video:
             self.cache.reset()
         plan = self.plan(event)
@@ -504,10 +270,10 @@ class AsymRnRRuntime:
             "regions_compiled": len(self.regions.compiled),
             "regions_reused": self.regions.reused,
             "calls": self.calls,
-            "steps": self.tracker.steps_seen,
+            "steps": self.steps.tracker.steps_seen,
             "cache_hits": self.cache.hits,
             "cache_misses": self.cache.misses,
-            "timestep_input": self.timestep_position is not None,
+            "timestep_input": self.steps.has_timestep,
             "fallback_reason": self.fallback_reason,
             "cost": self.cost.to_dict(),
             **({"schedule": self.schedule.to_dict()} if self.schedule is not None else {}),

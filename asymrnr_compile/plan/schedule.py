@@ -51,37 +51,32 @@ import math
 import numbers
 import os
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from asymrnr_compile._validate import check_choice, check_int, check_ratio, check_triple
-
-FEATURES: tuple[str, ...] = ("q", "kv", "h")
-"""The features a schedule holds (same names as :data:`asymrnr_compile.config.FEATURES`)."""
-
-TABLE_FEATURE_ALIASES: Mapping[str, str] = types.MappingProxyType({"q": "q", "v": "kv", "kv": "kv", "h": "h"})
-"""Table feature name -> schedule feature. The published tables use ``"v"`` for keys and values
-reduced together (our ``"kv"``)."""
-
-TIER_KEYS: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
-    {"q": ("q",), "kv": ("kv", "v"), "h": ("h",)}
+from asymrnr_compile.plan.features import FEATURES
+from asymrnr_compile.plan.published import (
+    RATIO_DTYPE,
+    OnConflict,
+    existing_file,
+    normalise_tables,
+    ratios_from_tiers,
+    read_published,
+    read_safetensors,
 )
-"""Schedule feature -> the tier tensor(s) that feed its table, first present wins. As in the
-published code, a table reads the tier tensor of the same name: ``q`` table -> ``q`` tiers,
-``v`` table -> ``v`` tiers (V is what the kv matching is computed on). The released files also
-hold ``h`` and ``k`` (keys alone) tiers, which no released table uses."""
 
-FORMAT = "asymrnr_compile.schedule"
+if TYPE_CHECKING:
+    from asymrnr_compile.analysis.site import AttentionSite
+
+FORMAT = "asymrnr_compile.plan.schedule"
 FORMAT_VERSION = 1
 """Version of the file written by :meth:`Schedule.save`; :meth:`Schedule.load` rejects newer ones."""
 
-_RATIO_DTYPE = torch.float64  # exact Python floats: ratio() returns 0.4, not 0.4000000059604645
 
-OnConflict = Literal["error", "h"]
 PathLike = str | os.PathLike
 
 
@@ -157,7 +152,7 @@ class Schedule:
                     f"{name} has shape {tuple(value.shape)} but ratios[{first!r}] has {shape}: "
                     "every feature needs the same (blocks, steps)"
                 )
-            tensor = value.detach().to(device="cpu", dtype=_RATIO_DTYPE).clone().contiguous()
+            tensor = value.detach().to(device="cpu", dtype=RATIO_DTYPE).clone().contiguous()
             bad = ~((tensor >= 0) & (tensor < 1))  # also catches NaN
             if bool(bad.any()):
                 b, s = (int(i) for i in bad.nonzero()[0])
@@ -166,7 +161,7 @@ class Schedule:
                 )
             given[feature] = tensor
         assert shape is not None
-        full = {f: given.get(f, torch.zeros(shape, dtype=_RATIO_DTYPE)) for f in FEATURES}
+        full = {f: given.get(f, torch.zeros(shape, dtype=RATIO_DTYPE)) for f in FEATURES}
         clash = (full["h"] > 0) & ((full["q"] > 0) | (full["kv"] > 0))
         if bool(clash.any()):
             b, s = (int(i) for i in clash.nonzero()[0])
@@ -187,7 +182,7 @@ class Schedule:
         set_("grid", grid)
         set_("model", model)
         set_("source", source)
-        set_("tables", None if tables is None else _freeze_tables(_normalise_tables(tables)))
+        set_("tables", None if tables is None else _freeze_tables(normalise_tables(tables)))
         set_("_ratios", types.MappingProxyType(full))
         set_("_lists", types.MappingProxyType({f: tuple(map(tuple, t.tolist())) for f, t in full.items()}))
 
@@ -212,7 +207,7 @@ class Schedule:
         blocks = check_int("blocks", blocks, minimum=1)
         steps = check_int("steps", steps, minimum=1)
         values = {"q": check_ratio("q", q), "kv": check_ratio("kv", kv), "h": check_ratio("h", h)}
-        ratios = {f: torch.full((blocks, steps), v, dtype=_RATIO_DTYPE) for f, v in values.items()}
+        ratios = {f: torch.full((blocks, steps), v, dtype=RATIO_DTYPE) for f, v in values.items()}
         return cls(ratios, grid=grid, model=model, source="constant")
 
     @classmethod
@@ -244,50 +239,7 @@ class Schedule:
                 ``"h"``: h wins, q and kv are set to 0 there.
             grid, model, source: recorded as in :class:`Schedule`.
         """
-        check_choice("on_conflict", on_conflict, ("error", "h"))
-        if not isinstance(tiers, Mapping):
-            raise TypeError(f"tiers must be a dict {{name: int tensor}}, got {type(tiers).__name__}")
-        if not tiers:
-            raise ValueError("tiers must hold at least one tier tensor of shape (blocks, steps)")
-        shape: tuple[int, int] | None = None
-        first = ""
-        for key, value in tiers.items():
-            name = f"tiers[{key!r}]"
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-            if value.dtype == torch.bool or value.is_floating_point() or value.is_complex():
-                raise TypeError(f"{name} must be an integer tensor of redundancy tiers, got dtype {value.dtype}")
-            if value.dim() != 2 or value.shape[0] < 1 or value.shape[1] < 1:
-                raise ValueError(f"{name} must have shape (blocks, steps) with both >= 1, got {tuple(value.shape)}")
-            if shape is None:
-                shape, first = (int(value.shape[0]), int(value.shape[1])), key
-            elif tuple(value.shape) != shape:
-                raise ValueError(
-                    f"{name} has shape {tuple(value.shape)} but tiers[{first!r}] has {shape}: "
-                    "every tier tensor needs the same (blocks, steps)"
-                )
-        assert shape is not None
-        normal = _normalise_tables(tables)
-        ratios: dict[str, torch.Tensor] = {}
-        for feature, table in normal.items():
-            key = next((k for k in TIER_KEYS[feature] if k in tiers), None)
-            if key is None:
-                wanted = " or ".join(repr(k) for k in TIER_KEYS[feature])
-                raise ValueError(
-                    f"tables[{feature!r}] needs the tier tensor {wanted}; tiers has {sorted(map(str, tiers))}"
-                )
-            tier = tiers[key].to("cpu", torch.int64)
-            out = torch.zeros(shape, dtype=_RATIO_DTYPE)
-            for threshold, ratio in table.items():
-                out = torch.where(tier >= threshold, out.clamp(min=ratio), out)
-            ratios[feature] = out
-        if not ratios:
-            ratios["q"] = torch.zeros(shape, dtype=_RATIO_DTYPE)
-        if on_conflict == "h" and "h" in ratios:
-            h_on = ratios["h"] > 0
-            for feature in ("q", "kv"):
-                if feature in ratios:
-                    ratios[feature] = ratios[feature].masked_fill(h_on, 0.0)
+        ratios, normal = ratios_from_tiers(tiers, tables, on_conflict=on_conflict)
         return cls(ratios, tables=normal, grid=grid, model=model, source=source)
 
     @classmethod
@@ -316,36 +268,18 @@ class Schedule:
                 its tier tensor, tier shapes that differ, a threshold that is not an integer, a
                 ratio outside ``[0, 1)``.
         """
-        tiers_file = _existing_file("tiers_path", tiers_path)
-        table_file = _existing_file("table_path", table_path)
+        tiers, tables, source = read_published(tiers_path, table_path)
         try:
-            tiers = _read_safetensors(tiers_file)[0]
-        except Exception as err:  # safetensors raises its own error types
-            raise ValueError(f"tiers_path {str(tiers_file)!r} is not a readable safetensors file: {err}") from err
-        import yaml  # local: only needed here
-
-        try:
-            tables = yaml.safe_load(table_file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ValueError(f"table_path {str(table_file)!r} is not valid YAML: {err}") from err
-        if not isinstance(tables, Mapping):
-            raise ValueError(
-                f"table_path {str(table_file)!r} must hold a mapping {{feature: {{threshold: ratio}}}}, "
-                f"got {type(tables).__name__}"
-            )
-        try:
-            return cls.from_tables(
-                tiers, tables, grid=grid, model=model, source=f"{tiers_file.name} + {table_file.name}"
-            )
+            return cls.from_tables(tiers, tables, grid=grid, model=model, source=source)
         except (ValueError, TypeError) as err:
-            raise type(err)(f"{tiers_file.name} + {table_file.name}: {err}") from err
+            raise type(err)(f"{source}: {err}") from err
 
     @classmethod
     def load(cls, path: PathLike) -> Schedule:
         """Read a file written by :meth:`save` (safetensors; never pickle)."""
-        file = _existing_file("path", path)
+        file = existing_file("path", path)
         try:
-            tensors, metadata = _read_safetensors(file)
+            tensors, metadata = read_safetensors(file)
         except Exception as err:
             raise ValueError(f"path {str(file)!r} is not a readable safetensors file: {err}") from err
         metadata = metadata or {}
@@ -490,7 +424,7 @@ class Schedule:
             summary[feature] = {
                 "mean_ratio": float(tensor.mean()),
                 "max_ratio": float(tensor.max()),
-                "reduced_fraction": float((tensor > 0).to(_RATIO_DTYPE).mean()),
+                "reduced_fraction": float((tensor > 0).to(RATIO_DTYPE).mean()),
             }
         return {
             "num_blocks": self.num_blocks,
@@ -523,7 +457,7 @@ class Schedule:
         save_file({f: t.contiguous() for f, t in self._ratios.items()}, os.fspath(path), metadata=metadata)
 
 
-def site_rows(sites: Any) -> dict[int, int]:
+def site_rows(sites: Iterable[AttentionSite]) -> dict[int, int]:
     """Schedule row of every reducible attention site of one captured graph: ``{site.index: row}``.
 
     Rows are the blocks that hold at least one reducible site, numbered in graph (execution)
@@ -564,48 +498,6 @@ def _check_index(name: str, value: object, size: int, what: str) -> int:
     return value
 
 
-def _threshold(feature: str, key: object) -> int:
-    if isinstance(key, bool):
-        raise TypeError(f"tables[{feature!r}] threshold must be an int, got {key!r}")
-    if isinstance(key, numbers.Integral):
-        return int(key)
-    if isinstance(key, str) and key.strip().lstrip("+-").isdigit():
-        return int(key.strip())
-    raise TypeError(f"tables[{feature!r}] threshold must be an int (or a string of digits), got {key!r}")
-
-
-def _normalise_tables(tables: object) -> dict[str, dict[int, float]]:
-    """``{feature: {threshold: ratio}}`` with schedule feature names, int thresholds (sorted) and
-    float ratios in [0, 1)."""
-    if not isinstance(tables, Mapping):
-        raise TypeError(f"tables must be a dict {{feature: {{threshold: ratio}}}}, got {type(tables).__name__}")
-    out: dict[str, dict[int, float]] = {}
-    for raw_feature, table in tables.items():
-        if raw_feature == "k":
-            raise ValueError(
-                "tables feature 'k' (keys alone) is not supported: use 'v' or 'kv' (keys and values "
-                "reduced together, matched on V)"
-            )
-        check_choice("tables feature", raw_feature, tuple(TABLE_FEATURE_ALIASES))
-        feature = TABLE_FEATURE_ALIASES[raw_feature]
-        if feature in out:
-            raise ValueError(f"tables gives {feature!r} twice (both 'v' and 'kv'?)")
-        if table is None:
-            table = {}
-        if not isinstance(table, Mapping):
-            raise TypeError(
-                f"tables[{raw_feature!r}] must be a mapping {{threshold: ratio}}, got {type(table).__name__}"
-            )
-        entries: dict[int, float] = {}
-        for key, ratio in table.items():
-            threshold = _threshold(raw_feature, key)
-            if threshold in entries:
-                raise ValueError(f"tables[{raw_feature!r}] gives threshold {threshold} twice")
-            entries[threshold] = check_ratio(f"tables[{raw_feature!r}][{threshold}]", ratio)
-        out[feature] = dict(sorted(entries.items()))
-    return out
-
-
 def _freeze_tables(tables: dict[str, dict[int, float]]) -> Mapping[str, Mapping[int, float]]:
     return types.MappingProxyType({f: types.MappingProxyType(dict(t)) for f, t in tables.items()})
 
@@ -614,19 +506,3 @@ def _tables_to_json(tables: Mapping[str, Mapping[int, float]] | None) -> dict[st
     if tables is None:
         return None
     return {f: {str(k): v for k, v in t.items()} for f, t in tables.items()}
-
-
-def _existing_file(name: str, path: object) -> Path:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__}")
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{name}: no such file {str(file)!r}")
-    return file
-
-
-def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
-    from safetensors import safe_open
-
-    with safe_open(os.fspath(file), framework="pt", device="cpu") as handle:
-        return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata()

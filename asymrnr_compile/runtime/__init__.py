@@ -1,0 +1,17 @@
+"""The runtime: what runs when the compiled model is called.
+
+- :mod:`~asymrnr_compile.runtime.steps`: timestep -> denoising step, call in step, new video.
+- :mod:`~asymrnr_compile.runtime.matching_cache`: matchings kept for a cache window, and the
+  :class:`~asymrnr_compile.runtime.matching_cache.MatchingRecord` an observer receives.
+- :mod:`~asymrnr_compile.runtime.regions`: regional Inductor compilation, shared by variants
+  (and by the profiler).
+- :mod:`~asymrnr_compile.runtime.runtime`: :class:`AsymRnRRuntime`, the callable returned to
+  Dynamo: one compiled variant per distinct plan.
+"""
+
+from asymrnr_compile.runtime.matching_cache import MatchingCache, MatchingRecord
+from asymrnr_compile.runtime.runtime import AsymRnRRuntime, CompiledVariant
+from asymrnr_compile.runtime.steps import StepEvent, StepSignal, StepTracker
+
+__all__ = ["AsymRnRRuntime", "CompiledVariant", "MatchingCache", "MatchingRecord", "StepEvent", "StepSignal",
+           "StepTracker"]
