@@ -1,7 +1,7 @@
 """Argument checks shared by the ops and the configuration (private).
 
 Every check raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind, bad value)
-with a message that names the argument and the allowed values, as DESIGN.md section 5 requires.
+with a message that names the argument and the allowed values, as docs/architecture.md requires.
 They run on Python ints and tensor *shapes* only, so they cost nothing inside
 ``torch.compile`` (shapes are static there).
 """

@@ -116,7 +116,7 @@ def sample_lockstep(
     """Sample with several models side by side, one step of each in turn, timing every step.
 
     Interleaving step by step exposes every model to the same machine load, so their time
-    ratios hold on a shared machine (DESIGN.md Sec. 6). Returns the final latents and the
+    ratios hold on a shared machine (docs/measuring.md). Returns the final latents and the
     seconds of each step, per model name.
     """
     latents = {name: noise for name in models}

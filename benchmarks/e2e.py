@@ -16,7 +16,7 @@ calls per step with the same timestep), all in one process:
 Every compiled variant first runs one whole sampling loop as warm-up (compiling all it needs;
 eager runs one step), then the timed loop runs the variants interleaved step by step
 (:func:`asymrnr_compile.sampling.sample_lockstep`), so they share the machine's load
-(DESIGN.md Sec. 6). Quality is the final latent against plain Inductor's. The weights are random
+(docs/measuring.md). Quality is the final latent against plain Inductor's. The weights are random
 (seeded): quality numbers measure closeness to the unreduced model, not visual quality.
 
     python benchmarks/e2e.py --model reference --json out/e2e_reference.json   # ~5 min, 2 cores

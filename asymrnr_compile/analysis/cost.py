@@ -20,7 +20,7 @@ of :data:`SYMBOLS`) in the kept video tokens ``K_q``, ``K_kv``, ``K_h`` (paper S
 The whole graph costs ``F_full - sum_sites (site_full - site_reduced)``
 (:class:`GraphCostModel`), for one plan (kept tokens per site and feature) or for a schedule
 (per-step kept tokens, summed over the steps). The ideal speedup is full over reduced
-(DESIGN.md Sec. 6).
+(docs/measuring.md).
 """
 
 from __future__ import annotations
@@ -294,7 +294,7 @@ class GraphCostModel:
 
     def predicted_speedup(self, steps: Sequence[Mapping[int, Mapping[str, tuple[int, int]]]],
                           cache_steps: float) -> float:
-        """Full over reduced FLOPs of a run (the ideal speedup, DESIGN.md Sec. 6)."""
+        """Full over reduced FLOPs of a run (the ideal speedup, docs/measuring.md)."""
         full, reduced = self.schedule_flops(steps, cache_steps)
         return full / reduced if reduced else 1.0
 

@@ -3,7 +3,7 @@
 Two sets of builders, each returning ``(model, inputs)`` (the model in eval mode, keyword inputs
 for one forward call; pass ``return_dict=False`` and take element 0 of the output):
 
-- :data:`BUILDERS` / :func:`build`: the tiny configs of DESIGN.md's appendix (taken from
+- :data:`BUILDERS` / :func:`build`: the tiny configs (taken from
   diffusers' own model tests), for unit tests. Inputs are ``torch.randn``; callers seed the
   global RNG first (:func:`build` does).
 - :data:`E2E_SPECS` / :func:`build_e2e`: the five families at attention-dominated shapes for
@@ -27,7 +27,7 @@ import torch
 Built = tuple[torch.nn.Module, dict[str, Any]]
 
 # ---------------------------------------------------------------------------------------------
-# Tiny test configs (DESIGN.md appendix)
+# Tiny test configs
 # ---------------------------------------------------------------------------------------------
 
 

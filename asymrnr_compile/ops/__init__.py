@@ -1,6 +1,6 @@
-"""Pure tensor ops of AsymRnR: split, match (chunked), reduce, restore (DESIGN.md section 2).
+"""Pure tensor ops of AsymRnR: split, match (chunked), reduce, restore (docs/method.md).
 
-These functions know tensors, not graphs (DESIGN.md section 5): every size comes from Python
+These functions know tensors, not graphs (docs/architecture.md): every size comes from Python
 ints or tensor shapes, never from tensor values, so they run eagerly and inside
 ``torch.compile(fullgraph=True)`` alike.
 

@@ -1,6 +1,6 @@
 """Step 1 of AsymRnR: split the video tokens into destination (dst) and source (src) tokens.
 
-DESIGN.md section 2, step 1 (and AsymRnR, arXiv 2412.11706, section 3): the video grid
+docs/method.md, step 1 (and AsymRnR, arXiv 2412.11706, section 3): the video grid
 ``(F, H, W)`` (tokens in row-major ``(f, h, w)`` order) is tiled with chunks of size
 ``dst_stride``; one token of every *full* chunk, drawn uniformly at random, becomes a dst token;
 every other token, including all tokens of the remainder slices when the grid is not divisible
@@ -100,7 +100,7 @@ def count_dst_tokens(
     grid: tuple[int, int, int] | None = None,
     dst_stride: tuple[int, int, int] = DEFAULT_DST_STRIDE,
 ) -> int:
-    """Number of dst tokens ``N_dst = prod(grid // dst_stride)`` (DESIGN.md section 2, step 1).
+    """Number of dst tokens ``N_dst = prod(grid // dst_stride)`` (docs/method.md, step 1).
 
     Args:
         num_tokens: number of video tokens ``N`` (``>= 1``).
@@ -120,7 +120,7 @@ def max_reduction_ratio(
     grid: tuple[int, int, int] | None = None,
     dst_stride: tuple[int, int, int] = DEFAULT_DST_STRIDE,
 ) -> float:
-    """Largest usable reduction ratio ``1 - N_dst / N`` (DESIGN.md section 2, step 1).
+    """Largest usable reduction ratio ``1 - N_dst / N`` (docs/method.md, step 1).
 
     Arguments as :func:`count_dst_tokens`. A ratio above this keeps the dst tokens only, i.e.
     reduces no further. When ``N_dst == 0`` nothing can be reduced (there is no dst token to
@@ -133,7 +133,7 @@ def max_reduction_ratio(
 
 
 def num_kept_tokens(num_tokens: int, num_dst: int, ratio: float) -> int:
-    """Length ``K`` of the reduced video span (DESIGN.md section 2, step 3).
+    """Length ``K`` of the reduced video span (docs/method.md, step 3).
 
     ``K = num_dst + max(0, int(num_tokens * (1 - ratio)) - num_dst)``: all dst tokens are kept,
     plus as many src tokens as the ratio allows. Ratios above :func:`max_reduction_ratio` give
@@ -216,7 +216,7 @@ def split_tokens(
     seed: int = 0,
     device: torch.device | str | None = None,
 ) -> TokenSplit:
-    """Split ``num_tokens`` video tokens into dst and src tokens (DESIGN.md section 2, step 1).
+    """Split ``num_tokens`` video tokens into dst and src tokens (docs/method.md, step 1).
 
     Args:
         num_tokens: number of video tokens ``N`` (``>= 1``), in row-major ``(f, h, w)`` order.

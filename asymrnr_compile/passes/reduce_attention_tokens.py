@@ -27,7 +27,7 @@ log-multiplicity as a bias (``mask = proportional_attention_mask(mask_cols, k_re
 kv_indices, start=T)``, before the query-axis reduction; a new float mask when there was none).
 
 Matching runs on the features the method prescribes: q on the queries, kv on the values
-(DESIGN.md Sec. 2). With ``plan.match_on == "hidden_states"`` both are matched on the site's
+(docs/method.md). With ``plan.match_on == "hidden_states"`` both are matched on the site's
 input hidden states ``x (B, L, C)`` instead, where the analysis found them
 (``AttentionSite.hidden_matching_problem``), and the indices get a size-1 head axis::
 

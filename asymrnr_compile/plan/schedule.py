@@ -39,7 +39,7 @@ efficiency estimate that may switch h off instead; none of the released tables h
 table, so published imports never conflict.
 
 **Files.** :meth:`Schedule.save` / :meth:`Schedule.load` use safetensors with JSON metadata
-(never pickle, DESIGN.md section 5). :meth:`Schedule.from_published` reads the released
+(never pickle, docs/architecture.md). :meth:`Schedule.from_published` reads the released
 ``euclidean_<model>_cache<C>.safetensors`` tiers and ``<model>_cache<C>_<0|1>.yaml`` tables
 (YAML via ``yaml.safe_load``).
 """

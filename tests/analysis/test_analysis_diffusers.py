@@ -1,4 +1,4 @@
-"""Attention sites of the real clients: diffusers' small seeded test configs (DESIGN.md appendix).
+"""Attention sites of the real clients: diffusers' small seeded test configs.
 
 Each model is captured and analysed once per module (a few seconds each).
 """

@@ -1,4 +1,4 @@
-"""The ops trace with ``torch.compile(fullgraph=True)`` and match eager (DESIGN.md section 5).
+"""The ops trace with ``torch.compile(fullgraph=True)`` and match eager (docs/architecture.md).
 
 A handful of representative pipelines (split -> match -> indices -> reduce -> restore, and the
 mask), each compiled once with Inductor (~1-2 s per compile on a 2-core CPU).

@@ -1,4 +1,4 @@
-"""Properties of the chunked matcher (DESIGN.md section 2, step 2)."""
+"""Properties of the chunked matcher (docs/method.md, step 2)."""
 
 from __future__ import annotations
 

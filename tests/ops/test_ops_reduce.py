@@ -1,4 +1,4 @@
-"""Properties of reduce / restore / mask gathering (DESIGN.md section 2, steps 3-4)."""
+"""Properties of reduce / restore / mask gathering (docs/method.md, steps 3-4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Properties of the dst/src split (DESIGN.md section 2, step 1)."""
+"""Properties of the dst/src split (docs/method.md, step 1)."""
 
 from __future__ import annotations
 

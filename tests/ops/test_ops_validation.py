@@ -1,4 +1,4 @@
-"""Bad arguments raise ValueError / TypeError naming the argument (DESIGN.md section 5)."""
+"""Bad arguments raise ValueError / TypeError naming the argument (docs/architecture.md)."""
 
 from __future__ import annotations
 
