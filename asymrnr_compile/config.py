@@ -170,7 +170,7 @@ class AsymRnRConfig:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any] | None) -> "AsymRnRConfig":
+    def from_options(cls, options: Mapping[str, Any] | None) -> AsymRnRConfig:
         """Build from the ``options`` dict of ``torch.compile``; unknown keys raise ValueError."""
         if options is None:
             return cls()

@@ -27,9 +27,9 @@ import torch
 
 import asymrnr_compile
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-from asymrnr_compile.profiling.calibrate import calibrate, predicted_speedup
 from asymrnr_compile.cli.demo import demo_inputs, timed_sample
 from asymrnr_compile.models import build_reference_model
+from asymrnr_compile.profiling.calibrate import calibrate, predicted_speedup
 from asymrnr_compile.sampling import (
     SamplerConfig,
     psnr_db,
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    log = lambda line: print(line, flush=True)
+    def log(line: str) -> None:
+        print(line, flush=True)
 
     model = build_reference_model(args.preset, seed=0)
     inputs = demo_inputs(args.preset, 0)

@@ -59,8 +59,8 @@ from asymrnr_compile.models import (
     reference_inputs,
     synthetic_latents,
 )
-from asymrnr_compile.models.inputs import synthetic_text_embeddings
 from asymrnr_compile.models.config import PRESETS
+from asymrnr_compile.models.inputs import synthetic_text_embeddings
 from asymrnr_compile.sampling import (
     SamplerConfig,
     psnr_db,
@@ -229,7 +229,8 @@ def _diffusers_workload(name: str, quick: bool, steps: int, device: torch.device
             return -out if spec.timesteps_count_up else out
         return model_fn
 
-    tokens = frames * (height // (1 if spec.layout == "tokens" else 2)) * (width // (1 if spec.layout == "tokens" else 2))
+    patch = 1 if spec.layout == "tokens" else 2
+    tokens = frames * (height // patch) * (width // patch)
     return Workload(
         name, model, noise, text, null_text, SamplerConfig(steps=steps, cfg_mode=spec.cfg_mode), call,
         f"diffusers {spec.cls_name}: {spec.description}",
@@ -589,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="reference", choices=[*MODELS, "all"])
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 10; 3 with --quick)")
-    parser.add_argument("--cache-steps", type=int, default=None, help="matching cache window (default 5; 2 with --quick)")
+    parser.add_argument("--cache-steps", type=int, default=None,
+                        help="matching cache window (default 5; 2 with --quick)")
     parser.add_argument("--rounds", type=int, default=1, help="timed loops per variant (default 1)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -610,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
     models = list(MODELS) if args.model == "all" else [args.model]
-    command = "python benchmarks/e2e.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python benchmarks/e2e.py " + " ".join(shlex.quote(a) for a in given)
 
     def write(document: dict[str, Any]) -> None:
         if args.json:

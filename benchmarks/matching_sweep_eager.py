@@ -19,14 +19,20 @@ r: a new split every r steps), cache (recompute the matching every ``cache`` ste
 ("euclidean" / "cosine"), kvmode ("replace" / "mean"), prop (proportional attention), blocks.
 Each config prints one JSON line: "all right" in % and mean PSNR against the unaccelerated videos.
 """
-import json, sys, time, torch, torch.nn.functional as F
+import json
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
 from asymrnr_compile.models import reference_dit as rd
-from asymrnr_compile.synthetic.model import FINE_CHECKPOINT_PATH, load_trained_model
-from asymrnr_compile.synthetic.generate import caption_grid, generate_videos
-from asymrnr_compile.synthetic.quality import all_correct, psnr
-from asymrnr_compile.ops.split import split_tokens, num_kept_tokens
 from asymrnr_compile.ops.match import Matching
-from asymrnr_compile.ops.reduce import reduction_indices, reduce_tokens, proportional_attention_mask
+from asymrnr_compile.ops.reduce import proportional_attention_mask, reduce_tokens, reduction_indices
+from asymrnr_compile.ops.split import num_kept_tokens, split_tokens
+from asymrnr_compile.synthetic.generate import caption_grid, generate_videos
+from asymrnr_compile.synthetic.model import FINE_CHECKPOINT_PATH, load_trained_model
+from asymrnr_compile.synthetic.quality import all_correct, psnr
 
 DEV = sys.argv[1]
 SEEDS = tuple(range(int(sys.argv[2])))
@@ -127,6 +133,7 @@ rd.JointAttention.forward = forward
 for i, blk in enumerate(model.transformer.blocks):
     blk.attn._site = i
 import os
+
 captions, seeds = caption_grid(task, SEEDS)
 LIMIT = int(os.environ.get("LIMIT", "0"))
 if LIMIT:

@@ -38,9 +38,9 @@ import torch
 from results_md import machine_info, replace_section
 
 from asymrnr_compile.config import AsymRnRConfig
+from asymrnr_compile.models.config import PRESETS
 from asymrnr_compile.synthetic.compare import compare_variants
 from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, caption_grid
-from asymrnr_compile.models.config import PRESETS
 from asymrnr_compile.synthetic.model import (
     CHECKPOINT_PATH,
     SYNTHETIC_PRESET,
@@ -48,7 +48,6 @@ from asymrnr_compile.synthetic.model import (
     load_trained_model,
     read_checkpoint_metadata,
 )
-
 
 #: The options that keep q 0.5 / kv 0.3 within the quality bound on the 1024-token model (not in
 #: the published method): q and kv matched on the block's input hidden states, a new split per

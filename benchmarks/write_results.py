@@ -111,7 +111,8 @@ def _notes(model: str, rows: list[dict[str, Any]]) -> list[str]:
     calibrated = by_variant.get("asymrnr_calibrated")
     if calibrated and calibrated.get("calibration"):
         cal = calibrated["calibration"]
-        notes.append(f"asymrnr_calibrated: `calibrate(profile, target_speedup={cal['target_speedup']})` on a redundancy "
+        notes.append(f"asymrnr_calibrated: `calibrate(profile, target_speedup={cal['target_speedup']})` "
+                     f"on a redundancy "
                      f"profile of the same loop ({cal['seconds']:.0f} s of profiling and calibration), predicted "
                      f"{cal['predicted_speedup']:.2f}x, measured {calibrated['speedup_vs_inductor']:.2f}x.")
     if model == "cogvideox" and main:

@@ -29,10 +29,10 @@ from torch._dynamo.utils import counters
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
 from asymrnr_compile.analysis import AttentionSite, find_attention_sites
-from asymrnr_compile.runtime.regions import inductor_compiler
 from asymrnr_compile.passes.reduce_attention_tokens import reduce_attention_tokens
 from asymrnr_compile.plan.reduction_plan import FeaturePlan, ReductionPlan, SitePlan
 from asymrnr_compile.runtime import StepTracker
+from asymrnr_compile.runtime.regions import inductor_compiler
 
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers]); CI installs it")
 
@@ -160,7 +160,7 @@ def _sample(name: str, compiled, case: Case) -> list[torch.Tensor]:
     latents = case.inputs["hidden_states"]
     outputs = []
     with torch.no_grad():
-        for step, t in enumerate(client.timesteps[:STEPS]):
+        for t in client.timesteps[:STEPS]:
             inputs = {**case.inputs, "hidden_states": latents, "timestep": _timestep(case.inputs, t)}
             prediction = compiled(**inputs)[0]
             outputs.append(prediction)

@@ -75,7 +75,7 @@ def test_redraw_split_draws_one_split_per_window_the_same_in_every_video():
     for step, site, dst in records:
         by_step.setdefault((site, step), []).append(dst)
     assert sorted(step for site, step in by_step if site == 0) == [0, 2]  # matchings on windows' first steps
-    for (site, step), dsts in by_step.items():
+    for dsts in by_step.values():
         assert len(dsts) == 2 and torch.equal(dsts[0], dsts[1])  # deterministic: same split in both videos
     for site in {site for site, _ in by_step}:
         assert not torch.equal(by_step[site, 0][0], by_step[site, 2][0])  # a new split in window 1

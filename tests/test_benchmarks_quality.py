@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -16,7 +16,8 @@ from results_md import replace_section  # noqa: E402
 
 
 def _variant(name, all_correct, psnr):
-    return {"variant": name, "all_correct": all_correct, "valid": 100.0, "psnr": psnr, "ssim": None if psnr is None else 0.9,
+    return {"variant": name, "all_correct": all_correct, "valid": 100.0, "psnr": psnr,
+            "ssim": None if psnr is None else 0.9,
             "attribute_accuracy": {"colour": 100.0, "shape": all_correct}}
 
 

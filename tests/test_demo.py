@@ -44,8 +44,8 @@ def test_demo_reduces_the_small_preset(tmp_path):
 @pytest.mark.slow
 def test_demo_quality_part_writes_pictures(tmp_path):
     pytest.importorskip("PIL")
-    from asymrnr_compile.config import AsymRnRConfig
     from asymrnr_compile.cli.demo import run_quality_demo
+    from asymrnr_compile.config import AsymRnRConfig
 
     result = run_quality_demo(AsymRnRConfig(cache_steps=5), tmp_path, num_prompts=2, log=lambda _: None)
     assert len(result.pictures) == 4 and all(Path(p).is_file() for p in result.pictures)
@@ -66,14 +66,15 @@ def test_demo_passes_the_matching_options_to_the_backend(tmp_path):
                  "--redraw-split", "--proportional-attention", "--json", str(out)])
     assert code == 0
     config = json.loads(out.read_text())["speed"]["asymrnr_report"]["config"]
-    assert (config["match_on"], config["redraw_split"], config["proportional_attention"]) == ("hidden_states", True, True)
+    chosen = (config["match_on"], config["redraw_split"], config["proportional_attention"])
+    assert chosen == ("hidden_states", True, True)
     with pytest.raises(SystemExit):
         main(["demo", "--preset", "tiny", "--match-on", "queries"])
 
 
 def test_quality_model_choice_is_checked():
-    from asymrnr_compile.config import AsymRnRConfig
     from asymrnr_compile.cli.demo import run_quality_demo
+    from asymrnr_compile.config import AsymRnRConfig
 
     with pytest.raises(ValueError, match="model_preset"):
         run_quality_demo(AsymRnRConfig(), "unused", model_preset="attention")

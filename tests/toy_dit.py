@@ -21,7 +21,8 @@ class ToyBlock(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(HIDDEN)
         self.to_q, self.to_k, self.to_v, self.to_out = (nn.Linear(HIDDEN, HIDDEN) for _ in range(4))
-        self.mlp = nn.Sequential(nn.LayerNorm(HIDDEN), nn.Linear(HIDDEN, 2 * HIDDEN), nn.GELU(), nn.Linear(2 * HIDDEN, HIDDEN))
+        self.mlp = nn.Sequential(nn.LayerNorm(HIDDEN), nn.Linear(HIDDEN, 2 * HIDDEN), nn.GELU(),
+                                 nn.Linear(2 * HIDDEN, HIDDEN))
 
     def forward(self, video: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.norm(torch.cat([text, video], dim=1))

@@ -30,8 +30,9 @@ reason naming the node.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.fx
@@ -47,7 +48,6 @@ from asymrnr_compile.analysis.fx_nodes import (
     op_name,
     rest_args,
 )
-from asymrnr_compile.analysis.sdpa import is_sdpa
 from asymrnr_compile.analysis.propagate_layout import (
     LayoutValue,
     Pieces,
@@ -55,6 +55,7 @@ from asymrnr_compile.analysis.propagate_layout import (
     layout_of,
     propagate_over,
 )
+from asymrnr_compile.analysis.sdpa import is_sdpa
 from asymrnr_compile.analysis.token_layout import (
     MARKER_AXIS,
     Dim,
@@ -196,7 +197,7 @@ def mutated_input(node: torch.fx.Node, gm: torch.fx.GraphModule) -> torch.fx.Nod
 
 
 def _linears_above(
-    graph: "_Graph", start: torch.fx.Node
+    graph: _Graph, start: torch.fx.Node
 ) -> list[torch.fx.Node]:
     """Linear nodes reached walking up from ``start`` without passing through a linear."""
     found: list[torch.fx.Node] = []
@@ -216,7 +217,7 @@ def _linears_above(
     return found
 
 
-def _linears_below(graph: "_Graph", sdpa: torch.fx.Node) -> list[torch.fx.Node]:
+def _linears_below(graph: _Graph, sdpa: torch.fx.Node) -> list[torch.fx.Node]:
     """Linear nodes reached walking down from ``sdpa`` without passing through a linear."""
     found: list[torch.fx.Node] = []
     seen: set[torch.fx.Node] = set()

@@ -22,7 +22,8 @@ example value and replaced by an opaque one on mismatch.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.fx
@@ -67,7 +68,7 @@ class Pieces(tuple):  # type: ignore[type-arg]
     __slots__ = ()
 
 
-LayoutValue = Union[Layout, Pieces, None]
+LayoutValue = Layout | Pieces | None
 
 
 def is_layout(value: object) -> bool:

@@ -9,7 +9,7 @@ calls of one module (Mochi calls SDPA once per batch element) get suffixes ``#0`
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.fx
 

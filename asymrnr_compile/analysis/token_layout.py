@@ -23,13 +23,13 @@ not understood (the caller then falls back to an opaque layout).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
 
 import sympy
 import torch
 
-Size = Union[int, sympy.Expr]
+Size = int | sympy.Expr
 
 #: Labels of the three axes of a video token grid, in row-major token order.
 GRID_AXES = ("f", "h", "w")

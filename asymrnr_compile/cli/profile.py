@@ -145,9 +145,9 @@ def _diffusers_run(name: str, steps: int, seed: int) -> tuple[torch.nn.Module, C
 def run_profile_command(args: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     """Profile, calibrate and write the report (see the module docstring)."""
     import asymrnr_compile
-    from asymrnr_compile.profiling.report import write_report
-    from asymrnr_compile.profiling.calibrate import calibrate, ladder_ratios, predicted_speedup
     from asymrnr_compile.config import AsymRnRConfig
+    from asymrnr_compile.profiling.calibrate import calibrate, ladder_ratios, predicted_speedup
+    from asymrnr_compile.profiling.report import write_report
 
     if args.steps < 1:
         raise ValueError(f"--steps must be an int >= 1, got {args.steps}")

@@ -176,7 +176,9 @@ class Schedule:
         for label, text in (("model", model), ("source", source)):
             if text is not None and not isinstance(text, str):
                 raise TypeError(f"{label} must be a str or None, got {type(text).__name__}")
-        set_ = lambda name, value: object.__setattr__(self, name, value)
+        def set_(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
         set_("num_blocks", shape[0])
         set_("num_steps", shape[1])
         set_("grid", grid)

@@ -52,7 +52,8 @@ DAMAGES = ("distance", "error")
 _DAMAGE_STAT = {"distance": "drop_mean", "error": "error"}
 
 
-def _keeps(profile: RedundancyProfile, ratios: Mapping[str, float], site: ProfiledSite) -> dict[str, tuple[int, int]]:
+def _keeps(profile: RedundancyProfile, ratios: Mapping[str, float],
+           site: ProfiledSite) -> dict[str, tuple[int, int]]:
     out: dict[str, tuple[int, int]] = {}
     for feature in PLANNING_ORDER:
         ratio = ratios.get(feature, 0.0)
@@ -64,7 +65,8 @@ def _keeps(profile: RedundancyProfile, ratios: Mapping[str, float], site: Profil
     return out
 
 
-def _site_saving(profile: RedundancyProfile, site: ProfiledSite, ratios: Mapping[str, float], cache_steps: float) -> float:
+def _site_saving(profile: RedundancyProfile, site: ProfiledSite, ratios: Mapping[str, float],
+                 cache_steps: float) -> float:
     model = profile.cost_models[site.graph][0].sites.get(site.index)
     if model is None:
         return 0.0

@@ -50,7 +50,8 @@ def write_heatmaps(profile: RedundancyProfile, out_dir: Path, stat: str = "mean"
         vmin, vmax = float(finite.min()), float(finite.max())
         height = max(2.5, 0.35 * len(profile.sites) + 1.5)
         fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * profile.num_steps + 2.5), height))
-        image = ax.imshow(grid, aspect="auto", cmap="viridis_r", vmin=vmin, vmax=max(vmax, vmin + 1e-9), interpolation="nearest")
+        image = ax.imshow(grid, aspect="auto", cmap="viridis_r", vmin=vmin, vmax=max(vmax, vmin + 1e-9),
+                          interpolation="nearest")
         ax.set_xlabel("denoising step")
         ax.set_ylabel("attention site")
         ax.set_yticks(range(len(profile.sites)), [s.name for s in profile.sites], fontsize=7)
@@ -66,8 +67,8 @@ def write_heatmaps(profile: RedundancyProfile, out_dir: Path, stat: str = "mean"
     return paths
 
 
-def markdown_report(profile: RedundancyProfile, *, title: str, schedule: Schedule | None = None, predicted_speedup: float | None = None,
-                    notes: list[str] | None = None) -> str:
+def markdown_report(profile: RedundancyProfile, *, title: str, schedule: Schedule | None = None,
+                    predicted_speedup: float | None = None, notes: list[str] | None = None) -> str:
     """The readable summary: settings, the site table, where redundancy is high and low."""
     mean = profile.stat("mean")  # (sites, steps, features)
     lines = [f"# {title}", ""]
@@ -165,7 +166,8 @@ def _error_section(profile: RedundancyProfile) -> list[str]:
 
 
 def write_report(profile: RedundancyProfile, out_dir: str | Path, *, title: str = "Redundancy profile",
-                 schedule: Schedule | None = None, predicted_speedup: float | None = None, notes: list[str] | None = None,
+                 schedule: Schedule | None = None, predicted_speedup: float | None = None,
+                 notes: list[str] | None = None,
                  extra: dict[str, Any] | None = None, heatmaps: bool = True) -> dict[str, Any]:
     """Write ``report.json``, ``report.md``, ``heatmap_<feature>.png`` (and ``schedule.safetensors``
     when a schedule is given) into ``out_dir`` (created). Returns ``{what: path}``; heatmaps are

@@ -6,7 +6,8 @@ Each model is captured and analysed once per module (a few seconds each).
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -21,7 +22,6 @@ pytest.importorskip(
 )
 
 from asymrnr_compile.models.diffusers_models import BUILDERS  # noqa: E402  (needs diffusers)
-
 
 Analysed = Callable[[str], tuple[torch.fx.GraphModule, list[AttentionSite]]]
 

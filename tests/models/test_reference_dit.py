@@ -15,9 +15,9 @@ from asymrnr_compile.models import (
     PRESETS,
     ReferenceDiT,
     build_reference_model,
+    reference_dit,
     reference_inputs,
 )
-from asymrnr_compile.models import reference_dit
 from asymrnr_compile.models.reference_dit import (
     apply_rope,
     rope_3d_tables,

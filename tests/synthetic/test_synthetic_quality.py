@@ -15,6 +15,7 @@ from asymrnr_compile.synthetic import (
     adherence,
     all_captions,
     all_correct,
+    corrupt,
     detect_attributes,
     label_components,
     psnr,
@@ -24,9 +25,7 @@ from asymrnr_compile.synthetic import (
     temporal_consistency,
     validity,
 )
-from asymrnr_compile.synthetic import corrupt
 from asymrnr_compile.synthetic.validate import applicable, score_kind
-
 
 # ---------------------------------------------------------------------------------------------
 # Ground truth: every caption combination

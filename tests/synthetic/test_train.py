@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from asymrnr_compile.sampling import TIMESTEP_SCALE
+from asymrnr_compile.synthetic.config import SyntheticTaskConfig
 from asymrnr_compile.synthetic.model import (
     SIGMA_FLOOR,
     as_velocity_model,
@@ -15,7 +16,6 @@ from asymrnr_compile.synthetic.model import (
     save_checkpoint,
     velocity_from_sample,
 )
-from asymrnr_compile.synthetic.config import SyntheticTaskConfig
 from asymrnr_compile.synthetic.train import (
     CHECKPOINT_NAME,
     EXPORT_NAME,

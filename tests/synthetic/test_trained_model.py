@@ -133,6 +133,7 @@ def test_compare_variants_runs_every_variant_past_dynamos_recompile_limit(traine
     """Each variant compiles the same forward: past the recompile limit Dynamo would run the
     later ones eagerly (unaccelerated) unless compare_variants resets it between variants."""
     import torch._dynamo.config
+
     from asymrnr_compile.config import AsymRnRConfig
     from asymrnr_compile.synthetic.compare import compare_variants
 
