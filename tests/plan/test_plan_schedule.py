@@ -15,13 +15,8 @@ from safetensors.torch import save_file
 
 from asymrnr_compile.plan.schedule import FEATURES, FORMAT_VERSION, Schedule
 
-# /work/main/tests/test_schedule.py -> parents[2] == /work, the folder that holds shared/.
-SHARED_SCHEDULES = Path(__file__).resolve().parents[2] / "shared" / "data" / "official-schedules"
-FIXTURE_SCHEDULES = Path(__file__).resolve().parent / "data" / "official_schedules"
-needs_shared = pytest.mark.skipif(
-    not SHARED_SCHEDULES.is_dir(),
-    reason=f"released schedules not present at {SHARED_SCHEDULES} (only in the shared workspace)",
-)
+# The released schedules, shipped with the tests (tests/data/official_schedules/README.md).
+PUBLISHED_SCHEDULES = Path(__file__).resolve().parents[1] / "data" / "official_schedules"
 
 # (tiers file, table files) of the release: every model with tables, both presets.
 # cogvideox-5b ships tiers but no table in the release, so it has no pair here.
@@ -35,7 +30,6 @@ PUBLISHED_PAIRS = [
     ("euclidean_mochi_cache3.safetensors", "mochi_cache3_0.yaml"),
     ("euclidean_mochi_cache3.safetensors", "mochi_cache3_1.yaml"),
 ]
-FIXTURE_PAIRS = [p for p in PUBLISHED_PAIRS if (FIXTURE_SCHEDULES / p[0]).is_file()]
 PUBLISHED_SHAPES = {
     "euclidean_cogvideox-2b_cache5.safetensors": (30, 50),
     "euclidean_cogvideox-5b_cache5.safetensors": (42, 50),
@@ -85,36 +79,23 @@ def assert_matches_threshold_rule(folder: Path, tiers_name: str, table_name: str
 # ---------------------------------------------------------------------- published import
 
 
-@needs_shared
 @pytest.mark.parametrize(("tiers_name", "table_name"), PUBLISHED_PAIRS)
 def test_published_import_matches_threshold_rule_everywhere(tiers_name, table_name):
-    schedule = assert_matches_threshold_rule(SHARED_SCHEDULES, tiers_name, table_name)
+    schedule = assert_matches_threshold_rule(PUBLISHED_SCHEDULES, tiers_name, table_name)
     assert schedule.source == f"{tiers_name} + {table_name}"
 
 
-@pytest.mark.parametrize(("tiers_name", "table_name"), FIXTURE_PAIRS)
-def test_fixture_import_matches_threshold_rule_everywhere(tiers_name, table_name):
-    """Runs in every checkout: a real released pair copied into tests/data."""
-    assert_matches_threshold_rule(FIXTURE_SCHEDULES, tiers_name, table_name)
-
-
-def test_fixture_pairs_are_present():
-    assert len(FIXTURE_PAIRS) == 2, f"fixture files missing under {FIXTURE_SCHEDULES}"
-
-
-@needs_shared
 def test_release_has_the_files_the_tests_cover():
-    tiers = sorted(p.name for p in SHARED_SCHEDULES.glob("*.safetensors"))
-    tables = sorted(p.name for p in SHARED_SCHEDULES.glob("*.yaml"))
+    tiers = sorted(p.name for p in PUBLISHED_SCHEDULES.glob("*.safetensors"))
+    tables = sorted(p.name for p in PUBLISHED_SCHEDULES.glob("*.yaml"))
     assert tiers == sorted(PUBLISHED_SHAPES)
     assert tables == sorted(t for _, t in PUBLISHED_PAIRS)
 
 
-@needs_shared
 def test_tierless_table_model_tiers_load_with_another_table():
     # cogvideox-5b has no released table; its tiers still import with a cache5 table.
     schedule = assert_matches_threshold_rule(
-        SHARED_SCHEDULES, "euclidean_cogvideox-5b_cache5.safetensors", "cogvideox-2b_cache5_0.yaml"
+        PUBLISHED_SCHEDULES, "euclidean_cogvideox-5b_cache5.safetensors", "cogvideox-2b_cache5_0.yaml"
     )
     assert (schedule.num_blocks, schedule.num_steps) == (42, 50)
 
@@ -124,13 +105,12 @@ def _first(mask: torch.Tensor) -> tuple[int, int]:
     return block, step
 
 
-@needs_shared
 def test_cogvideox_2b_known_values_by_hand():
-    tiers_path = SHARED_SCHEDULES / "euclidean_cogvideox-2b_cache5.safetensors"
+    tiers_path = PUBLISHED_SCHEDULES / "euclidean_cogvideox-2b_cache5.safetensors"
     with safe_open(str(tiers_path), framework="pt") as handle:
         q_tiers, v_tiers = handle.get_tensor("q"), handle.get_tensor("v")
-    base = Schedule.from_published(tiers_path, SHARED_SCHEDULES / "cogvideox-2b_cache5_0.yaml")
-    fast = Schedule.from_published(tiers_path, SHARED_SCHEDULES / "cogvideox-2b_cache5_1.yaml")
+    base = Schedule.from_published(tiers_path, PUBLISHED_SCHEDULES / "cogvideox-2b_cache5_0.yaml")
+    fast = Schedule.from_published(tiers_path, PUBLISHED_SCHEDULES / "cogvideox-2b_cache5_1.yaml")
     assert dict(base.tables["q"]) == {6: 0.4, 7: 0.8} and dict(base.tables["kv"]) == {8: 0.3}
     assert dict(fast.tables["q"]) == {6: 0.6, 7: 0.8} and dict(fast.tables["kv"]) == {7: 0.3, 9: 0.4}
     # base, q {6: 0.4, 7: 0.8}; fast, q {6: 0.6, 7: 0.8}
@@ -146,11 +126,11 @@ def test_cogvideox_2b_known_values_by_hand():
 
 
 def test_fast_hyvideo_known_values_by_hand():
-    tiers_path = FIXTURE_SCHEDULES / "euclidean_fast-hyvideo_cache1.safetensors"
+    tiers_path = PUBLISHED_SCHEDULES / "euclidean_fast-hyvideo_cache1.safetensors"
     with safe_open(str(tiers_path), framework="pt") as handle:
         q_tiers, v_tiers, k_tiers = handle.get_tensor("q"), handle.get_tensor("v"), handle.get_tensor("k")
-    base = Schedule.from_published(tiers_path, FIXTURE_SCHEDULES / "fast-hyvideo_cache1_0.yaml")
-    fast = Schedule.from_published(tiers_path, FIXTURE_SCHEDULES / "fast-hyvideo_cache1_1.yaml")
+    base = Schedule.from_published(tiers_path, PUBLISHED_SCHEDULES / "fast-hyvideo_cache1_0.yaml")
+    fast = Schedule.from_published(tiers_path, PUBLISHED_SCHEDULES / "fast-hyvideo_cache1_1.yaml")
     b, s = _first(q_tiers == 7)
     assert base.ratio(block=b, step=s, feature="q") == 0.9
     b, s = _first(q_tiers == 6)
@@ -235,7 +215,7 @@ def test_saved_file_is_plain_safetensors_without_pickle(tmp_path):
 
 
 def test_load_rejects_other_files(tmp_path):
-    tiers_file = FIXTURE_SCHEDULES / "euclidean_fast-hyvideo_cache1.safetensors"
+    tiers_file = PUBLISHED_SCHEDULES / "euclidean_fast-hyvideo_cache1.safetensors"
     with pytest.raises(ValueError, match=r"not a saved Schedule.*from_published"):
         Schedule.load(tiers_file)
     with pytest.raises(FileNotFoundError, match=r"path: no such file"):
@@ -361,8 +341,8 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_from_published_errors_name_the_problem(tmp_path):
-    tiers_file = FIXTURE_SCHEDULES / "euclidean_fast-hyvideo_cache1.safetensors"
-    table_file = FIXTURE_SCHEDULES / "fast-hyvideo_cache1_0.yaml"
+    tiers_file = PUBLISHED_SCHEDULES / "euclidean_fast-hyvideo_cache1.safetensors"
+    table_file = PUBLISHED_SCHEDULES / "fast-hyvideo_cache1_0.yaml"
     with pytest.raises(FileNotFoundError, match=r"tiers_path: no such file"):
         Schedule.from_published(tmp_path / "nope.safetensors", table_file)
     with pytest.raises(FileNotFoundError, match=r"table_path: no such file"):
