@@ -178,6 +178,35 @@ def test_a_failing_rewrite_falls_back_to_the_unchanged_graph(model, inputs, monk
     assert "simulated rewrite failure" in backend.report().to_dict()["graphs"][0]["fallback_reason"]
 
 
+def test_a_failing_variant_falls_back_once_and_stays_there_with_every_configured_field(model, inputs, monkeypatch):
+    import asymrnr_compile.runtime.runtime as runtime_module
+    from asymrnr_compile.plan.reduction_plan import ReductionPlan
+
+    attempts = []
+
+    def broken(*args, **kwargs):
+        attempts.append(args)
+        raise RuntimeError("simulated rewrite failure")
+
+    monkeypatch.setattr(runtime_module, "reduce_attention_tokens", broken)
+    config = AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=2, similarity="cosine", reduce_mode="mean",
+                           token_selection="random", seed=5, proportional_attention=True,
+                           match_on="hidden_states", match_chunk_bytes=2**20, **TINY)
+    backend = AsymRnRBackend(config)
+    counters.clear()
+    _loop(_compile(model, backend), inputs, steps=5)
+    (runtime,) = backend.graphs
+    assert len(attempts) == 1  # the rewrite is not retried at later steps or matching windows
+    assert list(runtime.variants) == [ReductionPlan.for_config(config)]
+    (plan,) = runtime.variants
+    assert (plan.similarity, plan.reduce_mode, plan.match_chunk_bytes, plan.token_selection, plan.seed,
+            plan.proportional_attention, plan.match_on) == ("cosine", "mean", 2**20, "random", 5, True,
+                                                            "hidden_states")
+    (variant,) = runtime.variants.values()
+    assert variant.calls == 5 and variant.rewrite is None
+    assert counters["stats"]["unique_graphs"] == 1  # no Dynamo recompile
+
+
 def test_model_without_attention_runs_unchanged():
     mlp = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.Linear(8, 8))
     x = torch.randn(3, 8)

@@ -280,3 +280,14 @@ def test_calibrate_by_output_error_ranks_moves_by_the_measured_error(profiled_wi
         calibrate(profiled[0], target_speedup=1.02, ladder=ladder, damage="error")
     with pytest.raises(ValueError, match="damage must be one of"):
         calibrate(prof, target_speedup=1.02, damage="psnr")
+
+
+def test_the_profiler_measures_only_the_sites_the_backend_would_reduce(model, inputs):
+    """skip_blocks (and every other site-selection rule) applies to the profile as to the backend."""
+    torch._dynamo.reset()
+    config = AsymRnRConfig(min_video_tokens=16, seed=3, skip_blocks=(0,))
+    prof = asymrnr_compile.profile(model, lambda compiled: _loop(compiled, inputs), config=config)
+    torch._dynamo.reset()
+    assert [site.block for site in prof.sites] == ["blocks.1"]
+    assert prof.skipped == [{"site": "blocks.0.attn", "reason": "block 0 is in skip_blocks"}]
+    assert prof.num_rows == 1 and not torch.isnan(prof.data).all()
