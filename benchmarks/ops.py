@@ -16,6 +16,15 @@ Usage::
 
     python benchmarks/ops.py --json out/ops.json          # full scale (a few minutes)
     python benchmarks/ops.py --quick --json out/ops.json  # 5x30x45 grid, seconds
+    python benchmarks/ops.py --matcher-cost               # matching cost before/after (~2 min)
+    python benchmarks/ops.py --matcher-cost --quick       # CogVideoX-2B at 5 frames (~30 s)
+
+``--matcher-cost`` times one matching of one site and feature before (the matcher as it was,
+kept here as :func:`legacy_match`) and after, interleaved, at 1 and 2 threads, at the reference
+``attention`` preset size and at CogVideoX-2B scale; counts the aten operators one matching plus
+its keep/restore indices runs (``torch.profiler``: top-level operators, and those that launch a
+kernel on a GPU, i.e. not views or allocations); and measures peak extra memory at CogVideoX-2B
+scale in child processes.
 """
 
 from __future__ import annotations
@@ -33,12 +42,16 @@ import time
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from asymrnr_compile.ops import (
     DEFAULT_DST_STRIDE,
     DEFAULT_MATCH_CHUNK_BYTES,
     count_dst_tokens,
+    match_chunk_size,
     match_tokens,
+    num_kept_tokens,
+    reduction_indices,
     split_tokens,
 )
 
@@ -53,7 +66,29 @@ BYTES_PER_MB = 2**20
 KB_PER_MB = 1024  # ru_maxrss is in KiB on Linux
 NAIVE_MEMORY_HEADROOM = 1.25  # naive needs its matrix plus inputs and transients
 NAIVE_MEMORY_RESERVE = 2 * 2**30  # bytes left for everything else on the machine
-IMPLEMENTATIONS = ("chunked", "naive")
+IMPLEMENTATIONS = ("chunked", "naive", "legacy")
+
+# Matching cost (--matcher-cost): one site and feature, the published q ratio.
+COST_SIZES = {  # name: (batch, heads, channels, grid, text tokens before the video)
+    "attention": (2, 4, 64, (4, 24, 24), 32),  # reference DiT preset `attention`, CFG batch
+    "cogvideox-2b": (BATCH, HEADS, CHANNELS, FULL_GRID, 226),
+}
+COST_QUICK_SIZES = {"attention": COST_SIZES["attention"],
+                    "cogvideox-2b-5f": (BATCH, HEADS, CHANNELS, QUICK_GRID, 226)}
+COST_THREADS = (1, 2)
+COST_RATIO = 0.5
+COST_REPEATS = {"attention": 15, "cogvideox-2b": 3, "cogvideox-2b-5f": 3}
+LEGACY_EUCLIDEAN_DST_NORM_WEIGHT = -0.5
+# Operators that launch no kernel on a GPU: views, metadata and allocations. ``aten::to`` with
+# nothing under it is a no-op conversion (same dtype and device).
+NO_KERNEL_OPS = frozenset(
+    f"aten::{name}" for name in (
+        "view", "reshape", "_reshape_alias", "_unsafe_view", "transpose", "permute", "expand",
+        "slice", "select", "unsqueeze", "squeeze", "as_strided", "detach", "alias", "t",
+        "narrow", "unflatten", "empty", "empty_like", "new_empty", "empty_strided", "resize_",
+        "lift_fresh", "contiguous",
+    )
+)
 
 
 def naive_match(x: torch.Tensor, split) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -75,6 +110,45 @@ def naive_match(x: torch.Tensor, split) -> tuple[torch.Tensor, torch.Tensor, tor
 
 def chunked_match(x: torch.Tensor, split, chunk_bytes: int):
     return match_tokens(x, split, "euclidean", chunk_bytes=chunk_bytes)
+
+
+def legacy_match(x: torch.Tensor, split, chunk_bytes: int, start: int = 0):
+    """The euclidean matcher as it was before the matching-cost work (commit 920cb8d), for
+    before/after timing: per 64 MiB chunk of src tokens a gather, a copy into an augmented
+    operand, a matmul against ``[d, -|d|^2/2]``, ``max(dim=-1)`` and the distance; lists of
+    chunk results concatenated; one argsort."""
+    video = x[..., start:, :].detach()
+    dst, src = split.dst, split.src
+    num_dst, num_src = dst.shape[0], src.shape[0]
+    leading_shape = video.shape[:-2]
+    leading = math.prod(leading_shape)
+    channels = video.shape[-1]
+    dst_feat = video.index_select(-2, dst).reshape(leading, num_dst, channels).float()
+    dst_sq = dst_feat.square().sum(-1, keepdim=True)
+    dst_feat = torch.cat([dst_feat, dst_sq.mul_(LEGACY_EUCLIDEAN_DST_NORM_WEIGHT)], dim=-1)
+    dst_t = dst_feat.transpose(1, 2)
+    operand_channels = channels + 1
+    chunk = match_chunk_size(leading, num_src, num_dst, FLOAT32_BYTES, chunk_bytes)
+    block_buffer = torch.empty(leading * chunk * num_dst)
+    src_buffer = torch.empty(leading * chunk * operand_channels)
+    best_values, best_indices = [], []
+    for lo in range(0, num_src, chunk):
+        rows = min(num_src, lo + chunk) - lo
+        src_feat = video.index_select(-2, src[lo : lo + rows]).reshape(leading, rows, channels)
+        operand = src_buffer[: leading * rows * operand_channels].view(
+            leading, rows, operand_channels)
+        operand[..., :channels].copy_(src_feat)
+        operand[..., channels].fill_(1.0)
+        block = block_buffer[: leading * rows * num_dst].view(leading, rows, num_dst)
+        torch.bmm(operand, dst_t, out=block)
+        score, index = block.max(dim=-1)
+        src_sq = operand[..., :channels].square().sum(-1)
+        best_values.append((src_sq - 2.0 * score).clamp_min(0.0))
+        best_indices.append(index)
+    distance = torch.cat(best_values, dim=-1).reshape(*leading_shape, num_src)
+    nearest = torch.cat(best_indices, dim=-1).reshape(*leading_shape, num_src)
+    src_order = torch.argsort(distance, dim=-1, descending=True, stable=True)
+    return src_order, nearest, distance
 
 
 def make_inputs(grid: tuple[int, int, int]):
@@ -113,6 +187,8 @@ def run_child(impl: str, grid: tuple[int, int, int], chunk_bytes: int) -> None:
     def call(inputs):
         if impl == "chunked":
             chunked_match(*inputs, chunk_bytes)
+        elif impl == "legacy":
+            legacy_match(*inputs, chunk_bytes)
         else:
             naive_match(*inputs)
 
@@ -231,6 +307,131 @@ def run(grid: tuple[int, int, int], repeats: int, chunk_bytes: int, command: str
     return result
 
 
+def legacy_reduction_indices(split, src_order, nearest, num_keep: int):
+    """``reduction_indices`` as it was before the matching-cost work (12 operators)."""
+    dst, src = split.dst, split.src
+    num_dst, num_src = dst.shape[0], src.shape[0]
+    leading = src_order.shape[:-1]
+    num_keep_src = num_keep - num_dst
+    keep = torch.cat([dst.expand(*leading, num_dst), src[src_order[..., :num_keep_src]]], dim=-1)
+    positions = torch.arange(num_src).expand_as(src_order)
+    rank = torch.empty_like(src_order).scatter_(-1, src_order, positions)
+    src_row = torch.where(rank < num_keep_src, rank + num_dst, nearest)
+    dst_row = torch.arange(num_dst).expand(*leading, num_dst)
+    row_in_split_order = torch.cat([dst_row, src_row], dim=-1)
+    split_order = torch.cat([dst, src])
+    inverse = torch.empty_like(split_order).scatter_(
+        0, split_order, torch.arange(num_dst + num_src))
+    return keep, row_in_split_order.index_select(-1, inverse)
+
+
+def count_operators(fn) -> dict:
+    """Profile one call of ``fn``: the aten operators it runs at top level (not counting those
+    inside another aten operator), all of them and those that launch a kernel on a GPU."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    top = []
+    for event in prof.events():
+        if not event.name.startswith("aten::"):
+            continue
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        if parent is None:
+            top.append(event)
+    kernels = [e for e in top if e.name not in NO_KERNEL_OPS
+               and not (e.name == "aten::to" and not e.cpu_children)]
+    names = {}
+    for event in kernels:
+        names[event.name] = names.get(event.name, 0) + 1
+    return {"top_level": len(top), "kernels": len(kernels), "kernel_ops": names}
+
+
+def cost_inputs(size):
+    batch, heads, channels, grid, text = size
+    num_tokens = math.prod(grid)
+    generator = torch.Generator().manual_seed(DATA_SEED)
+    x = torch.randn(batch, heads, text + num_tokens, channels, generator=generator)
+    split = split_tokens(num_tokens, grid, DEFAULT_DST_STRIDE, seed=SPLIT_SEED)
+    return x, split, num_kept_tokens(num_tokens, len(split.dst), COST_RATIO)
+
+
+def matcher_cost(sizes: dict, chunk_bytes: int, repeats: dict | None, command: str) -> dict:
+    """Before/after matcher seconds per thread count, operator counts, agreement, memory."""
+    out = {"command": command, "machine": machine(), "torch": torch.__version__,
+           "chunk_bytes": chunk_bytes, "ratio": COST_RATIO, "sizes": {}}
+    threads_before = torch.get_num_threads()
+    try:
+        for name, size in sizes.items():
+            count = (repeats or COST_REPEATS).get(name, QUICK_REPEATS)
+            out["sizes"][name] = size_cost(size, chunk_bytes, count)
+    finally:
+        torch.set_num_threads(threads_before)
+    return out
+
+
+def size_cost(size: tuple, chunk_bytes: int, repeats: int) -> dict:
+    """:func:`matcher_cost` for one size."""
+    x, split, num_keep = cost_inputs(size)
+    batch, heads, channels, grid, text = size
+
+    def after():
+        return match_tokens(x, split, start=text, chunk_bytes=chunk_bytes)
+
+    def before():
+        return legacy_match(x, split, chunk_bytes, start=text)
+
+    old, new = before(), after()
+    num_src, num_dst = len(split.src), len(split.dst)
+    chunk = match_chunk_size(batch * heads, num_src, num_dst, FLOAT32_BYTES, chunk_bytes)
+    row = {
+        "batch": batch, "heads": heads, "channels": channels, "grid": list(grid),
+        "num_src": num_src, "num_dst": num_dst, "chunks": math.ceil(num_src / chunk),
+        "nearest_agreement": float((old[1] == new.nearest).double().mean()),
+        "src_order_agreement": float((old[0] == new.src_order).double().mean()),
+        "operators_after": count_operators(lambda: reduction_indices(split, after(), num_keep)),
+        "operators_before": count_operators(
+            lambda: legacy_reduction_indices(split, *before()[:2], num_keep)),
+        "seconds": {},
+    }
+    for threads in COST_THREADS:
+        torch.set_num_threads(threads)
+        before(), after()  # warm-up at this thread count
+        times = {"before": [], "after": []}
+        for _ in range(repeats):
+            for label, fn in (("before", before), ("after", after)):
+                start = time.perf_counter()
+                fn()
+                times[label].append(time.perf_counter() - start)
+        row["seconds"][str(threads)] = {k: statistics.median(v) for k, v in times.items()}
+    if (batch, heads, channels) == (BATCH, HEADS, CHANNELS):
+        row["peak_rss_mb"] = {
+            label: measure_memory(impl, grid, chunk_bytes)["peak_rss_mb"]
+            for label, impl in (("before", "legacy"), ("after", "chunked"))}
+    return row
+
+
+def print_cost(result: dict) -> None:
+    print(f"matching cost, one site and feature (euclidean, float32, chunk_bytes "
+          f"{result['chunk_bytes']}), before -> after")
+    for name, row in result["sizes"].items():
+        grid = "x".join(map(str, row["grid"]))
+        print(f"{name}: B={row['batch']} H={row['heads']} c={row['channels']} grid {grid} "
+              f"N_src={row['num_src']} N_dst={row['num_dst']} ({row['chunks']} chunk(s))")
+        for threads, sec in row["seconds"].items():
+            print(f"  {threads} thread(s): {sec['before'] * 1e3:9.1f} ms -> "
+                  f"{sec['after'] * 1e3:9.1f} ms  ({sec['before'] / sec['after']:.2f}x)")
+        ops_b, ops_a = row["operators_before"], row["operators_after"]
+        print(f"  operators (matcher + keep/restore): kernels {ops_b['kernels']} -> "
+              f"{ops_a['kernels']}, all top-level {ops_b['top_level']} -> {ops_a['top_level']}")
+        print(f"    after: {ops_a['kernel_ops']}")
+        print(f"  agreement with before: nearest {row['nearest_agreement']:.6f}, "
+              f"src_order {row['src_order_agreement']:.6f}")
+        if "peak_rss_mb" in row:
+            mem = row["peak_rss_mb"]
+            print(f"  peak extra RSS: {mem['before']:.0f} MB -> {mem['after']:.0f} MB")
+
+
 def print_table(result: dict) -> None:
     grid = "x".join(map(str, result["grid"]))
     print(f"matching B={result['batch']} H={result['heads']} grid {grid} "
@@ -248,8 +449,8 @@ def print_table(result: dict) -> None:
               f"{result['naive_peak_rss_mb_extrapolated_full_scale']:.0f} MB")
 
 
-def write_json(path: Path, result: dict) -> None:
-    """Set the ``"match"`` entry of the JSON file at ``path``, keeping any other entries."""
+def write_json(path: Path, result: dict, key: str = "match") -> None:
+    """Set the ``key`` entry of the JSON file at ``path``, keeping any other entries."""
     data = {}
     if path.exists():
         try:
@@ -258,7 +459,7 @@ def write_json(path: Path, result: dict) -> None:
             data = {}
         if not isinstance(data, dict):
             data = {}
-    data["match"] = result
+    data[key] = result
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
 
@@ -271,6 +472,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per implementation")
     parser.add_argument("--chunk-bytes", type=int, default=DEFAULT_MATCH_CHUNK_BYTES,
                         help="match_tokens chunk_bytes (default: the library default)")
+    parser.add_argument("--matcher-cost", action="store_true",
+                        help="matcher before/after: time at 1 and 2 threads, operator count, "
+                             "peak memory, at the attention preset and CogVideoX-2B sizes "
+                             "(JSON key 'matcher_cost'); with --quick CogVideoX-2B at 5 frames")
     parser.add_argument("--child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--grid", type=int, nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -286,9 +491,17 @@ def main(argv=None) -> None:
     if args.child:
         run_child(args.child, tuple(args.grid), args.chunk_bytes)
         return
+    command = "python " + " ".join([os.path.relpath(__file__), *sys.argv[1:]])
+    if args.matcher_cost:
+        sizes = COST_QUICK_SIZES if args.quick else COST_SIZES
+        repeats = None if args.repeats is None else dict.fromkeys(sizes, args.repeats)
+        result = matcher_cost(sizes, args.chunk_bytes, repeats, command)
+        print_cost(result)
+        if args.json:
+            write_json(args.json, result, key="matcher_cost")
+        return
     grid = QUICK_GRID if args.quick else FULL_GRID
     repeats = args.repeats or (QUICK_REPEATS if args.quick else FULL_REPEATS)
-    command = "python " + " ".join([os.path.relpath(__file__), *sys.argv[1:]])
     result = run(grid, repeats, args.chunk_bytes, command)
     print_table(result)
     if args.json:

@@ -192,17 +192,22 @@ def _match_op(
         # Every video token is a dst or a src token: normalising the span once is no extra work.
         features = F.normalize(features, dim=-1, eps=COSINE_EPS)
     # The src operand is gathered once (the size of the src features, +1 channel), so the
-    # chunks below are strided views of it, not gathers and copies of their own.
-    dst_operand = features.index_select(1, dst)  # (P, N_dst, c)
-    src_feat = features.index_select(1, src)  # (P, N_src, c)
+    # chunks below are strided views of it, not gathers and copies of their own. Gathers read
+    # a contiguous tensor (ATen's fast path copies whole rows; on a strided view such as the
+    # video span of a sequence with text tokens it goes element by element, ~5x slower).
     if similarity == "euclidean":
         # Maximise s'.d' = s.d - |d|^2 / 2 with d' = [d, |d|^2], s' = [s, -1/2]: the norm term
         # is part of the one matmul, no bias is added to the score block.
-        dst_sq = torch.linalg.vecdot(dst_operand, dst_operand)
-        dst_operand = torch.cat([dst_operand, dst_sq.unsqueeze(-1)], dim=-1)
-        src_operand = F.pad(src_feat, (0, EUCLIDEAN_EXTRA_CHANNELS), value=EUCLIDEAN_SRC_WEIGHT)
+        padded = F.pad(features, (0, EUCLIDEAN_EXTRA_CHANNELS), value=EUCLIDEAN_SRC_WEIGHT)
+        src_operand = padded.index_select(1, src)  # (P, N_src, c + 1)
+        src_feat = src_operand[..., :channels]
+        dst_feat = padded.index_select(1, dst)[..., :channels]  # (P, N_dst, c)
+        dst_sq = torch.linalg.vecdot(dst_feat, dst_feat)
+        dst_operand = torch.cat([dst_feat, dst_sq.unsqueeze(-1)], dim=-1)
     else:
-        src_operand = src_feat
+        features = features.contiguous()
+        dst_operand = features.index_select(1, dst)  # (P, N_dst, c)
+        src_operand = features.index_select(1, src)  # (P, N_src, c)
     # Scores are computed as (P, N_dst, rows) blocks: dst on the pooled axis, src contiguous.
     src_operand_t = src_operand.transpose(1, 2)  # (P, c', N_src), a view
 
@@ -224,7 +229,7 @@ def _match_op(
         score, nearest = torch.cat(scores, dim=-1), torch.cat(indices, dim=-1)
 
     if similarity == "euclidean":
-        src_sq = torch.linalg.vecdot(src_feat, src_feat)
+        src_sq = torch.linalg.vecdot(src_feat, src_feat)  # (P, N_src)
         distance = torch.add(src_sq, score, alpha=EUCLIDEAN_CROSS_WEIGHT).clamp_min_(0.0)
     elif similarity == "cosine":
         distance = torch.rsub(score, 1.0)

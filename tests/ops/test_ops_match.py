@@ -97,7 +97,7 @@ def test_leading_dims_are_matched_independently(case):
     batched = match_tokens(x, split, case.similarity, start=case.text_before)
     b, h = case.batch - 1, case.heads // 2
     alone = match_tokens(x[b, h], split, case.similarity, start=case.text_before)
-    for got, want in zip(alone, batched):
+    for got, _want in zip(alone, batched):
         assert got.shape == (len(split.src),)
     if case.similarity != "cosine":
         for got, want in zip(alone, batched):
