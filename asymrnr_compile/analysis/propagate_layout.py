@@ -22,7 +22,7 @@ example value and replaced by an opaque one on mismatch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -578,61 +578,63 @@ def _fallback(ctx: _Context) -> LayoutValue:
     return None
 
 
-def _handler(name: str) -> Callable[[_Context], LayoutValue]:
-    if name in op_kinds.ELEMENTWISE or name in op_kinds.TRAILING_NORMS or name in (
-        "group_norm",
-        "softmax",
-        "log_softmax",
-        "normalize",
-    ):
-        return _elementwise
-    if name in op_kinds.LINEARS:
-        return _linear
-    if name in ("matmul", "bmm", "mm"):
-        return _matmul
-    if name == "conv3d":
-        return lambda ctx: _conv(ctx, GRID_AXES)
-    if name == "conv2d":
-        return lambda ctx: _conv(ctx, GRID_AXES[1:])
-    if name == "conv1d":
-        return lambda ctx: _conv(ctx, ())
-    if name == "meshgrid":
-        return _meshgrid
-    if name in op_kinds.RESHAPES:
-        return _reshape
-    if name in op_kinds.PERMUTES:
-        return _permute
-    if name == "getitem":
-        return _getitem
-    if name in op_kinds.SPLITS:
-        return _split
-    if name in op_kinds.CATS:
-        return _cat
-    if name == "stack":
-        return _stack
-    if name in op_kinds.EXPANDS:
-        return _expand
-    if name == "repeat":
-        return _repeat
-    if name == "repeat_interleave":
-        return _repeat_interleave
-    if name in op_kinds.REDUCTIONS or name == "norm":
-        return _reduce
-    if name in op_kinds.REORDERS_ALONG_DIM or name in ("cumsum", "cumprod"):
-        return _reorder_along_dim
-    if name == "pad":
-        return _pad
-    if name in ("narrow", "select"):
-        return _narrow_select
-    if name == "scaled_dot_product_attention":
-        return _sdpa
-    if name == "view_as_complex":
-        return _view_as_complex
-    if name == "view_as_real":
-        return _view_as_real
-    if name == "outer":
-        return _outer
-    return _fallback
+LayoutRule = Callable[[_Context], LayoutValue]
+"""How one op maps its inputs' token layouts to its output's."""
+
+LAYOUT_RULES: dict[str, LayoutRule] = {}
+"""The layout rule of every op name (:func:`~asymrnr_compile.analysis.fx_nodes.op_name`) the
+analysis understands; any other op gets :func:`_fallback`."""
+
+
+def register_layout_rule(names: Iterable[str], rule: LayoutRule) -> None:
+    """Use ``rule`` for the ops ``names``. An op has one rule: registering it twice raises."""
+    for name in names:
+        if name in LAYOUT_RULES:
+            raise ValueError(f"op {name!r} already has the layout rule {LAYOUT_RULES[name].__name__}")
+        LAYOUT_RULES[name] = rule
+
+
+def _conv3d(ctx: _Context) -> LayoutValue:
+    return _conv(ctx, GRID_AXES)
+
+
+def _conv2d(ctx: _Context) -> LayoutValue:  # per frame: (h, w)
+    return _conv(ctx, GRID_AXES[1:])
+
+
+def _conv1d(ctx: _Context) -> LayoutValue:
+    return _conv(ctx, ())
+
+
+register_layout_rule([*op_kinds.ELEMENTWISE, *op_kinds.TRAILING_NORMS, "group_norm", "softmax", "log_softmax",
+                      "normalize"], _elementwise)
+register_layout_rule(op_kinds.LINEARS, _linear)
+register_layout_rule(("matmul", "bmm", "mm"), _matmul)
+register_layout_rule(("conv3d",), _conv3d)
+register_layout_rule(("conv2d",), _conv2d)
+register_layout_rule(("conv1d",), _conv1d)
+register_layout_rule(("meshgrid",), _meshgrid)
+register_layout_rule(op_kinds.RESHAPES, _reshape)
+register_layout_rule(op_kinds.PERMUTES, _permute)
+register_layout_rule(("getitem",), _getitem)
+register_layout_rule(op_kinds.SPLITS, _split)
+register_layout_rule(op_kinds.CATS, _cat)
+register_layout_rule(("stack",), _stack)
+register_layout_rule(op_kinds.EXPANDS, _expand)
+register_layout_rule(("repeat",), _repeat)
+register_layout_rule(("repeat_interleave",), _repeat_interleave)
+register_layout_rule([*op_kinds.REDUCTIONS, "norm"], _reduce)
+register_layout_rule([*op_kinds.REORDERS_ALONG_DIM, "cumsum", "cumprod"], _reorder_along_dim)
+register_layout_rule(("pad",), _pad)
+register_layout_rule(("narrow", "select"), _narrow_select)
+register_layout_rule(("scaled_dot_product_attention",), _sdpa)
+register_layout_rule(("view_as_complex",), _view_as_complex)
+register_layout_rule(("view_as_real",), _view_as_real)
+register_layout_rule(("outer",), _outer)
+
+
+def _handler(name: str) -> LayoutRule:
+    return LAYOUT_RULES.get(name, _fallback)
 
 
 def layout_of(
