@@ -204,6 +204,7 @@ def _match_op(
         dst_feat = padded.index_select(1, dst)[..., :channels]  # (P, N_dst, c)
         dst_sq = torch.linalg.vecdot(dst_feat, dst_feat)
         dst_operand = torch.cat([dst_feat, dst_sq.unsqueeze(-1)], dim=-1)
+        del padded, dst_feat  # the video-sized copy is not needed any more
     else:
         features = features.contiguous()
         dst_operand = features.index_select(1, dst)  # (P, N_dst, c)
@@ -226,6 +227,7 @@ def _match_op(
             chunk_score, chunk_index = _max_over_dst(block)
             scores.append(chunk_score)
             indices.append(chunk_index)
+        del block_buffer, block
         score, nearest = torch.cat(scores, dim=-1), torch.cat(indices, dim=-1)
 
     if similarity == "euclidean":
