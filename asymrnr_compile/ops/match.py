@@ -17,7 +17,8 @@ How it is computed (per leading index ``p``; ``P`` of them):
 - the distance is finished on the ``(P, N_src)`` row maxima, and one stable argsort orders it.
 
 A matching therefore runs a fixed number of operators plus two per chunk: 11 for euclidean, 9
-for cosine, 6 for dot when the block fits in ``chunk_bytes`` (benchmarks/ops.py counts them).
+for cosine, 6 for dot (7 when the video span is a strided view) when the block fits in
+``chunk_bytes`` (benchmarks/ops.py counts them).
 
 The work runs inside a custom op, ``torch.ops.asymrnr.match_tokens`` (registered on import, for
 every device), with a fake implementation for tracing: under ``torch.compile(fullgraph=True)``
