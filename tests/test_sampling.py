@@ -47,3 +47,19 @@ def test_metrics_and_validation():
         SamplerConfig(steps=0)
     with pytest.raises(ValueError, match="cfg_mode must be"):
         SamplerConfig(cfg_mode="both")
+
+
+def test_loop_speedup_is_the_whole_loop_and_the_median_step_a_second_figure():
+    from asymrnr_compile.sampling import loop_speedup
+
+    baseline = [1.0] * 5 + [1.2] * 5  # two rounds of 5 steps
+    # steps 0 and 3 compute matchings (2.0 s), the others reuse them (0.5 s); round 2 the same
+    variant = [2.0, 0.5, 0.5, 2.0, 0.5] * 2
+    figures = loop_speedup(baseline, variant, steps_per_loop=5, matching_steps=[0, 3])
+    assert figures.loop == pytest.approx(((5.0 / 5.5) + (6.0 / 5.5)) / 2)  # median of the two rounds
+    assert figures.median_step == pytest.approx(1.1 / 0.5)
+    assert figures.loop_seconds == pytest.approx(5.5)
+    assert figures.matching_step_cost == pytest.approx(4.0)
+    assert loop_speedup(baseline, variant, 5).matching_step_cost is None
+    with pytest.raises(ValueError, match="multiple of steps_per_loop=5"):
+        loop_speedup(baseline[:7], variant[:7], 5)

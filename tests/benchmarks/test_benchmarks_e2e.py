@@ -44,18 +44,21 @@ def test_quick_reference_run_writes_every_field_and_the_rewrite_fires(quick_docu
     for name in QUICK_VARIANTS:
         row = rows[name]
         assert row["model"] == "reference"
-        for key in ("seconds_per_step", "total_seconds", "speedup_vs_inductor", "speedup_vs_eager",
-                    "ideal_speedup", "efficiency", "rel_l2", "psnr_db", "compile_seconds", "compiled_variants",
-                    "dynamo_recompiles", "peak_rss_mb"):
+        for key in ("loop_seconds", "median_step_seconds", "loop_speedup_vs_inductor",
+                    "median_step_speedup_vs_inductor", "loop_speedup_vs_eager", "ideal_speedup", "loop_efficiency",
+                    "rel_l2", "psnr_db", "compile_seconds", "compiled_variants", "dynamo_recompiles", "peak_rss_mb"):
             assert row[key] is not None, (name, key)
             assert math.isfinite(row[key]) or (key == "psnr_db" and name == "inductor"), (name, key)
         assert row["dynamo_recompiles"] == 0
-    assert rows["inductor"]["speedup_vs_inductor"] == 1.0 and rows["inductor"]["rel_l2"] == 0.0
+    assert rows["inductor"]["loop_speedup_vs_inductor"] == 1.0 and rows["inductor"]["rel_l2"] == 0.0
+    assert rows["inductor"]["matching_steps"] == [] and rows["inductor"]["matching_step_cost"] is None
     for name in ("asymrnr_q0.5_kv0.3", "random_q0.5_kv0.3"):
         row = rows[name]
         assert row["rewrite_fired"] and row["sites_reduced"] == row["sites_total"] == 2
         assert row["compiled_variants"] == 2 and row["cache_misses"] > 0 and row["cache_hits"] > 0
         assert row["ideal_speedup"] > 1.0 and row["rel_l2"] > 1e-4  # reduced, so not the unreduced result
+        # --quick: 3 steps, cache window 2: steps 0 and 2 compute matchings, step 1 reuses them
+        assert row["matching_steps"] == [0, 2] and row["matching_step_cost"] > 0
     assert rows["random_q0.5_kv0.3"]["config"]["token_selection"] == "random"
     assert rows["random_q0.5_kv0.3"]["rel_l2"] != rows["asymrnr_q0.5_kv0.3"]["rel_l2"]
 
