@@ -70,8 +70,14 @@ def stat_names(quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
     """Names of the entries of :func:`redundancy_stats`' output, in order:
     ``mean``, ``p10``..., ``drop_mean@0.3``..., ``drop_share@0.3``..., then ``error@r`` for every
     ``error_ratios`` entry (:func:`reduction_errors`, appended by the profiling pass)."""
-    return ("mean", *(f"p{round(100 * q):02d}" for q in quantiles), *(f"drop_mean@{r:g}" for r in ratios),
-            *(f"drop_share@{r:g}" for r in ratios), *(f"error@{r:g}" for r in error_ratios))
+    return ("mean", *(f"p{round(100 * q):02d}" for q in quantiles),
+            *(ratio_stat_name("drop_mean", r) for r in ratios), *(ratio_stat_name("drop_share", r) for r in ratios),
+            *(ratio_stat_name("error", r) for r in error_ratios))
+
+
+def ratio_stat_name(stat: str, ratio: float) -> str:
+    """The name of a per-ratio statistic in :func:`stat_names`, e.g. ``drop_mean@0.3``."""
+    return f"{stat}@{ratio:g}"
 
 
 def reduction_errors(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention: torch.Tensor,

@@ -29,6 +29,7 @@ import torch
 
 from asymrnr_compile import ops
 from asymrnr_compile._validate import check_choice
+from asymrnr_compile.ops import redundancy
 from asymrnr_compile.plan.features import FEATURES, PLANNING_ORDER, Feature
 from asymrnr_compile.plan.schedule import Schedule
 from asymrnr_compile.profiling.profiler import ProfiledSite, RedundancyProfile
@@ -156,9 +157,8 @@ def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
     for feature, rungs in ladder.items():
         f_index = profile.features.index(MEASURED_ON[feature])
         for ratio in rungs:
-            prefix = _DAMAGE_STAT[damage] + "@"
-            name = next(n for n in profile.stat_names if n.startswith(prefix)
-                        and math.isclose(float(n.split("@")[1]), ratio))
+            as_recorded = next(r for r in recorded if math.isclose(ratio, r))  # checked above
+            name = redundancy.ratio_stat_name(_DAMAGE_STAT[damage], as_recorded)
             move_cost = profile.row_stat(name)[..., f_index]
             for row in range(rows):
                 for step in range(steps):

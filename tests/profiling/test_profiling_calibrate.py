@@ -318,10 +318,6 @@ def test_bad_arguments_raise(cost_model):
         predicted_speedup(profile, Schedule({"q": torch.zeros(3, STEPS)}))
 
 
-@pytest.mark.xfail(strict=True, reason="calibrate looks the ladder ratio up in the stat names with math.isclose's "
-                                       "default rel_tol=1e-9, but stat_names writes ratios with '{r:g}' (6 significant "
-                                       "digits): a ratio such as 1/3 passes the 'recorded' check and then the lookup "
-                                       "next(...) raises a bare StopIteration")
 def test_a_ratio_with_more_than_six_digits_can_be_calibrated(cost_model):
     third = 1 / 3
     names = redundancy.stat_names(QUANTILES, (third,))
