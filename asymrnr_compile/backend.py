@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,12 +38,14 @@ import torch.fx
 
 from asymrnr_compile.analysis import find_attention_sites
 from asymrnr_compile.analysis.cost import CostEstimate, graph_flops
+from asymrnr_compile.analysis.fx_nodes import op_name
 from asymrnr_compile.analysis.site import AttentionSite
-from asymrnr_compile.config import AsymRnRConfig
+from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
 from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatchError
 from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction
 from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
 from asymrnr_compile.runtime.regions import Compiler, inductor_compiler
+from asymrnr_compile.runtime.steps import constant_timestep_argument, find_timestep_input
 
 logger = logging.getLogger("asymrnr_compile")
 
@@ -75,7 +79,10 @@ class _PlainGraph:
 
 @dataclass
 class AsymRnRReport:
-    """What the backend did: per captured graph its sites, variants, calls, steps and cache use."""
+    """What the backend did: per captured graph its sites, variants, calls, steps and cache use.
+
+    ``str(report)`` / :meth:`summary` is a few readable lines; :meth:`to_dict` has everything.
+    """
 
     config: AsymRnRConfig
     graphs: list[dict[str, Any]] = field(default_factory=list)
@@ -100,6 +107,44 @@ class AsymRnRReport:
             "cache_misses": sum(g.get("cache_misses", 0) for g in self.graphs),
         }
 
+    def summary(self) -> str:
+        """A few lines: sites reduced and their kept tokens, steps, calls, matchings computed and
+        reused, compiled variants, the predicted (ideal) speedup, and why a graph was left alone."""
+        data = self.to_dict()
+        sites = [site for graph in self.graphs for site in graph.get("sites", [])]
+        reduced = [site for site in sites if site.get("applied")]
+        lines = [f"asymrnr: {len(reduced)} of {len(sites)} attention sites reduced in {len(self.graphs)} graph(s); "
+                 f"predicted speedup {self.ideal_speedup:.2f}x (FLOP ratio, matching counted)"]
+        kept = sorted({(feature, applied["kept_tokens"], applied["video_tokens"])
+                       for site in reduced for feature, applied in site["applied"].items()})
+        if kept:
+            lines.append("  kept tokens: " + ", ".join(f"{feature} {keep} of {total}" for feature, keep, total in kept))
+        lines.append(f"  {data['steps']} steps, {data['calls']} calls; matchings {data['cache_misses']} computed, "
+                     f"{data['cache_hits']} reused; {data['num_variants']} compiled variants "
+                     f"({data['compile_seconds']:.1f} s compiling)")
+        for graph in self.graphs:
+            if graph.get("fallback_reason"):
+                lines.append(f"  a graph runs unreduced: {graph['fallback_reason']}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+# Why a graph with attention got no reduction, and what the user can do about it.
+_NOT_ACCELERATED_FIXES = (
+    ("symbolic", "compile with dynamic=False (or mark no dimension dynamic)"),
+    ("min_video_tokens", "lower min_video_tokens if these sites are video attention"),
+    ("skip_blocks", "remove the blocks from skip_blocks"),
+    ("smaller than dst_stride", "lower dst_stride, e.g. (1, 2, 2)"),
+    ("without scaled_dot_product_attention", "compute attention with torch.nn.functional."
+                                              "scaled_dot_product_attention"),
+)
+
+
+# Site skip reasons that are the user's own choice: no warning when they leave a graph unreduced.
+_CHOSEN_BY_CONFIG = ("no feature to reduce at these ratios", "is in skip_blocks")
+
 
 class AsymRnRBackend:
     """A ``torch.compile`` backend object holding one configuration and its state.
@@ -107,11 +152,17 @@ class AsymRnRBackend:
     Args:
         config: the settings; or pass them as keyword options (``AsymRnRBackend(q_ratio=0.5)``).
         on_matching: optional observer, called with a
-            :class:`~asymrnr_compile.runtime.matching_cache.MatchingRecord` for every matching computed (which
-            tokens each site keeps and which token stands for each dropped one). Default None.
+            :class:`~asymrnr_compile.runtime.matching_cache.MatchingRecord` for every matching
+            computed (which tokens each site keeps and which token stands for each dropped one).
+            Default None.
 
     Call signature (Dynamo's): ``backend(gm, example_inputs, options=None, mode=None)``.
     ``mode`` (e.g. ``"max-autotune"``) is forwarded to Inductor for this compilation only.
+
+    A model that gets no reduction although it has attention (symbolic shapes, every site too
+    small, attention not computed with ``scaled_dot_product_attention``...) still runs, compiled
+    by Inductor, and the backend says so once with an :class:`~asymrnr_compile.config.AsymRnRWarning`
+    naming the reason and the fix. So does a timestep passed as a Python number.
     """
 
     def __init__(self, config: AsymRnRConfig | None = None, *,
@@ -125,12 +176,14 @@ class AsymRnRBackend:
         if not isinstance(self.config, AsymRnRConfig):
             raise TypeError(f"config must be an AsymRnRConfig, got {type(self.config).__name__}")
         self.graphs: list[AsymRnRRuntime | _PlainGraph] = []
+        self._warned: set[str] = set()
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
                  options: Mapping[str, Any] | None = None, mode: str | None = None) -> Callable[..., Any]:
         if options and AsymRnRConfig.from_options(options) != self.config:
             raise ValueError("this AsymRnRBackend already has a config; do not also pass torch.compile(options=...)")
         compile_graph = inductor_compiler(gm, mode)
+        self._check_step_signal(gm)
         try:
             sites = find_attention_sites(gm)
             driver = None if self.config.schedule is None else \
@@ -147,8 +200,12 @@ class AsymRnRBackend:
                 else:
                     reductions.append(planned)
             if not reductions:
-                reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
-                return self._plain(gm, example_inputs, sites, compile_graph, reason)
+                chosen = bool(reasons) and all(r.endswith(_CHOSEN_BY_CONFIG) for r in reasons)
+                if not sites and _computes_attention_by_hand(gm):
+                    reason = "attention is computed without scaled_dot_product_attention"
+                else:
+                    reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
+                return self._plain(gm, example_inputs, sites, compile_graph, reason, warn=not chosen)
             runtime = AsymRnRRuntime(gm, sites, reductions, self.config, compile_graph, driver,
                                      on_matching=self.on_matching)
         except ScheduleMismatchError:  # the user's schedule does not fit: say so, do not hide it
@@ -156,18 +213,48 @@ class AsymRnRBackend:
         except Exception as error:  # analysis must never break the user's model
             logger.warning("asymrnr: analysis failed, compiling unchanged: %s: %s", type(error).__name__, error)
             return self._plain(gm, example_inputs, [], compile_graph, f"analysis failed: {error}")
+        runtime.owner = self  # the backend lives as long as Dynamo keeps a graph it compiled
         self.graphs.append(runtime)
         logger.info("asymrnr: reducing %d of %d attention sites", len(reductions), len(sites))
         return runtime
 
     def _plain(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any], sites: list[AttentionSite],
-               compile_graph: Compiler, reason: str) -> Callable[..., Any]:
+               compile_graph: Compiler, reason: str, *, warn: bool = True) -> Callable[..., Any]:
+        """Compile ``gm`` unchanged; with ``warn``, say once why a graph with attention is not
+        accelerated and what to do."""
         logger.info("asymrnr: graph compiled unchanged: %s", reason)
+        if warn and (sites or reason.startswith(("attention is computed", "analysis failed"))):
+            fix = next((fix for key, fix in _NOT_ACCELERATED_FIXES if key in reason),
+                       "see backend.report().to_dict() for each site's reason")
+            self._warn_once("not accelerated", f"asymrnr: a graph with attention runs unreduced (plain Inductor): "
+                                               f"{reason}. Fix: {fix}.")
         start = time.perf_counter()
         compiled = compile_graph(gm, list(example_inputs))
+        try:  # the backend lives as long as Dynamo keeps a graph it compiled (see asymrnr())
+            compiled._asymrnr_owner = self  # type: ignore[attr-defined]
+        except AttributeError:
+            logger.debug("asymrnr: cannot attach the backend to %s", type(compiled).__name__)
         flops = graph_flops(gm)
         self.graphs.append(_PlainGraph(sites, reason, time.perf_counter() - start, CostEstimate(flops, flops, 0)))
         return compiled
+
+    def _check_step_signal(self, gm: torch.fx.GraphModule) -> None:
+        """Warn once when the timestep reaches the graph as a Python number (baked in as a
+        constant: every new value recompiles the model)."""
+        names = self.config.timestep_args
+        if find_timestep_input(gm, names) is not None:
+            return
+        constant = constant_timestep_argument(names)
+        if constant is not None:
+            self._warn_once("python timestep", (
+                f"asymrnr: the timestep argument {constant!r} is a Python number: Dynamo bakes it into the graph, "
+                "so every step recompiles the model (after torch._dynamo.config.recompile_limit recompiles it runs "
+                f"eagerly, unaccelerated). Pass it as a tensor, e.g. {constant}=torch.tensor([t])."))
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(message, AsymRnRWarning, stacklevel=2)
 
     def reset(self) -> None:
         """Start a new video: every graph forgets its step state and cached matchings."""
@@ -179,29 +266,48 @@ class AsymRnRBackend:
         return AsymRnRReport(self.config, [graph.to_dict() for graph in self.graphs])
 
 
-_string_form_backends: dict[int, tuple[Mapping[str, Any] | None, AsymRnRBackend]] = {}
-_last_backend: list[AsymRnRBackend] = []
+def _computes_attention_by_hand(gm: torch.fx.GraphModule) -> bool:
+    """Whether the graph computes attention without SDPA: a softmax between two matrix products,
+    or torch's fused ``multi_head_attention_forward``."""
+    names = [op_name(node, gm) for node in gm.graph.nodes]
+    if "multi_head_attention_forward" in names:
+        return True
+    matmuls = {"matmul", "bmm", "baddbmm", "einsum"}
+    return "softmax" in names and sum(name in matmuls for name in names) >= 2
+
+
+# The string form: one backend per options object, alive as long as a graph it compiled is (the
+# runtimes hold it); so torch._dynamo.reset() frees backends, their graphs and device caches.
+_string_form_backends: weakref.WeakValueDictionary[int, AsymRnRBackend] = weakref.WeakValueDictionary()
+_last_backend: list[weakref.ref[AsymRnRBackend]] = []
 
 
 def asymrnr(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
             options: Mapping[str, Any] | None = None, mode: str | None = None) -> Callable[..., Any]:
     """The backend behind ``torch.compile(..., backend="asymrnr", options=...)``.
 
-    All graphs compiled with the same ``options`` object share one :class:`AsymRnRBackend`;
-    :func:`last_backend` returns the one used most recently (for its report).
+    All graphs compiled with the same ``options`` object share one :class:`AsymRnRBackend` (so all
+    ``options=None`` compilations share one; use an :class:`AsymRnRBackend` object per model for
+    separate reports); :func:`last_backend` returns the one used most recently. Options are
+    validated on the first call, when Dynamo hands over the first graph; errors name the option.
     """
-    key = id(options)
-    entry = _string_form_backends.get(key)
-    if entry is None or entry[0] is not options:
-        entry = (options, AsymRnRBackend(AsymRnRConfig.from_options(options)))
-        _string_form_backends[key] = entry
-    backend = entry[1]
-    _last_backend[:] = [backend]
+    backend = _string_form_backends.get(id(options))
+    if backend is None or backend.options is not options:
+        try:
+            config = AsymRnRConfig.from_options(options)
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"torch.compile(backend='asymrnr', options=...): {error}") from None
+        backend = AsymRnRBackend(config)
+        backend.options = options  # keeps id(options) unique while the backend lives
+        _string_form_backends[id(options)] = backend
+    _last_backend[:] = [weakref.ref(backend)]
     return backend(gm, example_inputs, mode=mode)
 
 
 def last_backend() -> AsymRnRBackend:
     """The backend that served the most recent ``backend="asymrnr"`` compilation."""
-    if not _last_backend:
-        raise RuntimeError('no model has been compiled with backend="asymrnr" in this process yet')
-    return _last_backend[0]
+    backend = _last_backend[0]() if _last_backend else None
+    if backend is None:
+        raise RuntimeError('no model compiled with backend="asymrnr" is alive in this process (none was compiled, '
+                           "or torch._dynamo.reset() released it)")
+    return backend

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ from asymrnr_compile.plan.features import FEATURES
 
 if TYPE_CHECKING:
     from asymrnr_compile.plan.schedule import Schedule
+
+class AsymRnRWarning(UserWarning):
+    """Something the user should change: the model runs, but not as fast or as clean as it could
+    (e.g. nothing was reduced, or the step signal cannot be read); the message says how."""
+
 
 # Matching cache window (paper Sec. 3.4): the published runs reuse a matching for 3-5 steps.
 DEFAULT_CACHE_STEPS = 5
@@ -105,6 +111,12 @@ class AsymRnRConfig:
             another step count: step ``j`` then reads the schedule at progress
             ``j / (num_steps - 1)`` (:meth:`~asymrnr_compile.plan.schedule.Schedule.source_steps`).
             None (default): the run has the schedule's own step count. Int >= 1.
+        timestep_arg: the name of the model's argument that carries the denoising timestep, the
+            step signal of the matching cache and of schedules. None (default) takes
+            ``timestep`` or ``timesteps`` (diffusers' names); set it when the model calls it
+            something else (``"t"``, ``"sigma"``). Pass it as a tensor: a Python number is baked
+            into the graph, so every step recompiles (the backend warns). Without a timestep
+            input every call counts as a step.
     """
 
     q_ratio: float = 0.5
@@ -126,6 +138,7 @@ class AsymRnRConfig:
     token_selection: str = "matched"
     schedule: Schedule | str | os.PathLike[str] | None = None
     num_steps: int | None = None
+    timestep_arg: str | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -159,6 +172,17 @@ class AsymRnRConfig:
             set_("schedule", _load_schedule(self.schedule))
         if self.num_steps is not None:
             set_("num_steps", check_int("num_steps", self.num_steps, minimum=1))
+        if self.timestep_arg is not None and not (isinstance(self.timestep_arg, str)
+                                                  and self.timestep_arg.isidentifier()):
+            raise ValueError(f"timestep_arg must be the name of the model's timestep argument (a Python "
+                             f"identifier such as 't' or 'sigma') or None, got {self.timestep_arg!r}")
+
+    @property
+    def timestep_args(self) -> tuple[str, ...]:
+        """The argument names the step signal is read from (``timestep_arg``, or the defaults)."""
+        from asymrnr_compile.runtime.steps import DEFAULT_TIMESTEP_ARGS
+
+        return (self.timestep_arg,) if self.timestep_arg is not None else DEFAULT_TIMESTEP_ARGS
 
     def ratio(self, feature: str) -> float:
         """The fixed ratio of ``feature`` (``"q"``, ``"kv"`` or ``"h"``)."""
@@ -178,12 +202,7 @@ class AsymRnRConfig:
             return options
         if not isinstance(options, Mapping):
             raise TypeError(f"options must be a dict of AsymRnRConfig fields, got {type(options).__name__}")
-        names = cls.option_names()
-        for key in options:
-            if key not in names:
-                hint = difflib.get_close_matches(str(key), names, n=1)
-                extra = f"; did you mean {hint[0]!r}?" if hint else ""
-                raise ValueError(f"unknown asymrnr option {key!r}{extra} Allowed options: {', '.join(names)}")
+        _check_option_names(options)
         return cls(**dict(options))
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,6 +212,30 @@ class AsymRnRConfig:
         out["grid"] = list(self.grid) if self.grid is not None else None
         out["skip_blocks"] = list(self.skip_blocks)
         return out
+
+
+def _check_option_names(options: Mapping[str, Any]) -> None:
+    """ValueError naming an unknown option and the closest valid one."""
+    names = AsymRnRConfig.option_names()
+    for key in options:
+        if key not in names:
+            hint = difflib.get_close_matches(str(key), names, n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ValueError(f"unknown asymrnr option {key!r}{extra} Allowed options: {', '.join(names)}")
+
+
+_dataclass_init = AsymRnRConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init_checking_names(self: AsymRnRConfig, *args: Any, **kwargs: Any) -> None:
+    # AsymRnRConfig(q_raito=0.5) raises the ValueError with the closest name that the dict form
+    # raises, instead of the dataclass's bare TypeError.
+    _check_option_names(kwargs)
+    _dataclass_init(self, *args, **kwargs)
+
+
+AsymRnRConfig.__init__ = _init_checking_names  # type: ignore[method-assign]
 
 
 def _load_schedule(value: object) -> Schedule:

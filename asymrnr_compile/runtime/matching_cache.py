@@ -55,18 +55,18 @@ class _CachedMatching:
 class MatchingCache:
     """Matchings per (call in step, site, feature), valid for one cache window.
 
-    Each entry keeps the matching (``src_order``, ``nearest``, ``distance``) and the reduction
-    indices already derived from it, per kept-token count (schedules keep different counts at
-    different steps of one window).
+    Each entry keeps the reduction indices (``keep``, ``restore``) per kept-token count, and, when
+    asked (schedules keep different counts at different steps of one window), the matching
+    (``src_order``, ``nearest``, ``distance``) to derive other counts from. An entry is replaced
+    when its key's next window computes a new matching, so the cache holds at most one entry per
+    (call in step, site, feature).
     """
 
     def __init__(self) -> None:
         self.entries: dict[CacheKey, _CachedMatching] = {}
-        self.hits = 0
-        self.misses = 0
 
     def reset(self) -> None:
-        """Forget every matching (a new video). Hit/miss counters are kept for the report."""
+        """Forget every matching (a new video)."""
         self.entries.clear()
 
     def has(self, key: CacheKey, window: int) -> bool:
@@ -74,16 +74,22 @@ class MatchingCache:
         entry = self.entries.get(key)
         return entry is not None and entry.window == window
 
-    def store(self, key: CacheKey, window: int, num_keep: int, fields: dict[str, torch.Tensor]) -> None:
-        """Store what a computing variant returned for one (call, site, feature)."""
+    def store(self, key: CacheKey, window: int, num_keep: int, fields: dict[str, torch.Tensor], *,
+              keep_matching: bool = True) -> None:
+        """Store what a computing variant returned for one (call, site, feature); the matching
+        itself only with ``keep_matching`` (needed to derive indices for other kept counts)."""
         entry = self.entries[key] = _CachedMatching(window)
-        entry.matching = {name: fields[name] for name in MATCHING_FIELDS}
+        if keep_matching:
+            entry.matching = {name: fields[name] for name in MATCHING_FIELDS}
         entry.indices[num_keep] = ops.ReductionIndices(*(fields[name] for name in INDEX_FIELDS))
 
     def indices(self, key: CacheKey, num_keep: int, split: ops.TokenSplit) -> ops.ReductionIndices:
         """The cached reduction indices for ``num_keep`` tokens (derived once if new)."""
         entry = self.entries[key]
         if num_keep not in entry.indices:
+            if not entry.matching:
+                raise KeyError(f"{key}: indices for {num_keep} kept tokens were not stored and the matching was "
+                               "not kept to derive them (store(..., keep_matching=True))")
             matching = ops.Matching(*(entry.matching[name] for name in MATCHING_FIELDS))
             indices = ops.reduction_indices(split, matching, num_keep)
             stored = next(iter(entry.indices.values()))

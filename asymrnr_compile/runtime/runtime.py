@@ -19,9 +19,12 @@ Dynamo graph.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -30,7 +33,7 @@ import torch.fx
 from asymrnr_compile import ops
 from asymrnr_compile.analysis.cost import CostEstimate, GraphCostModel, estimate_cost
 from asymrnr_compile.analysis.site import AttentionSite
-from asymrnr_compile.config import AsymRnRConfig
+from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
 from asymrnr_compile.passes.reduce_attention_tokens import RewriteResult, reduce_attention_tokens
 from asymrnr_compile.plan.features import Feature
 from asymrnr_compile.plan.reduction_plan import CacheSlot, FeaturePlan, ReductionPlan, SitePlan
@@ -38,7 +41,7 @@ from asymrnr_compile.plan.seeds import site_seed
 from asymrnr_compile.plan.select_sites import Grid, SiteReduction
 from asymrnr_compile.runtime.matching_cache import CacheKey, MatchingCache, MatchingRecord
 from asymrnr_compile.runtime.regions import Compiler, RegionCompiler, compile_regions
-from asymrnr_compile.runtime.steps import StepEvent, StepSignal
+from asymrnr_compile.runtime.steps import StepEvent, StepSignal, StepTracker
 
 if TYPE_CHECKING:
     from asymrnr_compile.plan.schedule_driver import ScheduleDriver
@@ -77,6 +80,31 @@ class CompiledVariant:
         }
 
 
+@dataclass(eq=False)
+class VideoState:
+    """What one caller's sampling loop builds up: its steps, matchings and splits.
+
+    Each thread calling a compiled model has its own (two threads sampling two videos through one
+    model do not share steps or matchings); compiled variants are shared.
+    """
+
+    tracker: StepTracker = field(default_factory=StepTracker)
+    cache: MatchingCache = field(default_factory=MatchingCache)
+    splits: dict[tuple[int, Feature], tuple[int, ops.TokenSplit]] = field(default_factory=dict)
+    # The steps of the current video at which a matching was computed.
+    matching_steps: list[int] = field(default_factory=list)
+
+    def reset(self) -> None:
+        """A new video: forget steps, matchings and splits."""
+        self.tracker.reset()
+        self.new_video()
+
+    def new_video(self) -> None:
+        self.cache.reset()
+        self.splits.clear()
+        self.matching_steps.clear()
+
+
 class AsymRnRRuntime:
     """Runs one captured graph with per-step token reduction (see module docstring).
 
@@ -104,15 +132,20 @@ class AsymRnRRuntime:
         self.reduction_by_site = {r.site.index: r for r in reductions}
         self.config = config
         self.compile_graph = compile_graph
-        self.steps = StepSignal(gm)
-        self.cache = MatchingCache()
+        self.steps = StepSignal(gm, arg_names=config.timestep_args)
         self.variants: dict[ReductionPlan, CompiledVariant] = {}
         self.regions = RegionCompiler(compile_graph)
-        self.splits: dict[tuple[int, Feature], tuple[int, ops.TokenSplit]] = {}  # -> (window, split)
+        # Per calling thread (threading.local), all of them reachable for reset() and reports.
+        self._local = threading.local()
+        self._states: weakref.WeakSet[VideoState] = weakref.WeakSet()
+        self._lock = threading.RLock()  # variants, counters
         self.calls = 0
-        # The step of every call that computed a matching (tests and reports count these).
-        self.matching_steps: list[int] = []
+        self.cache_hits = 0
+        self.cache_misses = 0
         self.fallback_reason: str | None = None
+        self.warned_warmup = False
+        # The backend that made this runtime: kept alive as long as Dynamo keeps this graph.
+        self.owner: object | None = None
         self.schedule = schedule
         if schedule is None:
             self.cost: CostEstimate = estimate_cost(
@@ -125,9 +158,29 @@ class AsymRnRRuntime:
             self.cost = CostEstimate(model.full_flops, reduced * model.full_flops / full, model.attention_flops)
 
     def reset(self) -> None:
-        """Start a new video: forget the step state and every cached matching."""
-        self.steps.tracker.reset()
-        self.cache.reset()
+        """Start a new video: every calling thread forgets its steps and cached matchings."""
+        for state in list(self._states):
+            state.reset()
+
+    @property
+    def state(self) -> VideoState:
+        """The calling thread's video state (made on its first call)."""
+        state = getattr(self._local, "state", None)
+        if state is None:
+            state = self._local.state = VideoState()
+            with self._lock:
+                self._states.add(state)
+        return state
+
+    @property
+    def cache(self) -> MatchingCache:
+        """The calling thread's matching cache."""
+        return self.state.cache
+
+    @property
+    def matching_steps(self) -> list[int]:
+        """The steps of the calling thread's current video at which a matching was computed."""
+        return self.state.matching_steps
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -160,10 +213,11 @@ class AsymRnRRuntime:
         ``config.redraw_split`` one per matching window (only the current window's is kept)."""
         window = window if self.config.redraw_split else 0
         key = (site.index, feature)
-        held = self.splits.get(key)
+        splits = self.state.splits
+        held = splits.get(key)
         if held is None or held[0] != window:
             seed = site_seed(self.config.seed, site.index, feature, window)
-            held = self.splits[key] = (window, ops.split_tokens(site.video_tokens, grid, self.config.dst_stride,
+            held = splits[key] = (window, ops.split_tokens(site.video_tokens, grid, self.config.dst_stride,
                                                                 seed=seed, device=device))
         return held[1]
 
@@ -196,25 +250,43 @@ class AsymRnRRuntime:
     # -- calling ----------------------------------------------------------------------------
 
     def __call__(self, *args: Any) -> Any:
-        self.calls += 1
-        event = self.steps.observe(args)
+        state = self.state
+        event = state.tracker.observe(self.steps.read(args))
         if event.new_video:
-            self.cache.reset()
+            state.new_video()
+        elif state.tracker.extra_first_step_calls and event.call_index == 0 and event.step == 2:
+            self._forget_warmup_call(state)
         plan = self.plan(event)
         device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
-        variant = self.variants.get(plan)
-        first_call = variant is None
-        try:
+        with self._lock:  # one thread compiles a new variant; the others wait for it
+            self.calls += 1
+            variant = self.variants.get(plan)
             if variant is None:
-                variant = self.variants[plan] = self._compile(plan)
-            return self._run(variant, args, event, device)
-        except Exception as error:  # never break the user's model because of a rewrite
-            if not first_call:
-                raise
-            self.variants.pop(plan, None)
-            plan = self._fall_back(f"{type(error).__name__}: {error}")
-            variant = self.variants[plan] = self._compile_whole(plan, args)
-            return self._run(variant, args, event, device)
+                try:
+                    variant = self.variants[plan] = self._compile(plan)
+                    return self._run(variant, args, event, device)
+                except Exception as error:  # never break the user's model because of a rewrite
+                    self.variants.pop(plan, None)
+                    plan = self._fall_back(f"{type(error).__name__}: {error}")
+                    variant = self.variants[plan] = self._compile_whole(plan, args)
+                    return self._run(variant, args, event, device)
+        return self._run(variant, args, event, device)
+
+    def _forget_warmup_call(self, state: VideoState) -> None:
+        """The video's first step had more calls than its second: the extra ones (a warm-up call
+        at the first timestep) were counted as part of the video, and steps since reused a
+        matching computed on them. Recompute the matchings from this step on, and say how to
+        avoid it."""
+        first, second = state.tracker.first_step_calls[:2]
+        state.cache.reset()
+        if not self.warned_warmup:
+            self.warned_warmup = True
+            warnings.warn(
+                f"asymrnr: the first step of this video had {first} call(s) at its timestep but the next step "
+                f"had {second}: the extra call (a warm-up call at the first timestep?) was counted as part of "
+                "the video and step 1 reused a matching computed on it; matchings are recomputed from step 2. "
+                "Call backend.reset() (asymrnr_compile.last_backend().reset() with backend='asymrnr') after "
+                "warming up, so that the video starts clean.", AsymRnRWarning, stacklevel=2)
 
     def _compile_whole(self, plan: ReductionPlan, args: Sequence[Any]) -> CompiledVariant:
         """The unchanged graph compiled in one piece (the fallback: plain Inductor)."""
@@ -239,14 +311,17 @@ class AsymRnRRuntime:
             for feature, feature_plan in site_plan.items():
                 if feature_plan.compute_matching:
                     key = (event.call_index, site_plan.site_index, feature)
-                    self.cache.store(key, window, feature_plan.num_keep, returned[(site_plan.site_index, feature)])
+                    self.cache.store(key, window, feature_plan.num_keep, returned[(site_plan.site_index, feature)],
+                                     keep_matching=self.schedule is not None)
                     if self.on_matching is not None:
                         self._report_matching(key, event, feature_plan.num_keep, device)
         computed = [p.compute_matching for site_plan in variant.plan.sites for _, p in site_plan.items()]
-        self.cache.misses += sum(computed)
-        self.cache.hits += len(computed) - sum(computed)
-        if any(computed):
-            self.matching_steps.append(event.step)
+        with self._lock:
+            self.cache_misses += sum(computed)
+            self.cache_hits += len(computed) - sum(computed)
+        steps = self.state.matching_steps
+        if any(computed) and (not steps or steps[-1] != event.step):
+            steps.append(event.step)
         return outputs[:original]
 
     def _report_matching(self, key: CacheKey, event: StepEvent, num_keep: int, device: torch.device) -> None:
@@ -270,9 +345,9 @@ class AsymRnRRuntime:
             "regions_compiled": len(self.regions.compiled),
             "regions_reused": self.regions.reused,
             "calls": self.calls,
-            "steps": self.steps.tracker.steps_seen,
-            "cache_hits": self.cache.hits,
-            "cache_misses": self.cache.misses,
+            "steps": max((state.tracker.steps_seen for state in list(self._states)), default=0),
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
             "timestep_input": self.steps.has_timestep,
             "fallback_reason": self.fallback_reason,
             "cost": self.cost.to_dict(),

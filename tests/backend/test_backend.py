@@ -86,10 +86,10 @@ def test_two_calls_per_step_keep_separate_caches(model, inputs):
     backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.0, cache_steps=5, **TINY))
     _loop(_compile(model, backend), inputs, steps=6, cfg_mode="split")
     (runtime,) = backend.graphs
-    assert runtime.steps.tracker.steps_seen == 6 and runtime.calls == 12
+    assert runtime.state.tracker.steps_seen == 6 and runtime.calls == 12
     # cond (call 0) and uncond (call 1) each compute at the window starts 0 and 5
     assert sorted(runtime.cache.entries) == [(0, 0, "q"), (0, 1, "q"), (1, 0, "q"), (1, 1, "q")]
-    assert runtime.matching_steps == [0, 0, 5, 5]
+    assert runtime.matching_steps == [0, 5]
 
 
 def test_reset_starts_a_new_video(model, inputs):
@@ -99,7 +99,8 @@ def test_reset_starts_a_new_video(model, inputs):
     backend.reset()
     second = _loop(compiled, inputs, steps=3)
     (runtime,) = backend.graphs
-    assert runtime.matching_steps == [0, 0]
+    # each video computes its matchings at step 0 (2 sites x q and kv) and reuses them after
+    assert runtime.matching_steps == [0] and runtime.cache_misses == 2 * 4 and runtime.cache_hits == 2 * 2 * 4
     torch.testing.assert_close(first, second, rtol=0, atol=0)
 
 
@@ -109,7 +110,7 @@ def test_timestep_jumping_up_starts_a_new_video(model, inputs):
     _loop(compiled, inputs, steps=3)
     _loop(compiled, inputs, steps=3)  # no reset: the timestep goes back up to 1000
     (runtime,) = backend.graphs
-    assert runtime.matching_steps == [0, 0]
+    assert runtime.matching_steps == [0] and runtime.cache_misses == 2 * 2  # step 0 of each video, 2 sites
 
 
 def test_warmup_steps_run_unreduced(model, inputs):

@@ -128,15 +128,25 @@ def test_a_new_window_replaces_the_matching_and_its_derived_indices(split):
     assert not torch.equal(cache.indices(key, 20, split).keep, fields_old["keep"])
 
 
-def test_reset_forgets_entries_but_keeps_the_counters(split):
+def test_reset_forgets_entries(split):
     cache = MatchingCache()
     _, _, fields = _computed(split, _features(9, B, H, TEXT + N, D), 20)
     cache.store((0, 0, "q"), 0, 20, fields)
     cache.store((0, 1, "kv"), 0, 20, fields)
-    cache.hits, cache.misses = 5, 2  # the runtime counts them
     cache.reset()
     assert cache.entries == {}
     assert not cache.has((0, 0, "q"), 0) and not cache.has((0, 1, "kv"), 0)
-    assert (cache.hits, cache.misses) == (5, 2)
     with pytest.raises(KeyError):
         cache.indices((0, 0, "q"), 20, split)
+
+
+def test_without_the_matching_only_the_stored_count_is_served(split):
+    # fixed ratios never ask for another kept count: the cache then holds the indices only
+    cache = MatchingCache()
+    _, _, fields = _computed(split, _features(10, B, H, TEXT + N, D), 20)
+    cache.store((0, 0, "q"), 0, 20, fields, keep_matching=False)
+    entry = cache.entries[(0, 0, "q")]
+    assert entry.matching == {} and set(entry.indices) == {20}
+    assert cache.indices((0, 0, "q"), 20, split).keep is fields["keep"]
+    with pytest.raises(KeyError, match="matching was not kept"):
+        cache.indices((0, 0, "q"), 16, split)
