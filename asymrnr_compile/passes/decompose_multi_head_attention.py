@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from asymrnr_compile.analysis.fx_nodes import module_path, node_value
+from asymrnr_compile.analysis.sdpa import SDPA_TARGETS
 from asymrnr_compile.passes.graph_utils import copy_graph_module
 
 logger = logging.getLogger("asymrnr_compile.passes")
@@ -76,8 +77,8 @@ logger = logging.getLogger("asymrnr_compile.passes")
 #: Targets of an ``nn.MultiheadAttention`` call in a Dynamo graph.
 MHA_TARGETS: tuple[Any, ...] = (F.multi_head_attention_forward,)
 
-#: The SDPA target the analysis recognises (``analysis.sdpa.SDPA_TARGETS``; the Dynamo one).
-SDPA_TARGET = F.scaled_dot_product_attention
+#: The SDPA target of the new calls: the Dynamo-graph one of ``analysis.sdpa.SDPA_TARGETS``.
+SDPA_TARGET = SDPA_TARGETS[0]
 
 #: Meta keys of the call copied onto every new node (names and blocks of the new site).
 _COPIED_META = ("nn_module_stack", "stack_trace", "source_fn_stack")
@@ -132,6 +133,7 @@ def decompose_multi_head_attention(gm: torch.fx.GraphModule) -> DecomposeResult:
         The rewritten copy, the number of calls replaced and the reasons for the others.
     """
     new_gm, _ = copy_graph_module(gm)
+    new_gm.meta.update(gm.meta)  # Dynamo's graph-level metadata (parameter names, compile id)
     result = DecomposeResult(new_gm)
     calls = [node for node in new_gm.graph.nodes if is_multi_head_attention(node)]
     for node in calls:

@@ -149,6 +149,7 @@ def test_blocks_of_both_layouts_give_one_site_each_and_h_where_unmasked():
 
     _assert_decomposed(gm, result, 3)
     _assert_same_outputs(gm, result, example_inputs)
+    assert gm.meta and result.gm.meta == gm.meta
     sites = find_attention_sites(result.gm)
     assert [(s.name, s.kind, s.video_tokens, s.grid, s.features) for s in sites] == [
         (f"attn.{k}", "self", 32, (2, 4, 4), ("q", "kv", "h")) for k in range(3)]
@@ -216,6 +217,39 @@ def test_masks_become_sdpa_masks(kind):
     _assert_same_outputs(gm, result, example_inputs)
     (site,) = find_attention_sites(result.gm)
     assert site.kind == "self" and site.attn_mask is not None and site.reducible
+
+
+def test_bool_masks_given_to_the_function_directly():
+    """``nn.MultiheadAttention`` makes its masks float before the call; a direct call of
+    ``F.multi_head_attention_forward`` can pass booleans (True = masked out)."""
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Conv3d(C, 8, (1, 2, 2), stride=(1, 2, 2))
+            self.attn = nn.MultiheadAttention(8, 2)
+
+        def forward(self, x, key_padding_mask, attn_mask):
+            h = self.embed(x).flatten(2).permute(2, 0, 1)  # (N, B, D)
+            a = self.attn
+            return torch.nn.functional.multi_head_attention_forward(
+                h, h, h, 8, 2, a.in_proj_weight, a.in_proj_bias, None, None, False, 0.0,
+                a.out_proj.weight, a.out_proj.bias, training=False, key_padding_mask=key_padding_mask,
+                need_weights=False, attn_mask=attn_mask)[0]
+
+    padding = torch.zeros(2, 8, dtype=torch.bool)
+    padding[0, -2:] = True
+    blocked = torch.zeros(8, 8, dtype=torch.bool)
+    blocked[:, 1] = True
+    gm, example_inputs = _capture(Functional(), x=_video(2, (2, 2, 2)), key_padding_mask=padding, attn_mask=blocked)
+
+    result = decompose_multi_head_attention(gm)
+
+    _assert_decomposed(gm, result, 1)
+    _assert_same_outputs(gm, result, example_inputs)
+    assert _count(result.gm, lambda n: n.target == "masked_fill") == 2  # both made additive -inf masks
+    (site,) = find_attention_sites(result.gm)
+    assert site.kind == "self" and site.reducible
 
 
 def test_causal_hint_becomes_sdpa_is_causal_and_the_analysis_refuses_it():
