@@ -1,0 +1,330 @@
+"""The backend under the inputs real pipelines and users produce (the step signal, bounded caches,
+warm-up calls, threads, leaks) and the warnings users see when something keeps it from helping.
+
+Each test here failed before the fix it covers.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import warnings
+import weakref
+
+import pytest
+import torch
+import torch._dynamo
+from torch import nn
+
+import asymrnr_compile
+from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
+from asymrnr_compile.config import AsymRnRWarning
+from asymrnr_compile.models import build_reference_model, reference_inputs
+from asymrnr_compile.runtime.steps import MAX_CALLS_PER_STEP
+from asymrnr_compile.sampling import SamplerConfig, sample
+
+PRESET = "tiny"  # 2 blocks; 8 text + 32 video tokens
+TINY = {"min_video_tokens": 16}
+STEPS = 5
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_reference_model(PRESET)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return reference_inputs(PRESET)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _compile(model, backend, **kwargs):
+    return torch.compile(model, backend=backend, fullgraph=True, dynamic=False, **kwargs)
+
+
+def _loop(fn, inputs, steps: int = STEPS, noise: torch.Tensor | None = None) -> torch.Tensor:
+    text, null_text = inputs["encoder_hidden_states"][:1], inputs["encoder_hidden_states"][1:]
+    latent = inputs["hidden_states"][:1] if noise is None else noise
+    with torch.no_grad():
+        return sample(fn, latent, text, null_text, SamplerConfig(steps=steps))
+
+
+def _runtime(backend):
+    (runtime,) = [g for g in backend.graphs if hasattr(g, "state")]
+    assert runtime.fallback_reason is None
+    return runtime
+
+
+# ------------------------------------------------------------------------------- the step signal
+
+
+class _Renamed(nn.Module):
+    """The reference DiT behind another timestep argument, and a timestep-named parameter used
+    before the timestep (Dynamo lifts it as a graph input ahead of the argument)."""
+
+    def __init__(self, inner: nn.Module, per_token: int = 0) -> None:
+        super().__init__()
+        self.inner = inner
+        self.timestep_embedder = nn.Linear(1, 1)
+        self.per_token = per_token
+
+    def forward(self, hidden_states, encoder_hidden_states, sigma):
+        hidden_states = hidden_states + 0.0 * self.timestep_embedder.weight.sum()
+        return self.inner(hidden_states=hidden_states, encoder_hidden_states=encoder_hidden_states,
+                          timestep=sigma * 1000.0)
+
+
+def _sigma_call(compiled):
+    def call(hidden_states, encoder_hidden_states, timestep):
+        return compiled(hidden_states, encoder_hidden_states, sigma=timestep / 1000.0)
+    return call
+
+
+def test_a_renamed_timestep_argument_is_the_step_signal_when_named(model, inputs):
+    wrapped = _Renamed(model)
+    named = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=2, timestep_arg="sigma", **TINY))
+    _loop(_sigma_call(_compile(wrapped, named)), inputs)
+    runtime = _runtime(named)
+    assert runtime.to_dict()["timestep_input"] and runtime.to_dict()["steps"] == STEPS
+    assert runtime.matching_steps == [0, 2, 4]
+    # unnamed, "sigma" is not taken for the timestep, nor is the timestep_embedder's weight:
+    # without a step signal, every call is a step (2 calls per step here: split CFG is not used,
+    # the sampler makes one batched call per step, so the count matches by chance of the layout)
+    torch._dynamo.reset()
+    unnamed = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=2, **TINY))
+    _loop(_sigma_call(_compile(wrapped, unnamed)), inputs)
+    assert not _runtime(unnamed).to_dict()["timestep_input"]
+
+
+def test_a_timestep_named_parameter_is_never_the_step_signal(model, inputs):
+    class EmbedderFirst(_Renamed):
+        def forward(self, hidden_states, encoder_hidden_states, timestep):  # noqa: D102
+            hidden_states = hidden_states + 0.0 * self.timestep_embedder.weight.sum()
+            return self.inner(hidden_states=hidden_states, encoder_hidden_states=encoder_hidden_states,
+                              timestep=timestep)
+
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.0, cache_steps=2, **TINY))
+    _loop(_compile(EmbedderFirst(model), backend), inputs)
+    runtime = _runtime(backend)
+    assert runtime.to_dict()["steps"] == STEPS and runtime.matching_steps == [0, 2, 4]
+
+
+def test_per_token_timesteps_are_read_by_their_maximum(model, inputs):
+    class PerToken(nn.Module):
+        """Image-to-video style: one timestep per token, the conditioning tokens at 0."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, hidden_states, encoder_hidden_states, timestep):
+            return self.inner(hidden_states=hidden_states, encoder_hidden_states=encoder_hidden_states,
+                              timestep=timestep.amax(dim=1))
+
+    def call(compiled):
+        def per_token(hidden_states, encoder_hidden_states, timestep):
+            tokens = timestep[:, None].repeat(1, 6)
+            tokens[:, :2] = 0.0  # conditioning frames
+            return compiled(hidden_states, encoder_hidden_states, tokens)
+        return per_token
+
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.0, cache_steps=2, **TINY))
+    _loop(call(_compile(PerToken(), backend)), inputs)
+    runtime = _runtime(backend)
+    assert runtime.to_dict()["steps"] == STEPS and runtime.matching_steps == [0, 2, 4]
+
+
+def test_a_python_number_timestep_is_warned_about_once_with_the_fix(model, inputs):
+    class FloatTimestep(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, hidden_states, encoder_hidden_states, timestep: float):
+            batch = hidden_states.shape[0]
+            return self.inner(hidden_states=hidden_states, encoder_hidden_states=encoder_hidden_states,
+                              timestep=torch.full((batch,), timestep))
+
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.0, **TINY))
+    compiled = _compile(FloatTimestep(), backend)
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        for t in (1000.0, 800.0):
+            compiled(inputs["hidden_states"], inputs["encoder_hidden_states"], t)
+    ours = [w for w in caught if issubclass(w.category, AsymRnRWarning)]
+    assert len(ours) == 1, [str(w.message) for w in ours]
+    assert "'timestep' is a Python number" in str(ours[0].message)
+    assert "timestep=torch.tensor([t])" in str(ours[0].message)
+
+
+# ------------------------------------------------------------------------------- bounded growth
+
+
+def _cached_bytes(runtime) -> int:
+    total = 0
+    for entry in runtime.cache.entries.values():
+        tensors = [*entry.matching.values(), *(t for indices in entry.indices.values() for t in indices)]
+        total += sum(t.numel() * t.element_size() for t in tensors)
+    return total
+
+
+def test_200_calls_at_one_timestep_keep_the_cache_at_a_fixed_size(model, inputs):
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=2, **TINY))
+    compiled = _compile(model, backend)
+    sizes = []
+    with torch.no_grad():
+        for _ in range(200):
+            compiled(**inputs)  # the same timestep every call
+            runtime = _runtime(backend)
+            sizes.append((len(runtime.cache.entries), _cached_bytes(runtime)))
+    # at most MAX_CALLS_PER_STEP call slots x 2 sites x (q, kv), the size of the first full window
+    assert sizes[-1][0] == MAX_CALLS_PER_STEP * 2 * 2
+    assert len(set(sizes[MAX_CALLS_PER_STEP:])) == 1
+    # only keep/restore are kept with fixed ratios (the matching is needed by schedules only)
+    assert all(entry.matching == {} for entry in runtime.cache.entries.values())
+    assert runtime.to_dict()["steps"] == 200 // MAX_CALLS_PER_STEP
+
+
+# ------------------------------------------------------------------------------- warm-up calls
+
+
+def test_a_warmup_call_at_the_first_timestep_is_warned_about_and_reset_fixes_it(model, inputs):
+    config = AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=5, **TINY)
+    other_noise = torch.randn_like(inputs["hidden_states"][:1])
+    backend = AsymRnRBackend(config)
+    compiled = _compile(model, backend)
+    clean = _loop(compiled, inputs)
+
+    backend.reset()
+    with torch.no_grad():  # a user's habit: one call at the first timestep before sampling
+        compiled(hidden_states=torch.cat([other_noise] * 2), encoder_hidden_states=inputs["encoder_hidden_states"],
+                 timestep=torch.full((2,), 1000.0))
+    with pytest.warns(AsymRnRWarning, match="warm-up call at the first timestep.*backend.reset"):
+        poisoned = _loop(compiled, inputs)
+    assert not torch.equal(poisoned, clean)  # steps 1 reused the warm-up input's matching
+
+    backend.reset()
+    with torch.no_grad():
+        compiled(hidden_states=torch.cat([other_noise] * 2), encoder_hidden_states=inputs["encoder_hidden_states"],
+                 timestep=torch.full((2,), 1000.0))
+    backend.reset()  # the documented fix
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AsymRnRWarning)
+        fixed = _loop(compiled, inputs)
+    torch.testing.assert_close(fixed, clean, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------- silent slow paths
+
+
+def _warnings_of(fn) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fn()
+    return [str(w.message) for w in caught if issubclass(w.category, AsymRnRWarning)]
+
+
+def test_no_reduction_on_a_graph_with_attention_is_warned_about_once_with_the_fix(model, inputs):
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5))  # tiny sites: 32 video tokens < 256
+    compiled = _compile(model, backend)
+    messages = _warnings_of(lambda: _loop(compiled, inputs, steps=2))
+    assert len(messages) == 1 and "min_video_tokens" in messages[0] and "Fix: lower min_video_tokens" in messages[0]
+
+    torch._dynamo.reset()
+    dynamic = torch.compile(model, backend=AsymRnRBackend(AsymRnRConfig(**TINY)), fullgraph=True, dynamic=True)
+    messages = _warnings_of(lambda: _loop(dynamic, inputs, steps=1))
+    assert len(messages) == 1 and "dynamic=False" in messages[0]
+
+
+def test_attention_without_sdpa_is_warned_about(inputs):
+    class HandAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv = nn.Linear(16, 48)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            return torch.softmax(q @ k.transpose(-1, -2) / 4.0, dim=-1) @ v
+
+    compiled = _compile(HandAttention(), AsymRnRBackend())
+    messages = _warnings_of(lambda: compiled(torch.randn(2, 300, 16)))
+    assert len(messages) == 1 and "without scaled_dot_product_attention" in messages[0]
+
+
+def test_chosen_settings_and_models_without_attention_do_not_warn(model, inputs):
+    zero = _compile(model, AsymRnRBackend(AsymRnRConfig(q_ratio=0.0, kv_ratio=0.0, **TINY)))
+    assert _warnings_of(lambda: _loop(zero, inputs, steps=2)) == []
+    torch._dynamo.reset()
+    mlp = _compile(nn.Sequential(nn.Linear(8, 8), nn.GELU()), AsymRnRBackend())
+    assert _warnings_of(lambda: mlp(torch.randn(3, 8))) == []
+
+
+# ------------------------------------------------------------------------------- leaks and sharing
+
+
+def test_string_form_backends_are_released_with_dynamo_caches(model, inputs):
+    compiled = torch.compile(model, backend="asymrnr", options=dict(q_ratio=0.5, **TINY), fullgraph=True,
+                             dynamic=False)
+    _loop(compiled, inputs, steps=2)
+    backend = weakref.ref(asymrnr_compile.last_backend())
+    assert backend() is not None and backend().report().to_dict()["cache_misses"] > 0
+    del compiled
+    torch._dynamo.reset()
+    gc.collect()
+    assert backend() is None  # with it, its graphs and their cached matchings
+    with pytest.raises(RuntimeError, match="torch._dynamo.reset"):
+        asymrnr_compile.last_backend()
+
+
+def test_string_form_option_errors_say_they_are_asymrnr_options(model, inputs):
+    with pytest.raises(Exception, match=r"backend='asymrnr', options=...\): q_ratio must be in"):
+        with torch.no_grad():
+            torch.compile(model, backend="asymrnr", options={"q_ratio": 2.0})(**inputs)
+
+
+def test_config_keywords_are_checked_like_the_options_dict():
+    with pytest.raises(ValueError, match="unknown asymrnr option 'q_raito'; did you mean 'q_ratio'"):
+        AsymRnRConfig(q_raito=0.5)
+    with pytest.raises(ValueError, match="timestep_arg must be the name"):
+        AsymRnRConfig(timestep_arg="1 + t")
+
+
+def test_two_threads_sampling_two_videos_do_not_share_steps_or_matchings(model, inputs):
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=2, **TINY))
+    compiled = _compile(model, backend)
+    noises = [torch.randn_like(inputs["hidden_states"][:1], generator=torch.Generator().manual_seed(s))
+              for s in (1, 2)]
+    expected = []
+    for noise in noises:  # one after the other (this also compiles every variant)
+        backend.reset()
+        expected.append(_loop(compiled, inputs, noise=noise))
+    results: dict[int, torch.Tensor] = {}
+    barrier = threading.Barrier(2)
+
+    def worker(index: int) -> None:
+        barrier.wait()
+        results[index] = _loop(compiled, inputs, noise=noises[index])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for index in range(2):
+        torch.testing.assert_close(results[index], expected[index], rtol=0, atol=0)
+
+
+def test_report_summary_is_short_and_says_what_happened(model, inputs):
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=2, **TINY))
+    _loop(_compile(model, backend), inputs)
+    summary = str(backend.report())
+    assert summary.splitlines()[0].startswith("asymrnr: 2 of 2 attention sites reduced in 1 graph(s)")
+    assert "kept tokens: kv 22 of 32, q 16 of 32" in summary
+    assert "5 steps, 5 calls; matchings 12 computed, 8 reused" in summary
