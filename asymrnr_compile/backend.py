@@ -41,6 +41,7 @@ from asymrnr_compile.analysis.cost import CostEstimate, graph_flops
 from asymrnr_compile.analysis.fx_nodes import op_name
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
+from asymrnr_compile.passes.decompose_multi_head_attention import decompose_multi_head_attention
 from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatchError
 from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction
 from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
@@ -137,6 +138,7 @@ _NOT_ACCELERATED_FIXES = (
     ("min_video_tokens", "lower min_video_tokens if these sites are video attention"),
     ("skip_blocks", "remove the blocks from skip_blocks"),
     ("smaller than dst_stride", "lower dst_stride, e.g. (1, 2, 2)"),
+    ("need_weights=True", "call nn.MultiheadAttention with need_weights=False"),
     ("without scaled_dot_product_attention", "compute attention with torch.nn.functional."
                                               "scaled_dot_product_attention"),
 )
@@ -182,6 +184,11 @@ class AsymRnRBackend:
                  options: Mapping[str, Any] | None = None, mode: str | None = None) -> Callable[..., Any]:
         if options and AsymRnRConfig.from_options(options) != self.config:
             raise ValueError("this AsymRnRBackend already has a config; do not also pass torch.compile(options=...)")
+        decomposition = decompose_multi_head_attention(gm)  # nn.MultiheadAttention -> SDPA; never raises
+        for reason in decomposition.left_alone:
+            logger.info("asymrnr: nn.MultiheadAttention left as is: %s", reason)
+        if decomposition.decomposed:
+            gm = decomposition.gm
         compile_graph = inductor_compiler(gm, mode)
         self._check_step_signal(gm)
         try:
@@ -202,7 +209,8 @@ class AsymRnRBackend:
             if not reductions:
                 chosen = bool(reasons) and all(r.endswith(_CHOSEN_BY_CONFIG) for r in reasons)
                 if not sites and _computes_attention_by_hand(gm):
-                    reason = "attention is computed without scaled_dot_product_attention"
+                    reason = "attention is computed without scaled_dot_product_attention" + (
+                        f" ({'; '.join(decomposition.left_alone)})" if decomposition.left_alone else "")
                 else:
                     reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
                 return self._plain(gm, example_inputs, sites, compile_graph, reason, warn=not chosen)

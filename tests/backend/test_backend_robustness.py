@@ -328,3 +328,50 @@ def test_report_summary_is_short_and_says_what_happened(model, inputs):
     assert summary.splitlines()[0].startswith("asymrnr: 2 of 2 attention sites reduced in 1 graph(s)")
     assert "kept tokens: kv 22 of 32, q 16 of 32" in summary
     assert "5 steps, 5 calls; matchings 12 computed, 8 reused" in summary
+
+
+# ------------------------------------------------------------------------------- nn.MultiheadAttention
+
+
+class _MHAVideoModel(nn.Module):
+    """Self-attention over a 2x8x8 video token grid with torch's own attention module."""
+
+    def __init__(self, need_weights: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv3d(4, 32, kernel_size=(1, 2, 2), stride=(1, 2, 2))
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.out = nn.Linear(32, 4)
+        self.need_weights = need_weights
+        self.eval()
+
+    def forward(self, hidden_states, timestep):
+        tokens = self.patch(hidden_states).flatten(2).transpose(1, 2) + timestep[:, None, None] / 1000.0
+        attended = self.attn(tokens, tokens, tokens, need_weights=self.need_weights)[0]
+        return self.out(tokens + attended)
+
+
+def test_nn_multihead_attention_sites_are_reduced():
+    model = _MHAVideoModel()
+    latent, timestep = torch.randn(2, 4, 2, 16, 16), torch.full((2,), 500.0)
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, min_video_tokens=16))
+    with torch.no_grad():
+        reduced = _compile(model, backend)(latent, timestep)
+        torch._dynamo.reset()
+        plain = _compile(model, "inductor")(latent, timestep)
+        torch._dynamo.reset()
+        unreduced = _compile(model, AsymRnRBackend(AsymRnRConfig(q_ratio=0.0, kv_ratio=0.0, min_video_tokens=16)))(
+            latent, timestep)
+    runtime = _runtime(backend)
+    (site,) = runtime.to_dict()["sites"]
+    assert site["kind"] == "self" and site["applied"]["q"]["kept_tokens"] == 64 and runtime.cache_misses == 2
+    assert not torch.allclose(reduced, plain, atol=1e-3)  # reduced, so not the unreduced output
+    torch.testing.assert_close(unreduced, plain, rtol=1e-4, atol=1e-5)  # ratio 0: plain Inductor
+
+
+def test_nn_multihead_attention_with_weights_is_left_alone_and_said_so():
+    compiled = _compile(_MHAVideoModel(need_weights=True), AsymRnRBackend(AsymRnRConfig(min_video_tokens=16)))
+    with torch.no_grad():
+        messages = _warnings_of(lambda: compiled(torch.randn(2, 4, 2, 16, 16), torch.full((2,), 500.0)))
+    assert len(messages) == 1 and "need_weights=True" in messages[0]
+    assert "Fix: call nn.MultiheadAttention with need_weights=False" in messages[0]
