@@ -375,3 +375,22 @@ def test_nn_multihead_attention_with_weights_is_left_alone_and_said_so():
         messages = _warnings_of(lambda: compiled(torch.randn(2, 4, 2, 16, 16), torch.full((2,), 500.0)))
     assert len(messages) == 1 and "need_weights=True" in messages[0]
     assert "Fix: call nn.MultiheadAttention with need_weights=False" in messages[0]
+
+
+def test_ltx_video_with_per_token_timesteps_counts_its_steps():
+    """LTX-Video's image-to-video pipeline passes one timestep per token, the conditioning
+    frame's tokens at 0: the step must follow the noised tokens' timestep."""
+    pytest.importorskip("diffusers")
+    from asymrnr_compile.models.diffusers_models import build
+
+    model, inputs = build("ltx")  # 512 tokens = 2 frames x 16 x 16
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.0, cache_steps=2, dst_stride=(1, 2, 2),
+                                           min_video_tokens=16))
+    compiled = _compile(model, backend)
+    with torch.no_grad():
+        for t in torch.linspace(1000.0, 200.0, STEPS):
+            timestep = torch.full((2, 512), float(t))
+            timestep[:, :256] = 0.0  # the conditioning frame
+            compiled(**{**inputs, "timestep": timestep}, return_dict=False)
+    runtime = _runtime(backend)
+    assert runtime.to_dict()["steps"] == STEPS and runtime.matching_steps == [0, 2, 4]
