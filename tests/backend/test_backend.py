@@ -1,6 +1,7 @@
 """The asymrnr backend end to end on the reference DiT: steps, matching cache, variants, safety.
 
-Every test that reduces asserts from the report that the rewrite fired.
+Every test that reduces asserts that it did (``assert_reduced``: no fallback, matchings computed,
+the expected sites rewritten): a rewrite that fails falls back to plain Inductor and still runs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 import torch
 import torch._dynamo
 from helpers import max_relative_error
+from reduction_checks import assert_reduced
 from torch._dynamo.utils import counters
 
 import asymrnr_compile
@@ -69,9 +71,9 @@ def test_cached_matching_is_computed_on_window_starts_only(model, inputs):
     counters.clear()
     latent = _loop(_compile(model, backend), inputs, steps=12)
     assert torch.isfinite(latent).all()
+    report = assert_reduced(backend, sites={0, 1}, features={0: {"q", "kv"}, 1: {"q", "kv"}})
     (runtime,) = backend.graphs
     assert runtime.matching_steps == [0, 5, 10]
-    report = backend.report().to_dict()
     sites_features = 2 * 2  # two blocks, q and kv
     assert report["cache_misses"] == 3 * sites_features
     assert report["cache_hits"] == 9 * sites_features
@@ -85,6 +87,7 @@ def test_cached_matching_is_computed_on_window_starts_only(model, inputs):
 def test_two_calls_per_step_keep_separate_caches(model, inputs):
     backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.0, cache_steps=5, **TINY))
     _loop(_compile(model, backend), inputs, steps=6, cfg_mode="split")
+    assert_reduced(backend, sites={0, 1}, features={0: {"q"}, 1: {"q"}})
     (runtime,) = backend.graphs
     assert runtime.state.tracker.steps_seen == 6 and runtime.calls == 12
     # cond (call 0) and uncond (call 1) each compute at the window starts 0 and 5
@@ -98,6 +101,7 @@ def test_reset_starts_a_new_video(model, inputs):
     first = _loop(compiled, inputs, steps=3)
     backend.reset()
     second = _loop(compiled, inputs, steps=3)
+    assert_reduced(backend, sites={0, 1})
     (runtime,) = backend.graphs
     # each video computes its matchings at step 0 (2 sites x q and kv) and reuses them after
     assert runtime.matching_steps == [0] and runtime.cache_misses == 2 * 4 and runtime.cache_hits == 2 * 2 * 4
@@ -109,6 +113,7 @@ def test_timestep_jumping_up_starts_a_new_video(model, inputs):
     compiled = _compile(model, backend)
     _loop(compiled, inputs, steps=3)
     _loop(compiled, inputs, steps=3)  # no reset: the timestep goes back up to 1000
+    assert_reduced(backend, sites={0, 1})
     (runtime,) = backend.graphs
     assert runtime.matching_steps == [0] and runtime.cache_misses == 2 * 2  # step 0 of each video, 2 sites
 
@@ -116,17 +121,24 @@ def test_timestep_jumping_up_starts_a_new_video(model, inputs):
 def test_warmup_steps_run_unreduced(model, inputs):
     backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.0, cache_steps=2, warmup_steps=2, **TINY))
     _loop(_compile(model, backend), inputs, steps=5)
+    assert_reduced(backend, sites={0, 1})
     (runtime,) = backend.graphs
     assert runtime.matching_steps == [2, 4]
     assert len(runtime.variants) == 3  # unreduced, compute, reuse
 
 
 def test_skip_blocks_and_min_video_tokens_leave_sites_alone(model, inputs):
-    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, skip_blocks=(0,), **TINY))
+    records = []
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, skip_blocks=(0,), **TINY), on_matching=records.append)
     with torch.no_grad():
-        _compile(model, backend)(**inputs)
+        out = _compile(model, backend)(**inputs)
+        unreduced = model(**inputs)
     sites = backend.report().to_dict()["graphs"][0]["sites"]
     assert "applied" not in sites[0] and "applied" in sites[1]
+    # block 1 was rewritten and matched, block 0 was not; the output changed
+    assert_reduced(backend, sites={1}, features={1: {"q", "kv"}})
+    assert sorted((r.site.index, r.feature) for r in records) == [(1, "kv"), (1, "q")]
+    assert max_relative_error(out, unreduced) > 1e-4
 
     torch._dynamo.reset()
     backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5))  # default minimum: 256 video tokens
@@ -136,13 +148,20 @@ def test_skip_blocks_and_min_video_tokens_leave_sites_alone(model, inputs):
 
 
 def test_ratio_above_the_largest_usable_is_capped_and_reported(model, inputs):
-    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.95, kv_ratio=0.0, **TINY))
+    records = []
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.95, kv_ratio=0.0, **TINY), on_matching=records.append)
     with torch.no_grad():
         out = _compile(model, backend)(**inputs)
     assert torch.isfinite(out).all()
     applied = backend.report().to_dict()["graphs"][0]["sites"][0]["applied"]["q"]
     # grid 2x4x4 with stride (2, 2, 2): 4 destination tokens of 32
     assert applied["capped"] and applied["kept_tokens"] == 4
+    # ... and the rewrite ran with them: every site kept exactly its 4 dst tokens
+    assert_reduced(backend, sites={0, 1}, features={0: {"q"}, 1: {"q"}})
+    assert sorted(r.site.index for r in records) == [0, 1]
+    for record in records:
+        keep = record.indices.keep
+        assert keep.shape[-1] == 4 and torch.equal(keep.sort(-1).values, record.split.dst.expand_as(keep))
 
 
 def test_string_backend_through_the_entry_point(model, inputs):
@@ -150,7 +169,7 @@ def test_string_backend_through_the_entry_point(model, inputs):
     with torch.no_grad():
         out = torch.compile(model, backend="asymrnr", options=options, fullgraph=True, dynamic=False)(**inputs)
     assert torch.isfinite(out).all()
-    report = asymrnr_compile.last_backend().report().to_dict()
+    report = assert_reduced(asymrnr_compile.last_backend(), sites={0, 1})
     assert report["config"]["q_ratio"] == 0.5 and report["cache_misses"] == 4
 
 
@@ -232,6 +251,7 @@ def test_on_matching_reports_every_computed_matching_and_only_those(model, input
     backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=2, **TINY),
                              on_matching=records.append)
     _loop(_compile(model, backend), inputs, steps=5)
+    assert_reduced(backend, sites={0, 1})
     (runtime,) = backend.graphs
     assert [(r.step, r.site.block_index, r.feature) for r in records] == [
         (step, block, feature) for step in (0, 2, 4) for block in (0, 1) for feature in ("q", "kv")]

@@ -9,6 +9,7 @@ import logging
 import pytest
 import torch
 import torch._dynamo
+from reduction_checks import assert_reduced
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
 from asymrnr_compile.models import build_reference_model, reference_inputs
@@ -40,6 +41,7 @@ def test_matchings_are_those_of_the_ops_on_each_attention_input():
         reference = model(**inputs)
     for hook in hooks:
         hook.remove()
+    assert_reduced(backend, sites={0, 1})
     assert torch.isfinite(out).all() and not torch.allclose(out, reference)
     assert sorted({(r.site.index, r.feature) for r in records}) == [(s, f) for s in range(len(model.blocks))
                                                                     for f in ("kv", "q")]
@@ -66,6 +68,7 @@ def _splits(redraw_split: bool, steps: int = 4, videos: int = 2) -> list[tuple[i
     with torch.no_grad():
         for _ in range(videos):
             sample(compiled, inputs["hidden_states"][:1], text, null_text, SamplerConfig(steps=steps))
+    assert_reduced(backend, sites={0, 1})
     return [(r.step, r.site.index, r.split.dst) for r in records if r.feature == "q"]
 
 
@@ -110,9 +113,20 @@ def test_config_rejects_bad_values():
         AsymRnRConfig(redraw_split=1)
 
 
-def test_reference_dit_sites_log_nothing_about_falling_back(caplog):
+def test_reference_dit_sites_match_on_the_hidden_states(caplog):
+    """Every site reduced, each matching made on the hidden states (one per batch element, shared
+    by the heads: a head axis of 1), and no log line about falling back to the features."""
     model = build_reference_model(PRESET).eval()
-    backend = AsymRnRBackend(AsymRnRConfig(**OPTIONS, match_on="hidden_states"))
+    inputs = reference_inputs(PRESET)
+    records = []
+    backend = AsymRnRBackend(AsymRnRConfig(**OPTIONS, match_on="hidden_states"), on_matching=records.append)
     with caplog.at_level(logging.INFO, logger="asymrnr_compile"), torch.no_grad():
-        torch.compile(model, backend=backend, fullgraph=True, dynamic=False)(**reference_inputs(PRESET))
+        torch.compile(model, backend=backend, fullgraph=True, dynamic=False)(**inputs)
+    assert_reduced(backend, sites={0, 1}, features={0: {"q", "kv"}, 1: {"q", "kv"}})
+    assert sorted((r.site.index, r.feature) for r in records) == [(0, "kv"), (0, "q"), (1, "kv"), (1, "q")]
+    batch = inputs["hidden_states"].shape[0]
+    for record in records:
+        assert record.site.hidden_matching_problem() is None
+        assert record.indices.keep.shape[:-1] == (batch, 1) and record.indices.restore.shape == (batch, 1, 32)
     assert "not the hidden states" not in caplog.text
+    assert "matches q/kv on the features" not in caplog.text

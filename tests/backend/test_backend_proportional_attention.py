@@ -1,11 +1,16 @@
 """``proportional_attention=True`` through the backend: the bias op enters every kv-reduced
-site's graph, the output changes, and nothing changes where kv is not reduced."""
+site's graph, the output changes, and nothing changes where kv is not reduced.
+
+Every run asserts that it reduced (``assert_reduced``): two runs that both fell back to plain
+Inductor would be equal too."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch._dynamo
+from helpers import max_relative_error
+from reduction_checks import assert_reduced
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
 from asymrnr_compile.models import build_reference_model, reference_inputs
@@ -22,13 +27,19 @@ def _fresh_dynamo():
 
 
 def _run(**options) -> tuple[torch.Tensor, AsymRnRBackend]:
+    """One reduced call; asserts that both sites were rewritten and matched, and that the output
+    is not the unreduced model's."""
     model = build_reference_model(PRESET)
     inputs = reference_inputs(PRESET)
     backend = AsymRnRBackend(AsymRnRConfig(**OPTIONS, **options))
     compiled = torch.compile(model, backend=backend, fullgraph=True, dynamic=False)
     with torch.no_grad():
         out = compiled(**inputs)
+        unreduced = model(**inputs)
     torch._dynamo.reset()
+    features = {f for f, ratio in (("q", options["q_ratio"]), ("kv", options["kv_ratio"])) if ratio > 0}
+    assert_reduced(backend, sites={0, 1}, features={0: features, 1: features})
+    assert max_relative_error(out, unreduced) > 1e-4
     return out, backend
 
 

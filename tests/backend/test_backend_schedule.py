@@ -1,6 +1,7 @@
 """The backend driven by a Schedule (``schedule=``): per-step ratios, rows, resampling, fit checks.
 
-Every reducing test asserts, from the report, the ratios the rewrite applied at each step.
+Every reducing test asserts that the rewrite fired (``assert_reduced``) and, from the report, the
+ratios it applied at each step.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch._dynamo
+from reduction_checks import assert_reduced
 from torch._dynamo.utils import counters
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
@@ -68,7 +70,7 @@ def test_per_step_ratios_are_applied_without_recompiles(model, inputs):
     counters.clear()
     latent = _run(model, inputs, backend, steps=4)
     assert torch.isfinite(latent).all()
-    graph = backend.report().to_dict()["graphs"][0]
+    graph = assert_reduced(backend, sites={0, 1})["graphs"][0]
     # site i is block i is row i: the applied ratios are the schedule's, step by step
     assert graph["schedule"]["rows"] == {"0": 0, "1": 1}
     assert graph["schedule"]["applied_per_step"] == _expected(schedule, range(4))
@@ -84,6 +86,8 @@ def test_a_constant_schedule_equals_the_fixed_ratios(model, inputs):
     torch._dynamo.reset()
     scheduled = AsymRnRBackend(AsymRnRConfig(schedule=Schedule.constant(2, 3, q=0.5, kv=0.3), **TINY))
     got = _run(model, inputs, scheduled, steps=3)
+    assert_reduced(fixed, sites={0, 1})
+    assert_reduced(scheduled, sites={0, 1})
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     applied = scheduled.report().to_dict()["graphs"][0]["schedule"]["applied_per_step"]
     assert applied["2"]["1"] == {"q": 0.5, "kv": _applied(0.3)}
@@ -97,7 +101,7 @@ def test_another_step_count_reads_the_schedule_by_progress(model, inputs, tmp_pa
     schedule.save(path)
     backend = AsymRnRBackend(AsymRnRConfig(schedule=str(path), num_steps=4, **TINY))  # a path works too
     _run(model, inputs, backend, steps=4)
-    applied = backend.report().to_dict()["graphs"][0]["schedule"]["applied_per_step"]
+    applied = assert_reduced(backend, sites={0, 1})["graphs"][0]["schedule"]["applied_per_step"]
     assert schedule.source_steps(4) == (0, 2, 5, 7)
     assert applied == _expected(schedule, schedule.source_steps(4))
 
