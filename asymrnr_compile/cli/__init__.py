@@ -1,8 +1,9 @@
-"""Command line: ``asymrnr-compile demo | profile | train`` (also ``python -m asymrnr_compile ...``).
+"""The command line, ``asymrnr-compile`` (also ``python -m asymrnr_compile``).
 
 Each subcommand lives in its own module (:mod:`~asymrnr_compile.cli.demo`,
 :mod:`~asymrnr_compile.cli.profile`, :mod:`~asymrnr_compile.cli.train`), which registers its
-parser and runs it; this module assembles the parser and runs the chosen command.
+parser and runs it; this module assembles the parser and runs the chosen command. Long steps
+show their progress on stderr (:mod:`~asymrnr_compile.cli.progress`).
 """
 
 from __future__ import annotations
@@ -11,15 +12,41 @@ import argparse
 import logging
 import sys
 
+DESCRIPTION = """\
+AsymRnR token reduction for video diffusion transformers, as a torch.compile backend.
+Run `asymrnr-compile COMMAND --help` for a command's description, options and defaults."""
+EPILOG = """\
+In Python: torch.compile(model, backend="asymrnr", options={...}, dynamic=False);
+see README.md."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows ``(default: ...)`` after every option that takes a value and has a default (not after
+    required ones, ``None`` or on/off flags, which are off unless given), and keeps descriptions'
+    line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or action.default is None or action.default is argparse.SUPPRESS or action.nargs == 0:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
+def add_command(commands: argparse._SubParsersAction, name: str, summary: str,
+                description: str) -> argparse.ArgumentParser:
+    """Add a subcommand: ``summary`` is its line in the top-level help, ``description`` heads its
+    own help (which shows every default)."""
+    return commands.add_parser(name, help=summary, description=description, formatter_class=HelpFormatter)
+
 
 def build_parser() -> argparse.ArgumentParser:
     from asymrnr_compile.cli.demo import add_demo_command
     from asymrnr_compile.cli.profile import add_profile_command
     from asymrnr_compile.cli.train import add_train_command
 
-    parser = argparse.ArgumentParser(prog="asymrnr-compile", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="asymrnr-compile", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the backend does")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     add_demo_command(commands)
     add_profile_command(commands)
     add_train_command(commands)

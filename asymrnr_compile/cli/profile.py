@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from asymrnr_compile.cli.progress import Progress
+
 REFERENCE = "reference"
 SYNTHETIC = "synthetic"
 DIFFUSERS_FAMILIES = ("cogvideox", "hunyuan", "mochi", "wan", "ltx")
@@ -33,22 +35,41 @@ DEFAULT_SYNTHETIC_PROMPTS = 4
 DIFFUSERS_DST_STRIDE = (1, 2, 2)
 
 
+DESCRIPTION = """\
+Profile the token redundancy of a model over a sampling loop: for every reducible attention site,
+step and feature (h, q, k, v), how close each source token is to its nearest destination token
+(normalised: 0 = duplicates, ~1 = unrelated). The model runs compiled and its outputs are
+unchanged. Then calibrate a per-block, per-step schedule for --target-speedup and write into
+--out: report.json, report.md, heatmap_<h|q|k|v>.png (needs matplotlib) and
+schedule.safetensors (load it with AsymRnRConfig(schedule=...)).
+
+Models: reference (the bundled reference DiT, random seeded weights), synthetic (the shipped
+TRAINED text-to-video model, sampling --prompts captions with guidance: learned redundancy), or
+a small random-weight diffusers config (cogvideox, hunyuan, mochi, wan, ltx; needs diffusers).
+Progress (step k/n, elapsed seconds) goes to stderr."""
+
+
 def add_profile_command(commands: Any) -> None:
     """Register ``profile`` on the CLI's subparsers."""
+    from asymrnr_compile.cli import add_command
+    from asymrnr_compile.models.config import PRESETS
+    from asymrnr_compile.ops import SIMILARITIES
     from asymrnr_compile.profiling.calibrate import DAMAGES
 
-    parser = commands.add_parser("profile", help="profile redundancy per site, step and feature; write report, "
-                                                  "heatmaps and a calibrated schedule")
+    parser = add_command(commands, "profile", "profile redundancy per site, step and feature; write a report, "
+                                              "heatmaps and a calibrated schedule", DESCRIPTION)
     parser.add_argument("--model", default=REFERENCE, choices=MODELS,
                         help="the bundled reference DiT (random weights), the shipped trained synthetic "
                              "text-to-video model, or a small random-weight diffusers config")
-    parser.add_argument("--preset", default="attention", help="reference DiT preset (tiny, small, attention)")
+    parser.add_argument("--preset", default="attention", choices=list(PRESETS),
+                        help="--model reference: the reference DiT's size")
     parser.add_argument("--steps", type=int, default=10, help="sampling steps")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--target-speedup", type=float, default=1.5,
                         help="calibrate schedule.safetensors for this predicted speedup")
     parser.add_argument("--cache-steps", type=int, default=5, help="matching cache window (cost model)")
-    parser.add_argument("--similarity", default="euclidean", help="euclidean, cosine or dot")
+    parser.add_argument("--similarity", default="euclidean", choices=SIMILARITIES,
+                        help="token similarity of the matching")
     parser.add_argument("--damage", default="distance", choices=DAMAGES,
                         help="what calibrate ranks moves by: the dropped tokens' distance (the paper's proxy) "
                              "or the measured attention-output error (one extra attention per ladder ratio)")
@@ -58,16 +79,10 @@ def add_profile_command(commands: Any) -> None:
     parser.set_defaults(run=run_profile_command)
 
 
-def _progress(steps: int, log: Callable[[str], None]) -> Callable[[int], None]:
-    start = time.perf_counter()
-    seen = [-1]
-
-    def on_call(step: int) -> None:
-        if step != seen[0]:
-            seen[0] = step
-            log(f"  step {step + 1}/{steps} ({time.perf_counter() - start:.1f} s)")
-
-    return on_call
+def _progress(steps: int) -> tuple[Callable[[int], None], Progress]:
+    """``on_call(step)`` for :func:`asymrnr_compile.profile`, drawing a :class:`Progress`."""
+    bar = Progress("profiling (the first step compiles)", steps)
+    return (lambda step: bar.update(step + 1)), bar
 
 
 def _reference_run(preset: str, steps: int, seed: int) -> tuple[torch.nn.Module, Callable[[Any], Any], list[str]]:
@@ -163,8 +178,12 @@ def run_profile_command(args: argparse.Namespace, log: Callable[[str], None] = p
     log(f"profiling {args.model} for {args.steps} steps (the first step compiles)")
     torch._dynamo.reset()
     error_ratios = ladder_ratios() if args.damage == "error" else ()
-    prof = asymrnr_compile.profile(model, run, config=config, min_video_tokens=1,
-                                   on_call=_progress(args.steps, log), error_ratios=error_ratios)
+    on_call, bar = _progress(args.steps)
+    try:
+        prof = asymrnr_compile.profile(model, run, config=config, min_video_tokens=1,
+                                       on_call=on_call, error_ratios=error_ratios)
+    finally:
+        bar.close()
     if not prof.sites:
         raise ValueError(f"no attention site of {args.model} could be profiled: {prof.skipped}")
     log(f"profiled {len(prof.sites)} sites in {time.perf_counter() - start:.1f} s; calibrating")

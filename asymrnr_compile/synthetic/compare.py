@@ -5,8 +5,9 @@ transformer and with each accelerated variant (e.g. asymrnr with matched reducti
 token-dropping baseline at the same attention FLOPs), then scores every variant's videos with
 :func:`~asymrnr_compile.synthetic.quality.score_samples`: prompt adherence from the pixels, and
 PSNR / SSIM against the unaccelerated videos. :func:`write_comparison_strip` and
-:func:`write_comparison_gif` draw one prompt side by side (needs Pillow, part of the ``report``
-extra).
+:func:`write_comparison_gif` draw one prompt's variants (PNG: one row per variant, top to
+bottom, frames left to right and numbered; GIF: the variants left to right, the frame number
+above), with the caption in the picture (needs Pillow, part of the ``report`` extra).
 """
 
 from __future__ import annotations
@@ -68,13 +69,16 @@ class QualityComparison:
         """Points of "valid and all attributes right" lost against the unaccelerated variant."""
         return self.variants[REFERENCE_VARIANT].report.all_correct - self.variants[name].report.all_correct
 
-    def table(self) -> str:
-        lines = [f"{'variant':<24}{'all right':>10}{'valid':>8}{'PSNR dB':>9}{'SSIM':>7}{'seconds':>9}"]
+    def table(self, seconds: bool = True) -> str:
+        """One row per variant; ``seconds=False`` leaves out the sampling-time column (when the
+        variants were not timed on equal footing, e.g. one of them compiled and the other eager)."""
+        lines = [f"{'variant':<24}{'all right':>10}{'valid':>8}{'PSNR dB':>9}{'SSIM':>7}"
+                 + (f"{'seconds':>9}" if seconds else "")]
         for name, v in self.variants.items():
             psnr = "" if v.report.psnr is None else f"{v.report.psnr:.2f}"
             ssim = "" if v.report.ssim is None else f"{v.report.ssim:.3f}"
             lines.append(f"{name:<24}{v.report.all_correct:>9.1f}%{v.report.valid:>7.1f}%{psnr:>9}{ssim:>7}"
-                         f"{v.seconds:>9.1f}")
+                         + (f"{v.seconds:>9.1f}" if seconds else ""))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +100,8 @@ def compare_variants(
     batch_size: int = 32,
     compile_reference: bool = True,
     log: Callable[[str], None] = print,
+    on_step: Callable[[str, int, int], None] | None = None,
+    on_variant: Callable[[str], None] | None = None,
 ) -> QualityComparison:
     """Sample ``captions`` x noise ``seeds`` with the unaccelerated model and every config.
 
@@ -111,6 +117,10 @@ def compare_variants(
         compile_reference: compile the unaccelerated transformer with plain Inductor (True) or
             run it eagerly (False: no compile time; the same math).
         log: progress lines.
+        on_step: called as ``on_step(variant, step, steps)`` after every sampler step (progress
+            display; ``step`` restarts at 0 with every batch).
+        on_variant: called with a variant's name just before it starts sampling (compiling
+            included).
 
     Returns:
         Scores of each variant; the accelerated ones also carry PSNR/SSIM against the
@@ -139,10 +149,13 @@ def compare_variants(
         # Every variant compiles the same forward; without a reset, Dynamo's recompile limit
         # (torch._dynamo.config.recompile_limit, 8) silently runs the 9th and later ones eagerly.
         torch._dynamo.reset()
+        if on_variant is not None:
+            on_variant(name)
         start = time.perf_counter()
         videos = generate_videos(
             model, captions, seeds, task, sampler, transformer=transformer, batch_size=batch_size,
             on_batch=lambda done, total: log(f"  {done}/{total}"),
+            on_step=None if on_step is None else (lambda step, steps, name=name: on_step(name, step, steps)),
         )
         seconds = time.perf_counter() - start
         if backend is not None and backend.report().to_dict()["calls"] == 0:
@@ -163,43 +176,65 @@ def _frames_to_uint8(video: torch.Tensor) -> torch.Tensor:
     return pixels.permute(1, 2, 3, 0).contiguous()
 
 
-def _labelled_row(videos: dict[str, torch.Tensor], frame: int):
-    """One frame of every variant side by side, each under its name (a PIL image)."""
+def _header(canvas, lines: list[str]) -> None:
+    """Draw ``lines`` (one per :data:`LABEL_HEIGHT_PX` band) at the top of ``canvas``."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text((2, i * LABEL_HEIGHT_PX + 1), line, fill="white")
+
+
+def _labelled_row(videos: dict[str, torch.Tensor], frame: int, caption: str | None = None):
+    """One frame of every variant side by side, each under its name, under a header (a PIL image):
+    the caption (if given) and ``frame k/F`` (1-based)."""
     from PIL import Image, ImageDraw
 
     tiles = {name: _frames_to_uint8(video)[frame] for name, video in videos.items()}
+    num_frames = next(iter(videos.values())).shape[1]
+    header = [caption] if caption else []
+    header.append(f"frame {frame + 1}/{num_frames}")
+    top = len(header) * LABEL_HEIGHT_PX
     height, width = next(iter(tiles.values())).shape[:2]
     gap = PICTURE_SCALE
-    canvas = Image.new("RGB", (len(tiles) * (width + gap) - gap, height + LABEL_HEIGHT_PX), "gray")
+    canvas = Image.new("RGB", (len(tiles) * (width + gap) - gap, top + height + LABEL_HEIGHT_PX), "gray")
+    _header(canvas, header)
     draw = ImageDraw.Draw(canvas)
     for i, (name, tile) in enumerate(tiles.items()):
         x = i * (width + gap)
-        canvas.paste(Image.fromarray(tile.numpy()), (x, LABEL_HEIGHT_PX))
-        draw.text((x + 2, 1), name, fill="white")
+        canvas.paste(Image.fromarray(tile.numpy()), (x, top + LABEL_HEIGHT_PX))
+        draw.text((x + 2, top + 1), name, fill="white")
     return canvas
 
 
-def write_comparison_gif(videos: dict[str, torch.Tensor], path: str | Path) -> Path:
-    """Animated GIF: the variants' ``(3, F, H, W)`` videos side by side, labelled."""
-    frames = [_labelled_row(videos, f) for f in range(next(iter(videos.values())).shape[1])]
+def write_comparison_gif(videos: dict[str, torch.Tensor], path: str | Path, caption: str | None = None) -> Path:
+    """Animated GIF: the variants' ``(3, F, H, W)`` videos side by side, left to right in the order
+    of ``videos``, each under its name; above them the caption (if given) and the frame number."""
+    frames = [_labelled_row(videos, f, caption) for f in range(next(iter(videos.values())).shape[1])]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=GIF_FRAME_MS, loop=0)
     return path
 
 
-def write_comparison_strip(videos: dict[str, torch.Tensor], path: str | Path) -> Path:
-    """PNG: one row per variant (its name above it), its frames left to right."""
+def write_comparison_strip(videos: dict[str, torch.Tensor], path: str | Path, caption: str | None = None) -> Path:
+    """PNG: one row per variant, top to bottom in the order of ``videos`` (its name above it), its
+    frames left to right; above the rows the caption (if given) and a ``frame k`` (1-based) over
+    each column."""
     from PIL import Image, ImageDraw
 
     tiles = {name: _frames_to_uint8(video) for name, video in videos.items()}
     frames, height, width = next(iter(tiles.values())).shape[:3]
     gap = PICTURE_SCALE
     row_height = LABEL_HEIGHT_PX + height
-    strip = Image.new("RGB", (frames * (width + gap) - gap, len(tiles) * row_height), "gray")
+    header = 2 * LABEL_HEIGHT_PX if caption else LABEL_HEIGHT_PX
+    strip = Image.new("RGB", (frames * (width + gap) - gap, header + len(tiles) * row_height), "gray")
+    _header(strip, [caption] if caption else [])
     draw = ImageDraw.Draw(strip)
+    for f in range(frames):
+        draw.text((f * (width + gap) + 2, header - LABEL_HEIGHT_PX + 1), f"frame {f + 1}", fill="yellow")
     for row, (name, video) in enumerate(tiles.items()):
-        top = row * row_height
+        top = header + row * row_height
         draw.text((2, top + 1), name, fill="white")
         for f in range(frames):
             strip.paste(Image.fromarray(video[f].numpy()), (f * (width + gap), top + LABEL_HEIGHT_PX))

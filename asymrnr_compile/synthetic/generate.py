@@ -53,6 +53,7 @@ def generate_videos(
     transformer: Callable[..., torch.Tensor] | None = None,
     batch_size: int = 32,
     on_batch: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Sample one video per (caption, seed) -> ``(B, 3, F, H, W)`` clamped to [-1, 1].
 
@@ -66,6 +67,7 @@ def generate_videos(
         batch_size: videos per sampler call (the last batch may be smaller; compiled callers
             wanting one shape should pass a multiple).
         on_batch: progress callback ``(done, total)``.
+        on_step: called as ``on_step(step, steps)`` after every sampler step of every batch.
     """
     if len(captions) != len(seeds):
         raise ValueError(f"got {len(captions)} captions but {len(seeds)} seeds")
@@ -82,7 +84,7 @@ def generate_videos(
         text = model.embed_text(ids)
         null_text = model.embed_text(torch.full_like(ids, vocab.pad_id))
         noise = seeded_noise(seeds[start : start + batch_size], task.video_shape).to(device, dtype)
-        out.append(sample(run, noise, text, null_text, sampler).float().clamp(-1, 1).cpu())
+        out.append(sample(run, noise, text, null_text, sampler, on_step=on_step).float().clamp(-1, 1).cpu())
         if on_batch is not None:
             on_batch(min(start + batch_size, len(captions)), len(captions))
     return torch.cat(out)

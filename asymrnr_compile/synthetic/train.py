@@ -215,6 +215,7 @@ def train(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     max_steps_this_run: int | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Train (or continue training) in ``out_dir``; returns the exported safetensors path.
 
@@ -222,7 +223,8 @@ def train(
     call continues. A checkpoint written with other settings than ``config`` is refused, except
     for ``steps`` (may be raised to train longer; the change is recorded in the exported
     ``runs`` history) and the bookkeeping settings of :data:`CADENCE_SETTINGS`, which do not
-    change what is trained.
+    change what is trained. ``on_step(step, steps)`` is called after every optimiser step
+    (progress display; ``step`` counts from 1 and includes resumed steps).
     """
     config = config if config is not None else TrainConfig()
     task = task if task is not None else SyntheticTaskConfig()
@@ -302,6 +304,8 @@ def train(
                 p_ema.lerp_(p, 1 - decay)
         step += 1
         window.append(loss.item())
+        if on_step is not None:
+            on_step(step, config.steps)
 
         if step % config.log_every == 0 or step == config.steps:
             rate = (time.perf_counter() - start_time) / (step - start_step)

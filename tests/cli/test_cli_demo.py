@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from asymrnr_compile.cli import main
 
+# The tiny preset is below min_video_tokens: asymrnr compiles it unchanged and warns so (expected here).
+UNREDUCED_WARNING = "ignore:asymrnr. a graph with attention runs unreduced"
 
+
+@pytest.mark.filterwarnings(UNREDUCED_WARNING)
 def test_demo_speed_part_on_the_tiny_preset(tmp_path, capsys):
     out = tmp_path / "demo.json"
     code = main(["demo", "--preset", "tiny", "--steps", "3", "--cache-steps", "2", "--quality-prompts", "0",
                  "--json", str(out)])
     assert code == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # the settings come first
+    first = printed.splitlines()[0]
+    assert first.startswith("asymrnr settings: q_ratio 0.5, kv_ratio 0.3, cache_steps 2 ")
+    for setting in ("match_on features", "redraw_split off", "proportional_attention off"):
+        assert setting in first
+    # progress of every loop on stderr, not in the printed results
+    for label in ("warm-up inductor", "warm-up asymrnr", "timed round 1/1"):
+        assert re.search(rf"^{re.escape(label)}.*: steps 3/3, \d+\.\d s$", captured.err, flags=re.M), captured.err
+    assert "steps 3/3" not in printed
+    # the compile line says what it counts, against the warm-up line it is part of
+    warmup = re.search(r"^warm-up asymrnr \(one whole loop, compiling included\): (\d+\.\d) s$", printed, flags=re.M)
+    compiled = re.search(r"^asymrnr: 0 compiled variants .* Inductor compiled their regions in \d+\.\d s, part of "
+                         r"the (\d+\.\d) s asymrnr warm-up above", printed, flags=re.M)
+    assert warmup and compiled and warmup.group(1) == compiled.group(1)
     header = next(line for line in printed.splitlines() if line.startswith("variant"))
     assert header.split() == ["variant", "loop", "s", "loop", "ideal", "median", "step", "rel", "err", "PSNR", "dB"]
     speed = json.loads(out.read_text())["speed"]
@@ -50,6 +70,10 @@ def test_demo_quality_part_writes_pictures(tmp_path):
 
     result = run_quality_demo(AsymRnRConfig(cache_steps=5), tmp_path, num_prompts=2, log=lambda _: None)
     assert len(result.pictures) == 4 and all(Path(p).is_file() for p in result.pictures)
+    # the published settings and the quality-preserving ones, side by side
+    assert list(result.comparison.variants) == ["unaccelerated", "asymrnr", "asymrnr quality"]
+    assert result.comparison.variants["asymrnr quality"].backend_report["config"]["match_on"] == "hidden_states"
+    assert all("seconds" not in variant for variant in result.to_dict()["variants"])
     from asymrnr_compile.synthetic.model import (
         FINE_CHECKPOINT_PATH,
         read_checkpoint_metadata,
@@ -61,6 +85,7 @@ def test_demo_quality_part_writes_pictures(tmp_path):
     assert asymrnr.report.psnr is not None
 
 
+@pytest.mark.filterwarnings(UNREDUCED_WARNING)
 def test_demo_passes_the_matching_options_to_the_backend(tmp_path):
     out = tmp_path / "demo.json"
     code = main(["demo", "--preset", "tiny", "--steps", "2", "--quality-prompts", "0", "--match-on", "hidden_states",
@@ -81,3 +106,53 @@ def test_quality_model_choice_is_checked():
         run_quality_demo(AsymRnRConfig(), "unused", model_preset="attention")
     with pytest.raises(SystemExit):
         main(["demo", "--quality-model", "attention"])
+
+
+def test_quality_part_runs_the_quality_settings_next_to_the_given_ones():
+    from asymrnr_compile.cli.demo import QUALITY_SETTINGS, quality_variants
+    from asymrnr_compile.config import AsymRnRConfig
+
+    published = AsymRnRConfig()
+    variants = quality_variants(published)
+    assert list(variants) == ["asymrnr", "asymrnr quality"] and variants["asymrnr"] == published
+    better = variants["asymrnr quality"]
+    assert (better.match_on, better.redraw_split, better.proportional_attention, better.cache_steps) == \
+        ("hidden_states", True, True, 2) == tuple(QUALITY_SETTINGS.values())
+    assert (better.q_ratio, better.kv_ratio) == (published.q_ratio, published.kv_ratio)
+    assert list(quality_variants(better)) == ["asymrnr"]  # already the quality settings: not twice
+    assert list(quality_variants(published, with_quality_settings=False)) == ["asymrnr"]
+
+
+def test_the_printed_legends_say_what_is_where():
+    from asymrnr_compile.cli.demo import picture_legend, quality_legend, quality_variants
+    from asymrnr_compile.config import AsymRnRConfig
+
+    legend = picture_legend(["unaccelerated", "asymrnr", "asymrnr quality"])
+    assert "PNG: one row per variant, top to bottom: unaccelerated, asymrnr, asymrnr quality" in legend
+    assert "GIF: the same variants left to right" in legend and "caption" in legend
+    text = quality_legend(quality_variants(AsymRnRConfig()))
+    assert "no timing column" in text and "match_on='hidden_states'" in text and "cache_steps=2" in text
+
+
+def test_the_quality_table_can_leave_out_the_seconds():
+    import torch
+
+    from asymrnr_compile.synthetic.compare import QualityComparison, VariantQuality
+    from asymrnr_compile.synthetic.quality import QualityReport
+
+    report = QualityReport(num_samples=4, valid=100.0, all_correct=75.0, attribute_accuracy={}, temporal={},
+                           psnr=20.5, ssim=0.9, invalid_reasons={}, samples=[])
+    comparison = QualityComparison([], [], {"asymrnr": VariantQuality("asymrnr", torch.zeros(1), report, 96.1)})
+    assert "seconds" in comparison.table() and "96.1" in comparison.table()
+    without = comparison.table(seconds=False)
+    assert "seconds" not in without and "96.1" not in without and "20.50" in without
+
+
+def test_quality_prompts_differ_in_every_attribute_from_one_to_the_next():
+    from asymrnr_compile.cli.demo import quality_prompts
+
+    prompts = quality_prompts(4)
+    assert len({p.text for p in prompts}) == 4
+    for a, b in zip(prompts, prompts[1:]):
+        assert a.shape != b.shape and a.colour != b.colour and a.background != b.background
+        assert a.direction != b.direction

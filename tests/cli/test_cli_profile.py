@@ -18,8 +18,7 @@ def test_profile_command_writes_report_heatmaps_and_schedule(tmp_path, capsys):
     code = main(["profile", "--model", "reference", "--preset", "tiny", "--steps", "3", "--out", str(out),
                  "--target-speedup", "1.02"])
     assert code == 0
-    printed = capsys.readouterr().out
-    assert "step 3/3" in printed  # progress
+    assert "profiling (the first step compiles): steps 3/3, " in capsys.readouterr().err  # progress
     report = json.loads((out / "report.json").read_text())
     assert report["steps"] == 3 and report["random_weights"] is True
     assert [site["name"] for site in report["sites"]] == ["blocks.0.attn", "blocks.1.attn"]
@@ -85,7 +84,7 @@ def test_profile_command_on_the_trained_synthetic_model(tmp_path, capsys):
     out = tmp_path / "synthetic"
     assert main(["profile", "--model", "synthetic", "--steps", "2", "--prompts", "2", "--out", str(out),
                  "--target-speedup", "1.01"]) == 0
-    assert "step 2/2" in capsys.readouterr().out
+    assert "profiling (the first step compiles): steps 2/2, " in capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["random_weights"] is False and "TRAINED" in report["notes"][0]
     assert [site["name"] for site in report["sites"]] == [f"blocks.{i}.attn" for i in range(4)]

@@ -80,19 +80,63 @@ def test_pictures_have_one_labelled_tile_per_variant(tmp_path):
     gif = write_comparison_gif(videos, tmp_path / "a.gif")
     png = write_comparison_strip(videos, tmp_path / "a.png")
     tile_w, tile_h = width * PICTURE_SCALE, height * PICTURE_SCALE
-    expected_size = (2 * tile_w + PICTURE_SCALE, tile_h + LABEL_HEIGHT_PX)
+    # GIF: a frame-number band, then the variants' names, then their tiles side by side
+    expected_size = (2 * tile_w + PICTURE_SCALE, LABEL_HEIGHT_PX + tile_h + LABEL_HEIGHT_PX)
     with Image.open(gif) as image:
         assert image.n_frames == frames and image.size == expected_size
         assert image.info["duration"] == GIF_FRAME_MS
     with Image.open(png) as image:
         row_height = LABEL_HEIGHT_PX + tile_h
-        assert image.size == (frames * (tile_w + PICTURE_SCALE) - PICTURE_SCALE, 2 * row_height)
+        # a band of frame numbers, then one row per variant (name band + tiles), top to bottom
+        assert image.size == (frames * (tile_w + PICTURE_SCALE) - PICTURE_SCALE, LABEL_HEIGHT_PX + 2 * row_height)
         rgb = image.convert("RGB")
         # first row: frame f has value -1 + f / 2 -> grey levels 0, 64, 128; second row white
         for f, grey in enumerate((0, 64, 128)):
             x = f * (tile_w + PICTURE_SCALE) + tile_w // 2
-            assert rgb.getpixel((x, LABEL_HEIGHT_PX + tile_h // 2)) == (grey, grey, grey)
-            assert rgb.getpixel((x, row_height + LABEL_HEIGHT_PX + 1)) == (255, 255, 255)
+            assert rgb.getpixel((x, 2 * LABEL_HEIGHT_PX + tile_h // 2)) == (grey, grey, grey)
+            assert rgb.getpixel((x, LABEL_HEIGHT_PX + row_height + LABEL_HEIGHT_PX + 1)) == (255, 255, 255)
+
+
+def _band_has_text(image, top: int, left: int = 0, right: int | None = None) -> bool:
+    """Whether the label band starting at ``top`` holds anything but the grey background."""
+    from asymrnr_compile.synthetic.compare import LABEL_HEIGHT_PX
+
+    rgb = image.convert("RGB")
+    right = rgb.width if right is None else right
+    background = rgb.getpixel((rgb.width - 1, top))
+    return any(rgb.getpixel((x, y)) != background
+               for x in range(left, right) for y in range(top, top + LABEL_HEIGHT_PX))
+
+
+def test_pictures_carry_the_caption_and_frame_numbers(tmp_path):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    frames, height, width = 3, 8, 40  # wide enough for "frame 1" over every column
+    videos = {"unaccelerated": torch.zeros(3, frames, height, width), "asymrnr": torch.zeros(3, frames, height, width)}
+    caption = "a red circle moving left on a black background"
+    png = write_comparison_strip(videos, tmp_path / "a.png", caption=caption)
+    gif = write_comparison_gif(videos, tmp_path / "a.gif", caption=caption)
+    tile_w, tile_h = width * PICTURE_SCALE, height * PICTURE_SCALE
+    with Image.open(png) as image:
+        assert image.height == 2 * LABEL_HEIGHT_PX + 2 * (LABEL_HEIGHT_PX + tile_h)  # caption + frame numbers
+        assert _band_has_text(image, 0)  # the caption
+        for f in range(frames):  # a number over every column
+            left = f * (tile_w + PICTURE_SCALE)
+            assert _band_has_text(image, LABEL_HEIGHT_PX, left, left + tile_w)
+    without = write_comparison_strip(videos, tmp_path / "b.png")
+    with Image.open(without) as image:
+        assert image.height == LABEL_HEIGHT_PX + 2 * (LABEL_HEIGHT_PX + tile_h)
+    with Image.open(gif) as image:
+        assert image.n_frames == frames
+        assert image.height == 2 * LABEL_HEIGHT_PX + LABEL_HEIGHT_PX + tile_h
+        bands = []
+        for f in range(frames):
+            image.seek(f)
+            frame = image.convert("RGB")
+            assert _band_has_text(frame, 0) and _band_has_text(frame, LABEL_HEIGHT_PX)
+            bands.append(frame.crop((0, LABEL_HEIGHT_PX, frame.width, 2 * LABEL_HEIGHT_PX)).tobytes())
+        assert len(set(bands)) == frames  # "frame k/F" differs from frame to frame
 
 
 @pytest.mark.slow

@@ -1,0 +1,20 @@
+"""``asymrnr-compile train`` on a tiny run: progress on stderr, the weights written, resumable."""
+
+from __future__ import annotations
+
+import re
+
+from asymrnr_compile.cli import main
+
+
+def test_train_command_shows_progress_and_writes_the_weights(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--out", str(out), "--steps", "2", "--batch-size", "2", "--eval-every", "0"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert re.search(r"^training: steps 2/2, \d+\.\d s$", captured.err, flags=re.M), captured.err
+    assert "EMA weights:" in captured.out and (out / "model.safetensors").is_file()
+    # raising --steps resumes from step 2: the progress counts the resumed steps too
+    assert main([*argv[:4], "3", *argv[5:]]) == 0
+    captured = capsys.readouterr()
+    assert "resuming" in captured.out and re.search(r"^training: steps 3/3, ", captured.err, flags=re.M)
