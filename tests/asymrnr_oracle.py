@@ -22,7 +22,7 @@ applies the method to every attention call the caller declared a site (:class:`O
 5. **cache** (step 5): the matching of ``(call in step, site, feature)`` is computed on the
    first step of each window of ``cache_steps`` steps and reused for the rest of the window.
    Steps come from the ``timestep`` argument (a new value is a new step, the same value again
-   another call of the step), counted by this module.
+   another call of the step), counted by this module. Warm-up steps are not modelled.
 
 The reduction is formulated differently from the package's gathers, on purpose: the attention
 is run over **all** tokens, dropped keys are masked out (a boolean mask: the same softmax as
@@ -118,7 +118,7 @@ def match(video: torch.Tensor, dst: list[int], src: list[int], num_keep: int, wi
     for it: itself when kept, its nearest dst token when dropped.
     """
     batch, heads, num_tokens, _ = video.shape
-    features = video.detach().double()
+    features = video.detach().double().cpu()
     dst_index, src_index = torch.tensor(dst), torch.tensor(src)
     d = features[:, :, dst_index]  # (B, H, N_dst, c)
     s = features[:, :, src_index]  # (B, H, N_src, c)
@@ -168,10 +168,11 @@ class Oracle:
     cache: dict[tuple[int, int, str], Matched] = field(default_factory=dict)
     #: every matching computed, by (step, call in step, site, feature)
     computed: dict[tuple[int, int, int, str], Matched] = field(default_factory=dict)
-    step: int = -1
+    step: int = -1  # current step (0-based) and call within it
     call: int = 0
-    _timestep: float | None = None
-    _sdpa_calls: int = 0
+    _timestep: float | None = field(default=None, init=False, repr=False)
+    _sdpa_calls: int = field(default=0, init=False, repr=False)  # attention calls so far in this forward
+    _real_sdpa: Callable[..., torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mutation is not None and self.mutation not in MUTATIONS:
@@ -258,13 +259,14 @@ class Oracle:
             # Dropped keys (and their values) are masked out: the softmax of the kept ones only.
             attend = torch.ones(*kv.kept.shape[:2], 1, key.shape[-2], dtype=torch.bool)
             attend[..., span] = kv.kept.unsqueeze(-2)
+            attend = attend.to(key.device)
             if attn_mask is None:
                 attn_mask = attend
             elif attn_mask.dtype == torch.bool:
                 attn_mask = attn_mask & attend
             else:
-                attn_mask = attn_mask + torch.zeros(attend.shape, dtype=attn_mask.dtype).masked_fill(
-                    ~attend, float("-inf"))
+                attn_mask = attn_mask + torch.zeros(attend.shape, dtype=attn_mask.dtype, device=key.device
+                                                    ).masked_fill(~attend, float("-inf"))
         out = self._real_sdpa(query, key, value, attn_mask=attn_mask, **kwargs)
 
         if self.q_ratio > 0:
@@ -274,7 +276,7 @@ class Oracle:
                 video = out[..., span, :]
                 batch, heads = q.stand_in.shape[:2]
                 video = video.expand(batch, heads, *video.shape[-2:])
-                rows = q.stand_in.unsqueeze(-1).expand(*q.stand_in.shape, video.shape[-1])
+                rows = q.stand_in.to(out.device).unsqueeze(-1).expand(*q.stand_in.shape, video.shape[-1])
                 restored = torch.gather(video, -2, rows)
                 out = torch.cat([out[..., :start, :].expand(batch, heads, start, out.shape[-1]), restored,
                                  out[..., start + num_tokens:, :].expand(batch, heads, -1, out.shape[-1])], dim=-2)
