@@ -99,7 +99,7 @@ class _ProfiledGraph:
         self.fn: Callable[..., Any] | None = None
         # Graphs with a timestep input share the backend's tracker, so that a recompiled graph
         # continues the step count instead of restarting it.
-        self.steps = StepSignal(gm, tracker)
+        self.steps = StepSignal(gm, tracker, arg_names=config.timestep_args)
         # (step, site index, feature) -> [sum of statistics, count]
         self.sums: dict[tuple[int, int, str], list[Any]] = {}
         self.calls = 0

@@ -3,7 +3,7 @@
 One :class:`AsymRnRRuntime` exists per captured graph. On every call it
 
 1. reads the timestep input and turns it into a denoising step
-   (:class:`~asymrnr_compile.runtime.steps.StepSignal`),
+   (:class:`~asymrnr_compile.runtime.steps.StepTracker`, one per calling thread),
 2. plans the reduction of that step (:class:`~asymrnr_compile.plan.reduction_plan.ReductionPlan`):
    per site and feature the kept token count, and whether the matching is computed now (first
    step of a ``cache_steps`` window) or reused from the
@@ -41,7 +41,7 @@ from asymrnr_compile.plan.seeds import site_seed
 from asymrnr_compile.plan.select_sites import Grid, SiteReduction
 from asymrnr_compile.runtime.matching_cache import CacheKey, MatchingCache, MatchingRecord
 from asymrnr_compile.runtime.regions import Compiler, RegionCompiler, compile_regions
-from asymrnr_compile.runtime.steps import StepEvent, StepSignal, StepTracker
+from asymrnr_compile.runtime.steps import StepEvent, StepTracker, find_timestep_input, read_timestep
 
 if TYPE_CHECKING:
     from asymrnr_compile.plan.schedule_driver import ScheduleDriver
@@ -132,7 +132,7 @@ class AsymRnRRuntime:
         self.reduction_by_site = {r.site.index: r for r in reductions}
         self.config = config
         self.compile_graph = compile_graph
-        self.steps = StepSignal(gm, arg_names=config.timestep_args)
+        self.timestep_position = find_timestep_input(gm, config.timestep_args)
         self.variants: dict[ReductionPlan, CompiledVariant] = {}
         self.regions = RegionCompiler(compile_graph)
         # Per calling thread (threading.local), all of them reachable for reset() and reports.
@@ -251,7 +251,8 @@ class AsymRnRRuntime:
 
     def __call__(self, *args: Any) -> Any:
         state = self.state
-        event = state.tracker.observe(self.steps.read(args))
+        position = self.timestep_position
+        event = state.tracker.observe(read_timestep(args[position]) if position is not None else None)
         if event.new_video:
             state.new_video()
         elif state.tracker.extra_first_step_calls and event.call_index == 0 and event.step == 2:
@@ -348,7 +349,7 @@ class AsymRnRRuntime:
             "steps": max((state.tracker.steps_seen for state in list(self._states)), default=0),
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,
-            "timestep_input": self.steps.has_timestep,
+            "timestep_input": self.timestep_position is not None,
             "fallback_reason": self.fallback_reason,
             "cost": self.cost.to_dict(),
             **({"schedule": self.schedule.to_dict()} if self.schedule is not None else {}),
