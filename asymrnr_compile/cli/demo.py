@@ -54,7 +54,8 @@ from asymrnr_compile.sampling import (
 VARIANTS = ("eager", "inductor", "asymrnr")
 
 #: Sampling steps of the speed part. With the default matching cache window of 5 steps, one step
-#: in five computes matchings, as in a 10- or 50-step run; 5 keeps the demo near 3 minutes.
+#: in five computes matchings, as in a 10- or 50-step run; 5 instead of 10 saves a whole loop per
+#: variant (the demo's wall time is in README.md).
 DEMO_STEPS = 5
 #: Prompts of the quality part.
 DEMO_QUALITY_PROMPTS = 3
@@ -413,8 +414,8 @@ the same noise; prints adherence scored from the pixels and PSNR/SSIM against th
 videos (no timing: the speed part is the fair comparison), and writes a PNG strip and a GIF per
 prompt into --out.
 
-About 3 minutes on 2 CPU cores (see README.md). Progress (step k/n, elapsed seconds) goes to
-stderr."""
+Its wall time on 2 CPU cores, with an empty and a warm Inductor cache, is in README.md. Progress
+(step k/n, elapsed seconds) goes to stderr."""
 
 
 def add_demo_command(commands: Any) -> None:
