@@ -42,6 +42,7 @@ from asymrnr_compile.analysis.fx_nodes import op_name
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
 from asymrnr_compile.passes.decompose_multi_head_attention import decompose_multi_head_attention
+from asymrnr_compile.plan.features import FEATURES
 from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatchError
 from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction
 from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
@@ -200,19 +201,25 @@ class AsymRnRBackend:
                                    "graph has symbolic (dynamic) shapes; compile with dynamic=False to reduce")
             reductions: list[SiteReduction] = []
             reasons: list[str] = []
+            site_reasons: list[str] = []  # per site; "" where reduced
             for site in sites:
                 planned = plan_site_reduction(site, self.config, driver)
+                site_reasons.append(planned if isinstance(planned, str) else "")
                 if isinstance(planned, str):
                     reasons.append(f"{site.name}: {planned}")
                 else:
                     reductions.append(planned)
             if not reductions:
-                chosen = bool(reasons) and all(r.endswith(_CHOSEN_BY_CONFIG) for r in reasons)
                 if not sites and _computes_attention_by_hand(gm):
                     reason = "attention is computed without scaled_dot_product_attention" + (
                         f" ({'; '.join(decomposition.left_alone)})" if decomposition.left_alone else "")
-                else:
-                    reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
+                    return self._plain(gm, example_inputs, sites, compile_graph, reason)
+                # Warn only when a video site is left alone for a reason the user did not choose
+                # (all ratios 0 is a choice; text-only sites have nothing to reduce).
+                nothing_asked = driver is None and not any(self.config.ratio(f) for f in FEATURES)
+                chosen = nothing_asked or all(not site.video_tokens or reason.endswith(_CHOSEN_BY_CONFIG)
+                                              for site, reason in zip(sites, site_reasons))
+                reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
                 return self._plain(gm, example_inputs, sites, compile_graph, reason, warn=not chosen)
             runtime = AsymRnRRuntime(gm, sites, reductions, self.config, compile_graph, driver,
                                      on_matching=self.on_matching)

@@ -394,3 +394,17 @@ def test_ltx_video_with_per_token_timesteps_counts_its_steps():
             compiled(**{**inputs, "timestep": timestep}, return_dict=False)
     runtime = _runtime(backend)
     assert runtime.to_dict()["steps"] == STEPS and runtime.matching_steps == [0, 2, 4]
+
+
+def test_text_only_sites_do_not_make_a_chosen_setting_warn():
+    """HunyuanVideo's token refiner is text-only attention: with ratios 0 nothing is wrong."""
+    pytest.importorskip("diffusers")
+    from asymrnr_compile.models.diffusers_models import build
+
+    model, inputs = build("hunyuan")
+    for stride in ((1, 2, 2), (2, 2, 2)):  # the tiny grid has one frame: (2, 2, 2) leaves no destination
+        torch._dynamo.reset()
+        config = AsymRnRConfig(q_ratio=0.0, kv_ratio=0.0, dst_stride=stride, min_video_tokens=16)
+        compiled = _compile(model, AsymRnRBackend(config))
+        with torch.no_grad():
+            assert _warnings_of(lambda fn=compiled: fn(**inputs, return_dict=False)) == [], stride
