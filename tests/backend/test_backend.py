@@ -17,29 +17,11 @@ from torch._dynamo.utils import counters
 
 import asymrnr_compile
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.sampling import SamplerConfig, sample
 
 PRESET = "tiny"
 # The tiny preset has 32 video tokens per site; the default minimum would skip them.
 TINY = {"min_video_tokens": 16}
-
-
-@pytest.fixture(scope="module")
-def model():
-    return build_reference_model(PRESET)
-
-
-@pytest.fixture(scope="module")
-def inputs():
-    return reference_inputs(PRESET)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def _loop(compiled, inputs, steps: int, cfg_mode: str = "batched") -> torch.Tensor:

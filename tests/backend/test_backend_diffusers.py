@@ -120,13 +120,6 @@ def cases():
     return get
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def _keep_everything(site: AttentionSite) -> SitePlan:
     everything = FeaturePlan(site.video_tokens, site.video_tokens, compute_matching=True)
     return SitePlan(site.index, q=everything, kv=None if site.kind == "cross" else everything)

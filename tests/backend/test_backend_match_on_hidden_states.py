@@ -19,13 +19,6 @@ PRESET = "tiny"
 OPTIONS = {"q_ratio": 0.5, "kv_ratio": 0.3, "min_video_tokens": 16}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def test_matchings_are_those_of_the_ops_on_each_attention_input():
     model = build_reference_model(PRESET).eval()
     inputs = reference_inputs(PRESET)

@@ -6,7 +6,6 @@ Inductor would be equal too."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch._dynamo
 from helpers import max_relative_error
@@ -17,13 +16,6 @@ from asymrnr_compile.models import build_reference_model, reference_inputs
 
 PRESET = "tiny"
 OPTIONS = {"cache_steps": 2, "min_video_tokens": 16}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def _run(**options) -> tuple[torch.Tensor, AsymRnRBackend]:

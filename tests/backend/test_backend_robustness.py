@@ -19,30 +19,12 @@ from torch import nn
 import asymrnr_compile
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
 from asymrnr_compile.config import AsymRnRWarning
-from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.runtime.steps import MAX_CALLS_PER_STEP
 from asymrnr_compile.sampling import SamplerConfig, sample
 
 PRESET = "tiny"  # 2 blocks; 8 text + 32 video tokens
 TINY = {"min_video_tokens": 16}
 STEPS = 5
-
-
-@pytest.fixture(scope="module")
-def model():
-    return build_reference_model(PRESET)
-
-
-@pytest.fixture(scope="module")
-def inputs():
-    return reference_inputs(PRESET)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def _compile(model, backend, **kwargs):

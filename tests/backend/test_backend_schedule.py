@@ -13,30 +13,12 @@ from reduction_checks import assert_reduced
 from torch._dynamo.utils import counters
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
-from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.plan.schedule import Schedule, site_rows
 from asymrnr_compile.sampling import SamplerConfig, sample
 
 PRESET = "tiny"  # 2 blocks, one joint site each, 32 video tokens on a 2x4x4 grid: 4 destination tokens
 N, N_DST = 32, 4
 TINY = {"min_video_tokens": 16, "cache_steps": 2}
-
-
-@pytest.fixture(scope="module")
-def model():
-    return build_reference_model(PRESET)
-
-
-@pytest.fixture(scope="module")
-def inputs():
-    return reference_inputs(PRESET)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def _run(model, inputs, backend, steps: int) -> torch.Tensor:

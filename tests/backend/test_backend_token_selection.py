@@ -20,13 +20,6 @@ PRESET = "tiny"
 OPTIONS = {"q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2, "min_video_tokens": 16}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def _run(selection: str) -> tuple[torch.Tensor, AsymRnRBackend, list[int]]:
     """The final latent, the backend, and the steps that computed matchings (read before
     ``torch._dynamo.reset()``, which resets the backend: a new video, so they are cleared)."""
