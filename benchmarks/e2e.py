@@ -618,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"reference DiT size (default {REFERENCE_PRESET}; cogvideox-2b-shape on a GPU)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny reference preset / 2x8x8 token grids, 2 blocks, 3 steps")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's, usually the core count)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated subset of {','.join(VARIANTS)}")
     args = parser.parse_args(argv)
@@ -629,6 +631,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps must be >= 1")
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
     models = list(MODELS) if args.model == "all" else [args.model]
     given = argv if argv is not None else sys.argv[1:]
     command = "python benchmarks/e2e.py " + " ".join(shlex.quote(a) for a in given)
