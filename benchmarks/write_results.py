@@ -6,7 +6,7 @@ other benchmarks and is left as it is. Each JSON file becomes one subsection wit
 exact command and date.
 
     python benchmarks/write_results.py out/e2e_reference.json out/e2e_all.json
-    python benchmarks/write_results.py out/e2e_all.json --results /tmp/RESULTS.md   # elsewhere
+    python benchmarks/write_results.py out/e2e_all.json --results out/RESULTS.md    # elsewhere
 """
 
 from __future__ import annotations
