@@ -428,6 +428,12 @@ class Schedule:
                 "max_ratio": float(tensor.max()),
                 "reduced_fraction": float((tensor > 0).to(RATIO_DTYPE).mean()),
             }
+        return {**self._description(), "features": summary}
+
+    # ------------------------------------------------------------------ saving
+
+    def _description(self) -> dict[str, Any]:
+        """Shape, grid, model, source and tables: what a saved file's metadata and the report hold."""
         return {
             "num_blocks": self.num_blocks,
             "num_steps": self.num_steps,
@@ -435,10 +441,7 @@ class Schedule:
             "model": self.model,
             "source": self.source,
             "tables": _tables_to_json(self.tables),
-            "features": summary,
         }
-
-    # ------------------------------------------------------------------ saving
 
     def save(self, path: PathLike) -> None:
         """Write this schedule as safetensors: float64 tensors ``q``, ``kv``, ``h`` of shape
@@ -447,14 +450,7 @@ class Schedule:
         trip through :meth:`load`."""
         from safetensors.torch import save_file
 
-        info = {
-            "num_blocks": self.num_blocks,
-            "num_steps": self.num_steps,
-            "grid": list(self.grid) if self.grid is not None else None,
-            "model": self.model,
-            "source": self.source,
-            "tables": _tables_to_json(self.tables),
-        }
+        info = self._description()
         metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "schedule": json.dumps(info)}
         save_file({f: t.contiguous() for f, t in self._ratios.items()}, os.fspath(path), metadata=metadata)
 
