@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from asymrnr_compile.cli import main
 
 
+# ~22 s (it trains and exports a model); training and resuming are covered by
+# tests/synthetic/test_train.py and the progress display by tests/cli/test_progress.py.
+@pytest.mark.slow
 def test_train_command_shows_progress_and_writes_the_weights(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "--out", str(out), "--steps", "2", "--batch-size", "2", "--eval-every", "0"]
