@@ -180,6 +180,8 @@ class AsymRnRBackend:
             raise TypeError(f"config must be an AsymRnRConfig, got {type(self.config).__name__}")
         self.graphs: list[AsymRnRRuntime | _PlainGraph] = []
         self._warned: set[str] = set()
+        # The string form's options object (its id keys the backend in asymrnr()), else None.
+        self.options: Mapping[str, Any] | None = None
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
                  options: Mapping[str, Any] | None = None, mode: str | None = None) -> Callable[..., Any]:
@@ -313,7 +315,7 @@ def asymrnr(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
         except (ValueError, TypeError) as error:
             raise type(error)(f"torch.compile(backend='asymrnr', options=...): {error}") from None
         backend = AsymRnRBackend(config)
-        backend.options = options  # keeps id(options) unique while the backend lives
+        backend.options = options  # held, so id(options) stays unique while the backend lives
         _string_form_backends[id(options)] = backend
     _last_backend[:] = [weakref.ref(backend)]
     return backend(gm, example_inputs, mode=mode)
