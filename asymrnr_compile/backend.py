@@ -41,7 +41,10 @@ from asymrnr_compile.analysis.cost import CostEstimate, graph_flops
 from asymrnr_compile.analysis.fx_nodes import op_name
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
-from asymrnr_compile.passes.decompose_multi_head_attention import decompose_multi_head_attention
+from asymrnr_compile.passes.decompose_multi_head_attention import (
+    decompose_multi_head_attention,
+    is_multi_head_attention,
+)
 from asymrnr_compile.plan.features import FEATURES
 from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatchError
 from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction
@@ -187,11 +190,14 @@ class AsymRnRBackend:
                  options: Mapping[str, Any] | None = None, mode: str | None = None) -> Callable[..., Any]:
         if options and AsymRnRConfig.from_options(options) != self.config:
             raise ValueError("this AsymRnRBackend already has a config; do not also pass torch.compile(options=...)")
-        decomposition = decompose_multi_head_attention(gm)  # nn.MultiheadAttention -> SDPA; never raises
-        for reason in decomposition.left_alone:
-            logger.info("asymrnr: nn.MultiheadAttention left as is: %s", reason)
-        if decomposition.decomposed:
-            gm = decomposition.gm
+        left_alone: list[str] = []
+        if any(is_multi_head_attention(node) for node in gm.graph.nodes):  # copy the graph only then
+            decomposition = decompose_multi_head_attention(gm)  # nn.MultiheadAttention -> SDPA; never raises
+            left_alone = decomposition.left_alone
+            for reason in left_alone:
+                logger.info("asymrnr: nn.MultiheadAttention left as is: %s", reason)
+            if decomposition.decomposed:
+                gm = decomposition.gm
         compile_graph = inductor_compiler(gm, mode)
         self._check_step_signal(gm)
         try:
@@ -214,7 +220,7 @@ class AsymRnRBackend:
             if not reductions:
                 if not sites and _computes_attention_by_hand(gm):
                     reason = "attention is computed without scaled_dot_product_attention" + (
-                        f" ({'; '.join(decomposition.left_alone)})" if decomposition.left_alone else "")
+                        f" ({'; '.join(left_alone)})" if left_alone else "")
                     return self._plain(gm, example_inputs, sites, compile_graph, reason)
                 # Warn only when a video site is left alone for a reason the user did not choose
                 # (all ratios 0 is a choice; text-only sites have nothing to reduce).
