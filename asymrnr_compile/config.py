@@ -21,10 +21,12 @@ from asymrnr_compile._validate import check_choice, check_int, check_ratio, chec
 from asymrnr_compile.ops import (
     DEFAULT_DST_STRIDE,
     DEFAULT_MATCH_CHUNK_BYTES,
+    MATCH_KERNELS,
     REDUCE_MODES,
     SIMILARITIES,
     TOKEN_SELECTIONS,
 )
+from asymrnr_compile.ops.match_triton import triton_available
 from asymrnr_compile.plan.features import FEATURES
 
 if TYPE_CHECKING:
@@ -97,7 +99,12 @@ class AsymRnRConfig:
             finds the early steps most sensitive). Int >= 0. Default 0.
         skip_blocks: blocks to leave alone, by index (``3``) or module path
             (``"transformer_blocks.3"``). Default: none.
-        match_chunk_bytes: memory budget for one block of the matching distance matrix.
+        match_chunk_bytes: memory budget for one block of the matching distance matrix (the
+            ``"aten"`` matching kernel). Default 64 MiB.
+        match_kernel: how matchings are computed: ``"auto"`` (default: the fused Triton kernel
+            on CUDA devices when Triton is installed, else ``"aten"``), ``"triton"`` (one
+            kernel per matching, no score matrix; CUDA, or Triton's CPU interpreter) or
+            ``"aten"`` (chunked matmuls, any device); see :mod:`asymrnr_compile.ops.match`.
         token_selection: ``"matched"`` (default: AsymRnR's similarity matching) or ``"random"``
             (a plain token-dropping baseline: same split and kept counts, but the src tokens to
             drop and the dst each one copies from are drawn at random, seeded by ``seed``; no
@@ -135,6 +142,7 @@ class AsymRnRConfig:
     warmup_steps: int = 0
     skip_blocks: tuple[int | str, ...] = ()
     match_chunk_bytes: int = DEFAULT_MATCH_CHUNK_BYTES
+    match_kernel: str = "auto"
     token_selection: str = "matched"
     schedule: Schedule | str | os.PathLike[str] | None = None
     num_steps: int | None = None
@@ -160,6 +168,10 @@ class AsymRnRConfig:
         set_("min_video_tokens", check_int("min_video_tokens", self.min_video_tokens, minimum=1))
         set_("warmup_steps", check_int("warmup_steps", self.warmup_steps, minimum=0))
         set_("match_chunk_bytes", check_int("match_chunk_bytes", self.match_chunk_bytes, minimum=1))
+        check_choice("match_kernel", self.match_kernel, MATCH_KERNELS)
+        if self.match_kernel == "triton" and not triton_available():
+            raise ValueError("match_kernel='triton' needs the triton package, which is not installed; "
+                             "use 'auto' (Triton where it can run) or 'aten'")
         skip = self.skip_blocks
         if isinstance(skip, (int, str)):
             skip = (skip,)

@@ -54,6 +54,7 @@ from asymrnr_compile.ops import (
     reduction_indices,
     split_tokens,
 )
+from asymrnr_compile.ops.match_triton import KERNEL_RANGE
 
 BATCH, HEADS, CHANNELS = 2, 30, 64
 FULL_GRID = (13, 30, 45)
@@ -349,17 +350,24 @@ def legacy_reduction_indices(split, src_order, nearest, num_keep: int):
     return keep, row_in_split_order.index_select(-1, inverse)
 
 
+def _is_operator(name: str) -> bool:
+    """An aten operator, or one launch of the fused Triton matching kernel (its profiler range;
+    under Triton's CPU interpreter the range also holds the interpreter's copies)."""
+    return name.startswith("aten::") or name == KERNEL_RANGE
+
+
 def count_operators(fn) -> dict:
-    """Profile one call of ``fn``: the aten operators it runs at top level (not counting those
-    inside another aten operator), all of them and those that launch a kernel on a GPU."""
+    """Profile one call of ``fn``: the operators it runs at top level (aten operators and Triton
+    kernel launches, not counting those inside another), all of them and those that launch a
+    kernel on a GPU."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
     top = []
     for event in prof.events():
-        if not event.name.startswith("aten::"):
+        if not _is_operator(event.name):
             continue
         parent = event.cpu_parent
-        while parent is not None and not parent.name.startswith("aten::"):
+        while parent is not None and not _is_operator(parent.name):
             parent = parent.cpu_parent
         if parent is None:
             top.append(event)

@@ -15,6 +15,12 @@ import os
 import torch
 from hypothesis import HealthCheck, settings
 
+# Without a GPU the fused Triton matching kernel is tested under Triton's CPU interpreter, which
+# must be chosen before Triton is first imported (its own library functions are decorated then).
+# With a GPU the tests run the compiled kernel on it, and Inductor's Triton code is not touched.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 CI_EXAMPLES = 200
 
 settings.register_profile(

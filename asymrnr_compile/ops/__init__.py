@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from .match import (
     DEFAULT_MATCH_CHUNK_BYTES,
+    MATCH_KERNELS,
     SIMILARITIES,
     Matching,
     match_chunk_size,
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_DST_STRIDE",
     "DEFAULT_MATCH_CHUNK_BYTES",
     "MASK_DIMS",
+    "MATCH_KERNELS",
     "REDUCE_MODES",
     "SIMILARITIES",
     "TOKEN_SELECTIONS",

@@ -4,27 +4,34 @@ AsymRnR (arXiv 2412.11706, section 3), step 2: per leading index (batch element,
 src token is matched to the dst token at the smallest distance, and the src tokens are sorted by
 that distance, least similar (largest distance) first.
 
-How it is computed (per leading index ``p``; ``P`` of them):
+Two kernels compute the nearest dst token (``kernel=``, :data:`MATCH_KERNELS`):
 
-- the src and dst features are gathered once; every similarity becomes "maximise a score
-  ``s'.d'``" (euclidean appends one channel to each operand, cosine normalises, dot is as is);
-- one batched matmul gives a ``(P, N_dst, rows)`` score block, and the maximum over dst with its
-  first index is taken by one channels-last max pooling (vectorised over the contiguous src
-  axis; ``max(dim)`` is a scalar loop per row on CPUs);
-- the ``(P, N_src, N_dst)`` matrix is never materialised when it exceeds ``chunk_bytes`` (7.4 GB
-  in float32 for CogVideoX-2B under CFG): the src axis is then cut into chunks, two ops each (a
-  matmul into one reused buffer and the pooling), the chunks' results concatenated once;
-- the distance is finished on the ``(P, N_src)`` row maxima, and one stable argsort orders it.
+- ``"triton"`` (the default on CUDA devices when Triton is installed): one fused kernel
+  (:mod:`asymrnr_compile.ops.match_triton`) reads the src and dst rows in place, computes score
+  tiles in registers and keeps a running maximum: the ``(P, N_src, N_dst)`` score matrix is never
+  written, and a matching is **2 operators** for euclidean and dot (the kernel and the sort) and
+  3 for cosine (the normalisation), whatever the token count.
+- ``"aten"`` (the default elsewhere), per leading index ``p`` (``P`` of them):
 
-A matching therefore runs a fixed number of operators plus two per chunk: 11 for euclidean, 9
-for cosine, 6 for dot (7 when the video span is a strided view) when the block fits in
-``chunk_bytes`` (benchmarks/ops.py counts them).
+  - the src and dst features are gathered once; every similarity becomes "maximise a score
+    ``s'.d'``" (euclidean appends one channel to each operand, cosine normalises, dot is as is);
+  - one batched matmul gives a ``(P, N_dst, rows)`` score block, and the maximum over dst with
+    its first index is taken by one channels-last max pooling (vectorised over the contiguous
+    src axis; ``max(dim)`` is a scalar loop per row on CPUs);
+  - the ``(P, N_src, N_dst)`` matrix is never materialised when it exceeds ``chunk_bytes`` (7.4
+    GB in float32 for CogVideoX-2B under CFG): the src axis is then cut into chunks, two ops each
+    (a matmul into one reused buffer and the pooling), the chunks' results concatenated once;
+  - the distance is finished on the ``(P, N_src)`` row maxima, and one stable argsort orders it.
 
-The work runs inside a custom op, ``torch.ops.asymrnr.match_tokens`` (registered on import, for
-every device), with a fake implementation for tracing: under ``torch.compile(fullgraph=True)``
-the whole matcher is one opaque node whose output shapes come from input shapes, so compile time
-does not grow with the number of chunks, and the compiled matching is bit-identical to the eager
-one.
+  This is a fixed number of operators plus two per chunk: 11 for euclidean, 9 for cosine, 6 for
+  dot (7 when the video span is a strided view) when the block fits in ``chunk_bytes``
+  (benchmarks/ops.py counts them). On a CPU it is faster than a hand-written fused loop: the
+  matmul is the vendor BLAS's.
+
+Both run inside a custom op, ``torch.ops.asymrnr.match_tokens`` (registered on import, for every
+device), with a fake implementation for tracing: under ``torch.compile(fullgraph=True)`` the whole
+matcher is one opaque node whose output shapes come from input shapes, so compile time does not
+grow with the number of chunks, and the compiled matching is bit-identical to the eager one.
 """
 
 from __future__ import annotations
@@ -42,10 +49,12 @@ from asymrnr_compile._validate import (
     check_tensor,
 )
 
+from . import match_triton
 from .split import TokenSplit, check_split
 
 __all__ = [
     "DEFAULT_MATCH_CHUNK_BYTES",
+    "MATCH_KERNELS",
     "SIMILARITIES",
     "Matching",
     "match_chunk_size",
@@ -54,6 +63,12 @@ __all__ = [
 
 SIMILARITIES: tuple[str, ...] = ("euclidean", "cosine", "dot")
 """Supported similarities; every one is turned into a distance where lower = more similar."""
+
+MATCH_KERNELS: tuple[str, ...] = ("auto", "aten", "triton")
+"""How the nearest dst token is computed: ``"triton"`` (one fused kernel, no score matrix; needs
+Triton and a CUDA device, or Triton's CPU interpreter), ``"aten"`` (chunked matmul and max
+pooling, any device) or ``"auto"`` (``"triton"`` on CUDA devices when Triton is installed,
+``"aten"`` otherwise)."""
 
 DEFAULT_MATCH_CHUNK_BYTES = 64 * 2**20
 """Budget (bytes) for one ``(*, chunk, N_dst)`` block of the distance matrix."""
@@ -122,6 +137,7 @@ def match_tokens(
     *,
     start: int = 0,
     chunk_bytes: int = DEFAULT_MATCH_CHUNK_BYTES,
+    kernel: str = "auto",
 ) -> Matching:
     """Match every src token to its nearest dst token (AsymRnR step 2).
 
@@ -134,12 +150,16 @@ def match_tokens(
         similarity: one of :data:`SIMILARITIES`; default ``"euclidean"`` (squared distance, the
             published default).
         start: index of the first video token on the token axis (``-2``); default 0.
-        chunk_bytes: memory budget of one distance block, bytes (``>= 1``); default
-            :data:`DEFAULT_MATCH_CHUNK_BYTES` (64 MiB).
+        chunk_bytes: memory budget of one distance block, bytes (``>= 1``), of the ``"aten"``
+            kernel; default :data:`DEFAULT_MATCH_CHUNK_BYTES` (64 MiB).
+        kernel: one of :data:`MATCH_KERNELS`; default ``"auto"``.
 
     Returns:
         :class:`Matching` with ``src_order``, ``nearest`` and ``distance`` of shape
         ``(*, N_src)``. No gradient flows through the matching (it selects indices).
+
+    Raises:
+        ValueError: ``kernel="triton"`` where Triton cannot run on ``x``'s device.
 
     The work is done by the custom op ``torch.ops.asymrnr.match_tokens``: one node under
     ``torch.compile``, bit-identical to eager.
@@ -147,6 +167,7 @@ def match_tokens(
     x = check_tensor("x", x, min_dim=2)
     similarity = check_choice("similarity", similarity, SIMILARITIES)
     chunk_bytes = check_int("chunk_bytes", chunk_bytes, minimum=1)
+    kernel = resolve_match_kernel(kernel, x.device)
     dst, src = check_split(split)
     _compute_dtype(x.dtype)  # validates the dtype
     num_dst, num_src = dst.shape[0], src.shape[0]
@@ -156,16 +177,38 @@ def match_tokens(
     # The matching selects indices: no gradient flows through it.
     video = x[..., start : start + num_tokens, :].detach()
     src_order, nearest, distance = _match_op(
-        video, dst.to(x.device), src.to(x.device), similarity, chunk_bytes
+        video, dst.to(x.device), src.to(x.device), similarity, chunk_bytes, kernel
     )
     return Matching(src_order=src_order, nearest=nearest, distance=distance)
 
 
+def resolve_match_kernel(kernel: str, device: torch.device) -> str:
+    """``"aten"`` or ``"triton"``: the kernel ``kernel`` (one of :data:`MATCH_KERNELS`) names on
+    ``device``. ``"auto"`` takes Triton on CUDA devices when it is installed.
+
+    Raises:
+        ValueError: ``kernel`` is not in :data:`MATCH_KERNELS`, or is ``"triton"`` where Triton
+            cannot run (not installed; a non-CUDA device without ``TRITON_INTERPRET=1``).
+    """
+    kernel = check_choice("kernel", kernel, MATCH_KERNELS)
+    if kernel == "auto":
+        use_triton = device.type == "cuda" and match_triton.triton_available()
+        return "triton" if use_triton else "aten"
+    if kernel == "triton" and not match_triton.triton_runs_on(device):
+        reason = ("the triton package is not installed" if not match_triton.triton_available()
+                  else f"tensors on {device.type!r} need a CUDA device (or Triton's CPU interpreter, "
+                       f"{match_triton.INTERPRET_ENV}=1 set before Triton is imported)")
+        raise ValueError(f"match kernel 'triton' cannot run here: {reason}; use kernel 'auto' or 'aten'")
+    return kernel
+
+
 @torch.library.custom_op(MATCH_OP_NAME, mutates_args=())
 def _match_op(
-    video: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str, chunk_bytes: int
+    video: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str, chunk_bytes: int,
+    kernel: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The chunked matcher on the video span ``(*, N, c)``: ``(src_order, nearest, distance)``.
+    """The matcher on the video span ``(*, N, c)``: ``(src_order, nearest, distance)``;
+    ``kernel`` is ``"aten"`` or ``"triton"`` (resolved by :func:`resolve_match_kernel`).
 
     An opaque op for ``torch.compile``: traced as one node whatever the number of chunks (an
     unrolled loop of ~100 chunks at CogVideoX-2B scale took over a minute to compile, per
@@ -187,6 +230,27 @@ def _match_op(
         return src_order.contiguous(), nearest, distance
 
     features = video.reshape(leading, num_dst + num_src, channels)
+    if kernel == "triton":
+        if similarity == "cosine":
+            features = F.normalize(features.to(compute_dtype), dim=-1, eps=COSINE_EPS)
+        distance, nearest = match_triton.nearest_dst(features, src, dst, similarity)
+    else:
+        distance, nearest = _aten_nearest(features, dst, src, similarity, chunk_bytes)
+    distance = distance.to(torch.float32).reshape(*leading_shape, num_src)
+    nearest = nearest.reshape(*leading_shape, num_src)
+    src_order = torch.argsort(distance, dim=-1, descending=True, stable=True)
+    return src_order, nearest, distance
+
+
+def _aten_nearest(
+    features: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str, chunk_bytes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``"aten"`` kernel: ``features (P, N, c)`` -> ``(distance (P, N_src), nearest (P, N_src))``
+    by chunked batched matmuls and channels-last max pooling (module docstring)."""
+    leading, _, channels = features.shape
+    num_dst, num_src = dst.shape[0], src.shape[0]
+    device = features.device
+    compute_dtype = _compute_dtype(features.dtype)
     if features.dtype != compute_dtype:
         features = features.to(compute_dtype)
     if similarity == "cosine":
@@ -238,10 +302,7 @@ def _match_op(
         distance = torch.rsub(score, 1.0)
     else:
         distance = score.neg()
-    distance = distance.to(torch.float32).reshape(*leading_shape, num_src)
-    nearest = nearest.reshape(*leading_shape, num_src)
-    src_order = torch.argsort(distance, dim=-1, descending=True, stable=True)
-    return src_order, nearest, distance
+    return distance, nearest
 
 
 def _max_over_dst(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,7 +323,8 @@ def _max_over_dst(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @_match_op.register_fake
 def _match_op_fake(
-    video: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str, chunk_bytes: int
+    video: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str, chunk_bytes: int,
+    kernel: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     shape = (*video.shape[:-2], src.shape[0])
     return (

@@ -102,6 +102,7 @@ def _feature_node(site: AttentionSite, feature: str, node_map: dict, sdpa_kwargs
 
 def record_redundancy(gm: torch.fx.GraphModule, sites: list[AttentionSite], probes: list[FeatureProbe], *,
                       similarity: str = "euclidean", match_chunk_bytes: int = ops.DEFAULT_MATCH_CHUNK_BYTES,
+                      match_kernel: str = "auto",
                       quantiles: tuple[float, ...] = redundancy.DEFAULT_QUANTILES,
                       ratios: tuple[float, ...] = redundancy.DEFAULT_PROFILE_RATIOS,
                       error_ratios: tuple[float, ...] = ()) -> ProfileRewrite:
@@ -111,7 +112,8 @@ def record_redundancy(gm: torch.fx.GraphModule, sites: list[AttentionSite], prob
         gm: the Dynamo graph (its output is a tuple, as Dynamo produces).
         sites: the analysis of ``gm``; probes name sites by ``index``.
         probes: what to record; ``"h"`` needs ``site.hidden_states``.
-        similarity, match_chunk_bytes: as in ``ops.match_tokens``.
+        similarity, match_chunk_bytes, match_kernel: as ``similarity``, ``chunk_bytes`` and ``kernel``
+            in ``ops.match_tokens``.
         quantiles, ratios, error_ratios: the statistics' layout (``ops.redundancy.stat_names``).
             With ``error_ratios``, the ``q`` and ``v`` probes also measure the output error of
             the q and kv reductions at those ratios (``ops.redundancy.reduction_errors``, one
@@ -146,7 +148,8 @@ def record_redundancy(gm: torch.fx.GraphModule, sites: list[AttentionSite], prob
         with graph.inserting_before(sdpa.next):  # after attention: every feature exists by then
             split = graph.call_function(ops.TokenSplit, tuple(split_nodes))
             matching = graph.call_function(ops.match_tokens, (feature_node, split, similarity),
-                                           {"start": probe.start, "chunk_bytes": match_chunk_bytes})
+                                           {"start": probe.start, "chunk_bytes": match_chunk_bytes,
+                                            "kernel": match_kernel})
             distance = graph.call_function(operator.getitem, (matching, 2))
             normalised = graph.call_function(redundancy.normalised_distance,
                                              (feature_node, distance, probe.num_tokens, similarity),

@@ -135,7 +135,7 @@ class _SiteRewriter:
         else:
             matching = self.call(
                 ops.match_tokens, matched, split, self.plan.similarity,
-                start=start, chunk_bytes=self.plan.match_chunk_bytes,
+                start=start, chunk_bytes=self.plan.match_chunk_bytes, kernel=self.plan.match_kernel,
             )
         indices = self.call(ops.reduction_indices, split, matching, feature_plan.num_keep)
         if over_heads:

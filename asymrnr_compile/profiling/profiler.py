@@ -92,7 +92,8 @@ class _ProfiledGraph:
                  tracker: StepTracker | None = None) -> None:
         self.graph_index = graph_index
         self.rewrite = record_redundancy(gm, sites, probes, similarity=config.similarity,
-                                         match_chunk_bytes=config.match_chunk_bytes, quantiles=quantiles,
+                                         match_chunk_bytes=config.match_chunk_bytes,
+                                         match_kernel=config.match_kernel, quantiles=quantiles,
                                          ratios=ratios, error_ratios=error_ratios)
         self.splits = splits
         self.compile_graph = compile_graph

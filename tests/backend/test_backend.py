@@ -193,7 +193,8 @@ def test_a_failing_variant_falls_back_once_and_stays_there_with_every_configured
     monkeypatch.setattr(runtime_module, "reduce_attention_tokens", broken)
     config = AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=2, similarity="cosine", reduce_mode="mean",
                            token_selection="random", seed=5, proportional_attention=True,
-                           match_on="hidden_states", match_chunk_bytes=2**20, **TINY)
+                           match_on="hidden_states", match_chunk_bytes=2**20, match_kernel="aten",
+                           **TINY)
     backend = AsymRnRBackend(config)
     counters.clear()
     _loop(_compile(model, backend), inputs, steps=5)
@@ -202,8 +203,8 @@ def test_a_failing_variant_falls_back_once_and_stays_there_with_every_configured
     assert list(runtime.variants) == [ReductionPlan.for_config(config)]
     (plan,) = runtime.variants
     assert (plan.similarity, plan.reduce_mode, plan.match_chunk_bytes, plan.token_selection, plan.seed,
-            plan.proportional_attention, plan.match_on) == ("cosine", "mean", 2**20, "random", 5, True,
-                                                            "hidden_states")
+            plan.proportional_attention, plan.match_on, plan.match_kernel) == (
+        "cosine", "mean", 2**20, "random", 5, True, "hidden_states", "aten")
     (variant,) = runtime.variants.values()
     assert variant.calls == 5 and variant.rewrite is None
     assert counters["stats"]["unique_graphs"] == 1  # no Dynamo recompile
