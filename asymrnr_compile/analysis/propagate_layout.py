@@ -36,6 +36,7 @@ from asymrnr_compile.analysis.fx_nodes import (
     op_name,
     rest_args,
 )
+from asymrnr_compile.analysis.sequence_shards import all_to_all_layout, slab_dim
 from asymrnr_compile.analysis.token_layout import (
     GRID_AXES,
     Dim,
@@ -355,8 +356,10 @@ def _split(ctx: _Context) -> LayoutValue:
         shape = shape_of(piece)
         if shape is None or len(shape) != len(layout):
             return None
-        sub = slice_dim(layout[dim], offset, size_add(offset, shape[dim]))
-        offset = size_add(offset, shape[dim])
+        end = size_add(offset, shape[dim])
+        # whole segments, else a slab of frames (a sequence-parallel shard, see sequence_shards)
+        sub = slice_dim(layout[dim], offset, end) or slab_dim(layout[dim], offset, end)
+        offset = end
         new_dim = sub if sub is not None else opaque_dim(shape[dim])
         result.append(layout[:dim] + (new_dim,) + layout[dim + 1 :])
     return Pieces(result)
@@ -565,6 +568,15 @@ def _outer(ctx: _Context) -> LayoutValue:
     return (a[0], b[0])
 
 
+def _all_to_all(ctx: _Context) -> LayoutValue:
+    """``all_to_all_single(x, output_splits, input_splits, group)``: see
+    :func:`~.sequence_shards.all_to_all_layout` (None: opaque)."""
+    layout = ctx.layout(first_input(ctx.node))
+    if layout is None:
+        return None
+    return all_to_all_layout(layout, arg(ctx.node, 1, "output_split_sizes"), arg(ctx.node, 2, "input_split_sizes"))
+
+
 def _fallback(ctx: _Context) -> LayoutValue:
     """Unknown op: keep the layout only when the output has exactly an input's shape."""
     if ctx.out_shape is None:
@@ -631,6 +643,7 @@ register_layout_rule(("scaled_dot_product_attention",), _sdpa)
 register_layout_rule(("view_as_complex",), _view_as_complex)
 register_layout_rule(("view_as_real",), _view_as_real)
 register_layout_rule(("outer",), _outer)
+register_layout_rule(("all_to_all_single",), _all_to_all)
 
 
 def _handler(name: str) -> LayoutRule:
