@@ -8,7 +8,8 @@
 #             (default 240): a 30-step probe measures seconds per step, the step count follows
 #             from it (capped at MAX_TRAIN_STEPS, default 12000), or TRAIN_STEPS fixes it
 #             -> RUN_DIR/fine/
-#   tests     pytest tests/gpu (the Triton path matches the CPU path), while training runs
+#   tests     pytest tests/gpu and the fused matching kernel's tests, compiled on the GPU (the
+#             Triton path matches the CPU path), while training runs
 #   quality   adherence and PSNR of the trained fine model, unaccelerated vs asymrnr vs token
 #             dropping, every caption x 4 seeds, on the GPU -> RUN_DIR/quality.json
 #   e2e       GPU speed: plain Inductor vs asymrnr q 0.5 / kv 0.3 on the reference DiT at
@@ -63,7 +64,7 @@ torch.cuda.is_available() and torch.cuda.get_device_name())"
 cat "$RUN/env.log"
 stage train train_fine &
 training=$!
-stage tests python -m pytest tests/gpu -q -p no:cacheprovider
+stage tests python -m pytest tests/gpu tests/ops/test_ops_match_triton.py -q -p no:cacheprovider
 tail -n 3 "$RUN/tests.log"
 wait "$training"
 tail -n 4 "$RUN/train.log"
