@@ -18,6 +18,7 @@ Usage::
     python benchmarks/ops.py --quick --json out/ops.json  # 5x30x45 grid, seconds
     python benchmarks/ops.py --matcher-cost               # matching cost before/after (~2 min)
     python benchmarks/ops.py --matcher-cost --quick       # CogVideoX-2B at 5 frames (~30 s)
+    python benchmarks/ops.py --kernel-operators           # operators per kernel vs token count
 
 ``--matcher-cost`` times one matching of one site and feature before (the matcher as it was,
 kept here as :func:`legacy_match`) and after, interleaved, at 1 and 2 threads, at the reference
@@ -30,6 +31,7 @@ scale in child processes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -496,6 +498,43 @@ def write_json(path: Path, result: dict, key: str = "match") -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+KERNEL_OPERATOR_GRIDS = ((2, 8, 8), (4, 16, 16), (4, 24, 24))
+"""Token grids of ``--kernel-operators`` (128 to 2,304 video tokens; B=2, H=4, d=64)."""
+
+
+def _one_matching(x, split, similarity: str, kernel: str, keep: int):
+    return reduction_indices(split, match_tokens(x, split, similarity, kernel=kernel), keep)
+
+
+def kernel_operators(command: str) -> dict:
+    """Operators of one matching plus its keep/restore indices, per kernel and similarity, at
+    growing token counts: the GPU launch proxy. The Triton kernel runs where it can (a CUDA
+    device, or Triton's CPU interpreter with ``TRITON_INTERPRET=1``); it is one operator, its
+    launch, either way."""
+    from asymrnr_compile.ops.match_triton import triton_runs_on
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    kernels = ["aten"] + (["triton"] if triton_runs_on(device) else [])
+    rows = []
+    for grid in KERNEL_OPERATOR_GRIDS:
+        num_tokens = math.prod(grid)
+        x = torch.randn(2, 4, num_tokens, CHANNELS, device=device)
+        split = split_tokens(num_tokens, grid, DEFAULT_DST_STRIDE, seed=SPLIT_SEED, device=device)
+        keep = num_kept_tokens(num_tokens, len(split.dst), COST_RATIO)
+        for kernel in kernels:
+            for similarity in ("euclidean", "cosine", "dot"):
+                counts = count_operators(functools.partial(_one_matching, x, split, similarity, kernel, keep))
+                rows.append({"tokens": num_tokens, "kernel": kernel, "similarity": similarity, **counts})
+    return {"command": command, "machine": machine(), "device": str(device), "rows": rows}
+
+
+def print_kernel_operators(result: dict) -> None:
+    print(f"operators of one matching + keep/restore indices (GPU-kernel ops / all top-level), {result['device']}")
+    for row in result["rows"]:
+        print(f"  {row['tokens']:>6} tokens  {row['kernel']:<7} {row['similarity']:<10} "
+              f"{row['kernels']:>3} / {row['top_level']:>3}")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="write results (key 'match') to this file")
@@ -508,6 +547,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="matcher before/after: time at 1 and 2 threads, operator count, "
                              "peak memory, at the attention preset and CogVideoX-2B sizes "
                              "(JSON key 'matcher_cost'); with --quick CogVideoX-2B at 5 frames")
+    parser.add_argument("--kernel-operators", action="store_true",
+                        help="operators of one matching per kernel (aten, triton where it runs) at "
+                             "growing token counts (JSON key 'kernel_operators')")
     parser.add_argument("--child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--grid", type=int, nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -524,6 +566,12 @@ def main(argv=None) -> None:
         run_child(args.child, tuple(args.grid), args.chunk_bytes)
         return
     command = "python " + " ".join([os.path.relpath(__file__), *sys.argv[1:]])
+    if args.kernel_operators:
+        result = kernel_operators(command)
+        print_kernel_operators(result)
+        if args.json:
+            write_json(args.json, result, key="kernel_operators")
+        return
     if args.matcher_cost:
         sizes = COST_QUICK_SIZES if args.quick else COST_SIZES
         repeats = None if args.repeats is None else dict.fromkeys(sizes, args.repeats)
