@@ -46,25 +46,73 @@ def inductor_compiler(gm: torch.fx.GraphModule, mode: str | None = None) -> Comp
     from the graph's example values), with the inputs made fake with static shapes (the graph
     was captured with ``dynamic=False``). ``mode`` (e.g. ``"max-autotune"``) is forwarded to
     Inductor for these compilations only.
+
+    Every region is also made cacheable by AOTAutograd's cache, so that a warm start (a new
+    process with the same Inductor cache) skips AOT tracing as well as Inductor: the regions'
+    placeholders get the example values AOTAutograd checks for (:func:`_describe_placeholders`),
+    and this package's graph functions are marked cacheable (:func:`_cacheable_ops`).
     """
     from torch._guards import TracingContext, tracing
     from torch._inductor import list_mode_options
     from torch._inductor.compile_fx import compile_fx
 
-    patches = list_mode_options(mode) if mode else None
+    patches = {**(list_mode_options(mode) if mode else {}), "unsafe_marked_cacheable_functions": {
+        **torch._inductor.config.unsafe_marked_cacheable_functions, **_cacheable_ops()}}
     fake_mode = _dynamo_fake_mode(gm)
     if fake_mode is None or fake_mode.shape_env is None:
         return functools.partial(compile_fx, config_patches=patches)
 
     def compile_graph(graph: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
         if TracingContext.try_get() is not None:  # inside Dynamo's backend call
+            _describe_placeholders(graph, example_inputs)
             return compile_fx(graph, list(example_inputs), config_patches=patches)
         with tracing(TracingContext(fake_mode)):
             fake_inputs = [fake_mode.from_tensor(x, static_shapes=True) if isinstance(x, torch.Tensor) else x
                            for x in example_inputs]
+            _describe_placeholders(graph, fake_inputs)
             return compile_fx(graph, fake_inputs, config_patches=patches)
 
     return compile_graph
+
+
+@functools.lru_cache(maxsize=1)
+def _cacheable_ops() -> dict[str, str]:
+    """The functions of :mod:`asymrnr_compile.ops` that rewritten graphs call (``reduce_tokens``,
+    ``ReductionIndices``...), each mapped to a hash of the ops package's source.
+
+    AOTAutograd's cache bypasses a graph that calls a Python function it does not know (its
+    behaviour is not in the cache key). Inductor's ``unsafe_marked_cacheable_functions`` names
+    such functions with a key that goes into the cache key instead: the hash of every source file
+    of the package, so that any change to the ops invalidates the cached graphs that call them.
+    """
+    import hashlib
+    from pathlib import Path
+
+    from asymrnr_compile import ops
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(ops.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    key = f"asymrnr_compile.ops/{digest.hexdigest()[:32]}"
+    names = {}
+    for name in ops.__all__:
+        value = getattr(ops, name)
+        module = getattr(value, "__module__", None) or ""
+        if callable(value) and module.startswith("asymrnr_compile.ops") and hasattr(value, "__name__"):
+            names[f"{module}.{value.__name__}"] = key
+    return names
+
+
+def _describe_placeholders(graph: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+    """Give ``graph``'s placeholders that have none the example value (a fake tensor) of their
+    input. Placeholders that carry a value made by a rewrite pass have none, and AOTAutograd's
+    cache bypasses a graph calling a method on a node without one ("Unsupported call_method")."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    placeholders = [node for node in graph.graph.nodes if node.op == "placeholder"]
+    for node, value in zip(placeholders, example_inputs):
+        if "example_value" not in node.meta and isinstance(value, FakeTensor):
+            node.meta["example_value"] = value
 
 
 def _input_signature(value: Any) -> Any:
