@@ -15,6 +15,7 @@ comes back unreducible with a reason.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -46,12 +47,17 @@ SELF_FEATURES: tuple[Feature, ...] = ("q", "kv")
 CROSS_FEATURES: tuple[Feature, ...] = ("q",)
 
 
-def find_attention_sites(gm: torch.fx.GraphModule) -> list[AttentionSite]:
+def find_attention_sites(gm: torch.fx.GraphModule, *,
+                         seeds: Mapping[torch.fx.Node, LayoutValue] | None = None) -> list[AttentionSite]:
     """All SDPA calls of ``gm``, in graph order, with their token layout.
 
     Args:
         gm: the FX graph Dynamo hands a backend (``node.meta["example_value"]`` holds
             FakeTensors); graphs without metadata give unreducible sites.
+        seeds: starting layouts of some nodes, used instead of computing them: the inputs of a
+            graph whose video grid is declared from outside
+            (:func:`~asymrnr_compile.analysis.declared_layout.declared_layout_seeds`).
+            Default None: every layout comes from the graph itself.
 
     Returns:
         One :class:`AttentionSite` per ``scaled_dot_product_attention`` node (an empty list
@@ -61,7 +67,7 @@ def find_attention_sites(gm: torch.fx.GraphModule) -> list[AttentionSite]:
     if not nodes:
         return []
     try:
-        env = propagate_token_layouts(gm)
+        env = propagate_token_layouts(gm, seeds)
     except Exception as exc:  # noqa: BLE001 - never break the user's model
         logger.warning("token layout propagation failed: %s", exc)
         env = {}
