@@ -4,7 +4,9 @@
 Public API: :class:`AsymRnRConfig`, :class:`AsymRnRBackend`, :class:`AsymRnRReport`,
 :func:`last_backend`, :class:`MatchingRecord` (what an ``on_matching`` observer receives),
 :class:`Schedule`, :func:`profile` (redundancy profiling),
-:class:`RedundancyProfile`, :func:`calibrate` (a schedule for a target speedup). They load
+:class:`RedundancyProfile`, :func:`calibrate` (a schedule for a target speedup),
+:func:`compile_repeated_blocks` (regional compilation: each repeated block compiled once, the
+grid and step from the model's calls; :func:`apply_token_layout_hook`, :class:`InputLayout`). They load
 lazily, so that ``import asymrnr_compile.ops`` stays light.
 Importing this package does not register the backend: the ``torch_dynamo_backends`` entry point
 does (registering twice would raise "duplicate name" in torch).
@@ -27,6 +29,9 @@ _LAZY = {
     "profile": "asymrnr_compile.profiling",
     "RedundancyProfile": "asymrnr_compile.profiling",
     "calibrate": "asymrnr_compile.profiling",
+    "compile_repeated_blocks": "asymrnr_compile.regional",
+    "apply_token_layout_hook": "asymrnr_compile.regional",
+    "InputLayout": "asymrnr_compile.regional",
 }
 
 __all__ = [*_LAZY, "__version__"]

@@ -19,6 +19,13 @@ distinct step plan. A graph with nothing to reduce, or
 one the backend cannot handle, is compiled unchanged by Inductor, with the reason logged and
 reported.
 
+A graph compiled inside a model call's
+:class:`~asymrnr_compile.runtime.forward_context.ForwardContext` (regional compilation through
+:func:`asymrnr_compile.regional.compile_repeated_blocks`: a transformer block compiled alone) has
+no video source of its own; its inputs are seeded with the grid the context declares
+(:mod:`asymrnr_compile.analysis.declared_layout`) and its runtime reads steps and the block
+instance from the context of each call.
+
 This module must not call ``torch._dynamo.register_backend("asymrnr")``: the entry point
 registers it, and a second registration raises "duplicate name".
 """
@@ -38,6 +45,7 @@ import torch.fx
 
 from asymrnr_compile.analysis import find_attention_sites
 from asymrnr_compile.analysis.cost import CostEstimate, graph_flops
+from asymrnr_compile.analysis.declared_layout import DeclaredLayout, declared_layout_seeds
 from asymrnr_compile.analysis.fx_nodes import op_name
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
@@ -49,6 +57,7 @@ from asymrnr_compile.plan.features import FEATURES
 from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatchError
 from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction
 from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
+from asymrnr_compile.runtime.forward_context import ClaimSites, ForwardContext, current_forward
 from asymrnr_compile.runtime.regions import Compiler, inductor_compiler
 from asymrnr_compile.runtime.steps import constant_timestep_argument, find_timestep_input
 
@@ -118,7 +127,13 @@ class AsymRnRReport:
         data = self.to_dict()
         sites = [site for graph in self.graphs for site in graph.get("sites", [])]
         reduced = [site for site in sites if site.get("applied")]
-        lines = [f"asymrnr: {len(reduced)} of {len(sites)} attention sites reduced in {len(self.graphs)} graph(s); "
+        # a regional graph's sites run once per block instance it serves
+        count = sum(len(graph.get("sites", [])) * graph.get("instances", 1) for graph in self.graphs)
+        count_reduced = sum(sum(1 for site in graph.get("sites", []) if site.get("applied")) * graph.get("instances", 1)
+                            for graph in self.graphs)
+        regional = [graph.get("instances", 1) for graph in self.graphs if graph.get("regional")]
+        served = f" ({sum(regional)} block instances)" if regional else ""
+        lines = [f"asymrnr: {count_reduced} of {count} attention sites reduced in {len(self.graphs)} graph(s){served}; "
                  f"predicted speedup {self.ideal_speedup:.2f}x (FLOP ratio, matching counted)"]
         kept = sorted({(feature, applied["kept_tokens"], applied["video_tokens"])
                        for site in reduced for feature, applied in site["applied"].items()})
@@ -145,6 +160,8 @@ _NOT_ACCELERATED_FIXES = (
     ("need_weights=True", "call nn.MultiheadAttention with need_weights=False"),
     ("without scaled_dot_product_attention", "compute attention with torch.nn.functional."
                                               "scaled_dot_product_attention"),
+    ("regional compilation", "compile the repeated blocks with asymrnr_compile.compile_repeated_blocks(model, "
+                             "options=...), which tells each block graph the video grid and the step"),
 )
 
 
@@ -199,16 +216,26 @@ class AsymRnRBackend:
             if decomposition.decomposed:
                 gm = decomposition.gm
         compile_graph = inductor_compiler(gm, mode)
-        self._check_step_signal(gm)
+        forward = current_forward()  # set while a model call runs under the regional layout hook
+        if forward is None:
+            self._check_step_signal(gm)
         try:
             sites = find_attention_sites(gm)
+            reasons: list[str] = []
+            declared = None
+            if sites and not any(site.video_tokens for site in sites):
+                sites, declared, why = self._declared_sites(gm, sites, forward)
+                if why:
+                    reasons.append(why)
+            if forward is not None and any(site.video_tokens for site in sites) and \
+                    (refusal := _regional_refusal(self.config)):
+                return self._plain(gm, example_inputs, sites, compile_graph, refusal)
             driver = None if self.config.schedule is None else \
                 ScheduleDriver(self.config.schedule, sites, self.config.num_steps)
             if _has_symbolic_shapes(gm):
                 return self._plain(gm, example_inputs, sites, compile_graph,
                                    "graph has symbolic (dynamic) shapes; compile with dynamic=False to reduce")
             reductions: list[SiteReduction] = []
-            reasons: list[str] = []
             site_reasons: list[str] = []  # per site; "" where reduced
             for site in sites:
                 planned = plan_site_reduction(site, self.config, driver)
@@ -225,12 +252,15 @@ class AsymRnRBackend:
                 # Warn only when a video site is left alone for a reason the user did not choose
                 # (all ratios 0 is a choice; text-only sites have nothing to reduce).
                 nothing_asked = driver is None and not any(self.config.ratio(f) for f in FEATURES)
-                chosen = nothing_asked or all(not site.video_tokens or reason.endswith(_CHOSEN_BY_CONFIG)
-                                              for site, reason in zip(sites, site_reasons))
+                regional_hint = any("regional compilation" in reason for reason in reasons)
+                chosen = nothing_asked or (not regional_hint and all(
+                    not site.video_tokens or reason.endswith(_CHOSEN_BY_CONFIG)
+                    for site, reason in zip(sites, site_reasons)))
                 reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
                 return self._plain(gm, example_inputs, sites, compile_graph, reason, warn=not chosen)
             runtime = AsymRnRRuntime(gm, sites, reductions, self.config, compile_graph, driver,
-                                     on_matching=self.on_matching)
+                                     on_matching=self.on_matching, regional=forward is not None,
+                                     declared_layout=declared)
         except ScheduleMismatchError:  # the user's schedule does not fit: say so, do not hide it
             raise
         except Exception as error:  # analysis must never break the user's model
@@ -240,6 +270,22 @@ class AsymRnRBackend:
         self.graphs.append(runtime)
         logger.info("asymrnr: reducing %d of %d attention sites", len(reductions), len(sites))
         return runtime
+
+    def _declared_sites(self, gm: torch.fx.GraphModule, sites: list[AttentionSite], forward: ForwardContext | None
+                        ) -> tuple[list[AttentionSite], DeclaredLayout | None, str | None]:
+        """A graph whose attention has no video tokens: analysed again with its inputs seeded by
+        the layout the model call declares (a transformer block compiled alone). Returns the
+        sites, the layout used (None: not seeded) and why not, where that is worth reporting."""
+        if forward is None:
+            if any((site.query_tokens or 0) >= self.config.min_video_tokens for site in sites):
+                return sites, None, ("no video tokens in this graph (a transformer block compiled alone, "
+                                     "without the grid? see regional compilation)")
+            return sites, None, None
+        seeded = declared_layout_seeds(gm, forward.layout)
+        if not seeded.seeds:
+            logger.info("asymrnr: no declared layout for this graph: %s", seeded.reason)
+            return sites, None, None
+        return find_attention_sites(gm, seeds=seeded.seeds), forward.layout, None
 
     def _plain(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any], sites: list[AttentionSite],
                compile_graph: Compiler, reason: str, *, warn: bool = True) -> Callable[..., Any]:
@@ -259,6 +305,8 @@ class AsymRnRBackend:
             logger.debug("asymrnr: cannot attach the backend to %s", type(compiled).__name__)
         flops = graph_flops(gm)
         self.graphs.append(_PlainGraph(sites, reason, time.perf_counter() - start, CostEstimate(flops, flops, 0)))
+        if sites and current_forward() is not None:  # regional: its attention calls still count
+            return ClaimSites(compiled, len(sites), owner=self)
         return compiled
 
     def _check_step_signal(self, gm: torch.fx.GraphModule) -> None:
@@ -287,6 +335,21 @@ class AsymRnRBackend:
 
     def report(self) -> AsymRnRReport:
         return AsymRnRReport(self.config, [graph.to_dict() for graph in self.graphs])
+
+
+def _regional_refusal(config: AsymRnRConfig) -> str | None:
+    """Why a graph compiled under regional compilation cannot be reduced with ``config``, or None.
+    One compiled block graph serves every block of its class, so settings that differ per block
+    in the graph itself (a schedule's rows, skipped blocks, random-selection seeds baked into the
+    graph) cannot be honoured."""
+    if config.schedule is not None:
+        return "schedules are not supported under regional compilation (compile the whole model)"
+    if config.skip_blocks:
+        return "skip_blocks is not supported under regional compilation (compile the whole model)"
+    if config.token_selection == "random":
+        return ("token_selection='random' is not supported under regional compilation: its seeds are compiled "
+                "into the graph all blocks share (compile the whole model)")
+    return None
 
 
 def _computes_attention_by_hand(gm: torch.fx.GraphModule) -> bool:

@@ -31,13 +31,13 @@ Built = tuple[torch.nn.Module, dict[str, Any]]
 # ---------------------------------------------------------------------------------------------
 
 
-def cogvideox(frames: int = 1) -> Built:
-    """``frames`` latent frames of 4x4 tokens (text first, 8 text tokens)."""
+def cogvideox(frames: int = 1, num_layers: int = 1) -> Built:
+    """``frames`` latent frames of 4x4 tokens (text first, 8 text tokens); ``num_layers`` blocks."""
     import diffusers
 
     model = diffusers.CogVideoXTransformer3DModel(
         num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-        time_embed_dim=2, text_embed_dim=8, num_layers=1, sample_width=8, sample_height=8,
+        time_embed_dim=2, text_embed_dim=8, num_layers=num_layers, sample_width=8, sample_height=8,
         sample_frames=8, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=8,
     )
     inputs = {
@@ -48,13 +48,15 @@ def cogvideox(frames: int = 1) -> Built:
     return model.eval(), inputs
 
 
-def hunyuan(frames: int = 1, size: int = 16) -> Built:
-    """``frames`` latent frames of ``size`` x ``size`` tokens (text last, 12 text tokens)."""
+def hunyuan(frames: int = 1, size: int = 16, num_layers: int = 1, num_single_layers: int = 1) -> Built:
+    """``frames`` latent frames of ``size`` x ``size`` tokens (text last, 12 text tokens);
+    ``num_layers`` dual-stream and ``num_single_layers`` single-stream blocks."""
     import diffusers
 
     model = diffusers.HunyuanVideoTransformer3DModel(
         in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10,
-        num_layers=1, num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1,
+        num_layers=num_layers, num_single_layers=num_single_layers, num_refiner_layers=1, patch_size=1,
+        patch_size_t=1,
         guidance_embeds=True, text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
         image_condition_type=None,
     )
@@ -104,13 +106,14 @@ def wan(num_layers: int = 2) -> Built:
     return model.eval(), inputs
 
 
-def ltx() -> Built:
-    """512 already-patchified tokens (2 x 16 x 16); masked cross-attention to 16 text tokens."""
+def ltx(num_layers: int = 1) -> Built:
+    """512 already-patchified tokens (2 x 16 x 16); masked cross-attention to 16 text tokens;
+    ``num_layers`` blocks."""
     import diffusers
 
     model = diffusers.LTXVideoTransformer3DModel(
         in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
-        cross_attention_dim=16, num_layers=1, qk_norm="rms_norm_across_heads", caption_channels=16,
+        cross_attention_dim=16, num_layers=num_layers, qk_norm="rms_norm_across_heads", caption_channels=16,
     )
     inputs = {
         "hidden_states": torch.randn(2, 512, 4),

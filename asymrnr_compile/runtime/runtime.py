@@ -12,12 +12,19 @@ One :class:`AsymRnRRuntime` exists per captured graph. On every call it
    (:mod:`~asymrnr_compile.runtime.regions`; lazily, once per distinct plan),
 4. stores the matchings the variant returned and hands the model's own outputs back.
 
+Under regional compilation (:mod:`asymrnr_compile.regional`) one runtime serves every block of
+a repeated class: the step signal and the block instance come from the model call's
+:class:`~asymrnr_compile.runtime.forward_context.ForwardContext`, and each block instance has its
+own steps, matchings and splits, seeded with the global index its attention has under
+whole-model compilation.
+
 Nothing here triggers a Dynamo recompile: steps change which compiled variant runs, not the
 Dynamo graph.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -32,6 +39,7 @@ import torch.fx
 
 from asymrnr_compile import ops
 from asymrnr_compile.analysis.cost import CostEstimate, GraphCostModel, estimate_cost
+from asymrnr_compile.analysis.declared_layout import DeclaredLayout
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
 from asymrnr_compile.passes.reduce_attention_tokens import RewriteResult, reduce_attention_tokens
@@ -46,6 +54,7 @@ from asymrnr_compile.plan.reduction_plan import (
 )
 from asymrnr_compile.plan.seeds import site_seed
 from asymrnr_compile.plan.select_sites import Grid, SiteReduction
+from asymrnr_compile.runtime.forward_context import current_forward
 from asymrnr_compile.runtime.matching_cache import CacheKey, MatchingCache, MatchingRecord
 from asymrnr_compile.runtime.regions import Compiler, RegionCompiler, compile_regions
 from asymrnr_compile.runtime.steps import StepEvent, StepTracker, find_timestep_input, read_timestep
@@ -92,7 +101,10 @@ class VideoState:
     """What one caller's sampling loop builds up: its steps, matchings and splits.
 
     Each thread calling a compiled model has its own (two threads sampling two videos through one
-    model do not share steps or matchings); compiled variants are shared.
+    model do not share steps or matchings); compiled variants are shared. Under regional
+    compilation each block instance has its own too, named by ``site_offset``: the global index
+    of its first attention call in the model call (0 for a whole-model graph), which the split
+    seeds add to the graph's own site indices.
     """
 
     tracker: StepTracker = field(default_factory=StepTracker)
@@ -100,6 +112,7 @@ class VideoState:
     splits: dict[tuple[int, Feature], tuple[int, ops.TokenSplit]] = field(default_factory=dict)
     # The steps of the current video at which a matching was computed.
     matching_steps: list[int] = field(default_factory=list)
+    site_offset: int = 0
 
     def reset(self) -> None:
         """A new video: forget steps, matchings and splits."""
@@ -126,13 +139,24 @@ class AsymRnRRuntime:
             ratios).
         on_matching: called with a :class:`MatchingRecord` for every matching a call computes
             (not for reused ones); for inspection, e.g. which tokens a block drops.
+        regional: the graph was compiled inside a model call's
+            :class:`~asymrnr_compile.runtime.forward_context.ForwardContext` (a block compiled
+            alone, shared by the blocks of its class): steps, block instance and grid come from
+            the context of each call; a call outside one runs unreduced. Default False.
+        declared_layout: the layout the analysis was seeded with (regional graphs without a
+            video source of their own); a call whose context declares another grid runs
+            unreduced. Default None.
     """
 
     def __init__(self, gm: torch.fx.GraphModule, sites: list[AttentionSite],
                  reductions: list[SiteReduction], config: AsymRnRConfig, compile_graph: Compiler,
                  schedule: ScheduleDriver | None = None,
-                 on_matching: Callable[[MatchingRecord], None] | None = None) -> None:
+                 on_matching: Callable[[MatchingRecord], None] | None = None, *,
+                 regional: bool = False, declared_layout: DeclaredLayout | None = None) -> None:
         self.gm = gm
+        self.regional = regional
+        self.declared_layout = declared_layout
+        self.unreduced_calls: dict[str, int] = {}  # regional calls run unreduced, by reason
         self.on_matching = on_matching
         self.sites = sites
         self.reductions = reductions
@@ -172,10 +196,15 @@ class AsymRnRRuntime:
 
     @property
     def state(self) -> VideoState:
-        """The calling thread's video state (made on its first call)."""
-        state = getattr(self._local, "state", None)
+        """The calling thread's video state of the block instance it is running (made on its
+        first call; a whole-model graph has one instance, offset 0)."""
+        states: dict[int, VideoState] | None = getattr(self._local, "states", None)
+        if states is None:
+            states = self._local.states = {}
+        offset = getattr(self._local, "offset", 0)
+        state = states.get(offset)
         if state is None:
-            state = self._local.state = VideoState()
+            state = states[offset] = VideoState(site_offset=offset)
             with self._lock:
                 self._states.add(state)
         return state
@@ -226,7 +255,7 @@ class AsymRnRRuntime:
         splits = self.state.splits
         held = splits.get(key)
         if held is None or held[0] != window:
-            seed = site_seed(self.config.seed, site.index, feature, window)
+            seed = site_seed(self.config.seed, self.state.site_offset + site.index, feature, window)
             held = splits[key] = (window, ops.split_tokens(site.video_tokens, grid, self.config.dst_stride,
                                                                 seed=seed, device=device))
         return held[1]
@@ -259,15 +288,43 @@ class AsymRnRRuntime:
 
     # -- calling ----------------------------------------------------------------------------
 
+    def _call_context(self, args: Sequence[Any]) -> tuple[int, float | None, str | None]:
+        """``(site offset, timestep, why this call runs unreduced or None)`` of one call: from
+        the graph's own timestep input, or for a regional graph from the model call's context."""
+        if not self.regional:
+            position = self.timestep_position
+            return 0, read_timestep(args[position]) if position is not None else None, None
+        forward = current_forward()
+        if forward is None:
+            return 0, None, "called outside a call of the model its layout hook is on"
+        offset = forward.claim_sites(len(self.sites))
+        declared = self.declared_layout
+        if declared is not None and forward.layout.grid != declared.grid:
+            return offset, forward.timestep, (f"the model call's grid {forward.layout.grid} is not the grid "
+                                              f"{declared.grid} this graph was analysed with")
+        return offset, forward.timestep, None
+
+    def _run_unreduced(self, reason: str) -> None:
+        with self._lock:
+            self.unreduced_calls[reason] = self.unreduced_calls.get(reason, 0) + 1
+            first = self.unreduced_calls[reason] == 1
+        if first:
+            logger.warning("asymrnr: a regional graph runs unreduced: %s", reason)
+
     def __call__(self, *args: Any) -> Any:
+        offset, timestep, unreduced = self._call_context(args)
+        self._local.offset = offset
         state = self.state
-        position = self.timestep_position
-        event = state.tracker.observe(read_timestep(args[position]) if position is not None else None)
+        event = state.tracker.observe(timestep)
         if event.new_video:
             state.new_video()
         elif state.tracker.extra_first_step_calls and event.call_index == 0 and event.step == 2:
             self._forget_warmup_call(state)
-        plan = self.plan(event)
+        if unreduced is None:
+            plan = self.plan(event)
+        else:
+            self._run_unreduced(unreduced)
+            plan = ReductionPlan.for_config(self.config)
         device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
         with self._lock:  # one thread compiles a new variant; the others wait for it
             self.calls += 1
@@ -339,7 +396,11 @@ class AsymRnRRuntime:
         call_index, site_index, feature = key
         reduction = self.reduction_by_site[site_index]
         split = self._split(reduction.site, feature, reduction.grid, device, self._window(event.step))
-        self.on_matching(MatchingRecord(event.step, call_index, reduction.site, feature, split,
+        site = reduction.site
+        offset = self.state.site_offset
+        if offset:  # a block instance under regional compilation: the site's whole-model index
+            site = dataclasses.replace(site, index=offset + site.index)
+        self.on_matching(MatchingRecord(event.step, call_index, site, feature, split,
                                         self.cache.indices(key, num_keep, split)))
 
     # -- reporting ----------------------------------------------------------------------------
@@ -357,6 +418,10 @@ class AsymRnRRuntime:
             "regions_reused": self.regions.reused,
             "calls": self.calls,
             "steps": max((state.tracker.steps_seen for state in list(self._states)), default=0),
+            # block instances served (regional compilation; 1 for a whole-model graph)
+            "instances": max(1, len({state.site_offset for state in list(self._states)})),
+            "regional": self.regional,
+            "unreduced_calls": dict(self.unreduced_calls),
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,
             "timestep_input": self.timestep_position is not None,

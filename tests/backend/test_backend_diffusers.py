@@ -92,15 +92,23 @@ def _timestep(inputs: dict[str, Any], value: float) -> torch.Tensor:
     return torch.tensor(value, dtype=reference.dtype).expand(reference.shape[0])
 
 
-def _make_case(name: str) -> Case:
+def client_model(name: str, **options: Any) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+    """The seeded model ``name`` (its client's builder options, updated with ``options``), its
+    cond inputs of step 0 as its pipeline passes them, and what the second call of a step
+    replaces (two-call models); the same on every call."""
     client = CLIENTS[name]
-    model, inputs = build(name, **client.options)
+    model, inputs = build(name, **{**client.options, **options})
     inputs = {**inputs, "timestep": _timestep(inputs, client.timesteps[0]), "return_dict": False}
     if client.padded_mask_rows:
         inputs["encoder_attention_mask"] = _pad(inputs["encoder_attention_mask"], client.padded_mask_rows)
     uncond: dict[str, Any] = {"encoder_hidden_states": torch.randn_like(inputs["encoder_hidden_states"])}
     if "encoder_attention_mask" in inputs:
         uncond["encoder_attention_mask"] = _pad(inputs["encoder_attention_mask"], [0])
+    return model, inputs, uncond
+
+
+def _make_case(name: str) -> Case:
+    model, inputs, uncond = client_model(name)
     gm, example_inputs = capture_graph(model, inputs)
     sites = find_attention_sites(gm)
     with torch.no_grad():
@@ -147,20 +155,20 @@ def test_keep_everything_rewrite_is_the_identity(cases, name):
     assert max_relative_error(outputs[0], case.plain_output) <= 1e-5
 
 
-def _sample(name: str, compiled, case: Case) -> list[torch.Tensor]:
+def sample(name: str, compiled, inputs: dict[str, Any], uncond: dict[str, Any]) -> list[torch.Tensor]:
     """A few denoising steps as the pipeline runs them; the transformer outputs of every call."""
     client = CLIENTS[name]
-    latents = case.inputs["hidden_states"]
+    latents = inputs["hidden_states"]
     outputs = []
     with torch.no_grad():
         for t in client.timesteps[:STEPS]:
-            inputs = {**case.inputs, "hidden_states": latents, "timestep": _timestep(case.inputs, t)}
-            prediction = compiled(**inputs)[0]
+            step_inputs = {**inputs, "hidden_states": latents, "timestep": _timestep(inputs, t)}
+            prediction = compiled(**step_inputs)[0]
             outputs.append(prediction)
             if client.calls_per_step == 2:
-                uncond = compiled(**{**inputs, **case.uncond})[0]
-                outputs.append(uncond)
-                prediction = uncond + 5.0 * (prediction - uncond)
+                unconditional = compiled(**{**step_inputs, **uncond})[0]
+                outputs.append(unconditional)
+                prediction = unconditional + 5.0 * (prediction - unconditional)
             latents = latents - 0.05 * prediction
     return outputs
 
@@ -171,7 +179,8 @@ def test_backend_reduces_over_a_sampling_loop(cases, name):
     client = CLIENTS[name]
     backend = AsymRnRBackend(REDUCE)
     counters.clear()
-    outputs = _sample(name, torch.compile(case.model, backend=backend, fullgraph=True, dynamic=False), case)
+    outputs = sample(name, torch.compile(case.model, backend=backend, fullgraph=True, dynamic=False),
+                     case.inputs, case.uncond)
 
     assert counters["stats"]["unique_graphs"] == 1  # one Dynamo graph: no recompile over the steps
     assert len(outputs) == STEPS * client.calls_per_step
@@ -222,7 +231,8 @@ def test_hidden_state_matching_over_a_sampling_loop(cases, name, caplog):
     backend = AsymRnRBackend(config, on_matching=records.append)
     counters.clear()
     with caplog.at_level("INFO", logger="asymrnr_compile"):
-        outputs = _sample(name, torch.compile(case.model, backend=backend, fullgraph=True, dynamic=False), case)
+        outputs = sample(name, torch.compile(case.model, backend=backend, fullgraph=True, dynamic=False),
+                         case.inputs, case.uncond)
     assert counters["stats"]["unique_graphs"] == 1
     assert all(torch.isfinite(output).all() for output in outputs)
     assert max_relative_error(outputs[0], case.plain_output) > 1e-4

@@ -1,0 +1,124 @@
+"""What a compiled block learns from the whole model's call: grid, step signal, which block it is.
+
+Under regional compilation each repeated transformer block is compiled on its own, and one
+compiled graph serves every block of its class. The block graph cannot see the model's input:
+not the video grid (it has no patch embedding), not the timestep (blocks get a time embedding),
+not which block is calling it. A forward pre-hook on the whole model
+(:mod:`asymrnr_compile.regional.hooks`) opens a :class:`ForwardContext` for the duration of each
+model call; the backend reads it when it analyses a block graph, and the runtime on every call:
+
+- ``layout``: the video token grid (and text length) of this call, from the model's input;
+- ``timestep``: the step signal of this call, read once from the model's timestep argument;
+- :meth:`ForwardContext.claim_sites`: the position of a graph call's first attention among all
+  attention calls of the model call so far. Blocks run in a fixed order, so this offset names
+  the block instance (its matching cache, splits and seeds) and equals the global index the same
+  attention has under whole-model compilation.
+
+Contexts are per thread (two threads calling one model each have their own) and nest (a model
+called inside another model's forward restores the outer context on exit).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from asymrnr_compile.analysis.declared_layout import DeclaredLayout
+
+
+@dataclass(eq=False)
+class ForwardContext:
+    """One call of the whole model, as its compiled blocks see it.
+
+    Attributes:
+        layout: the declared video layout of this call (grid ``(F, H, W)`` and text tokens).
+        timestep: the step signal of this call (the timestep argument read as a float, its
+            maximum for per-token timesteps), or None when the model call had none.
+        sites_seen: attention calls claimed so far in this model call (see :meth:`claim_sites`).
+    """
+
+    layout: DeclaredLayout
+    timestep: float | None = None
+    sites_seen: int = field(default=0)
+
+    def claim_sites(self, count: int) -> int:
+        """Record that a graph with ``count`` attention calls runs now; returns the global index
+        of its first one (the number claimed before it in this model call)."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be a non-negative int, got {count!r}")
+        offset = self.sites_seen
+        self.sites_seen += count
+        return offset
+
+
+_local = threading.local()
+
+
+def current_forward() -> ForwardContext | None:
+    """The calling thread's innermost open :class:`ForwardContext`, or None outside any."""
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else None
+
+
+def open_forward(context: ForwardContext) -> None:
+    """Make ``context`` the calling thread's current one (until :func:`close_forward`)."""
+    if not isinstance(context, ForwardContext):
+        raise TypeError(f"context must be a ForwardContext, got {type(context).__name__}")
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(context)
+
+
+def close_forward(context: ForwardContext) -> None:
+    """Close ``context`` and any context opened after it and left open (a model call that
+    raised before its own close); a context that is not open is ignored."""
+    stack = getattr(_local, "stack", None)
+    if stack and any(open_ is context for open_ in stack):
+        while stack:
+            if stack.pop() is context:
+                break
+
+
+class ClaimSites:
+    """A graph compiled unchanged inside a model call (e.g. a text-only token refiner compiled
+    regionally): it runs as compiled and still claims its ``count`` attention calls in the
+    current model call, so that the blocks after it get the same global site indices as under
+    whole-model compilation.
+
+    Args:
+        fn: the compiled graph.
+        count: its attention (SDPA) calls.
+        owner: an object to keep alive as long as this graph is (the backend). Default None.
+    """
+
+    def __init__(self, fn: Callable[..., Any], count: int, owner: object | None = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be a non-negative int, got {count!r}")
+        self.fn = fn
+        self.count = count
+        self.owner = owner
+
+    def __call__(self, *args: Any) -> Any:
+        context = current_forward()
+        if context is not None:
+            context.claim_sites(self.count)
+        return self.fn(*args)
+
+
+@contextmanager
+def forward_scope(context: ForwardContext) -> Iterator[ForwardContext]:
+    """``with forward_scope(ctx):`` opens ``ctx`` for the block, and closes it even on error."""
+    open_forward(context)
+    try:
+        yield context
+    finally:
+        close_forward(context)
+
+
+__all__ = ["ClaimSites", "ForwardContext", "close_forward", "current_forward", "forward_scope", "open_forward"]
