@@ -230,7 +230,8 @@ def _effect(result: dict[str, Any]) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = ["| stack | works | speedup vs same stack under Inductor | call s (Inductor / asymrnr) | video PSNR dB "
-             "/ rel. L2 vs same stack | the stack's own effect (PSNR dB) | sites reduced | graphs, recompiles | note |",
+             "/ rel. L2 vs same stack | the stack's own effect (PSNR dB) | video sites reduced (of found) "
+             "| graphs, recompiles | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if not r["works"]:
