@@ -7,16 +7,18 @@ axes are ordered, and which entries of the model's config hold the patch sizes;
 No model code is inspected: the registry is data, and a model not listed gets its own
 :class:`InputLayout` from the caller.
 
-=============================== ======= ==================================================
-class                           latent  grid
-=============================== ======= ==================================================
-``CogVideoXTransformer3DModel`` bfchw   ``(F / patch_size_t, H / patch_size, W / patch_size)``
-``HunyuanVideoTransformer3DModel`` bcfhw same, ``patch_size_t``
-``MochiTransformer3DModel``     bcfhw   ``(F, H / patch_size, W / patch_size)``
-``WanTransformer3DModel``       bcfhw   ``patch_size = (t, h, w)``
-``LTXVideoTransformer3DModel``  tokens  ``(num_frames, height, width)`` (its RoPE grid)
-``ReferenceDiT`` (bundled)      bcfhw   ``patch_size = (t, h, w)``
-=============================== ======= ==================================================
+Registered (latent layout: grid after patching):
+
+- ``CogVideoXTransformer3DModel`` (bfchw: ``(F / patch_size_t, H / patch_size, W / patch_size)``,
+  ``patch_size_t`` None: 1; blocks ``CogVideoXBlock``, which diffusers does not list);
+- ``HunyuanVideoTransformer3DModel`` (bcfhw, ``patch_size`` and ``patch_size_t``);
+- ``MochiTransformer3DModel`` (bcfhw, spatial ``patch_size``; blocks ``MochiTransformerBlock`` and
+  ``MochiAttentionPool``: the time embedding's text-only attention runs before the blocks and is
+  compiled too, so that its attention call is counted and the blocks get their whole-model site
+  indices);
+- ``WanTransformer3DModel`` (bcfhw, ``patch_size = (t, h, w)``);
+- ``LTXVideoTransformer3DModel`` (tokens: ``(num_frames, height, width)``, its RoPE grid);
+- ``ReferenceDiT``, the bundled model (bcfhw, ``patch_size = (t, h, w)``; blocks ``DiTBlock``).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class InputLayout:
 INPUT_LAYOUTS: dict[str, InputLayout] = {
     "CogVideoXTransformer3DModel": InputLayout("bfchw", repeated_blocks=("CogVideoXBlock",)),
     "HunyuanVideoTransformer3DModel": InputLayout("bcfhw"),
-    "MochiTransformer3DModel": InputLayout("bcfhw", repeated_blocks=("MochiTransformerBlock",)),
+    "MochiTransformer3DModel": InputLayout("bcfhw", repeated_blocks=("MochiTransformerBlock", "MochiAttentionPool")),
     "WanTransformer3DModel": InputLayout("bcfhw"),
     "LTXVideoTransformer3DModel": InputLayout("tokens", grid_args=("num_frames", "height", "width")),
     "ReferenceDiT": InputLayout("bcfhw", text_arg="encoder_hidden_states", repeated_blocks=("DiTBlock",)),

@@ -1,11 +1,11 @@
 """Regional compilation (each repeated block compiled once) against whole-model compilation.
 
-For each diffusers family (tiny seeded configs, driven over a short sampling loop the way its
-pipeline drives it, as in ``test_backend_diffusers.py``), ``compile_repeated_blocks`` with the
-asymrnr backend must:
+For each diffusers family (CogVideoX, HunyuanVideo, Mochi, Wan, LTX-Video; tiny seeded configs,
+driven over a short sampling loop the way its pipeline drives it, as in
+``test_backend_diffusers.py``), ``compile_repeated_blocks`` with the asymrnr backend must:
 
 - reduce the same attention sites as ``torch.compile(model, backend=...)``, at the same steps and
-  calls, keeping the same tokens (every matching's ``keep`` indices equal);
+  calls, keeping the same tokens (every matching's kept indices equal as sets);
 - give outputs within float tolerance of whole-model compilation;
 - compile each block class once (one graph, one runtime serving every block instance), with
   per-instance matchings, and no Dynamo recompile after the first model call.
@@ -37,18 +37,19 @@ from test_backend_diffusers import CLIENTS, REDUCE, STEPS, client_model, sample 
 OUTPUT_TOLERANCE = 1e-4  # relative to the output's largest value: Inductor fuses the two differently
 DEFAULT_FAMILY = "cogvideox"  # the cheapest; the others are slow
 # Blocks of each repeated class, so that one compiled graph serves two block instances or more.
-# The first CogVideoX and dual-stream HunyuanVideo block get a strided view of the input, and
-# Dynamo compiles the block once more for the contiguous input of the others (as under plain
-# Inductor): CogVideoX gets three blocks.
+# The first CogVideoX, Mochi and dual-stream HunyuanVideo block get a strided view of the input,
+# and Dynamo compiles the block once more for the contiguous input of the others (as under plain
+# Inductor): CogVideoX and Mochi get three blocks.
 BLOCKS = {
     "cogvideox": {"num_layers": 3},
     "hunyuan": {"num_layers": 2, "num_single_layers": 2},
+    "mochi": {"num_layers": 3},
     "wan": {"num_layers": 2},
     "ltx": {"num_layers": 2},
 }
-# Per family: blocks with video attention (HunyuanVideo's token refiner and patch embedding are
-# repeated blocks too, compiled unreduced: text-only attention, no attention).
-VIDEO_BLOCKS = {"cogvideox": 3, "hunyuan": 4, "wan": 2, "ltx": 2}
+# Per family: blocks with video attention (HunyuanVideo's token refiner and patch embedding, and
+# Mochi's attention pool, are compiled too, unreduced: text-only attention, no attention).
+VIDEO_BLOCKS = {"cogvideox": 3, "hunyuan": 4, "mochi": 3, "wan": 2, "ltx": 2}
 
 
 def _params() -> list[Any]:

@@ -35,7 +35,7 @@ import asymrnr_compile.backend
 from asymrnr_compile import AsymRnRBackend, compile_repeated_blocks
 from asymrnr_compile.runtime import AsymRnRRuntime
 
-REGIONAL_CASES = ("cogvideox_t2v", "hunyuan_t2v", "wan_t2v", "ltx_t2v")
+REGIONAL_CASES = ("cogvideox_t2v", "hunyuan_t2v", "mochi_t2v", "wan_t2v", "ltx_t2v")
 DEFAULT_CASE = "cogvideox_t2v"
 FRAMES_TOLERANCE = 1e-4  # frames are in [0, 1]; Inductor fuses the block and the whole model differently
 
