@@ -16,8 +16,6 @@ of :data:`SYMBOLS`) in the kept video tokens ``K_q``, ``K_kv``, ``K_h`` (paper S
   token count);
 - the matching of each reduced feature, ``2 B_f H_f (N - N_dst) N_dst c_f``, amortised over the
   cache window ``W`` (paper Sec. 3.4), switched on by the indicators ``m_q``, ``m_kv``, ``m_h``.
-  Under ``match_on="hidden_states"`` q and kv share one matching on the hidden states
-  ``(B_h, L, C_h)``: it is counted once, as the ``m_h`` term.
 
 The whole graph costs ``F_full - sum_sites (site_full - site_reduced)``
 (:class:`GraphCostModel`), for one plan (kept tokens per site and feature) or for a schedule
@@ -185,8 +183,6 @@ class SiteCostModel:
         values: numbers for every symbol except ``K_q``, ``K_kv``, ``K_h``, ``N_dst``, ``W`` and
             the indicators ``m_*``.
         cross: a cross-attention site (keys are not video: only q and h shrink attention).
-        hidden_matching: q and kv can be matched on the site's hidden states
-            (``AttentionSite.hidden_matching_problem`` finds none).
         expr: the site's FLOPs as a sympy expression of :data:`SYMBOLS`.
     """
 
@@ -194,7 +190,6 @@ class SiteCostModel:
     num_tokens: int
     values: dict[sympy.Symbol, int]
     cross: bool = False
-    hidden_matching: bool = False
     expr: sympy.Expr = field(init=False)
     _fn: Callable[..., float] = field(init=False, repr=False)
 
@@ -227,16 +222,14 @@ class SiteCostModel:
             BH: (_static_numel(hidden.shape[:-2]) or 1) if hidden is not None else 1,
             CH: int(hidden.shape[-1]) if hidden is not None else head_dim,
         }
-        return cls(site.index, n, values, cross, site.hidden_matching_problem() is None)
+        return cls(site.index, n, values, cross)
 
     def flops(self, q: int | None = None, kv: int | None = None, h: int | None = None,
-              num_dst: Mapping[str, int] | None = None, cache_steps: float = math.inf,
-              match_on: str = "features") -> float:
+              num_dst: Mapping[str, int] | None = None, cache_steps: float = math.inf) -> float:
         """FLOPs with ``q``/``kv``/``h`` video tokens kept (None: not reduced).
 
         ``num_dst`` gives ``N_dst`` per reduced feature (for the matching term);
-        ``cache_steps=inf`` (default) leaves the matching out. ``match_on="hidden_states"``: q and
-        kv share one matching on the hidden states where the site allows it.
+        ``cache_steps=inf`` (default) leaves the matching out.
         """
         n = self.num_tokens
         cross = self.cross
@@ -248,9 +241,6 @@ class SiteCostModel:
         on = {f: (k is not None and k < n) for f, k in (("q", q), ("kv", kv), ("h", h))}
         if h_on:
             on["q"] = on["kv"] = False
-        elif match_on == "hidden_states" and self.hidden_matching and (on["q"] or on["kv"]):
-            num_dst = {"h": max(num_dst.get(f, 0) for f in ("q", "kv") if on[f])}
-            on = {"q": False, "kv": False, "h": True}  # one shared matching, (B_h, C_h) features
         dst = max((num_dst.get(f, 0) for f in on if on[f]), default=0)
         window = cache_steps if cache_steps and math.isfinite(cache_steps) else 0
         if not window:
@@ -281,10 +271,8 @@ class GraphCostModel:
             if model is not None:
                 self.sites[site.index] = model
 
-    def reduced_flops(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float = math.inf,
-                      match_on: str = "features") -> float:
-        """FLOPs of one call with, per site index, ``{feature: (num_dst, num_keep)}``; ``match_on``
-        as in :meth:`SiteCostModel.flops`."""
+    def reduced_flops(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float = math.inf) -> float:
+        """FLOPs of one call with, per site index, ``{feature: (num_dst, num_keep)}``."""
         saved = 0.0
         for site_index, features in kept.items():
             model = self.sites.get(site_index)
@@ -292,18 +280,16 @@ class GraphCostModel:
                 continue
             keep = {f: k for f, (_, k) in features.items()}
             dst = {f: d for f, (d, _) in features.items()}
-            saved += model.full_flops - model.flops(keep.get("q"), keep.get("kv"), keep.get("h"), dst, cache_steps,
-                                                    match_on)
+            saved += model.full_flops - model.flops(keep.get("q"), keep.get("kv"), keep.get("h"), dst, cache_steps)
         return self.full_flops - saved
 
-    def estimate(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float,
-                 match_on: str = "features") -> CostEstimate:
-        return CostEstimate(self.full_flops, self.reduced_flops(kept, cache_steps, match_on), self.attention_flops)
+    def estimate(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float) -> CostEstimate:
+        return CostEstimate(self.full_flops, self.reduced_flops(kept, cache_steps), self.attention_flops)
 
     def schedule_flops(self, steps: Sequence[Mapping[int, Mapping[str, tuple[int, int]]]],
-                       cache_steps: float, match_on: str = "features") -> tuple[float, float]:
+                       cache_steps: float) -> tuple[float, float]:
         """(full, reduced) FLOPs summed over a run, one ``kept`` mapping per step."""
-        reduced = sum(self.reduced_flops(kept, cache_steps, match_on) for kept in steps)
+        reduced = sum(self.reduced_flops(kept, cache_steps) for kept in steps)
         return float(self.full_flops * len(steps)), reduced
 
     def predicted_speedup(self, steps: Sequence[Mapping[int, Mapping[str, tuple[int, int]]]],
@@ -314,13 +300,12 @@ class GraphCostModel:
 
 
 def estimate_cost(gm: torch.fx.GraphModule, kept: Mapping[AttentionSite, Mapping[str, tuple[int, int]]],
-                  cache_steps: int, match_on: str = "features") -> CostEstimate:
+                  cache_steps: int) -> CostEstimate:
     """Cost of ``gm`` with, per site, ``{feature: (num_dst, num_keep)}`` for ``"q"``, ``"kv"``, ``"h"``.
 
     q shortens the attention's query axis, kv its key axis, h both axes and every projection
     between the hidden states and the output projection (by the kept fraction of its tokens).
-    The matching of every reduced feature is counted once per ``cache_steps`` calls (q and kv's
-    shared one once under ``match_on="hidden_states"``).
+    The matching of every reduced feature is counted once per ``cache_steps`` calls.
     """
     model = GraphCostModel(gm, list(kept))
-    return model.estimate({site.index: features for site, features in kept.items()}, cache_steps, match_on)
+    return model.estimate({site.index: features for site, features in kept.items()}, cache_steps)

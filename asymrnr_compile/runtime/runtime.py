@@ -181,12 +181,11 @@ class AsymRnRRuntime:
         if schedule is None:
             self.cost: CostEstimate = estimate_cost(
                 gm, {r.site: {f: (r.num_dst[f], r.num_keep[f]) for f in r.num_keep} for r in reductions},
-                config.cache_steps, config.match_on,
+                config.cache_steps,
             )
         else:  # mean over the scheduled steps
             model = GraphCostModel(gm, sites)
-            full, reduced = model.schedule_flops(schedule.kept_per_step(reductions), config.cache_steps,
-                                                 config.match_on)
+            full, reduced = model.schedule_flops(schedule.kept_per_step(reductions), config.cache_steps)
             self.cost = CostEstimate(model.full_flops, reduced * model.full_flops / full, model.attention_flops)
 
     def reset(self) -> None:

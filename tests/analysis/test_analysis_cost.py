@@ -18,7 +18,6 @@ from asymrnr_compile.analysis.cost import (
     SYMBOLS,
     GraphCostModel,
     graph_flops,
-    matching_flops,
 )
 from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.models.config import resolve_config
@@ -80,26 +79,3 @@ def test_cost_model_agrees_with_the_flop_counter(captured, q_ratio, kv_ratio):
     predicted = model.reduced_flops(kept)  # matching is cached here: nothing to amortise
     assert abs(predicted - counted) <= 0.05 * counted, (predicted, counted)
     assert predicted < model.full_flops
-
-
-def test_hidden_state_matching_is_counted_once_for_q_and_kv(captured):
-    """Under match_on="hidden_states" q and kv share one matching on the hidden states (B, L, C):
-    the cost model counts it once, where per-head feature matching counts q's and kv's."""
-    gm, _, sites = captured
-    config = resolve_config(PRESET)
-    grid = (config.latent_frames, config.latent_height // 2, config.latent_width // 2)
-    model = GraphCostModel(gm, sites)
-    kept, one_matching = {}, 0
-    for site in sites:
-        assert site.hidden_matching_problem() is None
-        n = site.video_tokens
-        num_dst = len(ops.split_tokens(n, grid, seed=site.index).dst)
-        kept[site.index] = {"q": (num_dst, ops.num_kept_tokens(n, num_dst, 0.5)),
-                            "kv": (num_dst, ops.num_kept_tokens(n, num_dst, 0.3))}
-        hidden = site.hidden_states.meta["example_value"]
-        one_matching += matching_flops(hidden.shape[0], n - num_dst, num_dst, hidden.shape[-1])
-    per_feature = model.reduced_flops(kept, cache_steps=1)
-    shared = model.reduced_flops(kept, cache_steps=1, match_on="hidden_states")
-    # B x H x d == B x C here: each per-head matching costs what the one hidden-state matching does
-    assert per_feature - shared == pytest.approx(one_matching, rel=1e-9)
-    assert model.reduced_flops(kept, cache_steps=1, match_on="features") == per_feature
