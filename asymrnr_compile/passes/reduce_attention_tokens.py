@@ -34,11 +34,6 @@ input hidden states ``x (B, L, C)`` instead, where the analysis found them
     q_matching  = match_tokens(x, q_split, "euclidean", start=S_in)             # (B, N_src)
     q_indices   = indices_over_heads(reduction_indices(q_split, q_matching, K_q))  # (B, 1, K_q)
     q_reduced   = reduce_tokens(q, q_indices, "replace", start=T)              # all H heads
-    kv_indices  = indices_over_heads(reduction_indices(q_split, q_matching, K_kv))  # one matching
-
-q and kv then rank the same src tokens by the same distances (kv keeps more of them): they share
-q's split and one matching, computed once per site
-(:func:`~asymrnr_compile.plan.reduction_plan.shares_hidden_matching`).
 
 With ``plan.token_selection == "random"`` the matching is drawn at random instead
 (``ops.random_matching``, the token-dropping baseline); everything else is the same. Text tokens
@@ -68,7 +63,6 @@ from asymrnr_compile.plan.reduction_plan import (
     FeaturePlan,
     ReductionPlan,
     SitePlan,
-    shares_hidden_matching,
 )
 
 logger = logging.getLogger("asymrnr_compile.passes")
@@ -103,8 +97,6 @@ class _SiteRewriter:
         self.first_compute_node = first_compute_node
         self.new_outputs: list[torch.fx.Node] = []
         self.region: int | None = None  # site whose nodes are being inserted
-        # site index -> (split, matching) nodes of a matching q and kv share (hidden states)
-        self.shared_matchings: dict[int, tuple[torch.fx.Node, torch.fx.Node]] = {}
 
     def placeholder(self, slot: CacheSlot) -> torch.fx.Node:
         with self.graph.inserting_before(self.first_compute_node):
@@ -123,7 +115,7 @@ class _SiteRewriter:
         self.result.extra_outputs.append(slot)
 
     def indices(self, site_index: int, feature: str, feature_plan: FeaturePlan,
-                matched: torch.fx.Node, start: int, *, over_heads: bool = False, share: bool = False) -> torch.fx.Node:
+                matched: torch.fx.Node, start: int, *, over_heads: bool = False) -> torch.fx.Node:
         """Reduction indices of one feature: computed from a fresh matching, or graph inputs.
 
         A computing variant outputs the matching and the indices (graph outputs are realised
@@ -131,31 +123,10 @@ class _SiteRewriter:
         a reusing variant takes the indices as inputs. ``over_heads``: ``matched`` has no head
         axis (hidden states ``(B, L, C)``), so the indices get a size-1 one
         (:func:`~asymrnr_compile.ops.indices_over_heads`) before they are output or used.
-        ``share``: the site's features share one split and one matching
-        (:func:`~asymrnr_compile.plan.reduction_plan.shares_hidden_matching`): the second feature
-        computing it in this variant reuses the first one's nodes, so it is computed once.
         """
         if not feature_plan.compute_matching:
             cached = [self.placeholder(CacheSlot(site_index, feature, name)) for name in INDEX_FIELDS]
             return self.call(ops.ReductionIndices, *cached)
-        if share and site_index in self.shared_matchings:
-            split, matching = self.shared_matchings[site_index]
-        else:
-            split, matching = self._matching(site_index, feature, matched, start)
-            if share:
-                self.shared_matchings[site_index] = (split, matching)
-        indices = self.call(ops.reduction_indices, split, matching, feature_plan.num_keep)
-        if over_heads:
-            indices = self.call(ops.indices_over_heads, indices)
-        for position, name in enumerate(MATCHING_FIELDS):
-            self.output(self.call(operator.getitem, matching, position), CacheSlot(site_index, feature, name))
-        for position, name in enumerate(INDEX_FIELDS):
-            self.output(self.call(operator.getitem, indices, position), CacheSlot(site_index, feature, name))
-        return indices
-
-    def _matching(self, site_index: int, feature: str, matched: torch.fx.Node,
-                  start: int) -> tuple[torch.fx.Node, torch.fx.Node]:
-        """The split (graph inputs) and a fresh matching of one feature."""
         split_nodes = [self.placeholder(CacheSlot(site_index, feature, name)) for name in SPLIT_FIELDS]
         split = self.call(ops.TokenSplit, *split_nodes)
         if self.plan.token_selection == "random":  # the token-dropping baseline: no similarity
@@ -166,7 +137,14 @@ class _SiteRewriter:
                 ops.match_tokens, matched, split, self.plan.similarity,
                 start=start, chunk_bytes=self.plan.match_chunk_bytes, kernel=self.plan.match_kernel,
             )
-        return split, matching
+        indices = self.call(ops.reduction_indices, split, matching, feature_plan.num_keep)
+        if over_heads:
+            indices = self.call(ops.indices_over_heads, indices)
+        for position, name in enumerate(MATCHING_FIELDS):
+            self.output(self.call(operator.getitem, matching, position), CacheSlot(site_index, feature, name))
+        for position, name in enumerate(INDEX_FIELDS):
+            self.output(self.call(operator.getitem, indices, position), CacheSlot(site_index, feature, name))
+        return indices
 
 
 def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SitePlan,
@@ -179,7 +157,7 @@ def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SiteP
     query, key, value = kwargs["query"], kwargs["key"], kwargs["value"]
     mask = kwargs.get("attn_mask")
 
-    on_hidden = shares_hidden_matching(site, rewriter.plan.match_on)
+    on_hidden = rewriter.plan.match_on == "hidden_states" and site.hidden_matching_problem() is None
     if on_hidden:  # both features matched on the hidden states (B, L, C), shared by the heads
         assert site.hidden_states is not None and site.hidden_states_video_start is not None  # checked
         matched_q = matched_kv = node_map[site.hidden_states]
@@ -191,12 +169,11 @@ def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SiteP
     with graph.inserting_before(sdpa):
         q_indices = kv_indices = None
         if site_plan.q is not None:
-            q_indices = rewriter.indices(site.index, "q", site_plan.q, matched_q, matched_start, over_heads=on_hidden,
-                                         share=on_hidden)
+            q_indices = rewriter.indices(site.index, "q", site_plan.q, matched_q, matched_start, over_heads=on_hidden)
             kwargs["query"] = rewriter.call(ops.reduce_tokens, query, q_indices, mode, start=start)
         if site_plan.kv is not None:
             kv_indices = rewriter.indices(site.index, "kv", site_plan.kv, matched_kv, matched_start,
-                                          over_heads=on_hidden, share=on_hidden)
+                                          over_heads=on_hidden)
             kwargs["key"] = rewriter.call(ops.reduce_tokens, key, kv_indices, mode, start=start)
             kwargs["value"] = rewriter.call(ops.reduce_tokens, value, kv_indices, mode, start=start)
             if mask is not None:

@@ -20,7 +20,6 @@ from asymrnr_compile.plan.features import FEATURES, Feature
 from asymrnr_compile.plan.seeds import site_seed
 
 if TYPE_CHECKING:
-    from asymrnr_compile.analysis.site import AttentionSite
     from asymrnr_compile.config import AsymRnRConfig
 
 MatchingField = Literal["src_order", "nearest", "distance"]
@@ -31,20 +30,6 @@ MATCHING_FIELDS: tuple[MatchingField, ...] = ("src_order", "nearest", "distance"
 SPLIT_FIELDS: tuple[SplitField, ...] = ("dst", "src")
 INDEX_FIELDS: tuple[IndexField, ...] = ("keep", "restore")
 
-
-
-def shares_hidden_matching(site: AttentionSite, match_on: str) -> bool:
-    """Whether ``site``'s q and kv are matched on its input hidden states, and so share one split
-    and one matching: ``match_on="hidden_states"`` and the analysis found the hidden states
-    (:meth:`~asymrnr_compile.analysis.site.AttentionSite.hidden_matching_problem`). Both features
-    then rank the same src tokens by the same distances; kv only keeps more of them."""
-    return match_on == "hidden_states" and site.hidden_matching_problem() is None
-
-
-def split_feature(feature: Feature, shared: bool) -> Feature:
-    """The feature whose split (and matching) ``feature`` uses: kv takes q's when the site
-    :func:`shares_hidden_matching`, every other feature its own."""
-    return "q" if shared and feature == "kv" else feature
 
 @dataclass(frozen=True)
 class FeaturePlan:

@@ -44,14 +44,7 @@ from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
 from asymrnr_compile.passes.reduce_attention_tokens import RewriteResult, reduce_attention_tokens
 from asymrnr_compile.plan.features import Feature
-from asymrnr_compile.plan.reduction_plan import (
-    CacheSlot,
-    FeaturePlan,
-    ReductionPlan,
-    SitePlan,
-    shares_hidden_matching,
-    split_feature,
-)
+from asymrnr_compile.plan.reduction_plan import CacheSlot, FeaturePlan, ReductionPlan, SitePlan
 from asymrnr_compile.plan.seeds import site_seed
 from asymrnr_compile.plan.select_sites import Grid, SiteReduction
 from asymrnr_compile.runtime.forward_context import current_forward
@@ -246,10 +239,8 @@ class AsymRnRRuntime:
     def _split(self, site: AttentionSite, feature: Feature, grid: Grid | None, device: torch.device,
                window: int) -> ops.TokenSplit:
         """The dst/src split of one (site, feature): one for the whole run, or with
-        ``config.redraw_split`` one per matching window (only the current window's is kept).
-        Under hidden-state matching kv uses q's split (:func:`split_feature`)."""
+        ``config.redraw_split`` one per matching window (only the current window's is kept)."""
         window = window if self.config.redraw_split else 0
-        feature = split_feature(feature, shares_hidden_matching(site, self.config.match_on))
         key = (site.index, feature)
         splits = self.state.splits
         held = splits.get(key)

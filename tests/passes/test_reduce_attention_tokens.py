@@ -273,8 +273,7 @@ def _split_of(result, extra, feature) -> ops.TokenSplit:
 @pytest.mark.parametrize("text_first", [True, False])
 def test_matching_on_hidden_states_applies_one_matching_to_every_head(text_first):
     """match_on="hidden_states": q and kv are matched on the projections' input (B, L, C), once per
-    batch element, by one shared matching on q's split; the rewritten graph equals an eager
-    reference built from the ops."""
+    batch element; the rewritten graph equals an eager reference built from the ops."""
     model = JointAttention(text_first=text_first, with_mask=True).eval()
     inputs = _inputs(with_mask=True, text_first=text_first)
     gm, example_inputs = capture_graph(model, inputs)
@@ -286,8 +285,7 @@ def test_matching_on_hidden_states_applies_one_matching_to_every_head(text_first
     result = reduce_attention_tokens(gm, sites, plan)
     assert result.rewritten_sites == [0]
     matchers = [n for n in result.gm.graph.nodes if n.target is ops.match_tokens]
-    assert len(matchers) == 1 and matchers[0].args[0].target is torch.cat  # the counter: one, shared
-    assert {slot.feature for slot in result.extra_inputs} == {"q"}  # kv takes q's split
+    assert len(matchers) == 2 and all(n.args[0].target is torch.cat for n in matchers)  # the counter
     extra = _split_inputs(result)
     outputs = _run(result, example_inputs, extra)
     returned = {(s.feature, s.field): t for s, t in zip(result.extra_outputs, outputs[result.num_original_outputs:])}
@@ -299,10 +297,11 @@ def test_matching_on_hidden_states_applies_one_matching_to_every_head(text_first
         tokens = torch.cat([inputs["text"], inputs["video"]] if text_first else [inputs["video"], inputs["text"]], 1)
         q, k, v = (proj(tokens).view(BATCH, -1, HEADS, HEAD_DIM).transpose(1, 2)
                    for proj in (model.to_q, model.to_k, model.to_v))
-        split = _split_of(result, extra, "q")
-        matching = ops.match_tokens(tokens, split, start=start)
-        shared = {feature: ops.indices_over_heads(ops.reduction_indices(split, matching, keep))
-                  for feature, keep in (("q", keep_q), ("kv", keep_kv))}
+        shared = {}
+        for feature, keep in (("q", keep_q), ("kv", keep_kv)):
+            split = _split_of(result, extra, feature)
+            matching = ops.match_tokens(tokens, split, start=start)
+            shared[feature] = ops.indices_over_heads(ops.reduction_indices(split, matching, keep))
         k_small, v_small = (ops.reduce_tokens(t, shared["kv"], start=start) for t in (k, v))
         mask = ops.reduce_mask(inputs["mask"], shared["kv"], start=start)
         mask = ops.proportional_attention_mask(mask, k_small, shared["kv"], start=start)
