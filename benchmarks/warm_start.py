@@ -134,6 +134,12 @@ def measure(args: argparse.Namespace) -> dict:
     return results
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _frames_note(diff: float) -> str:
     return "identical" if diff == 0 else f"max abs diff {diff:.2e}"
 
@@ -162,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", nargs="+", default=["asymrnr", "inductor"], choices=["asymrnr", "inductor"])
     parser.add_argument("--json")
     parser.add_argument("--results", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    parser.add_argument("--from-json", help="take the results from this script's JSON instead of measuring")
     parser.add_argument("--child", choices=["asymrnr", "inductor"], help=argparse.SUPPRESS)
     parser.add_argument("--frames-path", help=argparse.SUPPRESS)
     parser.add_argument("--save-artifacts", help=argparse.SUPPRESS)
@@ -171,11 +178,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.child, args.family, args.size, args.frames, args.steps, args.frames_path,
                                args.save_artifacts, args.load_artifacts)))
         return 0
-    load_before = os.getloadavg()
-    results = measure(args)
-    results["load_average"] = {"before": load_before, "after": os.getloadavg()}
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        for key in ("family", "size", "frames", "steps"):
+            setattr(args, key, results["settings"][key])
+    else:
+        load_before = os.getloadavg()
+        results = measure(args)
+        results["load_average"] = {"before": load_before, "after": os.getloadavg()}
     print(table(results))
-    if args.json:
+    if args.json and not args.from_json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
     if args.results:
@@ -183,9 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         from results_md import machine_info, replace_section
 
         load = results["load_average"]
+        threads = results["settings"].get("threads") or torch_threads()
+        machine = machine_info("cpu").replace(f"{torch_threads()} threads", f"{threads} threads")
+        prefix = f"OMP_NUM_THREADS={results['settings']['threads']} " if results["settings"].get("threads") else ""
         body = (f"### Warm starts: a tiny {args.family} pipeline's first call in a new process\n\n"
-                f"Machine: {machine_info('cpu')}; load average {load['before'][0]:.1f} before, "
-                f"{load['after'][0]:.1f} after. Command: `python benchmarks/warm_start.py "
+                f"Machine: {machine}; load average {load['before'][0]:.1f} before, "
+                f"{load['after'][0]:.1f} after. Command: `"
+                f"{prefix}"
+                f"python benchmarks/warm_start.py "
                 f"--family {args.family} --size {args.size} --frames {args.frames} --steps {args.steps} --results`. "
                 "Each row is a fresh process; see docs/deployment.md for the recipe.\n\n" + table(results))
         replace_section("warm_start", body)
