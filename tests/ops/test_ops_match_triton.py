@@ -10,13 +10,11 @@ must be the true nearest distance to float32 rounding.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_benchmark
 from hypothesis import given, settings
 from ops_strategies import cases, reference_distances
 
@@ -35,7 +33,6 @@ pytest.importorskip("triton")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 pytestmark = pytest.mark.skipif(not triton_runs_on(DEVICE), reason=f"Triton cannot run on {DEVICE}")
 
-ROOT = Path(__file__).resolve().parents[2]
 
 # Integer features in [-INT_RANGE, INT_RANGE]: dot products of c <= 8 channels stay far below
 # 2^24 (exact in float32) and the values are exact in bfloat16 and float16.
@@ -133,11 +130,7 @@ def test_compiled_matching_is_the_eager_one():
 
 
 def _count_operators():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("benchmarks_ops", ROOT / "benchmarks" / "ops.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.count_operators
+    return load_benchmark("ops").count_operators
 
 
 @pytest.mark.parametrize("similarity", ["euclidean", "cosine", "dot"])

@@ -11,13 +11,11 @@ bound). Each compiles three pipelines (a minute or more each on 2 cores).
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch._dynamo
+from helpers import load_benchmark
 
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers])")
 pytest.importorskip("transformers", reason="the diffusers pipelines import transformers (pip install -e .[diffusers])")
@@ -26,15 +24,7 @@ from asymrnr_compile import AsymRnRBackend, AsymRnRConfig  # noqa: E402
 from asymrnr_compile.models.diffusers_pipelines import SMALL_GRID  # noqa: E402
 from asymrnr_compile.sampling import psnr_db  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+_load = load_benchmark
 
 
 compositions = _load("compositions")
