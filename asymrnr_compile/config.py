@@ -15,6 +15,7 @@ import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from asymrnr_compile._validate import check_choice, check_int, check_ratio, check_triple
@@ -37,21 +38,52 @@ class AsymRnRWarning(UserWarning):
     (e.g. nothing was reduced, or the step signal cannot be read); the message says how."""
 
 
-# Matching cache window (paper Sec. 3.4): the published runs reuse a matching for 3-5 steps.
-DEFAULT_CACHE_STEPS = 5
+#: Matching cache window of the defaults: a matching is computed every 2 steps. The published runs
+#: reuse one for 3-5 steps (paper Sec. 3.4, :data:`PUBLISHED_SETTINGS`); with the quality options
+#: on, every 2 steps kept the trained 1024-token model within 1 point of its unaccelerated videos,
+#: every 5 lost 7 points (docs/defaults.md).
+DEFAULT_CACHE_STEPS = 2
 #: What q and kv are matched on (``AsymRnRConfig.match_on``). ``"features"``: the reduced
 #: features themselves, per head (the queries after QK-norm and RoPE, the values; paper
 #: Sec. 3.2). ``"hidden_states"``: the attention block's input hidden states, before the q/k/v
 #: projections, one matching per batch element shared by all heads.
 MATCH_SOURCES = ("features", "hidden_states")
 
-# Below this many video tokens attention is cheap and matching overhead dominates.
-DEFAULT_MIN_VIDEO_TOKENS = 256
+#: Sites with fewer video tokens are left alone by default. On the trained 256-token model every
+#: uniform setting tried lost 12 to 73 points of "all right" (at most 1.18x ideal); on the
+#: 1024-token one the defaults lose none (docs/defaults.md).
+DEFAULT_MIN_VIDEO_TOKENS = 1024
+
+#: The published AsymRnR (Sun et al., ICML 2025, arXiv 2412.11706) as this backend implements it:
+#: what ``AsymRnRConfig(preset="published")`` sets, under any field given explicitly. These were
+#: the backend's defaults until they were chosen by measured quality (docs/defaults.md).
+PUBLISHED_SETTINGS: Mapping[str, Any] = MappingProxyType({
+    "q_ratio": 0.5,
+    "kv_ratio": 0.3,
+    "cache_steps": 5,
+    "match_on": "features",
+    "redraw_split": False,
+    "proportional_attention": False,
+    "min_video_tokens": 256,
+})
+
+#: Named starting points of a configuration (``AsymRnRConfig.preset``): ``"default"`` (the
+#: dataclass defaults, chosen by measured quality) and ``"published"`` (:data:`PUBLISHED_SETTINGS`).
+CONFIG_PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "default": MappingProxyType({}),
+    "published": PUBLISHED_SETTINGS,
+})
 
 
 @dataclass(frozen=True)
 class AsymRnRConfig:
     """Settings of the AsymRnR backend. All fields are validated on construction.
+
+    The defaults are chosen by measured quality, not copied from the paper: q 0.5 / kv 0.3 with
+    the matching on the block's hidden states, a new split per matching window, proportional
+    attention for the kept keys and a matching every 2 steps, on sites of at least 1024 video
+    tokens (docs/defaults.md has the numbers). ``AsymRnRConfig(preset="published")`` is the
+    published method (:data:`PUBLISHED_SETTINGS`); fields given explicitly override a preset's.
 
     Attributes:
         q_ratio: fraction of video *query* tokens removed before attention; the attention output
@@ -63,7 +95,7 @@ class AsymRnRConfig:
             off there. In [0, 1). Default 0.
         cache_steps: matching-cache window in denoising steps (paper Sec. 3.4): the split and the
             matching are computed on the first step of each window and reused for the rest.
-            Int >= 1. Default 5.
+            Int >= 1. Default 2 (published: 5).
         dst_stride: chunk size (frames, height, width) of the destination/source split; one
             destination token per chunk (paper Sec. 3.3). Three ints >= 1. Default (2, 2, 2).
         similarity: ``"euclidean"`` (squared distance, the paper's default), ``"cosine"`` or
@@ -74,10 +106,9 @@ class AsymRnRConfig:
             its attention logits (ToMe's proportional attention, Bolya et al. 2023, Sec. 3; not
             in the published AsymRnR), so dropped near-duplicate keys keep their share of the
             softmax. Costs one elementwise bias in the attention; on GPUs an SDPA call with a
-            bias cannot use the FlashAttention kernel. Bool. Default False (the published
-            method).
+            bias cannot use the FlashAttention kernel. Bool. Default True (published: False).
         match_on: what q and kv are matched on, one of :data:`MATCH_SOURCES`. ``"features"``
-            (default, the published method): queries (after QK-norm and RoPE) and values, per
+            (the published method): queries (after QK-norm and RoPE) and values, per
             head. ``"hidden_states"``: the block's hidden states entering the q/k/v projections,
             one matching per batch element shared by every head; RoPE's rotation makes
             post-RoPE queries of like content at different positions look unlike, and content
@@ -85,16 +116,19 @@ class AsymRnRConfig:
             cannot find (or whose layout is not ``(B, L, C)`` against ``(B, H, L, d)``
             attention inputs) falls back to ``"features"`` with a logged reason. Not in the
             published AsymRnR; on the trained synthetic model it is what keeps q 0.5 / kv 0.3
-            within the quality bound (benchmarks/RESULTS.md).
+            within the quality bound (benchmarks/RESULTS.md). Default ``"hidden_states"``
+            (published: ``"features"``).
         redraw_split: draw a new destination token per chunk for every matching window (seeded
             by ``seed``, the site, the feature and the window index) instead of one split per
             site for the whole run, so that the tokens standing in for others change from window
             to window and the errors of restoring do not pile up on the same positions across
-            steps. Bool. Default False (one split, as published).
+            steps. Bool. Default True (published: False, one split for the run).
         seed: seed of the random destination choice within each chunk. Default 0.
         grid: (frames, height, width) of the video token grid, overriding what the analysis
             recovers from the graph; None (default) uses the analysis.
-        min_video_tokens: sites with fewer video tokens are left alone. Int >= 1. Default 256.
+        min_video_tokens: sites with fewer video tokens are left alone. Int >= 1. Default 1024
+            (published: 256): below that the trained 256-token model lost 12+ points under
+            every uniform setting (:data:`DEFAULT_MIN_VIDEO_TOKENS`).
         warmup_steps: no reduction during the first ``warmup_steps`` denoising steps (the paper
             finds the early steps most sensitive). Int >= 0. Default 0.
         skip_blocks: blocks to leave alone, by index (``3``) or module path
@@ -124,6 +158,9 @@ class AsymRnRConfig:
             something else (``"t"``, ``"sigma"``). Pass it as a tensor: a Python number is baked
             into the graph, so every step recompiles (the backend warns). Without a timestep
             input every call counts as a step.
+        preset: the starting point, one of :data:`CONFIG_PRESETS`: ``"default"`` (these
+            defaults) or ``"published"`` (the paper's method, :data:`PUBLISHED_SETTINGS`, filled
+            in for every field not given explicitly). Default ``"default"``.
     """
 
     q_ratio: float = 0.5
@@ -133,9 +170,9 @@ class AsymRnRConfig:
     dst_stride: tuple[int, int, int] = DEFAULT_DST_STRIDE
     similarity: str = "euclidean"
     reduce_mode: str = "replace"
-    proportional_attention: bool = False
-    match_on: str = "features"
-    redraw_split: bool = False
+    proportional_attention: bool = True
+    match_on: str = "hidden_states"
+    redraw_split: bool = True
     seed: int = 0
     grid: tuple[int, int, int] | None = None
     min_video_tokens: int = DEFAULT_MIN_VIDEO_TOKENS
@@ -147,9 +184,11 @@ class AsymRnRConfig:
     schedule: Schedule | str | os.PathLike[str] | None = None
     num_steps: int | None = None
     timestep_arg: str | None = None
+    preset: str = "default"
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        check_choice("preset", self.preset, tuple(CONFIG_PRESETS))
         for name in ("q_ratio", "kv_ratio", "h_ratio"):
             set_(name, check_ratio(name, getattr(self, name)))
         set_("cache_steps", check_int("cache_steps", self.cache_steps, minimum=1))
@@ -244,6 +283,11 @@ def _init_checking_names(self: AsymRnRConfig, *args: Any, **kwargs: Any) -> None
     # AsymRnRConfig(q_raito=0.5) raises the ValueError with the closest name that the dict form
     # raises, instead of the dataclass's bare TypeError.
     _check_option_names(kwargs)
+    preset = kwargs.get("preset", "default")
+    if isinstance(preset, str) and preset in CONFIG_PRESETS:
+        # A preset fills in the fields not given, by name or by position.
+        given = {f.name for f in dataclasses.fields(AsymRnRConfig)[:len(args)]} | set(kwargs)
+        kwargs = {**{k: v for k, v in CONFIG_PRESETS[preset].items() if k not in given}, **kwargs}
     _dataclass_init(self, *args, **kwargs)
 
 

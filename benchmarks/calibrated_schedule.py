@@ -65,15 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     torch._dynamo.reset()
     prof = asymrnr_compile.profile(
         model, lambda m: sample(m, inputs.noise, inputs.text, inputs.null_text, sampler),
-        config=AsymRnRConfig(cache_steps=args.cache_steps))
+        config=AsymRnRConfig(preset="published", cache_steps=args.cache_steps))
     profile_seconds = time.perf_counter() - start
     schedule = calibrate(prof, target_speedup=args.target_speedup, model=f"reference/{args.preset}")
     predicted = predicted_speedup(prof, schedule)
     log(f"  {profile_seconds:.1f} s; calibrated schedule: predicted {predicted:.3f}x")
 
     torch._dynamo.reset()
-    scheduled = AsymRnRBackend(AsymRnRConfig(schedule=schedule, cache_steps=args.cache_steps))
-    fixed = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=args.cache_steps))
+    scheduled = AsymRnRBackend(AsymRnRConfig(preset="published", schedule=schedule, cache_steps=args.cache_steps))
+    fixed = AsymRnRBackend(AsymRnRConfig(preset="published", q_ratio=0.5, kv_ratio=0.3, cache_steps=args.cache_steps))
     models = {
         "inductor": torch.compile(model, backend="inductor", fullgraph=True, dynamic=False),
         "schedule": torch.compile(model, backend=scheduled, fullgraph=True, dynamic=False),

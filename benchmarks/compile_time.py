@@ -42,7 +42,7 @@ def _child(kind: str, preset: str, steps: int) -> dict:
             seconds.append(time.perf_counter() - start)
             return compiled
     else:
-        backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=5))
+        backend = AsymRnRBackend(AsymRnRConfig(preset="published", q_ratio=0.5, kv_ratio=0.3, cache_steps=5))
     compiled = torch.compile(model, backend=backend, fullgraph=True, dynamic=False)
     start = time.perf_counter()
     timed_sample(compiled, inputs, sampler)

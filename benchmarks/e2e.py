@@ -6,7 +6,10 @@ calls per step with the same timestep), all in one process:
 
 - ``eager``: the model as is;
 - ``inductor``: ``torch.compile(backend="inductor")``, the baseline of every speedup;
-- ``asymrnr_q0.5_kv0.3`` and ``asymrnr_q0.3_kv0.2`` (conservative): AsymRnR at fixed ratios;
+- ``asymrnr_q0.5_kv0.3`` and ``asymrnr_q0.3_kv0.2`` (conservative): the published AsymRnR
+  (``preset="published"``) at fixed ratios, the matching cached for ``--cache-steps``;
+- ``asymrnr_default``: the backend's defaults as a user gets them (q 0.5 / kv 0.3 matched on
+  hidden states, a new split per window, proportional attention, a matching every 2 steps);
 - ``random_q0.5_kv0.3``: the plain token-dropping baseline at the same kept counts, i.e. the
   same attention FLOPs (``token_selection="random"``: no similarity matching);
 - ``asymrnr_calibrated``: a schedule from ``asymrnr_compile.calibrate`` for a predicted 1.5x,
@@ -74,14 +77,21 @@ FAMILIES = ("cogvideox", "hunyuan", "mochi", "wan", "ltx")
 MODELS = ("reference", *FAMILIES)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-#: (variant name, AsymRnRConfig options) of the fixed-ratio variants; ``None``: not asymrnr.
+#: (variant name, AsymRnRConfig options) of the fixed-ratio variants. The named ratios are the
+#: published method (``preset="published"``) with the matching window of ``--cache-steps``;
+#: ``asymrnr_default`` is the backend's defaults as a user gets them, its own window included.
 MAIN_RATIOS = {"q_ratio": 0.5, "kv_ratio": 0.3}
 CONSERVATIVE_RATIOS = {"q_ratio": 0.3, "kv_ratio": 0.2}
+PUBLISHED = {"preset": "published"}
+DEFAULT_VARIANT = "asymrnr_default"
 ASYMRNR_VARIANTS: dict[str, dict[str, Any]] = {
-    "asymrnr_q0.5_kv0.3": MAIN_RATIOS,
-    "asymrnr_q0.3_kv0.2": CONSERVATIVE_RATIOS,
-    "random_q0.5_kv0.3": {**MAIN_RATIOS, "token_selection": "random"},
+    "asymrnr_q0.5_kv0.3": {**PUBLISHED, **MAIN_RATIOS},
+    "asymrnr_q0.3_kv0.2": {**PUBLISHED, **CONSERVATIVE_RATIOS},
+    "random_q0.5_kv0.3": {**PUBLISHED, **MAIN_RATIOS, "token_selection": "random"},
+    DEFAULT_VARIANT: {},
 }
+#: Variants that keep the backend's own matching window instead of ``--cache-steps``.
+OWN_CACHE_WINDOW = frozenset({DEFAULT_VARIANT})
 CALIBRATED = "asymrnr_calibrated"
 VARIANTS = ("eager", "inductor", *ASYMRNR_VARIANTS, CALIBRATED)
 DEFAULT_STEPS = 10
@@ -289,13 +299,13 @@ def calibrated_options(workload: Workload, cache_steps: int) -> tuple[dict[str, 
         start = time.perf_counter()
         torch._dynamo.reset()
         profile = asymrnr_compile.profile(
-            workload.model, run, config=AsymRnRConfig(cache_steps=cache_steps,
+            workload.model, run, config=AsymRnRConfig(preset="published", cache_steps=cache_steps,
                                                       min_video_tokens=workload.min_video_tokens))
         schedule = calibrate(profile, target_speedup=CALIBRATION_TARGET_SPEEDUP, best_effort=True,
                              model=workload.name)
         seconds = time.perf_counter() - start
         torch._dynamo.reset()
-        return {"schedule": schedule, "cache_steps": cache_steps,
+        return {"preset": "published", "schedule": schedule, "cache_steps": cache_steps,
                 "_calibration": {"seconds": seconds, "target_speedup": CALIBRATION_TARGET_SPEEDUP,
                                  "predicted_speedup": predicted_speedup(profile, schedule)}}, ""
     except Exception as error:  # noqa: BLE001  (an unfinished calibrator must not stop the benchmark)
@@ -339,7 +349,9 @@ def make_variants(workload: Workload, cache_steps: int, names: tuple[str, ...] =
                     skipped[name] = reason
                     continue
             else:
-                options = {**ASYMRNR_VARIANTS[name], "cache_steps": cache_steps}
+                options = dict(ASYMRNR_VARIANTS[name])
+                if name not in OWN_CACHE_WINDOW:
+                    options["cache_steps"] = cache_steps
             extra = {"calibration": options.pop("_calibration")} if "_calibration" in options else {}
             options.setdefault("min_video_tokens", workload.min_video_tokens)
             backend = AsymRnRBackend(AsymRnRConfig.from_options(options))

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 KINDS = ("inductor_whole", "inductor_regional", "asymrnr_whole", "asymrnr_regional")
-OPTIONS = {"q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2}
+OPTIONS = {"preset": "published", "q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2}
 
 
 def _workload(model_name: str, blocks: int, steps: int):

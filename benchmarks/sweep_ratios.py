@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     inductor_warmup = time.perf_counter() - start
     rows = []
     for q_ratio, kv_ratio in QUICK_SETTINGS if args.quick else SETTINGS:
-        config = AsymRnRConfig(q_ratio=q_ratio, kv_ratio=kv_ratio, cache_steps=args.cache_steps)
+        config = AsymRnRConfig(preset="published", q_ratio=q_ratio, kv_ratio=kv_ratio, cache_steps=args.cache_steps)
         backend = AsymRnRBackend(config)
         compiled = torch.compile(model, backend=backend, fullgraph=True, dynamic=False)
         print(f"q {q_ratio} / kv {kv_ratio}: warm-up...", flush=True)

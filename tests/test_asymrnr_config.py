@@ -10,7 +10,8 @@ from asymrnr_compile.config import AsymRnRConfig
 def test_defaults_are_valid_and_frozen():
     config = AsymRnRConfig()
     assert config.q_ratio == 0.5 and config.kv_ratio == 0.3 and config.h_ratio == 0.0
-    assert config.dst_stride == (2, 2, 2) and config.cache_steps == 5
+    assert config.dst_stride == (2, 2, 2) and config.cache_steps == 2 and config.preset == "default"
+    assert AsymRnRConfig(preset="published").cache_steps == 5
     with pytest.raises(AttributeError):
         config.q_ratio = 0.1  # type: ignore[misc]
 

@@ -30,14 +30,14 @@ BLOCK = re.compile(r"```python\n(?P<code>.*?)```", flags=re.S)
 # Names some README blocks take from the text around them, keyed by a line of the block.
 PRELUDES: dict[str, str] = {
     # "Profiling, schedules, calibrate": `transformer` and `my_sampling_loop` are the reader's
-    # model and loop; here the reference DiT at its "tiny" width on a 2 x 24 x 24 latent (288 video
-    # tokens: above the default min_video_tokens) and a 2-step loop.
+    # model and loop; here the reference DiT at its "tiny" width on a 4 x 32 x 32 latent (1024 video
+    # tokens: the default min_video_tokens) and a 2-step loop.
     "prof = asymrnr_compile.profile(transformer": """
 import dataclasses
 import torch
 from asymrnr_compile.models import PRESETS, build_reference_model, reference_inputs
 from asymrnr_compile.sampling import SamplerConfig, sample
-_config = dataclasses.replace(PRESETS["tiny"], latent_height=24, latent_width=24)
+_config = dataclasses.replace(PRESETS["tiny"], latent_frames=4, latent_height=32, latent_width=32)
 transformer = build_reference_model(_config)
 _inputs = reference_inputs(_config, batch_size=1)
 def my_sampling_loop(m):

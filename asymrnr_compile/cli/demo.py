@@ -9,7 +9,8 @@ the plain Inductor result. The reference model has random (seeded) weights: this
 
 The quality part (:func:`run_quality_demo`) samples a few prompts with the shipped *trained*
 text-to-video model, unaccelerated and under asymrnr from the same noise, with the given
-settings and with the settings that keep its videos right (:data:`QUALITY_SETTINGS`), scores
+settings and with the other preset's (the published method next to the defaults, or the
+defaults next to the published method; :func:`quality_variants`), scores
 them from the pixels and writes one picture per prompt. It has no timing column: the
 unaccelerated videos are sampled eagerly and asymrnr's compile first (the speed part is the fair
 comparison).
@@ -20,7 +21,6 @@ comparison).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import statistics
@@ -53,26 +53,21 @@ from asymrnr_compile.sampling import (
 
 VARIANTS = ("eager", "inductor", "asymrnr")
 
-#: Sampling steps of the speed part. With the default matching cache window of 5 steps, one step
-#: in five computes matchings, as in a 10- or 50-step run; 5 instead of 10 saves a whole loop per
-#: variant (the demo's wall time is in README.md).
-DEMO_STEPS = 5
+#: Sampling steps of the speed part. With the default matching cache window of 2 steps, every
+#: other step computes matchings, as in a 10- or 50-step run; 4 instead of 10 saves more than a
+#: whole loop per variant (the demo's wall time is in README.md).
+DEMO_STEPS = 4
 #: Prompts of the quality part.
 DEMO_QUALITY_PROMPTS = 3
 
-#: The settings that keep the trained 1024-token model's videos right at q 0.5 / kv 0.3 (99.0% right
-#: with matchings recomputed every step, 98.4% every 2 steps, against 59-62% with the published
-#: matching; README "The trained text-to-video model", benchmarks/RESULTS.md). Not in the
-#: published method. The quality part runs them next to the given settings.
-QUALITY_SETTINGS: dict[str, Any] = {
-    "match_on": "hidden_states",
-    "redraw_split": True,
-    "proportional_attention": True,
-    "cache_steps": 2,
-}
-#: Names of the quality part's asymrnr variants (also drawn in the pictures).
+#: Names of the quality part's asymrnr variants (also drawn in the pictures): the given settings,
+#: and the same ratios under the other preset (:data:`COMPARED_PRESET`).
 GIVEN_VARIANT = "asymrnr"
-QUALITY_VARIANT = "asymrnr quality"
+COMPARED_VARIANTS = {"published": "asymrnr published", "default": "asymrnr defaults"}
+#: The preset the quality part runs next to the given settings': the published method next to
+#: anything else (on the trained 1024-token model it keeps 59-62% of the videos right against
+#: 98.4% for the defaults; docs/defaults.md), the defaults next to the published method.
+COMPARED_PRESET = {"default": "published", "published": "default"}
 
 
 def settings_line(config: AsymRnRConfig) -> str:
@@ -83,15 +78,17 @@ def settings_line(config: AsymRnRConfig) -> str:
     ratios = f"q_ratio {config.q_ratio}, kv_ratio {config.kv_ratio}"
     if config.h_ratio:
         ratios += f", h_ratio {config.h_ratio}"
-    return (f"asymrnr settings: {ratios}, cache_steps {config.cache_steps} (a matching is computed on the first "
+    return (f"asymrnr settings (preset {config.preset}): {ratios}, cache_steps {config.cache_steps} (a matching is "
+            f"computed on the first "
             f"step of every {config.cache_steps} and reused), warmup_steps {config.warmup_steps}, "
             f"match_on {config.match_on}, redraw_split {on_off(config.redraw_split)}, "
             f"proportional_attention {on_off(config.proportional_attention)}, similarity {config.similarity}")
 
 
-def quality_config(config: AsymRnRConfig) -> AsymRnRConfig:
-    """``config`` with :data:`QUALITY_SETTINGS` (same ratios)."""
-    return dataclasses.replace(config, **QUALITY_SETTINGS)
+def compared_config(config: AsymRnRConfig) -> AsymRnRConfig:
+    """The other preset (:data:`COMPARED_PRESET`) at ``config``'s ratios and seed."""
+    return AsymRnRConfig(preset=COMPARED_PRESET[config.preset], q_ratio=config.q_ratio, kv_ratio=config.kv_ratio,
+                         h_ratio=config.h_ratio, seed=config.seed)
 
 
 #: Trained model of the quality part: the 1024-token one, the model on which q 0.5 / kv 0.3 can be
@@ -249,14 +246,12 @@ def quality_prompts(num_prompts: int):
             for i in range(num_prompts)]
 
 
-def quality_variants(config: AsymRnRConfig, with_quality_settings: bool = True) -> dict[str, AsymRnRConfig]:
-    """The quality part's asymrnr variants: ``config`` as given and, unless it already has them,
-    the same ratios with :data:`QUALITY_SETTINGS`."""
+def quality_variants(config: AsymRnRConfig, with_comparison: bool = True) -> dict[str, AsymRnRConfig]:
+    """The quality part's asymrnr variants: ``config`` as given and, if ``with_comparison``, the
+    same ratios under the other preset (:func:`compared_config`)."""
     variants = {GIVEN_VARIANT: config}
-    if with_quality_settings:
-        better = quality_config(config)
-        if better != config:
-            variants[QUALITY_VARIANT] = better
+    if with_comparison:
+        variants[COMPARED_VARIANTS[COMPARED_PRESET[config.preset]]] = compared_config(config)
     return variants
 
 
@@ -275,14 +270,15 @@ def run_quality_demo(
     *,
     seed: int = 0,
     model_preset: str = QUALITY_DEMO_PRESET,
-    with_quality_settings: bool = True,
+    with_comparison: bool = True,
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> QualityDemoResult:
     """Sample ``num_prompts`` prompts with a shipped trained model (``model_preset``, one of
     :data:`~asymrnr_compile.synthetic.model.SYNTHETIC_PRESETS`; default the 1024-token one),
-    unaccelerated (eager) and under asymrnr with ``config`` and, if ``with_quality_settings``,
-    with ``config`` plus :data:`QUALITY_SETTINGS`, from the same noise; score them and write one
+    unaccelerated (eager) and under asymrnr with ``config`` and, if ``with_comparison``, with
+    the same ratios under the other preset (:func:`quality_variants`), from the same noise;
+    score them and write one
     GIF and one PNG strip per prompt into ``out_dir`` (:func:`picture_legend` says what is where).
     ``progress`` draws each variant's sampling steps on stderr."""
     from asymrnr_compile.synthetic.compare import (
@@ -302,7 +298,7 @@ def run_quality_demo(
     model, task = load_trained_model(checkpoint)
     step = int(read_checkpoint_metadata(checkpoint).get("step", 0))
     captions = quality_prompts(num_prompts)
-    configs = quality_variants(config, with_quality_settings)
+    configs = quality_variants(config, with_comparison)
     log(f"trained text-to-video DiT ({checkpoint.name}, step {step}): {model.config.video_tokens} video "
         f"tokens, {len(captions)} prompts, noise seed {seed}; variants: unaccelerated (eager), "
         + ", ".join(configs))
@@ -436,24 +432,49 @@ def add_demo_command(commands: Any) -> None:
     demo.add_argument("--quality-model", choices=SYNTHETIC_PRESETS, default=QUALITY_DEMO_PRESET,
                       help="trained model of the quality part (synthetic-fine: 1024 video tokens; "
                            "synthetic: the 256-token one, 5x faster on a CPU)")
-    demo.add_argument("--no-quality-settings", dest="quality_settings", action="store_false",
-                      help="quality part: run only the given settings, not also the quality-preserving ones")
+    demo.add_argument("--no-comparison", dest="comparison", action="store_false",
+                      help="quality part: run only the given settings, not also the other preset's (the published "
+                           "method next to the defaults, the defaults next to --published)")
     add_reduction_options(demo)
     demo.set_defaults(run=demo_command)
 
 
+#: The options :func:`add_reduction_options` adds, as ``AsymRnRConfig`` field names.
+REDUCTION_OPTIONS = ("q_ratio", "kv_ratio", "cache_steps", "warmup_steps", "match_on", "redraw_split",
+                     "proportional_attention")
+
+
 def add_reduction_options(parser: argparse.ArgumentParser) -> None:
-    defaults = AsymRnRConfig()
-    parser.add_argument("--q-ratio", type=float, default=defaults.q_ratio, help="query reduction ratio [0, 1)")
-    parser.add_argument("--kv-ratio", type=float, default=defaults.kv_ratio, help="key/value reduction ratio [0, 1)")
-    parser.add_argument("--cache-steps", type=int, default=defaults.cache_steps, help="matching cache window")
-    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
-                        help="steps without reduction at the start")
-    parser.add_argument("--match-on", choices=MATCH_SOURCES, default=defaults.match_on,
-                        help="what q/kv are matched on (features: as published)")
-    parser.add_argument("--redraw-split", action="store_true", help="a new dst split per matching window")
-    parser.add_argument("--proportional-attention", action="store_true",
-                        help="weigh each kept key by the keys it stands for")
+    """The asymrnr settings as flags. Unset flags take the preset's value (``--published``: the
+    published method's, else the backend's defaults), so every flag default is None here."""
+    defaults, published = AsymRnRConfig(), AsymRnRConfig(preset="published")
+
+    def default_text(name: str) -> str:
+        return f"default {getattr(defaults, name)}; published {getattr(published, name)}"
+
+    parser.add_argument("--published", dest="asymrnr_preset", action="store_const", const="published",
+                        default="default", help="start from the published method (preset='published') instead of "
+                                                "the defaults chosen by measured quality (docs/defaults.md)")
+    parser.add_argument("--q-ratio", type=float, help=f"query reduction ratio [0, 1) ({default_text('q_ratio')})")
+    parser.add_argument("--kv-ratio", type=float,
+                        help=f"key/value reduction ratio [0, 1) ({default_text('kv_ratio')})")
+    parser.add_argument("--cache-steps", type=int, help=f"matching cache window ({default_text('cache_steps')})")
+    parser.add_argument("--warmup-steps", type=int,
+                        help=f"steps without reduction at the start ({default_text('warmup_steps')})")
+    parser.add_argument("--match-on", choices=MATCH_SOURCES,
+                        help=f"what q/kv are matched on ({default_text('match_on')})")
+    parser.add_argument("--redraw-split", action=argparse.BooleanOptionalAction,
+                        help=f"a new dst split per matching window ({default_text('redraw_split')})")
+    parser.add_argument("--proportional-attention", action=argparse.BooleanOptionalAction,
+                        help="weigh each kept key by the keys it stands for "
+                             f"({default_text('proportional_attention')})")
+
+
+def config_from_args(args: argparse.Namespace) -> AsymRnRConfig:
+    """The config the flags of :func:`add_reduction_options` ask for: the preset, then every flag
+    given."""
+    given = {name: getattr(args, name) for name in REDUCTION_OPTIONS if getattr(args, name) is not None}
+    return AsymRnRConfig(preset=args.asymrnr_preset, **given)
 
 
 SPEED_LEGEND = (
@@ -479,20 +500,18 @@ def quality_legend(configs: dict[str, AsymRnRConfig]) -> str:
              "asymrnr variant's videos against the unaccelerated ones from the same noise",
              "no timing column: the unaccelerated videos are sampled eagerly and asymrnr's include compiling, so "
              "their times are not comparable; the speed table above is the fair comparison",
-             f"{GIVEN_VARIANT}: the settings printed first (by default the published method)"]
-    if QUALITY_VARIANT in configs:
-        lines.append(f"{QUALITY_VARIANT}: the same ratios with " + ", ".join(
-            f"{key}={value!r}" for key, value in QUALITY_SETTINGS.items())
-            + " (not in the published method; README, \"The trained text-to-video model\")")
+             f"{GIVEN_VARIANT}: the settings printed first (by default the backend's defaults)"]
+    for preset, name in COMPARED_VARIANTS.items():
+        if name in configs:
+            what = "the published method (preset='published')" if preset == "published" else "the backend's defaults"
+            lines.append(f"{name}: the same ratios with {what}; docs/defaults.md says why they differ")
     return "\n".join(lines)
 
 
 def demo_command(args: argparse.Namespace) -> int:
     from asymrnr_compile.sampling import SamplerConfig
 
-    config = AsymRnRConfig(q_ratio=args.q_ratio, kv_ratio=args.kv_ratio, cache_steps=args.cache_steps,
-                           warmup_steps=args.warmup_steps, match_on=args.match_on,
-                           redraw_split=args.redraw_split, proportional_attention=args.proportional_attention)
+    config = config_from_args(args)
     print(settings_line(config), flush=True)
     print("\nspeed: the reference DiT (random seeded weights), eager vs plain Inductor vs asymrnr", flush=True)
     result = run_demo(args.preset, config, SamplerConfig(steps=args.steps), rounds=args.rounds,
@@ -526,7 +545,7 @@ def _quality_demo(args: argparse.Namespace, config: AsymRnRConfig) -> dict | Non
         print("skipped: the pictures need Pillow: pip install 'asymrnr_compile[report]'")
         return None
     quality = run_quality_demo(config, args.out, args.quality_prompts, model_preset=args.quality_model,
-                               with_quality_settings=args.quality_settings,
+                               with_comparison=args.comparison,
                                log=lambda line: print(line, flush=True))
     print()
     print(quality.comparison.table(seconds=False))

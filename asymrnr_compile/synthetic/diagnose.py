@@ -158,8 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--captions must be in [1, {task.num_captions}], got {args.captions}")
     captions = all_captions(task)[:: task.num_captions // args.captions][: args.captions]
     try:
-        config = AsymRnRConfig(q_ratio=args.q_ratio, kv_ratio=args.kv_ratio, cache_steps=args.cache_steps,
-                               min_video_tokens=1, match_on=args.match_on, redraw_split=args.redraw_split)
+        config = AsymRnRConfig(preset="published", q_ratio=args.q_ratio, kv_ratio=args.kv_ratio,
+                               cache_steps=args.cache_steps, min_video_tokens=1, match_on=args.match_on,
+                               redraw_split=args.redraw_split)
     except (TypeError, ValueError) as error:
         parser.error(str(error))
     rows = matching_by_content(model, task, captions, [args.seed] * len(captions), config)

@@ -15,7 +15,8 @@ from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
 from asymrnr_compile.models import build_reference_model, reference_inputs
 
 PRESET = "tiny"
-OPTIONS = {"cache_steps": 2, "min_video_tokens": 16}
+# The published method, where proportional attention is off unless asked for.
+OPTIONS = {"preset": "published", "cache_steps": 2, "min_video_tokens": 16}
 
 
 def _run(**options) -> tuple[torch.Tensor, AsymRnRBackend]:

@@ -58,7 +58,8 @@ def test_variants_pair_matched_reduction_with_dropping_at_the_same_ratios():
 
 def test_sweep_varies_one_thing_at_a_time_and_covers_every_block():
     configs = quality_synthetic.sweep_variants(0.5, 0.3, num_blocks=3)
-    assert configs["q 0.5 / kv 0.3"] == quality_synthetic.AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=5)
+    assert configs["q 0.5 / kv 0.3"] == quality_synthetic.AsymRnRConfig(preset="published", q_ratio=0.5,
+                                                                    kv_ratio=0.3, cache_steps=5)
     assert configs["q 0.5 / kv 0.3, warmup 10"].warmup_steps == 10
     for block in range(3):
         q_only = configs[f"q 0.5, block {block} only"]
@@ -172,3 +173,15 @@ def test_max_ratio_below_the_ladder_is_rejected_before_sampling(capsys):
     with pytest.raises(SystemExit):
         quality_synthetic.main(["--calibrated", "--max-ratio", "0.1"])
     assert "--max-ratio" in capsys.readouterr().err
+
+
+def test_cogvideox_models_get_sections_of_their_own():
+    from asymrnr_compile.models.config import PRESETS
+    from asymrnr_compile.synthetic.cogvideox import COGVIDEOX_PRESETS, CogVideoXTaskConfig
+
+    assert quality_synthetic.preset_of(COGVIDEOX_PRESETS["cogvideox"]) == "cogvideox"
+    assert quality_synthetic.preset_of(COGVIDEOX_PRESETS["cogvideox-fine"]) == "cogvideox-fine"
+    assert quality_synthetic.preset_of(CogVideoXTaskConfig(num_blocks=1)) is None
+    assert quality_synthetic.preset_of(PRESETS["synthetic"]) == "synthetic"
+    assert quality_synthetic.section_name(quality_synthetic.SECTION, "cogvideox-fine") == (
+        "quality-synthetic-cogvideox-fine")

@@ -24,8 +24,8 @@ def test_demo_speed_part_on_the_tiny_preset(tmp_path, capsys):
     printed = captured.out
     # the settings come first
     first = printed.splitlines()[0]
-    assert first.startswith("asymrnr settings: q_ratio 0.5, kv_ratio 0.3, cache_steps 2 ")
-    for setting in ("match_on features", "redraw_split off", "proportional_attention off"):
+    assert first.startswith("asymrnr settings (preset default): q_ratio 0.5, kv_ratio 0.3, cache_steps 2 ")
+    for setting in ("match_on hidden_states", "redraw_split on", "proportional_attention on"):
         assert setting in first
     # progress of every loop on stderr, not in the printed results
     for label in ("warm-up inductor", "warm-up asymrnr", "timed round 1/1"):
@@ -68,11 +68,12 @@ def test_demo_quality_part_writes_pictures(tmp_path):
     from asymrnr_compile.cli.demo import run_quality_demo
     from asymrnr_compile.config import AsymRnRConfig
 
-    result = run_quality_demo(AsymRnRConfig(cache_steps=5), tmp_path, num_prompts=2, log=lambda _: None)
+    result = run_quality_demo(AsymRnRConfig(), tmp_path, num_prompts=2, log=lambda _: None)
     assert len(result.pictures) == 4 and all(Path(p).is_file() for p in result.pictures)
-    # the published settings and the quality-preserving ones, side by side
-    assert list(result.comparison.variants) == ["unaccelerated", "asymrnr", "asymrnr quality"]
-    assert result.comparison.variants["asymrnr quality"].backend_report["config"]["match_on"] == "hidden_states"
+    # the defaults and the published method, side by side
+    assert list(result.comparison.variants) == ["unaccelerated", "asymrnr", "asymrnr published"]
+    assert result.comparison.variants["asymrnr"].backend_report["config"]["match_on"] == "hidden_states"
+    assert result.comparison.variants["asymrnr published"].backend_report["config"]["match_on"] == "features"
     assert all("seconds" not in variant for variant in result.to_dict()["variants"])
     from asymrnr_compile.synthetic.model import (
         FINE_CHECKPOINT_PATH,
@@ -86,14 +87,23 @@ def test_demo_quality_part_writes_pictures(tmp_path):
 
 
 @pytest.mark.filterwarnings(UNREDUCED_WARNING)
-def test_demo_passes_the_matching_options_to_the_backend(tmp_path):
+@pytest.mark.parametrize("flags, chosen", [
+    (["--published", "--match-on", "hidden_states", "--redraw-split", "--proportional-attention"],
+     ("published", "hidden_states", True, True, 5)),
+    (["--match-on", "features", "--no-redraw-split", "--no-proportional-attention"],
+     ("default", "features", False, False, 2)),
+    (["--published"], ("published", "features", False, False, 5)),
+])
+def test_demo_passes_the_preset_and_matching_options_to_the_backend(tmp_path, flags, chosen):
     out = tmp_path / "demo.json"
-    code = main(["demo", "--preset", "tiny", "--steps", "2", "--quality-prompts", "0", "--match-on", "hidden_states",
-                 "--redraw-split", "--proportional-attention", "--json", str(out)])
+    code = main(["demo", "--preset", "tiny", "--steps", "2", "--quality-prompts", "0", *flags, "--json", str(out)])
     assert code == 0
     config = json.loads(out.read_text())["speed"]["asymrnr_report"]["config"]
-    chosen = (config["match_on"], config["redraw_split"], config["proportional_attention"])
-    assert chosen == ("hidden_states", True, True)
+    names = ("preset", "match_on", "redraw_split", "proportional_attention", "cache_steps")
+    assert tuple(config[name] for name in names) == chosen
+
+
+def test_demo_rejects_a_bad_matching_option():
     with pytest.raises(SystemExit):
         main(["demo", "--preset", "tiny", "--match-on", "queries"])
 
@@ -108,30 +118,30 @@ def test_quality_model_choice_is_checked():
         main(["demo", "--quality-model", "attention"])
 
 
-def test_quality_part_runs_the_quality_settings_next_to_the_given_ones():
-    from asymrnr_compile.cli.demo import QUALITY_SETTINGS, quality_variants
+def test_quality_part_runs_the_other_preset_next_to_the_given_settings():
+    from asymrnr_compile.cli.demo import quality_variants
     from asymrnr_compile.config import AsymRnRConfig
 
-    published = AsymRnRConfig()
+    given = AsymRnRConfig(q_ratio=0.4, kv_ratio=0.2)
+    variants = quality_variants(given)
+    assert list(variants) == ["asymrnr", "asymrnr published"] and variants["asymrnr"] == given
+    assert variants["asymrnr published"] == AsymRnRConfig(preset="published", q_ratio=0.4, kv_ratio=0.2)
+    published = AsymRnRConfig(preset="published")
     variants = quality_variants(published)
-    assert list(variants) == ["asymrnr", "asymrnr quality"] and variants["asymrnr"] == published
-    better = variants["asymrnr quality"]
-    assert (better.match_on, better.redraw_split, better.proportional_attention, better.cache_steps) == \
-        ("hidden_states", True, True, 2) == tuple(QUALITY_SETTINGS.values())
-    assert (better.q_ratio, better.kv_ratio) == (published.q_ratio, published.kv_ratio)
-    assert list(quality_variants(better)) == ["asymrnr"]  # already the quality settings: not twice
-    assert list(quality_variants(published, with_quality_settings=False)) == ["asymrnr"]
+    assert list(variants) == ["asymrnr", "asymrnr defaults"] and variants["asymrnr defaults"] == AsymRnRConfig()
+    assert list(quality_variants(given, with_comparison=False)) == ["asymrnr"]
 
 
 def test_the_printed_legends_say_what_is_where():
     from asymrnr_compile.cli.demo import picture_legend, quality_legend, quality_variants
     from asymrnr_compile.config import AsymRnRConfig
 
-    legend = picture_legend(["unaccelerated", "asymrnr", "asymrnr quality"])
-    assert "PNG: one row per variant, top to bottom: unaccelerated, asymrnr, asymrnr quality" in legend
+    legend = picture_legend(["unaccelerated", "asymrnr", "asymrnr published"])
+    assert "PNG: one row per variant, top to bottom: unaccelerated, asymrnr, asymrnr published" in legend
     assert "GIF: the same variants left to right" in legend and "caption" in legend
     text = quality_legend(quality_variants(AsymRnRConfig()))
-    assert "no timing column" in text and "match_on='hidden_states'" in text and "cache_steps=2" in text
+    assert "no timing column" in text and "asymrnr published: the same ratios with the published method" in text
+    assert "docs/defaults.md" in text
 
 
 def test_the_quality_table_can_leave_out_the_seconds():

@@ -43,11 +43,13 @@ def test_the_installed_script_and_python_dash_m_print_the_same_help():
 
 
 @pytest.mark.parametrize("command, defaults", [
-    ("demo", ["--steps STEPS", "(default: 5)", "(default: attention)", "(default: out/demo)", "(default: 3)",
-              "(default: synthetic-fine)", "(default: 0.5)", "(default: 0.3)", "(default: features)"]),
+    ("demo", ["--steps STEPS", "(default: 4)", "(default: attention)", "(default: out/demo)", "(default: 3)",
+              "(default: synthetic-fine)", "(default 0.5; published 0.5)", "(default 0.3; published 0.3)",
+              "(default hidden_states; published features)", "(default 2; published 5)"]),
     ("profile", ["(default: reference)", "(default: 10)", "(default: 1.5)", "(default: euclidean)",
                  "(default: distance)", "(default: 4)"]),
-    ("train", ["(default: 4000)", "(default: 32)", "(default: cpu)", "(default: synthetic)", "(default: 1000)"]),
+    ("train", ["(default: 4000)", "(default: 32)", "(default: cpu)", "(default: reference)",
+               "Default: synthetic with --arch reference, cogvideox with --arch cogvideox", "(default: 1000)"]),
 ])
 def test_each_command_has_a_description_and_shows_its_defaults(command, defaults, capsys):
     text = _help([command], capsys)
@@ -68,7 +70,8 @@ def test_each_command_has_a_description_and_shows_its_defaults(command, defaults
     ("profile", "--similarity", "{euclidean,cosine,dot}"),
     ("profile", "--preset", "{tiny,small,attention,"),
     ("profile", "--model", "{reference,synthetic,cogvideox,"),
-    ("train", "--preset", "{synthetic,synthetic-fine}"),
+    ("train", "--preset", "{synthetic,synthetic-fine,cogvideox,cogvideox-fine}"),
+    ("train", "--arch", "{reference,cogvideox}"),
     ("train", "--device", "{cpu,cuda}"),
 ])
 def test_choices_are_listed(command, option, choices, capsys):
@@ -78,13 +81,14 @@ def test_choices_are_listed(command, option, choices, capsys):
 def test_choices_come_from_the_package():
     from asymrnr_compile.models.config import PRESETS
     from asymrnr_compile.ops import SIMILARITIES
-    from asymrnr_compile.synthetic.model import SYNTHETIC_PRESETS
+    from asymrnr_compile.synthetic.model import ARCHS, TEXT_TO_VIDEO_PRESETS
 
     commands = build_parser()._subparsers._group_actions[0].choices
     options = {name: {a.dest: a for a in parser._actions} for name, parser in commands.items()}
     assert tuple(options["profile"]["similarity"].choices) == SIMILARITIES
     assert list(options["profile"]["preset"].choices) == list(PRESETS) == list(options["demo"]["preset"].choices)
-    assert tuple(options["train"]["preset"].choices) == SYNTHETIC_PRESETS
+    assert tuple(options["train"]["preset"].choices) == TEXT_TO_VIDEO_PRESETS
+    assert tuple(options["train"]["arch"].choices) == ARCHS
 
 
 @pytest.mark.parametrize("argv, option", [
@@ -94,6 +98,7 @@ def test_choices_come_from_the_package():
     (["demo", "--quality-model", "attention"], "--quality-model"),
     (["train", "--out", "unused", "--device", "tpu"], "--device"),
     (["train", "--out", "unused", "--preset", "attention"], "--preset"),
+    (["train", "--out", "unused", "--arch", "dit"], "--arch"),
     (["serve"], "COMMAND"),
 ])
 def test_a_bad_choice_exits_with_argparses_error(argv, option, capsys):
