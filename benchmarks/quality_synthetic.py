@@ -21,6 +21,13 @@ per variant, about 45 s each on 2 cores).
 the benchmark's seeds 0-3), calibrates schedules for ``CALIBRATION_TARGETS`` ranked by distance
 (the paper's proxy) and by measured output error (``calibrate(..., damage="error")``), and
 samples the benchmark with each.
+
+``--checkpoint`` takes any model :func:`~asymrnr_compile.synthetic.model.load_trained_model` reads:
+a reference checkpoint (safetensors) or a folder exported by ``asymrnr-compile train --arch
+cogvideox`` (a diffusers ``CogVideoXTransformer3DModel``), scored the same way (same captions,
+seeds, sampler and metrics).
+
+    python benchmarks/quality_synthetic.py --checkpoint runs/cogvideox/model --json out/quality_cogvideox.json
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from results_md import machine_info, replace_section
 
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.models.config import PRESETS
+from asymrnr_compile.synthetic.cogvideox import COGVIDEOX_PRESETS
 from asymrnr_compile.synthetic.compare import compare_variants
 from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, caption_grid
 from asymrnr_compile.synthetic.model import (
@@ -183,20 +191,31 @@ SWEEP_SECTION = "quality-synthetic-sweep"
 CALIBRATED_SECTION = "quality-synthetic-calibrated"
 #: Per model preset: what its RESULTS.md sections' names and titles add to the defaults', so the
 #: 256- and 1024-token models' numbers stand side by side.
-SECTION_SUFFIX = {SYNTHETIC_PRESET: "", "synthetic-fine": "-fine"}
-TITLE_SUFFIX = {SYNTHETIC_PRESET: "", "synthetic-fine": " (1024 video tokens)"}
+SECTION_SUFFIX = {SYNTHETIC_PRESET: "", "synthetic-fine": "-fine", "cogvideox": "-cogvideox",
+                  "cogvideox-fine": "-cogvideox-fine"}
+TITLE_SUFFIX = {SYNTHETIC_PRESET: "", "synthetic-fine": " (1024 video tokens)",
+                "cogvideox": " (diffusers CogVideoX, 256 video tokens)",
+                "cogvideox-fine": " (diffusers CogVideoX, 1024 video tokens)"}
 
 
 def preset_of(config) -> str | None:
-    """The name of the synthetic preset whose transformer config is ``config``, else None."""
-    return next((name for name in SYNTHETIC_PRESETS if PRESETS[name] == config), None)
+    """The name of the synthetic or CogVideoX preset whose transformer config is ``config``, else None."""
+    presets = {**{name: PRESETS[name] for name in SYNTHETIC_PRESETS}, **COGVIDEOX_PRESETS}
+    return next((name for name, preset in presets.items() if preset == config), None)
 
 
 def section_name(base: str, preset: str | None) -> str:
     """``base`` plus the preset's suffix; ValueError for a model of no synthetic preset."""
     if preset not in SECTION_SUFFIX:
-        raise ValueError(f"--results needs a checkpoint of one of the presets {SYNTHETIC_PRESETS}")
+        raise ValueError(f"--results needs a checkpoint of one of the presets {tuple(SECTION_SUFFIX)}")
     return base + SECTION_SUFFIX[preset]
+
+
+def checkpoint_label(path: str | Path) -> str:
+    """How a report names the model: a checkpoint's file name, or ``run/model`` for an exported
+    folder (whose own name, ``model``, says nothing)."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.is_dir() else path.name
 
 
 def adherence_curve(log_path: Path) -> list[tuple[int, float]]:
@@ -287,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only the variants whose names match (re.search), e.g. '^q 0.5, block'")
     parser.add_argument("--q-ratio", type=float, default=0.5)
     parser.add_argument("--kv-ratio", type=float, default=0.3)
-    parser.add_argument("--checkpoint", default=str(CHECKPOINT_PATH))
+    parser.add_argument("--checkpoint", default=str(CHECKPOINT_PATH),
+                        help="a reference checkpoint (safetensors) or a folder exported by `train --arch cogvideox`")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (Inductor then generates Triton)")
     parser.add_argument("--json", help="write the numbers here")
     parser.add_argument("--results", action="store_true", help="regenerate this section of benchmarks/RESULTS.md")
@@ -314,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     model, task = load_trained_model(args.checkpoint, device=args.device)
     preset = preset_of(model.transformer.config)
     if args.results and preset not in SECTION_SUFFIX:
-        parser.error(f"--results needs a checkpoint of one of the presets {SYNTHETIC_PRESETS}")
+        parser.error(f"--results needs a checkpoint of one of the presets {tuple(SECTION_SUFFIX)}")
     captions, seeds = caption_grid(task, range(num_seeds))
     if args.sweep:
         configs = sweep_variants(args.q_ratio, args.kv_ratio, model.transformer.config.num_blocks)
@@ -337,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(comparison.table())
     result = {
-        "checkpoint": Path(args.checkpoint).name,
+        "checkpoint": checkpoint_label(args.checkpoint),
         "checkpoint_step": read_checkpoint_metadata(args.checkpoint).get("step"),
         "preset": preset,
         "video_tokens": model.transformer.config.video_tokens,

@@ -8,6 +8,11 @@ once per prompt, like a text encoder in a diffusers pipeline.
 
 The shipped checkpoint (:data:`CHECKPOINT_PATH`, safetensors with JSON metadata: model config,
 task config, training step) loads with :func:`load_trained_model`, no network needed.
+
+The same task can be trained in a diffusers class (``arch="cogvideox"``, :data:`ARCHS`):
+:class:`~asymrnr_compile.synthetic.cogvideox.TextToVideoCogVideoX`, the same interface around a
+small ``CogVideoXTransformer3DModel``, exported as a folder in diffusers' format that
+:func:`load_trained_model` also reads.
 """
 
 from __future__ import annotations
@@ -25,6 +30,15 @@ from asymrnr_compile._validate import check_choice
 from asymrnr_compile.models import ReferenceDiT, ReferenceDiTConfig
 from asymrnr_compile.models.config import PRESETS
 from asymrnr_compile.sampling import TIMESTEP_SCALE
+from asymrnr_compile.synthetic.cogvideox import (
+    COGVIDEOX_ARCH,
+    COGVIDEOX_PRESETS,
+    TextToVideoCogVideoX,
+    build_cogvideox_model,
+    is_cogvideox_folder,
+    load_cogvideox_model,
+    save_cogvideox_model,
+)
 from asymrnr_compile.synthetic.config import SyntheticTaskConfig
 from asymrnr_compile.synthetic.vocab import Vocabulary
 
@@ -34,6 +48,30 @@ SYNTHETIC_PRESET = "synthetic"
 #: The presets a text-to-video model of the synthetic task can be built from: ``"synthetic"``
 #: (patch (2, 4, 4), 256 video tokens) and ``"synthetic-fine"`` (patch (2, 2, 2), 1024 tokens).
 SYNTHETIC_PRESETS = (SYNTHETIC_PRESET, "synthetic-fine")
+
+#: The default architecture: :class:`TextToVideoDiT` (the bundled ReferenceDiT).
+REFERENCE_ARCH = "reference"
+
+#: Architectures a text-to-video model of the synthetic task can be built in: ``"reference"``
+#: (:class:`TextToVideoDiT`) and ``"cogvideox"`` (a diffusers ``CogVideoXTransformer3DModel``,
+#: :mod:`asymrnr_compile.synthetic.cogvideox`).
+ARCHS = (REFERENCE_ARCH, COGVIDEOX_ARCH)
+
+#: The presets of each architecture; the first is its default.
+ARCH_PRESETS: dict[str, tuple[str, ...]] = {
+    REFERENCE_ARCH: SYNTHETIC_PRESETS,
+    COGVIDEOX_ARCH: tuple(COGVIDEOX_PRESETS),  # "cogvideox" (256 video tokens) first
+}
+
+#: Every preset a text-to-video model of the synthetic task can be built from, all architectures.
+TEXT_TO_VIDEO_PRESETS = tuple(name for presets in ARCH_PRESETS.values() for name in presets)
+
+
+def arch_of_preset(preset: str) -> str:
+    """The architecture whose preset ``preset`` is (ValueError listing them all otherwise)."""
+    check_choice("preset", preset, TEXT_TO_VIDEO_PRESETS)
+    return next(arch for arch, presets in ARCH_PRESETS.items() if preset in presets)
+
 
 #: The checkpoint shipped in the package (EMA weights of the best training run), preset
 #: ``"synthetic"``: the default model of the demo and the CPU benchmarks.
@@ -135,19 +173,29 @@ class TextToVideoDiT(nn.Module):
         )
 
 
+#: A text-to-video model of the synthetic task, of either architecture.
+TextToVideoModel = TextToVideoDiT | TextToVideoCogVideoX
+
+
 def build_text_to_video_model(
     seed: int = 0, prediction: str = "velocity", preset: str = SYNTHETIC_PRESET
-) -> TextToVideoDiT:
-    """A :class:`TextToVideoDiT` of ``preset`` (one of :data:`SYNTHETIC_PRESETS`, default
+) -> TextToVideoModel:
+    """A text-to-video model of ``preset`` (one of :data:`TEXT_TO_VIDEO_PRESETS`, default
     ``"synthetic"``) with seeded initial weights, its transformer trained for ``prediction``
     (see :data:`PREDICTIONS`).
 
-    The transformer starts from :func:`~asymrnr_compile.models.build_reference_model`'s seeded
-    init; the embedding table from ``N(0, 1)`` drawn from the same seed.
+    Presets of :data:`SYNTHETIC_PRESETS` give a :class:`TextToVideoDiT`: the transformer starts
+    from :func:`~asymrnr_compile.models.build_reference_model`'s seeded init; the embedding
+    table from ``N(0, 1)`` drawn from the same seed. Presets of
+    :data:`~asymrnr_compile.synthetic.cogvideox.COGVIDEOX_PRESETS` give a
+    :class:`~asymrnr_compile.synthetic.cogvideox.TextToVideoCogVideoX`
+    (:func:`~asymrnr_compile.synthetic.cogvideox.build_cogvideox_model`).
     """
     from asymrnr_compile.models import build_reference_model
 
-    config = PRESETS[check_choice("preset", preset, SYNTHETIC_PRESETS)]
+    if arch_of_preset(preset) == COGVIDEOX_ARCH:
+        return build_cogvideox_model(seed, prediction, preset, len(Vocabulary()))
+    config = PRESETS[preset]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = TextToVideoDiT(config, len(Vocabulary()), prediction)
@@ -178,6 +226,21 @@ def save_checkpoint(
     tmp.replace(path)
 
 
+def save_trained_model(
+    model: TextToVideoModel,
+    path: str | Path,
+    task: SyntheticTaskConfig,
+    extra: dict | None = None,
+) -> Path:
+    """Export ``model`` to ``path``: :func:`save_checkpoint` (one safetensors file) for a
+    :class:`TextToVideoDiT`, :func:`~asymrnr_compile.synthetic.cogvideox.save_cogvideox_model`
+    (a folder in diffusers' format) for a CogVideoX one. Returns ``path``."""
+    if isinstance(model, TextToVideoCogVideoX):
+        return save_cogvideox_model(model, path, task, extra)
+    save_checkpoint(model, path, task, extra)
+    return Path(path)
+
+
 def _config_from_json(cls, text: str):
     data = json.loads(text)
     names = {f.name for f in fields(cls)}
@@ -192,9 +255,15 @@ def _config_from_json(cls, text: str):
 
 def read_checkpoint_metadata(path: str | Path = CHECKPOINT_PATH) -> dict[str, object]:
     """The JSON metadata of a checkpoint, decoded (``model_config`` and ``task_config`` as
-    dicts, training facts such as ``step`` as written)."""
+    dicts, training facts such as ``step`` as written). For an exported CogVideoX folder, that
+    of its :data:`~asymrnr_compile.synthetic.cogvideox.SIDECAR_NAME` file (``cogvideox_config``
+    instead of ``model_config``)."""
     from safetensors import safe_open
 
+    from asymrnr_compile.synthetic.cogvideox import SIDECAR_NAME
+
+    if Path(path).is_dir():
+        path = Path(path) / SIDECAR_NAME
     with safe_open(str(path), framework="pt") as handle:
         raw = handle.metadata() or {}
     return {key: json.loads(value) for key, value in raw.items()}
@@ -205,16 +274,26 @@ def load_trained_model(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
-) -> tuple[TextToVideoDiT, SyntheticTaskConfig]:
+) -> tuple[TextToVideoModel, SyntheticTaskConfig]:
     """Load a checkpoint (default: the shipped one) -> ``(model in eval mode, task config)``.
+
+    ``path`` is a safetensors file of a :class:`TextToVideoDiT` or a folder exported by
+    ``train`` with ``arch="cogvideox"`` (diffusers format, see
+    :mod:`asymrnr_compile.synthetic.cogvideox`); either model has ``.transformer``,
+    ``.embed_text``, ``.prediction`` and the same forward.
 
     Raises:
         FileNotFoundError: no checkpoint at ``path`` (the message says how to train one).
     """
     path = Path(path) if path is not None else CHECKPOINT_PATH
+    if path.is_dir() and is_cogvideox_folder(path):
+        model, meta = load_cogvideox_model(path)
+        task = _config_from_json(SyntheticTaskConfig, json.dumps(meta["task_config"]))
+        return model.to(device=device, dtype=dtype).eval(), task
     if not path.is_file():
+        folder = " (a folder, but not one exported by `train --arch cogvideox`)" if path.is_dir() else ""
         raise FileNotFoundError(
-            f"no trained checkpoint at {path}; train one with "
+            f"no trained checkpoint at {path}{folder}; train one with "
             "`asymrnr-compile train --out runs/synthetic` (see the README)"
         )
     meta = read_checkpoint_metadata(path)

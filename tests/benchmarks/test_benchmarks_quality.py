@@ -185,3 +185,9 @@ def test_cogvideox_models_get_sections_of_their_own():
     assert quality_synthetic.preset_of(PRESETS["synthetic"]) == "synthetic"
     assert quality_synthetic.section_name(quality_synthetic.SECTION, "cogvideox-fine") == (
         "quality-synthetic-cogvideox-fine")
+
+
+def test_reports_name_an_exported_folder_by_its_run(tmp_path):
+    (tmp_path / "runs" / "cogvideox" / "model").mkdir(parents=True)
+    assert quality_synthetic.checkpoint_label(tmp_path / "runs" / "cogvideox" / "model") == "cogvideox/model"
+    assert quality_synthetic.checkpoint_label(tmp_path / "m.safetensors") == "m.safetensors"

@@ -23,3 +23,10 @@ def test_train_command_shows_progress_and_writes_the_weights(tmp_path, capsys):
     assert main([*argv[:4], "3", *argv[5:]]) == 0
     captured = capsys.readouterr()
     assert "resuming" in captured.out and re.search(r"^training: steps 3/3, ", captured.err, flags=re.M)
+
+
+def test_a_preset_of_another_arch_is_refused(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "run"), "--arch", "cogvideox", "--preset", "synthetic"]) == 2
+    err = capsys.readouterr().err
+    assert "--preset synthetic is not a preset of --arch cogvideox" in err and "cogvideox-fine" in err
+    assert not (tmp_path / "run").exists()
