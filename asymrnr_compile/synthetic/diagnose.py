@@ -10,7 +10,10 @@ token whose result is copied to them) is of another class: an object token resto
 background, or the reverse, is a hole or a lump in the video.
 
     python -m asymrnr_compile.synthetic.diagnose [--checkpoint PATH] [--captions 8] [--seed 5]
-        [--q-ratio 0.5] [--kv-ratio 0.3]
+        [--q-ratio 0.5] [--kv-ratio 0.3] [--cache-steps 5] [--match-on features|hidden_states]
+        [--redraw-split] [--proportional-attention]
+
+It starts from the published method (``preset="published"``); the flags add the options.
 """
 
 from __future__ import annotations
@@ -152,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--match-on", choices=MATCH_SOURCES, default="features",
                         help="what q/kv are matched on (AsymRnRConfig.match_on)")
     parser.add_argument("--redraw-split", action="store_true", help="a new dst split per matching window")
+    parser.add_argument("--proportional-attention", action="store_true",
+                        help="weigh each kept key by the keys it stands for")
     args = parser.parse_args(argv)
     model, task = load_trained_model(args.checkpoint)
     if not 1 <= args.captions <= task.num_captions:
@@ -160,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = AsymRnRConfig(preset="published", q_ratio=args.q_ratio, kv_ratio=args.kv_ratio,
                                cache_steps=args.cache_steps, min_video_tokens=1, match_on=args.match_on,
-                               redraw_split=args.redraw_split)
+                               redraw_split=args.redraw_split, proportional_attention=args.proportional_attention)
     except (TypeError, ValueError) as error:
         parser.error(str(error))
     rows = matching_by_content(model, task, captions, [args.seed] * len(captions), config)
