@@ -76,6 +76,7 @@ from torch import nn
 from asymrnr_compile._validate import check_choice
 from asymrnr_compile.models.config import SYNTHETIC_POSITION_BASE
 from asymrnr_compile.synthetic.config import SyntheticTaskConfig
+from asymrnr_compile.synthetic.text_to_video import CaptionedVideoModel
 
 #: Value of ``TrainConfig.arch`` (and of the exported metadata's ``"arch"``) for this model.
 COGVIDEOX_ARCH = "cogvideox"
@@ -315,45 +316,20 @@ def _check_model_matches(model: nn.Module, config: CogVideoXTaskConfig) -> None:
         )
 
 
-class TextToVideoCogVideoX(nn.Module):
+class TextToVideoCogVideoX(CaptionedVideoModel):
     """Caption ids ``(B, T)`` -> embeddings ``(B, T, text_dim)`` -> :class:`CogVideoXVideoTransformer`.
 
-    Same interface and math as :class:`~asymrnr_compile.synthetic.model.TextToVideoDiT`:
-    ``forward(hidden_states (B, 3, F, H, W), token_ids (B, T) int64, timestep (B,))`` returns the
-    flow velocity whatever :attr:`prediction` the transformer was trained for; sample through
-    ``as_velocity_model(model.transformer, model.prediction)``.
+    Same interface and math as :class:`~asymrnr_compile.synthetic.model.TextToVideoDiT` (see
+    :class:`~asymrnr_compile.synthetic.text_to_video.CaptionedVideoModel`); ``model`` is the
+    diffusers transformer to wrap (None: a new one of ``config``).
     """
+
+    transformer: CogVideoXVideoTransformer
 
     def __init__(self, config: CogVideoXTaskConfig, vocab_size: int, prediction: str = "velocity",
                  model: nn.Module | None = None) -> None:
-        from asymrnr_compile.synthetic.model import PREDICTIONS
-
-        super().__init__()
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-            raise ValueError(f"vocab_size must be an int >= 1, got {vocab_size!r}")
-        self.prediction = check_choice("prediction", prediction, PREDICTIONS)
-        self.token_embed = nn.Embedding(vocab_size, config.text_dim)
+        super().__init__(vocab_size, config.text_dim, prediction)
         self.transformer = CogVideoXVideoTransformer(config, model)
-
-    @property
-    def config(self) -> CogVideoXTaskConfig:
-        return self.transformer.config
-
-    def embed_text(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Token ids ``(B, T)`` -> ``(B, T, text_dim)`` in the transformer's dtype."""
-        return self.token_embed(token_ids).to(self.transformer.proj_out.weight.dtype)
-
-    def forward(
-        self, hidden_states: torch.Tensor, token_ids: torch.Tensor, timestep: torch.Tensor
-    ) -> torch.Tensor:
-        from asymrnr_compile.synthetic.model import as_velocity_model
-
-        velocity = as_velocity_model(self.transformer, self.prediction)
-        return velocity(
-            hidden_states=hidden_states,
-            encoder_hidden_states=self.embed_text(token_ids),
-            timestep=timestep,
-        )
 
 
 @torch.no_grad()

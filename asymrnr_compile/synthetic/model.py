@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from asymrnr_compile._validate import check_choice
 from asymrnr_compile.models import ReferenceDiT, ReferenceDiTConfig
@@ -40,6 +39,7 @@ from asymrnr_compile.synthetic.cogvideox import (
     save_cogvideox_model,
 )
 from asymrnr_compile.synthetic.config import SyntheticTaskConfig
+from asymrnr_compile.synthetic.text_to_video import PREDICTIONS, CaptionedVideoModel
 from asymrnr_compile.synthetic.vocab import Vocabulary
 
 #: Name of the transformer preset the synthetic task trains by default (256 video tokens).
@@ -85,13 +85,6 @@ FINE_CHECKPOINT_PATH = CHECKPOINT_PATH.with_name("synthetic_dit_fine.safetensors
 #: The shipped checkpoint of each preset of :data:`SYNTHETIC_PRESETS`.
 SHIPPED_CHECKPOINTS: dict[str, Path] = {SYNTHETIC_PRESET: CHECKPOINT_PATH, "synthetic-fine": FINE_CHECKPOINT_PATH}
 
-#: What the transformer's output means. ``"velocity"``: the flow velocity ``noise - x_0``, what
-#: the sampler steps with. ``"sample"``: the clean video ``x_0`` itself ("x-prediction", Li & He
-#: 2025, *Back to Basics: Let Denoising Generative Models Denoise*), turned into a velocity by
-#: :func:`velocity_from_sample`. A pixel-space model with 48-96-value patches and a 128-wide
-#: trunk learns clean flat-coloured shapes far faster than it learns to pass noise through.
-PREDICTIONS = ("velocity", "sample")
-
 #: Smallest sigma :func:`velocity_from_sample` divides by (the same clip as Li & He 2025): keeps
 #: the velocity, and the training loss weight ``1 / sigma**2`` it implies, bounded near sigma 0.
 SIGMA_FLOOR = 0.05
@@ -134,43 +127,17 @@ def as_velocity_model(
     return velocity
 
 
-class TextToVideoDiT(nn.Module):
-    """Caption ids ``(B, T)`` -> embeddings ``(B, T, text_dim)`` -> :class:`ReferenceDiT`.
+class TextToVideoDiT(CaptionedVideoModel):
+    """Caption ids ``(B, T)`` -> embeddings ``(B, T, text_dim)`` -> :class:`ReferenceDiT` (see
+    :class:`~asymrnr_compile.synthetic.text_to_video.CaptionedVideoModel` for the interface)."""
 
-    ``forward(hidden_states (B, 3, F, H, W), token_ids (B, T) int64, timestep (B,) float)``
-    returns the flow velocity ``noise - x_0`` ``(B, 3, F, H, W)`` whatever :attr:`prediction`
-    the transformer was trained for (see :data:`PREDICTIONS`); sample through
-    :func:`as_velocity_model` ``(transformer, model.prediction)``. :meth:`embed_text` gives the
-    text embeddings the sampler passes to :attr:`transformer` (the compiled part).
-    """
+    transformer: ReferenceDiT
 
     def __init__(
         self, config: ReferenceDiTConfig, vocab_size: int, prediction: str = "velocity"
     ) -> None:
-        super().__init__()
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-            raise ValueError(f"vocab_size must be an int >= 1, got {vocab_size!r}")
-        self.prediction = check_choice("prediction", prediction, PREDICTIONS)
-        self.token_embed = nn.Embedding(vocab_size, config.text_dim)
+        super().__init__(vocab_size, config.text_dim, prediction)
         self.transformer = ReferenceDiT(config)
-
-    @property
-    def config(self) -> ReferenceDiTConfig:
-        return self.transformer.config
-
-    def embed_text(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Token ids ``(B, T)`` -> ``(B, T, text_dim)`` in the transformer's dtype."""
-        return self.token_embed(token_ids).to(self.transformer.proj_out.weight.dtype)
-
-    def forward(
-        self, hidden_states: torch.Tensor, token_ids: torch.Tensor, timestep: torch.Tensor
-    ) -> torch.Tensor:
-        velocity = as_velocity_model(self.transformer, self.prediction)
-        return velocity(
-            hidden_states=hidden_states,
-            encoder_hidden_states=self.embed_text(token_ids),
-            timestep=timestep,
-        )
 
 
 #: A text-to-video model of the synthetic task, of either architecture.
