@@ -63,7 +63,7 @@ from asymrnr_compile.synthetic.model import (
 HIDDEN_MATCHING = {"match_on": "hidden_states", "redraw_split": True, "proportional_attention": True}
 
 
-def _published(**options) -> AsymRnRConfig:
+def published_with(**options) -> AsymRnRConfig:
     """The published method with ``options`` on top (its 256-token site minimum included, so the
     256-token model is reduced too; the backend's defaults leave it alone)."""
     return AsymRnRConfig(preset="published", **options)
@@ -80,11 +80,11 @@ def variants(q_ratio: float, kv_ratio: float) -> dict[str, AsymRnRConfig]:
     """
     ratios = {"q_ratio": q_ratio, "kv_ratio": kv_ratio}
     return {
-        "asymrnr (cache 5)": _published(**ratios, cache_steps=5),
-        "token dropping": _published(**ratios, cache_steps=5, token_selection="random"),
-        "asymrnr (cache 1)": _published(**ratios, cache_steps=1),
-        "asymrnr, hidden-state matching (cache 1)": _published(**ratios, cache_steps=1, **HIDDEN_MATCHING),
-        "asymrnr, hidden-state matching (cache 2)": _published(**ratios, cache_steps=2, **HIDDEN_MATCHING),
+        "asymrnr (cache 5)": published_with(**ratios, cache_steps=5),
+        "token dropping": published_with(**ratios, cache_steps=5, token_selection="random"),
+        "asymrnr (cache 1)": published_with(**ratios, cache_steps=1),
+        "asymrnr, hidden-state matching (cache 1)": published_with(**ratios, cache_steps=1, **HIDDEN_MATCHING),
+        "asymrnr, hidden-state matching (cache 2)": published_with(**ratios, cache_steps=2, **HIDDEN_MATCHING),
     }
 
 
@@ -101,7 +101,7 @@ def sweep_variants(q_ratio: float, kv_ratio: float, num_blocks: int) -> dict[str
         raise ValueError(f"num_blocks must be an int >= 1, got {num_blocks!r}")
 
     def config(q: float, kv: float, **options) -> AsymRnRConfig:
-        return _published(q_ratio=q, kv_ratio=kv, cache_steps=5, **options)
+        return published_with(q_ratio=q, kv_ratio=kv, cache_steps=5, **options)
 
     def others(block: int) -> tuple[int, ...]:
         return tuple(b for b in range(num_blocks) if b != block)
@@ -172,7 +172,7 @@ def calibrated_variants(model, task, targets=CALIBRATION_TARGETS, log=print,
                         transformer=compiled, batch_size=len(captions))
 
     torch._dynamo.reset()
-    profile = asymrnr_compile.profile(model.transformer, run, config=_published(cache_steps=5),
+    profile = asymrnr_compile.profile(model.transformer, run, config=published_with(cache_steps=5),
                                       min_video_tokens=1, error_ratios=ladder_ratios())
     ladder = capped_ladder(max_ratio)
     capped = "" if max_ratio is None else f", ratios <= {max_ratio:g}"
@@ -182,7 +182,7 @@ def calibrated_variants(model, task, targets=CALIBRATION_TARGETS, log=print,
             schedule = calibrate(profile, target_speedup=target, damage=damage, best_effort=True, ladder=ladder)
             log(f"{damage}-ranked schedule for {target}x{capped}: predicted "
                 f"{predicted_speedup(profile, schedule):.3f}x; " + schedule_summary(schedule))
-            out[f"{damage}-ranked, {target:g}x{capped}"] = _published(schedule=schedule, cache_steps=5)
+            out[f"{damage}-ranked, {target:g}x{capped}"] = published_with(schedule=schedule, cache_steps=5)
     return out
 
 

@@ -1,8 +1,9 @@
 """Quality of accelerated sampling on the trained text-to-video model, and pictures of it.
 
 :func:`compare_variants` samples the same captions from the same noise with the unaccelerated
-transformer and with each accelerated variant (e.g. asymrnr with matched reduction, and a plain
-token-dropping baseline at the same attention FLOPs), then scores every variant's videos with
+transformer and with each accelerated variant (e.g. asymrnr with matched reduction, a plain
+token-dropping baseline at the same attention FLOPs, or one of diffusers' cache hooks: any
+:class:`~asymrnr_compile.synthetic.accelerators.Accelerator`), then scores every variant's videos with
 :func:`~asymrnr_compile.synthetic.quality.score_samples`: prompt adherence from the pixels, and
 PSNR / SSIM against the unaccelerated videos. :func:`write_comparison_strip` and
 :func:`write_comparison_gif` draw one prompt's variants (PNG: one row per variant, top to
@@ -13,7 +14,7 @@ above), with the caption in the picture (needs Pillow, part of the ``report`` ex
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.sampling import SamplerConfig
+from asymrnr_compile.synthetic.accelerators import Accelerator, AsymRnR, Eager, PlainInductor
 from asymrnr_compile.synthetic.config import Caption, SyntheticTaskConfig
 from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, generate_videos
 from asymrnr_compile.synthetic.model import TextToVideoDiT
@@ -72,12 +74,13 @@ class QualityComparison:
     def table(self, seconds: bool = True) -> str:
         """One row per variant; ``seconds=False`` leaves out the sampling-time column (when the
         variants were not timed on equal footing, e.g. one of them compiled and the other eager)."""
-        lines = [f"{'variant':<24}{'all right':>10}{'valid':>8}{'PSNR dB':>9}{'SSIM':>7}"
+        width = max(24, *(len(name) + 2 for name in self.variants))
+        lines = [f"{'variant':<{width}}{'all right':>10}{'valid':>8}{'PSNR dB':>9}{'SSIM':>7}"
                  + (f"{'seconds':>9}" if seconds else "")]
         for name, v in self.variants.items():
             psnr = "" if v.report.psnr is None else f"{v.report.psnr:.2f}"
             ssim = "" if v.report.ssim is None else f"{v.report.ssim:.3f}"
-            lines.append(f"{name:<24}{v.report.all_correct:>9.1f}%{v.report.valid:>7.1f}%{psnr:>9}{ssim:>7}"
+            lines.append(f"{name:<{width}}{v.report.all_correct:>9.1f}%{v.report.valid:>7.1f}%{psnr:>9}{ssim:>7}"
                          + (f"{v.seconds:>9.1f}" if seconds else ""))
         return "\n".join(lines)
 
@@ -94,7 +97,7 @@ def compare_variants(
     task: SyntheticTaskConfig,
     captions: Sequence[Caption],
     seeds: Sequence[int],
-    configs: dict[str, AsymRnRConfig],
+    configs: Mapping[str, AsymRnRConfig | Accelerator],
     sampler: SamplerConfig = EVAL_SAMPLER,
     *,
     batch_size: int = 32,
@@ -109,8 +112,11 @@ def compare_variants(
         model: the trained model (e.g. from :func:`load_trained_model`).
         task: the task it was trained on (gives shapes and the detectors' geometry).
         captions, seeds: one noise seed per caption.
-        configs: variant name -> asymrnr configuration; each runs as
-            ``torch.compile(model.transformer, backend=AsymRnRBackend(config))``.
+        configs: variant name -> asymrnr configuration (run as
+            ``torch.compile(model.transformer, backend=AsymRnRBackend(config))``) or any
+            :class:`~asymrnr_compile.synthetic.accelerators.Accelerator` (e.g. a diffusers cache
+            hook, :func:`~asymrnr_compile.synthetic.accelerators.first_block_cache`); an
+            accelerator's ``reset()`` runs before every batch.
         sampler: steps, guidance, CFG pattern (default
             :data:`~asymrnr_compile.synthetic.generate.EVAL_SAMPLER`: 20 Euler steps, guidance 2).
         batch_size: captions per sampler call.
@@ -126,25 +132,16 @@ def compare_variants(
         Scores of each variant; the accelerated ones also carry PSNR/SSIM against the
         unaccelerated videos.
     """
-    from asymrnr_compile.backend import AsymRnRBackend
-
     if REFERENCE_VARIANT in configs:
         raise ValueError(f"configs must not use the reserved name {REFERENCE_VARIANT!r}")
     captions, seeds = list(captions), list(seeds)
-    runners: dict[str, tuple[Callable[..., torch.Tensor], AsymRnRBackend | None]] = {
-        REFERENCE_VARIANT: (
-            torch.compile(model.transformer, backend="inductor", dynamic=False)
-            if compile_reference else model.transformer,
-            None,
-        )
-    }
+    accelerators: dict[str, Accelerator] = {REFERENCE_VARIANT: PlainInductor() if compile_reference else Eager()}
     for name, config in configs.items():
-        backend = AsymRnRBackend(config)
-        runners[name] = (torch.compile(model.transformer, backend=backend, dynamic=False), backend)
+        accelerators[name] = AsymRnR(config) if isinstance(config, AsymRnRConfig) else config
 
     results: dict[str, VariantQuality] = {}
     reference_videos = None
-    for name, (transformer, backend) in runners.items():
+    for name, accelerator in accelerators.items():
         log(f"sampling {len(captions)} videos: {name}")
         # Every variant compiles the same forward; without a reset, Dynamo's recompile limit
         # (torch._dynamo.config.recompile_limit, 8) silently runs the 9th and later ones eagerly.
@@ -152,13 +149,21 @@ def compare_variants(
         if on_variant is not None:
             on_variant(name)
         start = time.perf_counter()
+        transformer = accelerator.build(model)
+        transformer.reset()
+
+        def batch_done(done: int, total: int, transformer=transformer) -> None:
+            log(f"  {done}/{total}")
+            transformer.reset()
+
         videos = generate_videos(
             model, captions, seeds, task, sampler, transformer=transformer, batch_size=batch_size,
-            on_batch=lambda done, total: log(f"  {done}/{total}"),
+            on_batch=batch_done,
             on_step=None if on_step is None else (lambda step, steps, name=name: on_step(name, step, steps)),
         )
         seconds = time.perf_counter() - start
-        if backend is not None and backend.report().to_dict()["calls"] == 0:
+        backend = transformer.backend
+        if backend is not None and not backend.report().graphs:
             raise RuntimeError(f"variant {name!r}: the asymrnr backend was never called (Dynamo ran the "
                                "transformer without it), so its videos would be the unaccelerated ones")
         report = score_samples(videos, captions, task, reference=reference_videos)

@@ -1,0 +1,381 @@
+"""Speed and quality of asymrnr against the training-free accelerators users already pick.
+
+On a trained model of the synthetic text-to-video task (``--checkpoint``: the 1024-token
+reference model, or the diffusers CogVideoX model trained by ``asymrnr-compile train --arch
+cogvideox``), every row samples the same captions x ``--seeds`` noise seeds with the benchmark
+sampler (20 Euler steps, guidance 2, batched CFG) and gets:
+
+- **all right** (valid video, every caption attribute detected from the pixels), its change
+  against unaccelerated, and PSNR / SSIM against the unaccelerated videos from the same noise;
+- **FLOP ideal**: unaccelerated FLOPs over the row's, for the whole sampling loop. asymrnr rows:
+  the backend's cost model (matching counted). diffusers hooks: ``FlopCounterMode`` over one
+  eager sampling loop of the timing batch, hooked against unhooked (their skipping is
+  data-dependent). asymrnr stacked with the first-block cache: the product of the two, an
+  estimate (marked ``~``);
+- **loop speedup**: the whole sampling loop (20 steps, matching steps included) of plain
+  Inductor over the row's, measured in this process on ``--timing-captions`` captions, after one
+  warm-up loop of every row and one untimed round, the rows interleaved loop by loop for
+  ``--rounds`` rounds; the median of the per-round ratios.
+
+Rows: unaccelerated (plain Inductor); the backend's defaults (``backend="asymrnr"`` as is);
+asymrnr with the published method (``preset="published"``, matching cached 5 steps); asymrnr
+with the quality-preserving options (hidden-state matching, a new split per window, proportional
+attention) cached 1 and 2 steps; token dropping at the published rows' kept counts (same
+attention FLOPs, random tokens). On a diffusers model also diffusers 0.42's cache hooks at two
+settings each (first-block cache, pyramid attention broadcast, FasterCache, TaylorSeer), the whole
+transformer compiled with Inductor (``fullgraph=False``, the hooks break the graph), and asymrnr
+with the quality options (cache 2) stacked with the first-block cache (blocks compiled by
+``asymrnr_compile.compile_repeated_blocks``). On the reference model the hook rows are listed as
+not applicable, with the reason.
+
+    python benchmarks/speed_quality_table.py --checkpoint runs/cogvideox/model --seeds 1 --results
+    python benchmarks/speed_quality_table.py --checkpoint asymrnr_compile/assets/synthetic_dit_fine.safetensors \\
+        --seeds 1 --results
+
+Each row samples 96 videos per seed (about 2.5 minutes per row at 256 tokens on 2 CPU cores,
+several times that at 1024); ``--only REGEX`` picks rows. Dynamo's recompile limit is raised
+to :data:`RECOMPILE_LIMIT` inside this script: all rows are compiled at once for the interleaved
+timing, and the hooks' graph breaks give some rows many small graphs (TaylorSeer recompiles on
+every new input stride and would otherwise fall back to eager after 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch._dynamo
+from quality_synthetic import (
+    HIDDEN_MATCHING,
+    SECTION_SUFFIX,
+    TITLE_SUFFIX,
+    checkpoint_label,
+    preset_of,
+    published_with,
+)
+from results_md import machine_info, replace_section
+from torch._dynamo.utils import counters
+from torch.utils.flop_counter import FlopCounterMode
+
+from asymrnr_compile.config import AsymRnRConfig
+from asymrnr_compile.synthetic.accelerators import (
+    Accelerator,
+    AsymRnR,
+    DiffusersCache,
+    Eager,
+    PlainInductor,
+    faster_cache,
+    first_block_cache,
+    pyramid_attention_broadcast,
+    taylorseer,
+)
+from asymrnr_compile.synthetic.compare import REFERENCE_VARIANT, compare_variants
+from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, caption_grid, generate_videos
+from asymrnr_compile.synthetic.model import load_trained_model, read_checkpoint_metadata
+
+SECTION = "speed-quality"
+#: Dynamo's per-function recompile limit inside this script (torch's default is 8).
+RECOMPILE_LIMIT = 64
+#: Noise seed of the timing batch (not one of the quality seeds 0-3).
+TIMING_SEED = 9
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table.
+
+    Attributes:
+        name: the row's label.
+        accelerator: how it runs (an asymrnr config or an accelerator); None: not applicable.
+        reason: why it is not applicable (with ``accelerator`` None).
+        stacked_hook: for asymrnr stacked with a hook, the hook alone (its FLOP ratio times the
+            backend's ideal is the row's estimated ideal).
+    """
+
+    name: str
+    accelerator: AsymRnRConfig | Accelerator | None
+    reason: str = ""
+    stacked_hook: DiffusersCache | None = None
+
+
+#: The row of asymrnr stacked with a diffusers hook.
+STACK_ROW = "asymrnr quality options (cache 2) + first-block cache (0.05)"
+
+
+def is_diffusers_model(model: torch.nn.Module) -> bool:
+    """Whether the model's transformer wraps a diffusers model the cache hooks apply to."""
+    return hasattr(getattr(model.transformer, "model", None), "enable_cache")
+
+
+def rows(model: torch.nn.Module, q_ratio: float, kv_ratio: float) -> list[Row]:
+    """The table's rows for ``model`` (see the module docstring); hook rows have a reason and no
+    accelerator on a model that is not of a diffusers class."""
+    ratios = {"q_ratio": q_ratio, "kv_ratio": kv_ratio}
+    out = [
+        Row("asymrnr, defaults", AsymRnRConfig()),
+        Row("asymrnr, published (cache 5)", published_with(**ratios, cache_steps=5)),
+        Row("asymrnr, quality options (cache 2)", published_with(**ratios, cache_steps=2, **HIDDEN_MATCHING)),
+        Row("asymrnr, quality options (cache 1)", published_with(**ratios, cache_steps=1, **HIDDEN_MATCHING)),
+        Row("token dropping (published's FLOPs)", published_with(**ratios, cache_steps=5, token_selection="random")),
+    ]
+    hooks = {
+        "first-block cache (threshold 0.05)": first_block_cache(0.05),
+        "first-block cache (threshold 0.1)": first_block_cache(0.1),
+        "pyramid attention broadcast (every 2)": pyramid_attention_broadcast(2),
+        "pyramid attention broadcast (every 3)": pyramid_attention_broadcast(3),
+        "FasterCache (every 2)": faster_cache(2),
+        "FasterCache (every 3)": faster_cache(3),
+        "TaylorSeer (interval 2)": taylorseer(2),
+        "TaylorSeer (interval 4)": taylorseer(4),
+    }
+    stack_hook = first_block_cache(0.05)
+    stack = DiffusersCache(stack_hook.make_config,
+                           asymrnr=published_with(**ratios, cache_steps=2, **HIDDEN_MATCHING))
+    if is_diffusers_model(model):
+        out += [Row(name, hook) for name, hook in hooks.items()]
+        out.append(Row(STACK_ROW, stack, stacked_hook=stack_hook))
+    else:
+        reason = (f"diffusers' cache hooks attach to a diffusers model class (CacheMixin); this model's transformer "
+                  f"is {type(model.transformer).__name__}")
+        out += [Row(name, None, reason) for name in [*hooks, STACK_ROW]]
+    return out
+
+
+def count_loop_flops(model: torch.nn.Module, transformer: Callable[..., torch.Tensor], captions: Sequence,
+                     seeds: Sequence[int], task) -> int:
+    """FLOPs (``FlopCounterMode``) of one eager sampling loop of ``captions`` with ``transformer``."""
+    with FlopCounterMode(display=False) as counter:
+        generate_videos(model, captions, seeds, task, EVAL_SAMPLER, transformer=transformer,
+                        batch_size=len(captions))
+    return counter.get_total_flops()
+
+
+def hook_flop_ratio(model, hook: DiffusersCache, captions, seeds, task, base_flops: int) -> float:
+    """Unhooked over hooked FLOPs of one eager sampling loop of the timing batch."""
+    hooked = hook.build(model, compile=False)
+    hooked.reset()
+    return base_flops / count_loop_flops(model, hooked, captions, seeds, task)
+
+
+def time_loops(model, accelerators: dict[str, Accelerator], captions, seeds, task, rounds: int,
+               log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Whole sampling loops of every accelerator on one batch, interleaved loop by loop.
+
+    Builds all of them (after one ``torch._dynamo.reset()``), runs one warm-up loop of each
+    (compiling) and one untimed round of all in turn, then ``rounds`` rounds of one loop each in
+    turn. Returns per name the loop
+    seconds per round, the Dynamo graphs compiled in its warm-up, and the graphs compiled during
+    the timed rounds (recompiles; charged to every row, as they cannot be attributed).
+    """
+    torch._dynamo.reset()
+    built = {name: accelerator.build(model) for name, accelerator in accelerators.items()}
+    out: dict[str, dict[str, Any]] = {}
+
+    def loop(name: str) -> float:
+        transformer = built[name]
+        transformer.reset()
+        start = time.perf_counter()
+        generate_videos(model, captions, seeds, task, EVAL_SAMPLER, transformer=transformer,
+                        batch_size=len(captions))
+        return time.perf_counter() - start
+
+    for name in built:
+        before = counters["stats"]["unique_graphs"]
+        seconds = loop(name)
+        out[name] = {"warmup_seconds": seconds, "graphs": counters["stats"]["unique_graphs"] - before, "seconds": []}
+        log(f"  warm-up {name}: {seconds:.1f} s, {out[name]['graphs']} Dynamo graph(s)")
+    # One untimed interleaved round: a hooked row's first loop after other rows ran can still
+    # compile (measured: plain Inductor's first loop after a first-block-cache row's warm-up took
+    # 2.7x its later loops, with a recompile of CogVideoXBlock.forward, whose frame the hook's
+    # graph breaks compiled).
+    for name in built:
+        loop(name)
+    before = counters["stats"]["unique_graphs"]
+    for round_index in range(rounds):
+        for name in built:
+            out[name]["seconds"].append(loop(name))
+        log(f"  timed round {round_index + 1}/{rounds}: "
+            + ", ".join(f"{name} {out[name]['seconds'][-1]:.2f} s" for name in built))
+    late = counters["stats"]["unique_graphs"] - before
+    if late:
+        log(f"  WARNING: {late} Dynamo graph(s) compiled during the timed rounds")
+    for name in built:
+        out[name]["recompiles_during_timing"] = late
+    return out
+
+
+def loop_speedup(base_seconds: list[float], seconds: list[float]) -> float:
+    """Median over rounds of the baseline's loop time over the row's."""
+    return statistics.median(b / s for b, s in zip(base_seconds, seconds, strict=True))
+
+
+def render_section(result: dict[str, Any]) -> str:
+    """The RESULTS.md section of one run."""
+    title = "## Speed and quality against diffusers' accelerators: the trained text-to-video model"
+    lines = [
+        title + TITLE_SUFFIX.get(result.get("preset"), ""),
+        "",
+        "Generated by `benchmarks/speed_quality_table.py --results`; do not edit by hand.",
+        (f"Model: `{result['checkpoint']}` (training step {result['checkpoint_step']}, {result['video_tokens']} video "
+         f"tokens). Quality: {result['samples']} videos ({result['captions_per_seed']} captions x "
+         f"{len(result['seeds'])} noise seed{'' if len(result['seeds']) == 1 else 's'}), 20 Euler steps, guidance 2, "
+         "batched CFG; \"all right\" = a valid video with every caption attribute detected from the pixels; "
+         "\"change\" = points against unaccelerated; PSNR/SSIM against the unaccelerated videos from the same noise. "
+         "\"FLOP ideal\" = unaccelerated over the row's FLOPs for the whole loop (asymrnr: cost model, matching "
+         "counted; hooks: FlopCounterMode over one eager loop of the timing batch; `~` = product of the two, an "
+         f"estimate). \"loop speedup\" = plain Inductor's whole 20-step sampling loop over the row's, on "
+         f"{result['timing_captions']} captions (CFG batch {2 * result['timing_captions']}), every row compiled and "
+         f"warmed up (one loop each, then one untimed round), then {result['rounds']} rounds interleaved loop by "
+         "loop, median of the per-round ratios. "
+         f"asymrnr at q {result['q_ratio']} / kv {result['kv_ratio']}."),
+        "",
+        "| row | all right | change | valid | PSNR dB | SSIM | FLOP ideal | loop speedup | loop s | graphs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        if not row.get("applicable", True):
+            lines.append(f"| {row['row']} | | | | | | | | | not applicable: {row['reason']} |")
+            continue
+        psnr = "" if row.get("psnr") is None else f"{row['psnr']:.2f}"
+        ssim = "" if row.get("ssim") is None else f"{row['ssim']:.3f}"
+        ideal = row.get("flop_ideal")
+        ideal_text = "" if ideal is None else ("~" if row.get("flop_ideal_estimated") else "") + f"{ideal:.2f}x"
+        speed = row.get("loop_speedup")
+        lines.append(
+            f"| {row['row']} | {row['all_correct']:.1f}% | {row['change']:+.1f} | {row['valid']:.1f}% | {psnr} "
+            f"| {ssim} | {ideal_text} | {'' if speed is None else f'{speed:.2f}x'} | {row.get('loop_seconds', 0):.2f} "
+            f"| {row.get('graphs', '')} |")
+    lines += ["", (f"Machine: {result['machine']}; load average {result['load_average']['before'][0]:.1f} before, "
+                   f"{result['load_average']['after'][0]:.1f} after. Command: `{result['command']}`. Date: "
+                   f"{result['date']}. Wall time {result['seconds']:.0f} s.")]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True,
+                        help="a reference checkpoint (safetensors) or a folder exported by `train --arch cogvideox`")
+    parser.add_argument("--seeds", type=int, default=4, help="noise seeds per caption for quality (default 4)")
+    parser.add_argument("--captions", type=int, default=None,
+                        help="quality on the first N captions only (default: all 96; a smoke run)")
+    parser.add_argument("--timing-captions", type=int, default=4,
+                        help="captions of the timed batch (default 4: CFG batch 8)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
+    parser.add_argument("--q-ratio", type=float, default=0.5)
+    parser.add_argument("--kv-ratio", type=float, default=0.3)
+    parser.add_argument("--only", metavar="REGEX", help="run only the rows whose names match (re.search)")
+    parser.add_argument("--json", help="write the numbers here")
+    parser.add_argument("--results", action="store_true", help="regenerate this model's section of RESULTS.md")
+    args = parser.parse_args(argv)
+    for flag in ("seeds", "timing_captions", "rounds", "captions"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+
+    model, task = load_trained_model(args.checkpoint)
+    preset = preset_of(model.transformer.config)
+    if args.results and preset not in SECTION_SUFFIX:
+        parser.error(f"--results needs a checkpoint of one of the presets {tuple(SECTION_SUFFIX)}")
+    table_rows = rows(model, args.q_ratio, args.kv_ratio)
+    if args.only is not None:
+        try:
+            pattern = re.compile(args.only)
+        except re.error as error:
+            parser.error(f"--only is not a regular expression: {error}")
+        table_rows = [row for row in table_rows if pattern.search(row.name)]
+        if not table_rows:
+            parser.error(f"--only {args.only!r} matches no row")
+    runnable = [row for row in table_rows if row.accelerator is not None]
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    log = lambda line: print(line, flush=True)  # noqa: E731
+
+    with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+        captions, seeds = caption_grid(task, range(args.seeds))
+        if args.captions is not None:
+            keep = [i for i in range(len(captions)) if i % task.num_captions < args.captions]
+            captions, seeds = [captions[i] for i in keep], [seeds[i] for i in keep]
+        comparison = compare_variants(model, task, captions, seeds, {row.name: row.accelerator for row in runnable},
+                                      EVAL_SAMPLER, log=log)
+        print(comparison.table())
+        timing_captions = caption_grid(task, [TIMING_SEED])[0][:: max(1, task.num_captions // args.timing_captions)]
+        timing_captions = timing_captions[: args.timing_captions]
+        timing_seeds = [TIMING_SEED] * len(timing_captions)
+        log(f"timing {len(runnable) + 1} rows on {len(timing_captions)} captions, {args.rounds} rounds")
+        accelerators: dict[str, Accelerator] = {REFERENCE_VARIANT: PlainInductor()}
+        for row in runnable:
+            accelerators[row.name] = AsymRnR(row.accelerator) if isinstance(row.accelerator, AsymRnRConfig) \
+                else row.accelerator
+        timing = time_loops(model, accelerators, timing_captions, timing_seeds, task, args.rounds, log)
+        log("counting FLOPs of the hook rows (eager)")
+        base_flops = count_loop_flops(model, Eager().build(model), timing_captions, timing_seeds, task)
+
+        result_rows = []
+        base_seconds = timing[REFERENCE_VARIANT]["seconds"]
+        for name, variant in comparison.variants.items():
+            row = next((r for r in runnable if r.name == name), None)
+            reference = comparison.variants[REFERENCE_VARIANT].report.all_correct
+            entry: dict[str, Any] = {"row": name, **variant.report.to_dict(),
+                                     "change": variant.report.all_correct - reference}
+            backend_ideal = None if variant.backend_report is None else variant.backend_report["ideal_speedup"]
+            if row is None:
+                entry["flop_ideal"] = 1.0
+            elif isinstance(row.accelerator, AsymRnRConfig):
+                entry["flop_ideal"] = backend_ideal
+            elif row.stacked_hook is not None:
+                hook_ratio = hook_flop_ratio(model, row.stacked_hook, timing_captions, timing_seeds, task, base_flops)
+                entry.update(flop_ideal=hook_ratio * backend_ideal, flop_ideal_estimated=True)
+            else:
+                entry["flop_ideal"] = hook_flop_ratio(model, row.accelerator, timing_captions, timing_seeds, task,
+                                                      base_flops)
+            entry.update(loop_speedup=loop_speedup(base_seconds, timing[name]["seconds"]),
+                         loop_seconds=statistics.median(timing[name]["seconds"]),
+                         round_seconds=timing[name]["seconds"], graphs=timing[name]["graphs"],
+                         recompiles_during_timing=timing[name]["recompiles_during_timing"])
+            result_rows.append(entry)
+        result_rows += [{"row": row.name, "applicable": False, "reason": row.reason}
+                        for row in table_rows if row.accelerator is None]
+
+    result = {
+        "checkpoint": checkpoint_label(args.checkpoint),
+        "checkpoint_step": read_checkpoint_metadata(args.checkpoint).get("step"),
+        "preset": preset,
+        "video_tokens": model.transformer.config.video_tokens,
+        "q_ratio": args.q_ratio,
+        "kv_ratio": args.kv_ratio,
+        "samples": len(captions),
+        "captions_per_seed": len(captions) // args.seeds,
+        "seeds": list(range(args.seeds)),
+        "timing_captions": len(timing_captions),
+        "rounds": args.rounds,
+        "rows": result_rows,
+        "machine": machine_info("cpu"),
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "command": "python benchmarks/speed_quality_table.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "date": date.today().isoformat(),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    print(render_section(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    if args.results:
+        name = SECTION + SECTION_SUFFIX[preset]
+        print(f"wrote {replace_section(name, render_section(result))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""benchmarks/speed_quality_table.py: which rows apply to which model, the speedup statistic, and
+the RESULTS.md section."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers]); CI installs it")
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import speed_quality_table  # noqa: E402
+
+from asymrnr_compile.config import AsymRnRConfig  # noqa: E402
+from asymrnr_compile.synthetic.accelerators import DiffusersCache  # noqa: E402
+from asymrnr_compile.synthetic.cogvideox import CogVideoXTaskConfig, build_cogvideox_model  # noqa: E402
+from asymrnr_compile.synthetic.model import build_text_to_video_model  # noqa: E402
+
+TINY = CogVideoXTaskConfig(patch_size=8, num_heads=2, head_dim=16, num_blocks=2, time_embed_dim=32, text_dim=16)
+#: asymrnr rows: defaults, published, quality options x 2, token dropping.
+ASYMRNR_ROWS = 5
+#: diffusers hook rows: four hooks at two settings each, plus asymrnr stacked with one.
+HOOK_ROWS = 4 * 2 + 1
+
+
+def test_every_row_runs_on_a_diffusers_model():
+    rows = speed_quality_table.rows(build_cogvideox_model(0, preset=TINY), 0.5, 0.3)
+    assert len(rows) == ASYMRNR_ROWS + HOOK_ROWS
+    assert all(row.accelerator is not None and not row.reason for row in rows)
+    assert sum(isinstance(row.accelerator, AsymRnRConfig) for row in rows) == ASYMRNR_ROWS
+    stack = next(row for row in rows if row.name == speed_quality_table.STACK_ROW)
+    assert isinstance(stack.accelerator, DiffusersCache) and stack.accelerator.asymrnr is not None
+    assert stack.stacked_hook is not None and stack.stacked_hook.asymrnr is None
+    assert next(row for row in rows if row.name == "asymrnr, defaults").accelerator == AsymRnRConfig()
+
+
+def test_hook_rows_are_not_applicable_to_the_reference_model_and_say_why():
+    rows = speed_quality_table.rows(build_text_to_video_model(0), 0.5, 0.3)
+    assert len(rows) == ASYMRNR_ROWS + HOOK_ROWS
+    skipped = [row for row in rows if row.accelerator is None]
+    assert len(skipped) == HOOK_ROWS
+    assert all("diffusers model class" in row.reason and "ReferenceDiT" in row.reason for row in skipped)
+
+
+def test_loop_speedup_is_the_median_of_per_round_ratios():
+    assert speed_quality_table.loop_speedup([2.0, 2.0, 3.0], [1.0, 2.0, 1.0]) == 2.0
+    with pytest.raises(ValueError):
+        speed_quality_table.loop_speedup([1.0], [1.0, 2.0])
+
+
+def _row(name, all_correct, change, **extra):
+    return {"row": name, "all_correct": all_correct, "change": change, "valid": 100.0, "psnr": None,
+            "ssim": None, **extra}
+
+
+def test_section_has_every_row_its_ideal_speedup_and_the_not_applicable_reason():
+    result = {
+        "checkpoint": "cogvideox/model", "checkpoint_step": 4000, "preset": "cogvideox", "video_tokens": 256,
+        "samples": 96, "captions_per_seed": 96, "seeds": [0], "timing_captions": 4, "rounds": 3,
+        "q_ratio": 0.5, "kv_ratio": 0.3, "machine": "cpu", "command": "python benchmarks/speed_quality_table.py",
+        "date": "2026-12-03", "seconds": 100.0, "load_average": {"before": [1.0, 1, 1], "after": [2.0, 2, 2]},
+        "rows": [
+            _row("unaccelerated", 95.0, 0.0, flop_ideal=1.0, loop_speedup=1.0, loop_seconds=2.0, graphs=1),
+            _row("first-block cache (threshold 0.1)", 90.0, -5.0, psnr=30.0, ssim=0.95, flop_ideal=1.8,
+                 loop_speedup=1.5, loop_seconds=1.33, graphs=7),
+            _row("stack", 89.0, -6.0, psnr=29.0, ssim=0.9, flop_ideal=2.5, flop_ideal_estimated=True,
+                 loop_speedup=1.9, loop_seconds=1.05, graphs=3),
+            {"row": "TaylorSeer (interval 2)", "applicable": False, "reason": "not a diffusers class"},
+        ],
+    }
+    text = speed_quality_table.render_section(result)
+    assert "(diffusers CogVideoX, 256 video tokens)" in text
+    assert "| unaccelerated | 95.0% | +0.0 | 100.0% |  |  | 1.00x | 1.00x | 2.00 | 1 |" in text
+    assert "| first-block cache (threshold 0.1) | 90.0% | -5.0 | 100.0% | 30.00 | 0.950 | 1.80x | 1.50x | 1.33 | 7 |" \
+        in text
+    assert "| stack | 89.0% | -6.0 | 100.0% | 29.00 | 0.900 | ~2.50x | 1.90x |" in text
+    assert "| TaylorSeer (interval 2) | | | | | | | | | not applicable: not a diffusers class |" in text
+    assert "96 videos (96 captions x 1 noise seed)" in text and "3 rounds" in text
