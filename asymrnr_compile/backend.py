@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 import torch.fx
+from torch._guards import CompileContext
 
 from asymrnr_compile.analysis import find_attention_sites
 from asymrnr_compile.analysis.cost import CostEstimate, graph_flops
@@ -59,6 +60,7 @@ from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction
 from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
 from asymrnr_compile.runtime.forward_context import ClaimSites, ForwardContext, current_forward
 from asymrnr_compile.runtime.regions import Compiler, inductor_compiler
+from asymrnr_compile.runtime.runtime import VideoStates
 from asymrnr_compile.runtime.steps import constant_timestep_argument, find_timestep_input
 
 logger = logging.getLogger("asymrnr_compile")
@@ -199,6 +201,8 @@ class AsymRnRBackend:
         if not isinstance(self.config, AsymRnRConfig):
             raise TypeError(f"config must be an AsymRnRConfig, got {type(self.config).__name__}")
         self.graphs: list[AsymRnRRuntime | _PlainGraph] = []
+        # Steps and matchings per compiled code and shapes, shared by Dynamo's recompiles of it.
+        self._video_states: dict[tuple[Any, ...], VideoStates] = {}
         self._warned: set[str] = set()
         # The string form's options object (its id keys the backend in asymrnr()), else None.
         self.options: Mapping[str, Any] | None = None
@@ -258,9 +262,16 @@ class AsymRnRBackend:
                     for site, reason in zip(sites, site_reasons)))
                 reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
                 return self._plain(gm, example_inputs, sites, compile_graph, reason, warn=not chosen)
+            video_key = _video_state_key(example_inputs, reductions, regional=forward is not None)
+            shared = self._video_states.get(video_key) if video_key is not None else None
+            if shared is not None:
+                logger.info("asymrnr: a recompile of a graph already compiled (%s) continues its video's steps "
+                            "and matchings", video_key[0])
             runtime = AsymRnRRuntime(gm, sites, reductions, self.config, compile_graph, driver,
                                      on_matching=self.on_matching, regional=forward is not None,
-                                     declared_layout=declared)
+                                     declared_layout=declared, video_states=shared)
+            if video_key is not None:
+                self._video_states.setdefault(video_key, runtime.video_states)
         except ScheduleMismatchError:  # the user's schedule does not fit: say so, do not hide it
             raise
         except Exception as error:  # analysis must never break the user's model
@@ -335,6 +346,24 @@ class AsymRnRBackend:
 
     def report(self) -> AsymRnRReport:
         return AsymRnRReport(self.config, [graph.to_dict() for graph in self.graphs])
+
+
+def _video_state_key(example_inputs: Sequence[Any], reductions: Sequence[SiteReduction], *,
+                     regional: bool) -> tuple[Any, ...] | None:
+    """What makes a graph a recompile of an earlier one of the same sampling loop: the code
+    Dynamo compiled (``CompileId.frame_id``: one per Python function, the same for every
+    recompile of it), the input shapes and the reduced sites with their kept counts. None
+    outside a Dynamo compile (the backend called directly): nothing is shared.
+
+    A recompile mid-video (a guard failed: a new stride, a Python flag) then continues the
+    video's steps and matchings instead of starting at step 0 with a matching of its own."""
+    compile_id = CompileContext.current_compile_id()
+    if compile_id is None:
+        return None
+    shapes = tuple(tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                   for value in example_inputs)
+    sites = tuple((r.site.index, r.site.video_tokens, tuple(sorted(r.num_keep.items()))) for r in reductions)
+    return (f"frame {compile_id.frame_id}", regional, shapes, sites)
 
 
 def _regional_refusal(config: AsymRnRConfig) -> str | None:

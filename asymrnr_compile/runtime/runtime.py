@@ -118,6 +118,43 @@ class VideoState:
         self.matching_steps.clear()
 
 
+class VideoStates:
+    """The video states of one sampling loop's callers: one :class:`VideoState` per calling
+    thread and block instance (``offset``), all reachable for :meth:`reset` and reports.
+
+    A runtime owns one; the runtimes of the graphs Dynamo compiles again for the same code (a
+    recompile mid-video, after a guard failed) share it, so the new graph continues the video's
+    steps and reuses its matchings instead of starting over at step 0.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: weakref.WeakSet[VideoState] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def get(self, offset: int) -> VideoState:
+        """The calling thread's state of block instance ``offset`` (made on first use)."""
+        states: dict[int, VideoState] | None = getattr(self._local, "states", None)
+        if states is None:
+            states = self._local.states = {}
+        state = states.get(offset)
+        if state is None:
+            state = states[offset] = VideoState(site_offset=offset)
+            with self._lock:
+                self._all.add(state)
+        return state
+
+    def all(self) -> list[VideoState]:
+        """Every live state, of every thread and block instance."""
+        with self._lock:
+            return list(self._all)
+
+    def reset(self) -> None:
+        """Start a new video: every state forgets its steps and cached matchings."""
+        for state in self.all():
+            state.reset()
+
+
 class AsymRnRRuntime:
     """Runs one captured graph with per-step token reduction (see module docstring).
 
@@ -139,13 +176,16 @@ class AsymRnRRuntime:
         declared_layout: the layout the analysis was seeded with (regional graphs without a
             video source of their own); a call whose context declares another grid runs
             unreduced. Default None.
+        video_states: the callers' steps and matchings, shared with the runtime of an earlier
+            compile of the same code (a Dynamo recompile mid-video). Default None: its own.
     """
 
     def __init__(self, gm: torch.fx.GraphModule, sites: list[AttentionSite],
                  reductions: list[SiteReduction], config: AsymRnRConfig, compile_graph: Compiler,
                  schedule: ScheduleDriver | None = None,
                  on_matching: Callable[[MatchingRecord], None] | None = None, *,
-                 regional: bool = False, declared_layout: DeclaredLayout | None = None) -> None:
+                 regional: bool = False, declared_layout: DeclaredLayout | None = None,
+                 video_states: VideoStates | None = None) -> None:
         self.gm = gm
         self.regional = regional
         self.declared_layout = declared_layout
@@ -159,9 +199,11 @@ class AsymRnRRuntime:
         self.timestep_position = find_timestep_input(gm, config.timestep_args)
         self.variants: dict[ReductionPlan, CompiledVariant] = {}
         self.regions = RegionCompiler(compile_graph)
-        # Per calling thread (threading.local), all of them reachable for reset() and reports.
-        self._local = threading.local()
-        self._states: weakref.WeakSet[VideoState] = weakref.WeakSet()
+        # Per calling thread and block instance, all of them reachable for reset() and reports.
+        self.video_states = video_states if video_states is not None else VideoStates()
+        self.continues_earlier_compile = video_states is not None
+        self._local = threading.local()  # the calling thread's block instance (offset)
+        self.served_offsets: set[int] = set()  # block instances this graph ran (regional)
         self._lock = threading.RLock()  # variants, counters
         self.calls = 0
         self.cache_hits = 0
@@ -183,23 +225,13 @@ class AsymRnRRuntime:
 
     def reset(self) -> None:
         """Start a new video: every calling thread forgets its steps and cached matchings."""
-        for state in list(self._states):
-            state.reset()
+        self.video_states.reset()
 
     @property
     def state(self) -> VideoState:
         """The calling thread's video state of the block instance it is running (made on its
         first call; a whole-model graph has one instance, offset 0)."""
-        states: dict[int, VideoState] | None = getattr(self._local, "states", None)
-        if states is None:
-            states = self._local.states = {}
-        offset = getattr(self._local, "offset", 0)
-        state = states.get(offset)
-        if state is None:
-            state = states[offset] = VideoState(site_offset=offset)
-            with self._lock:
-                self._states.add(state)
-        return state
+        return self.video_states.get(getattr(self._local, "offset", 0))
 
     @property
     def cache(self) -> MatchingCache:
@@ -304,6 +336,7 @@ class AsymRnRRuntime:
     def __call__(self, *args: Any) -> Any:
         offset, timestep, unreduced = self._call_context(args)
         self._local.offset = offset
+        self.served_offsets.add(offset)
         state = self.state
         event = state.tracker.observe(timestep)
         if event.new_video:
@@ -407,15 +440,16 @@ class AsymRnRRuntime:
             "regions_compiled": len(self.regions.compiled),
             "regions_reused": self.regions.reused,
             "calls": self.calls,
-            "steps": max((state.tracker.steps_seen for state in list(self._states)), default=0),
+            "steps": max((state.tracker.steps_seen for state in self.video_states.all()), default=0),
             # block instances served (regional compilation; 1 for a whole-model graph)
-            "instances": max(1, len({state.site_offset for state in list(self._states)})),
+            "instances": max(1, len(self.served_offsets)),
             "regional": self.regional,
             "unreduced_calls": dict(self.unreduced_calls),
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,
             "timestep_input": self.timestep_position is not None,
             "fallback_reason": self.fallback_reason,
+            "continues_earlier_compile": self.continues_earlier_compile,
             "cost": self.cost.to_dict(),
             **({"schedule": self.schedule.to_dict()} if self.schedule is not None else {}),
         }

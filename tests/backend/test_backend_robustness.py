@@ -390,3 +390,53 @@ def test_text_only_sites_do_not_make_a_chosen_setting_warn():
         compiled = _compile(model, AsymRnRBackend(config))
         with torch.no_grad():
             assert _warnings_of(lambda fn=compiled: fn(**inputs, return_dict=False)) == [], stride
+
+
+# ------------------------------------------------------------------------ recompiles mid-video
+
+
+class _Flagged(nn.Module):
+    """The model behind a Python flag Dynamo guards on: flipping it recompiles, the math stays."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.flag = False
+
+    def forward(self, hidden_states, encoder_hidden_states, timestep):
+        out = self.inner(hidden_states=hidden_states, encoder_hidden_states=encoder_hidden_states, timestep=timestep)
+        return out * 1.0 if self.flag else out
+
+
+def test_a_recompile_mid_video_continues_its_steps_and_matchings(model, inputs):
+    """Before the fix, the graph Dynamo compiled after a guard failed had a runtime of its own,
+    which took the next step for step 0 of a new video and computed a matching there."""
+    config = AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=STEPS, **TINY)
+    flagged = _Flagged(model)
+    steady = AsymRnRBackend(config)
+    expected = _loop(_compile(flagged, steady), inputs)
+    torch._dynamo.reset()
+
+    backend = AsymRnRBackend(config)
+    compiled = _compile(flagged, backend)
+    calls = []
+
+    def flip_after_two_steps(**kwargs):
+        calls.append(1)
+        flagged.flag = len(calls) > 2
+        return compiled(**kwargs)
+
+    try:
+        got = _loop(flip_after_two_steps, inputs)
+    finally:
+        flagged.flag = False
+    runtimes = [g for g in backend.graphs if hasattr(g, "state")]
+    assert len(runtimes) == 2, "flipping the flag should have recompiled"
+    first, second = (runtime.to_dict() for runtime in runtimes)
+    assert (first["calls"], second["calls"]) == (2, STEPS - 2)
+    assert not first["continues_earlier_compile"] and second["continues_earlier_compile"]
+    steady_misses = steady.report().to_dict()["cache_misses"]
+    assert steady_misses == 4  # 2 sites x (q, kv), once
+    assert backend.report().to_dict()["cache_misses"] == steady_misses  # the recompile matched nothing again
+    assert backend.report().to_dict()["steps"] == STEPS
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
