@@ -28,6 +28,8 @@ cogvideox`` (a diffusers ``CogVideoXTransformer3DModel``), scored the same way (
 seeds, sampler and metrics).
 
     python benchmarks/quality_synthetic.py --checkpoint runs/cogvideox/model --json out/quality_cogvideox.json
+
+``--unaccelerated-only`` scores the model alone (its own RESULTS.md section is then one row).
 """
 
 from __future__ import annotations
@@ -302,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"(default {','.join(f'{t:g}' for t in CALIBRATION_TARGETS)})")
     parser.add_argument("--max-ratio", type=float, default=None,
                         help="with --calibrated: no site gets a ratio above this (default: the whole ladder)")
+    mode.add_argument("--unaccelerated-only", action="store_true",
+                      help="score only the unaccelerated model (e.g. a newly trained one)")
     parser.add_argument("--only", metavar="REGEX",
                         help="run only the variants whose names match (re.search), e.g. '^q 0.5, block'")
     parser.add_argument("--q-ratio", type=float, default=0.5)
@@ -340,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         configs = sweep_variants(args.q_ratio, args.kv_ratio, model.transformer.config.num_blocks)
     elif args.calibrated:
         configs = calibrated_variants(model, task, targets, max_ratio=args.max_ratio)
+    elif args.unaccelerated_only:
+        configs = {}
     else:
         configs = variants(args.q_ratio, args.kv_ratio)
     if args.only is not None:

@@ -82,6 +82,12 @@ CHECKPOINT_PATH = Path(__file__).resolve().parent.parent / "assets" / "synthetic
 #: :data:`CHECKPOINT_PATH` (batch 2, eager, one thread: 0.35 s vs 0.064 s).
 FINE_CHECKPOINT_PATH = CHECKPOINT_PATH.with_name("synthetic_dit_fine.safetensors")
 
+#: The shipped model of the CogVideoX preset ``"cogvideox"`` (256 video tokens; a diffusers
+#: ``CogVideoXTransformer3DModel`` trained on 2 CPU cores by ``asymrnr-compile train --arch
+#: cogvideox``): a folder in diffusers' format that :func:`load_trained_model` reads and whose
+#: ``transformer/`` subfolder ``CogVideoXTransformer3DModel.from_pretrained`` loads offline.
+COGVIDEOX_MODEL_PATH = CHECKPOINT_PATH.with_name("synthetic_cogvideox")
+
 #: The shipped checkpoint of each preset of :data:`SYNTHETIC_PRESETS`.
 SHIPPED_CHECKPOINTS: dict[str, Path] = {SYNTHETIC_PRESET: CHECKPOINT_PATH, "synthetic-fine": FINE_CHECKPOINT_PATH}
 
