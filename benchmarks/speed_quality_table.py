@@ -276,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--q-ratio", type=float, default=0.5)
     parser.add_argument("--kv-ratio", type=float, default=0.3)
     parser.add_argument("--only", metavar="REGEX", help="run only the rows whose names match (re.search)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default) or cuda (Inductor then generates Triton; each loop ends with a copy "
+                             "to the host, so its time is real)")
     parser.add_argument("--json", help="write the numbers here")
     parser.add_argument("--results", action="store_true", help="regenerate this model's section of RESULTS.md")
     args = parser.parse_args(argv)
@@ -283,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
 
-    model, task = load_trained_model(args.checkpoint)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda was asked for but torch.cuda.is_available() is False")
+    model, task = load_trained_model(args.checkpoint, device=args.device)
     preset = preset_of(model.transformer.config)
     if args.results and preset not in SECTION_SUFFIX:
         parser.error(f"--results needs a checkpoint of one of the presets {tuple(SECTION_SUFFIX)}")
@@ -360,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         "timing_captions": len(timing_captions),
         "rounds": args.rounds,
         "rows": result_rows,
-        "machine": machine_info("cpu"),
+        "machine": machine_info(args.device),
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "command": "python benchmarks/speed_quality_table.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "date": date.today().isoformat(),
