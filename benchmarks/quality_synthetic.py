@@ -290,6 +290,46 @@ def render_sweep_section(result: dict, title: str = "Quality sensitivity sweep",
     return "\n".join(lines)
 
 
+def load_checkpoint_for(parser: argparse.ArgumentParser, checkpoint: str, device: str, results: bool):
+    """``load_trained_model(checkpoint, device)`` -> ``(model, task, preset)``, or a parser error
+    for a CUDA device without CUDA, or ``--results`` with a model of no synthetic preset."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda was asked for but torch.cuda.is_available() is False")
+    model, task = load_trained_model(checkpoint, device=device)
+    preset = preset_of(model.transformer.config)
+    if results and preset not in SECTION_SUFFIX:
+        parser.error(f"--results needs a checkpoint of one of the presets {tuple(SECTION_SUFFIX)}")
+    return model, task, preset
+
+
+def model_fields(args: argparse.Namespace, model, preset: str | None) -> dict:
+    """The fields every result of a run on a trained model starts with: which model (checkpoint,
+    training step, preset, video tokens) and the ratios asked for."""
+    return {
+        "checkpoint": checkpoint_label(args.checkpoint),
+        "checkpoint_step": read_checkpoint_metadata(args.checkpoint).get("step"),
+        "preset": preset,
+        "video_tokens": model.transformer.config.video_tokens,
+        "q_ratio": args.q_ratio,
+        "kv_ratio": args.kv_ratio,
+    }
+
+
+def names_matching(parser: argparse.ArgumentParser, names: list[str], only: str | None) -> list[str]:
+    """The ``names`` that ``re.search(only)`` finds (all with ``only`` None); a parser error for a
+    bad expression or one that matches none."""
+    if only is None:
+        return list(names)
+    try:
+        pattern = re.compile(only)
+    except re.error as error:
+        parser.error(f"--only is not a regular expression: {error}")
+    kept = [name for name in names if pattern.search(name)]
+    if not kept:
+        parser.error(f"--only {only!r} matches none of: {'; '.join(names)}")
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=None,
@@ -333,12 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     num_seeds = args.seeds if args.seeds is not None else (1 if args.sweep or args.calibrated else 4)
     if num_seeds < 1:
         parser.error(f"--seeds must be >= 1, got {num_seeds}")
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda was asked for but torch.cuda.is_available() is False")
-    model, task = load_trained_model(args.checkpoint, device=args.device)
-    preset = preset_of(model.transformer.config)
-    if args.results and preset not in SECTION_SUFFIX:
-        parser.error(f"--results needs a checkpoint of one of the presets {tuple(SECTION_SUFFIX)}")
+    model, task, preset = load_checkpoint_for(parser, args.checkpoint, args.device, args.results)
     captions, seeds = caption_grid(task, range(num_seeds))
     if args.sweep:
         configs = sweep_variants(args.q_ratio, args.kv_ratio, model.transformer.config.num_blocks)
@@ -349,26 +384,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         configs = variants(args.q_ratio, args.kv_ratio)
     if args.only is not None:
-        try:
-            pattern = re.compile(args.only)
-        except re.error as error:
-            parser.error(f"--only is not a regular expression: {error}")
-        unmatched = list(configs)
-        configs = {name: config for name, config in configs.items() if pattern.search(name)}
-        if not configs:
-            parser.error(f"--only {args.only!r} matches none of: {'; '.join(unmatched)}")
+        configs = {name: configs[name] for name in names_matching(parser, list(configs), args.only)}
     start = time.perf_counter()
     comparison = compare_variants(model, task, captions, seeds, configs,
                                   EVAL_SAMPLER, log=lambda line: print(line, flush=True))
     print()
     print(comparison.table())
     result = {
-        "checkpoint": checkpoint_label(args.checkpoint),
-        "checkpoint_step": read_checkpoint_metadata(args.checkpoint).get("step"),
-        "preset": preset,
-        "video_tokens": model.transformer.config.video_tokens,
-        "q_ratio": args.q_ratio,
-        "kv_ratio": args.kv_ratio,
+        **model_fields(args, model, preset),
         "sampler": {"steps": EVAL_SAMPLER.steps, "guidance_scale": EVAL_SAMPLER.guidance_scale},
         **comparison.to_dict(),
         "machine": machine_info(args.device),

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import statistics
 import sys
@@ -61,8 +60,9 @@ from quality_synthetic import (
     HIDDEN_MATCHING,
     SECTION_SUFFIX,
     TITLE_SUFFIX,
-    checkpoint_label,
-    preset_of,
+    load_checkpoint_for,
+    model_fields,
+    names_matching,
     published_with,
 )
 from results_md import machine_info, replace_section
@@ -83,7 +83,6 @@ from asymrnr_compile.synthetic.accelerators import (
 )
 from asymrnr_compile.synthetic.compare import REFERENCE_VARIANT, compare_variants
 from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, caption_grid, generate_videos
-from asymrnr_compile.synthetic.model import load_trained_model, read_checkpoint_metadata
 
 SECTION = "speed-quality"
 #: Dynamo's per-function recompile limit inside this script (torch's default is 8).
@@ -290,21 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
 
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda was asked for but torch.cuda.is_available() is False")
-    model, task = load_trained_model(args.checkpoint, device=args.device)
-    preset = preset_of(model.transformer.config)
-    if args.results and preset not in SECTION_SUFFIX:
-        parser.error(f"--results needs a checkpoint of one of the presets {tuple(SECTION_SUFFIX)}")
+    model, task, preset = load_checkpoint_for(parser, args.checkpoint, args.device, args.results)
     table_rows = rows(model, args.q_ratio, args.kv_ratio)
-    if args.only is not None:
-        try:
-            pattern = re.compile(args.only)
-        except re.error as error:
-            parser.error(f"--only is not a regular expression: {error}")
-        table_rows = [row for row in table_rows if pattern.search(row.name)]
-        if not table_rows:
-            parser.error(f"--only {args.only!r} matches no row")
+    chosen = set(names_matching(parser, [row.name for row in table_rows], args.only))
+    table_rows = [row for row in table_rows if row.name in chosen]
     runnable = [row for row in table_rows if row.accelerator is not None]
     load_before = os.getloadavg()
     start = time.perf_counter()
@@ -357,12 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                         for row in table_rows if row.accelerator is None]
 
     result = {
-        "checkpoint": checkpoint_label(args.checkpoint),
-        "checkpoint_step": read_checkpoint_metadata(args.checkpoint).get("step"),
-        "preset": preset,
-        "video_tokens": model.transformer.config.video_tokens,
-        "q_ratio": args.q_ratio,
-        "kv_ratio": args.kv_ratio,
+        **model_fields(args, model, preset),
         "samples": len(captions),
         "captions_per_seed": len(captions) // args.seeds,
         "seeds": list(range(args.seeds)),
