@@ -56,6 +56,10 @@ def add_train_command(commands: Any) -> None:
     train.add_argument("--eval-every", type=int, default=defaults.eval_every,
                        help="steps between adherence evaluations (0: never)")
     train.add_argument("--max-steps-this-run", type=int, help="stop after this many steps (resume later)")
+    train.add_argument("--init-from", metavar="MODEL",
+                       help="start a new run from this trained model's weights (e.g. "
+                            "asymrnr_compile/assets/synthetic_cogvideox) with a fresh optimiser and schedule, "
+                            "instead of the seeded init; same --arch and --preset")
     train.set_defaults(run=train_command)
 
 
@@ -73,7 +77,8 @@ def train_command(args: argparse.Namespace) -> int:
     bar = Progress("training", config.steps)
     try:
         path = train(args.out, config, device=args.device, log=lambda line: print(line, flush=True),
-                     max_steps_this_run=args.max_steps_this_run, on_step=lambda step, steps: bar.update(step))
+                     max_steps_this_run=args.max_steps_this_run, on_step=lambda step, steps: bar.update(step),
+                     init_from=args.init_from)
     finally:
         bar.close()
     if config.arch == REFERENCE_ARCH:

@@ -54,6 +54,7 @@ from asymrnr_compile.synthetic.model import (
     SYNTHETIC_PRESET,
     TextToVideoModel,
     build_text_to_video_model,
+    load_trained_model,
     save_trained_model,
 )
 from asymrnr_compile.synthetic.render import sample_batch
@@ -252,6 +253,29 @@ def _plot_loss(out_dir: Path) -> None:
     plt.close(fig)
 
 
+def _init_weights_from(path: str | Path, model: torch.nn.Module, ema: torch.nn.Module, config: TrainConfig,
+                       task: SyntheticTaskConfig) -> dict:
+    """Load the weights of the trained model at ``path`` into ``model`` and ``ema``; returns what
+    the run history records about it. ValueError when it is of another preset, prediction or task."""
+    from asymrnr_compile.synthetic.model import read_checkpoint_metadata
+
+    loaded, loaded_task = load_trained_model(path)
+    metadata = read_checkpoint_metadata(path)
+    trained = metadata.get("train_config", {})
+    mismatches = {name: (mine, theirs) for name, mine, theirs in (
+        ("preset", config.preset, trained.get("preset", SYNTHETIC_PRESET)),
+        ("arch", config.arch, trained.get("arch", REFERENCE_ARCH)),
+        ("prediction", config.prediction, loaded.prediction),
+        ("task", asdict(task), asdict(loaded_task)),
+    ) if mine != theirs}
+    if mismatches:
+        raise ValueError(f"init_from {path} does not fit this run (this run, that model): {mismatches}")
+    weights = {name: value.to(next(model.parameters()).device) for name, value in loaded.state_dict().items()}
+    model.load_state_dict(weights)
+    ema.load_state_dict(weights)
+    return {"init_from": str(path), "init_step": metadata.get("step"), "init_runs": metadata.get("runs")}
+
+
 def train(
     out_dir: str | Path,
     config: TrainConfig | None = None,
@@ -261,6 +285,7 @@ def train(
     log: Callable[[str], None] = print,
     max_steps_this_run: int | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    init_from: str | Path | None = None,
 ) -> Path:
     """Train (or continue training) in ``out_dir``; returns the exported model's path
     (:func:`export_path`: a safetensors file, or a diffusers-format folder for ``arch="cogvideox"``).
@@ -271,6 +296,14 @@ def train(
     ``runs`` history) and the bookkeeping settings of :data:`CADENCE_SETTINGS`, which do not
     change what is trained. ``on_step(step, steps)`` is called after every optimiser step
     (progress display; ``step`` counts from 1 and includes resumed steps).
+
+    ``init_from`` (a model :func:`~asymrnr_compile.synthetic.model.load_trained_model` reads,
+    e.g. a shipped one) starts a new run from its weights instead of the seeded init: model and
+    EMA both start from them, with a fresh optimiser, warm-up and cosine schedule over ``steps``
+    (a warm restart: the exported weights are not the training state, which a machine without a
+    persistent ``out_dir`` loses). Its architecture and preset must be ``config``'s; the history
+    in the export's ``runs`` records the model it started from and that model's own history.
+    Ignored when ``out_dir`` already has a checkpoint (the run resumes from it).
     """
     config = config if config is not None else TrainConfig()
     task = task if task is not None else SyntheticTaskConfig()
@@ -313,6 +346,10 @@ def train(
             runs.append({"from_step": step, "steps": config.steps})
         _truncate_log(out_dir / LOG_NAME, step)
         log(f"resuming {ckpt_path} at step {step}/{config.steps}")
+    elif init_from is not None:
+        runs[0].update(_init_weights_from(init_from, model, ema, config, task))
+        log(f"training from {init_from} (its step {runs[0]['init_step']}): {config.steps} steps of "
+            f"{config.batch_size} videos, a fresh optimiser and schedule")
     else:
         log(f"training from scratch: {sum(p.numel() for p in model.parameters()):,} parameters, "
             f"{config.steps} steps of {config.batch_size} videos, {task.num_captions} captions")

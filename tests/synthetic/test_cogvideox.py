@@ -246,3 +246,21 @@ def test_shipped_cogvideox_model_loads_offline_with_from_pretrained(monkeypatch)
     video = generate_videos(model, caption, [0], task, EVAL_SAMPLER)
     accuracy = score_samples(video, caption, task).attribute_accuracy
     assert (accuracy["colour"], accuracy["background"], accuracy["direction"]) == (100.0, 100.0, 100.0)
+
+
+def test_init_from_starts_a_new_run_from_a_trained_models_weights(runs, tmp_path, monkeypatch):
+    """With a zero learning rate the new run's export is the model it started from, bit for bit;
+    its history names that model; a model of another architecture is refused."""
+    from dataclasses import replace
+
+    from asymrnr_compile.synthetic.model import CHECKPOINT_PATH
+
+    monkeypatch.setitem(COGVIDEOX_PRESETS, "cogvideox", TINY)
+    messages: list[str] = []
+    exported = train(tmp_path / "more", replace(CONFIG, steps=1, lr=0.0), log=messages.append, init_from=runs[0])
+    assert any(m.startswith(f"training from {runs[0]} (its step 3)") for m in messages)
+    _exact(load_trained_model(exported)[0].state_dict(), load_trained_model(runs[0])[0].state_dict())
+    history = read_checkpoint_metadata(exported)["runs"]
+    assert history[0]["init_from"] == str(runs[0]) and history[0]["init_step"] == 3
+    with pytest.raises(ValueError, match="init_from .* does not fit this run.*'arch'"):
+        train(tmp_path / "other", CONFIG, log=lambda _: None, init_from=CHECKPOINT_PATH)
