@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -48,13 +48,11 @@ class AcceleratedTransformer:
         fn: the transformer's keyword signature; returns what ``model.transformer`` returns.
         reset: call before each new batch of videos (clears state that must not carry over).
         backend: the asymrnr backend inside, if any (its report gives the cost model's ideal).
-        hooked: the diffusers transformer carrying a cache hook, if any (for counting FLOPs).
     """
 
     fn: Callable[..., torch.Tensor]
     reset: Callable[[], None] = _no_reset
     backend: Any = None
-    hooked: torch.nn.Module | None = field(default=None, repr=False)
 
     def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
         return self.fn(**inputs)
@@ -164,7 +162,7 @@ class DiffusersCache:
             if backend is not None:
                 backend.reset()
 
-        return AcceleratedTransformer(run, reset, backend, diffusers_model)
+        return AcceleratedTransformer(run, reset, backend)
 
 
 def _swap_halves(batch: torch.Tensor) -> torch.Tensor:
