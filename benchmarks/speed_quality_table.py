@@ -34,8 +34,7 @@ not applicable, with the reason.
 
 Each row samples 96 videos per seed (the 15 rows of the CogVideoX model took 23 minutes in all
 on 2 CPU cores, 2026-12-03; the 1024-token reference model's forward costs about 5x the
-256-token one's); ``--only REGEX`` picks
-rows. Dynamo's recompile limit is raised
+256-token one's); ``--only REGEX`` picks rows. Dynamo's recompile limit is raised
 to :data:`RECOMPILE_LIMIT` inside this script: all rows are compiled at once for the interleaved
 timing, and the hooks' graph breaks give some rows many small graphs (TaylorSeer recompiles on
 every new input stride and would otherwise fall back to eager after 8).
