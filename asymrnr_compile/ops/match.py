@@ -229,13 +229,13 @@ def _match_op(
         src_order = torch.arange(num_src, device=device).expand(*leading_shape, num_src)
         return src_order.contiguous(), nearest, distance
 
-    features = video.reshape(leading, num_dst + num_src, channels)
     if kernel == "triton":
+        features = video.reshape(leading, num_dst + num_src, channels)
         if similarity == "cosine":
             features = F.normalize(features.to(compute_dtype), dim=-1, eps=COSINE_EPS)
         distance, nearest = match_triton.nearest_dst(features, src, dst, similarity)
     else:
-        distance, nearest = _aten_nearest(features, dst, src, similarity, chunk_bytes)
+        distance, nearest = _aten_nearest(video, dst, src, similarity, chunk_bytes)
     distance = distance.to(torch.float32).reshape(*leading_shape, num_src)
     nearest = nearest.reshape(*leading_shape, num_src)
     src_order = torch.argsort(distance, dim=-1, descending=True, stable=True)
@@ -243,19 +243,16 @@ def _match_op(
 
 
 def _aten_nearest(
-    features: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str, chunk_bytes: int
+    video: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str, chunk_bytes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``"aten"`` kernel: ``features (P, N, c)`` -> ``(distance (P, N_src), nearest (P, N_src))``
-    by chunked batched matmuls and channels-last max pooling (module docstring)."""
-    leading, _, channels = features.shape
+    """The ``"aten"`` kernel: ``video (*, N, c)``, any strides and floating dtype ->
+    ``(distance (P, N_src), nearest (P, N_src))`` with ``P = prod(*)``, by chunked batched matmuls
+    and channels-last max pooling (module docstring)."""
+    num_tokens, channels = video.shape[-2:]
+    leading = math.prod(video.shape[:-2])
     num_dst, num_src = dst.shape[0], src.shape[0]
-    device = features.device
-    compute_dtype = _compute_dtype(features.dtype)
-    if features.dtype != compute_dtype:
-        features = features.to(compute_dtype)
-    if similarity == "cosine":
-        # Every video token is a dst or a src token: normalising the span once is no extra work.
-        features = F.normalize(features, dim=-1, eps=COSINE_EPS)
+    device = video.device
+    compute_dtype = _compute_dtype(video.dtype)
     # The src operand is gathered once (the size of the src features, +1 channel), so the
     # chunks below are strided views of it, not gathers and copies of their own. Gathers read
     # a contiguous tensor (ATen's fast path copies whole rows; on a strided view such as the
@@ -263,7 +260,8 @@ def _aten_nearest(
     if similarity == "euclidean":
         # Maximise s'.d' = s.d - |d|^2 / 2 with d' = [d, |d|^2], s' = [s, -1/2]: the norm term
         # is part of the one matmul, no bias is added to the score block.
-        padded = F.pad(features, (0, EUCLIDEAN_EXTRA_CHANNELS), value=EUCLIDEAN_SRC_WEIGHT)
+        padded = _with_constant_channel(video, compute_dtype, EUCLIDEAN_SRC_WEIGHT)
+        padded = padded.view(leading, num_tokens, channels + EUCLIDEAN_EXTRA_CHANNELS)
         src_operand = padded.index_select(1, src)  # (P, N_src, c + 1)
         src_feat = src_operand[..., :channels]
         dst_feat = padded.index_select(1, dst)[..., :channels]  # (P, N_dst, c)
@@ -271,6 +269,11 @@ def _aten_nearest(
         dst_operand = torch.cat([dst_feat, dst_sq.unsqueeze(-1)], dim=-1)
         del padded, dst_feat  # the video-sized copy is not needed any more
     else:
+        features = video.reshape(leading, num_tokens, channels).to(compute_dtype)
+        if similarity == "cosine":
+            # Every video token is a dst or a src token: normalising the span once is no extra
+            # work.
+            features = F.normalize(features, dim=-1, eps=COSINE_EPS)
         features = features.contiguous()
         dst_operand = features.index_select(1, dst)  # (P, N_dst, c)
         src_operand = features.index_select(1, src)  # (P, N_src, c)
@@ -303,6 +306,18 @@ def _aten_nearest(
     else:
         distance = score.neg()
     return distance, nearest
+
+
+def _with_constant_channel(video: torch.Tensor, dtype: torch.dtype, value: float) -> torch.Tensor:
+    """``video (*, N, c)`` as a contiguous ``(*, N, c + 1)`` tensor of ``dtype`` whose last channel
+    is ``value``: ``F.pad(video.to(dtype), (0, 1), value=value)`` in one strided copy (``pad``
+    fills the whole result first, and a strided or half-precision ``video`` needs a copy of its
+    own before it: up to three passes over the video span instead of one)."""
+    channels = video.shape[-1]
+    padded = torch.empty((*video.shape[:-1], channels + 1), dtype=dtype, device=video.device)
+    padded[..., :channels].copy_(video)
+    padded[..., channels].fill_(value)
+    return padded
 
 
 def _max_over_dst(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
