@@ -34,6 +34,21 @@ def test_section_lists_every_variant_and_the_training_curve():
     assert "4 captions x 2 noise seeds = 8 videos" in text
 
 
+def test_a_model_trained_on_from_another_counts_both_runs_steps():
+    """``train --init-from`` records the earlier model's step and runs: the section says the
+    step of the last run and the total (here 1000 + 3000 + 4000)."""
+    first = {"from_step": 0, "steps": 1000}
+    second = {"from_step": 0, "steps": 3000, "init_step": 1000, "init_runs": [first]}
+    metadata = {"step": 4000, "runs": [{"from_step": 0, "steps": 4000, "init_step": 3000,
+                                        "init_runs": [second]}]}
+    assert quality_synthetic.training_steps(metadata) == 8000
+    assert quality_synthetic.training_steps({"step": 600, "runs": [first]}) == 600
+    assert quality_synthetic.training_steps({}) is None
+    label = quality_synthetic.steps_label({"checkpoint_step": 4000, "training_steps": 8000})
+    assert label == "training step 4000 of a run started from a trained model: 8000 steps in all"
+    assert quality_synthetic.steps_label({"checkpoint_step": 600, "training_steps": 600}) == "training step 600"
+
+
 def test_replace_section_keeps_other_sections(tmp_path):
     path = tmp_path / "RESULTS.md"
     path.write_text("# Results\n\nhand-written\n")
