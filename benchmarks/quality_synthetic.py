@@ -305,10 +305,11 @@ def load_checkpoint_for(parser: argparse.ArgumentParser, checkpoint: str, device
 def model_fields(args: argparse.Namespace, model, preset: str | None) -> dict:
     """The fields every result of a run on a trained model starts with: which model (checkpoint,
     training step, preset, video tokens) and the ratios asked for."""
+    metadata = read_checkpoint_metadata(args.checkpoint)
     return {
         "checkpoint": checkpoint_label(args.checkpoint),
-        "checkpoint_step": read_checkpoint_metadata(args.checkpoint).get("step"),
-        "training_steps": training_steps(read_checkpoint_metadata(args.checkpoint)),
+        "checkpoint_step": metadata.get("step"),
+        "training_steps": training_steps(metadata),
         "preset": preset,
         "video_tokens": model.transformer.config.video_tokens,
         "q_ratio": args.q_ratio,
