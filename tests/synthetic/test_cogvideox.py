@@ -222,8 +222,8 @@ def test_frames_fold_into_channels_and_back():
 
 def test_shipped_cogvideox_model_loads_offline_with_from_pretrained(monkeypatch):
     """The trained model in the package (issue 20): diffusers' own loader reads its transformer
-    with no network, it is the "cogvideox" preset, under 10 MB, and it has learned the task's
-    task (a 20-step sample of one caption is a valid video with every attribute of the caption
+    with no network, it is the "cogvideox" preset, under 10 MB, and it has learned the task
+    (a 20-step sample of one caption is a valid video with every attribute of the caption
     right; 8000 steps in all: 4000, then 4000 more from those weights, see
     docs/trained_models.md)."""
     import diffusers
