@@ -26,6 +26,10 @@ eager runs one step), then the timed loop runs the variants interleaved step by 
     python benchmarks/e2e.py --model all --json out/e2e_all.json                # ~25 min
     python benchmarks/e2e.py --model all --quick                                # smoke run, ~2 min
     python benchmarks/e2e.py --model cogvideox --device cuda --dtype bfloat16   # GPU: Triton
+    python benchmarks/e2e.py --variants inductor,asymrnr_q0.5_kv0.3 --profile-matching-step 2 --threads 1
+
+``--profile-matching-step LOOPS`` adds, per asymrnr variant, the CPU self time of every op in a
+matching step against the loop's other steps (:func:`profile_matching_step`).
 
 On a GPU, the same command runs every variant on the device (Inductor then generates Triton);
 each model call is followed by ``torch.cuda.synchronize()`` so that step times are real, and
@@ -46,6 +50,7 @@ import shlex
 import statistics
 import sys
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -426,6 +431,105 @@ def measure(workload: Workload, variants: list[Variant], *, rounds: int = 1,
                 variant.recompiles += late  # cannot attribute; charge every compiled variant
 
 
+#: Ops listed by ``--profile-matching-step`` (largest extra self time of a matching step first).
+PROFILE_TOP_OPS = 12
+#: The custom op of the matcher: its inclusive time is the whole matching.
+MATCH_OP_KEY = "asymrnr::match_tokens"
+
+
+def profile_matching_step(workload: Workload, variant: Variant, repeats: int) -> dict[str, Any]:
+    """Where a matching step's extra time goes: ``torch.profiler`` CPU self time per op.
+
+    Runs ``repeats`` whole sampling loops of ``variant`` (an asymrnr variant, warmed up), each
+    after ``backend.reset()`` (a new video, so its matching steps compute matchings), with every
+    model call profiled on its own. Per op, the mean self time per matching step and per other
+    step (reuse steps: the same kernels without the matching), in ms; the ops are sorted by the
+    difference. Also the steps' total self times and the matcher's inclusive time per matching
+    step. Profiling adds overhead to every op: read the split, not the absolute times.
+    """
+    if variant.backend is None:
+        raise ValueError(f"variant {variant.name!r} is not an asymrnr variant: nothing to profile")
+    per_step: dict[str, Counter[str]] = {"matching": Counter(), "other": Counter()}
+    steps_seen: Counter[str] = Counter()
+    matcher_ms: list[float] = []
+    for _ in range(repeats):
+        step_tables, step_matcher = _profiled_loop(workload, variant)
+        matching = set(_matching_steps(variant.backend))
+        for step, table in step_tables.items():
+            kind = "matching" if step in matching else "other"
+            per_step[kind].update(table)
+            steps_seen[kind] += 1
+            if kind == "matching":
+                matcher_ms.append(step_matcher[step])
+
+    def mean(kind: str, key: str) -> float:
+        return per_step[kind][key] / steps_seen[kind] if steps_seen[kind] else 0.0
+
+    keys = set(per_step["matching"]) | set(per_step["other"])
+    ops = sorted(({"op": key, "matching_step_ms": mean("matching", key), "other_step_ms": mean("other", key)}
+                  for key in keys), key=lambda op: op["other_step_ms"] - op["matching_step_ms"])
+    total = {kind: sum(per_step[kind].values()) / steps_seen[kind] if steps_seen[kind] else None
+             for kind in per_step}
+    return {
+        "repeats": repeats,
+        "matching_steps_profiled": steps_seen["matching"],
+        "other_steps_profiled": steps_seen["other"],
+        "matching_step_self_ms": total["matching"],
+        "other_step_self_ms": total["other"],
+        "matcher_inclusive_ms": statistics.mean(matcher_ms) if matcher_ms else None,
+        "ops": ops[:PROFILE_TOP_OPS],
+    }
+
+
+#: Profiler keys that name one compiled graph by its hash: counted together, so that the regions
+#: of a computing and of a reusing variant compare.
+_GRAPH_KEY_PREFIXES = ("## Call CompiledFxGraph", "Torch-Compiled Region")
+
+
+def _op_key(key: str) -> str:
+    return next((f"{prefix} (any)" for prefix in _GRAPH_KEY_PREFIXES if key.startswith(prefix)), key)
+
+
+def _profiled_loop(workload: Workload, variant: Variant) -> tuple[dict[int, Counter[str]], dict[int, float]]:
+    """One sampling loop of ``variant`` after ``backend.reset()``, every model call under
+    ``torch.profiler``: per step, ms of self time per op, and the matcher's inclusive ms."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _reset_backends([variant])
+    step_tables: dict[int, Counter[str]] = defaultdict(Counter)
+    step_matcher: dict[int, float] = defaultdict(float)
+    current = {"step": 0}
+    model_fn = workload.call(variant.fn)
+
+    def profiled(**inputs: Any) -> torch.Tensor:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            out = model_fn(**inputs)
+        for event in prof.key_averages():
+            step_tables[current["step"]][_op_key(event.key)] += event.self_cpu_time_total / 1e3
+            if event.key == MATCH_OP_KEY:
+                step_matcher[current["step"]] += event.cpu_time_total / 1e3
+        return out
+
+    with torch.no_grad():
+        sample(profiled, workload.noise, workload.text, workload.null_text, workload.sampler,
+               on_step=lambda step, steps: current.update(step=step + 1))
+    return step_tables, step_matcher
+
+
+def profile_table(name: str, profile: dict[str, Any]) -> str:
+    """The stdout table of :func:`profile_matching_step`."""
+    lines = [f"{name}: per step, ms of CPU self time ({profile['matching_steps_profiled']} matching and "
+             f"{profile['other_steps_profiled']} other steps profiled; the matcher {MATCH_OP_KEY} "
+             f"{_fmt(profile['matcher_inclusive_ms'], '.1f', '-')} ms inclusive per matching step)",
+             f"{'op':<48}{'matching step':>14}{'other step':>12}{'extra':>9}"]
+    for op in profile["ops"]:
+        extra = op["matching_step_ms"] - op["other_step_ms"]
+        lines.append(f"{op['op'][:47]:<48}{op['matching_step_ms']:>14.1f}{op['other_step_ms']:>12.1f}{extra:>9.1f}")
+    lines.append(f"{'all ops':<48}{_fmt(profile['matching_step_self_ms'], '14.1f', '-')}"
+                 f"{_fmt(profile['other_step_self_ms'], '12.1f', '-')}")
+    return "\n".join(lines)
+
+
 def _asymrnr_numbers(backend: AsymRnRBackend) -> dict[str, Any]:
     report = backend.report().to_dict()
     cost = report.get("cost") or {}
@@ -512,8 +616,10 @@ def results_rows(workload: Workload, variants: list[Variant], skipped: dict[str,
 def run_model(name: str, *, quick: bool = False, steps: int | None = None, cache_steps: int | None = None,
               rounds: int = 1, device: str = "cpu", dtype: torch.dtype = torch.float32,
               variants: tuple[str, ...] = VARIANTS, log: Callable[[str], None] = print,
-              preset: str | None = None) -> dict[str, Any]:
-    """Benchmark one model; returns ``{"model_info": ..., "rows": [...]}`` (see module docstring)."""
+              preset: str | None = None, profile_repeats: int = 0) -> dict[str, Any]:
+    """Benchmark one model; returns ``{"model_info": ..., "rows": [...]}`` (see module docstring).
+    With ``profile_repeats``, every asymrnr row also gets ``matching_step_profile``
+    (:func:`profile_matching_step`, after the timed rounds)."""
     cache_steps = cache_steps if cache_steps is not None else (QUICK_CACHE_STEPS if quick else DEFAULT_CACHE_STEPS)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     torch._dynamo.reset()
@@ -526,6 +632,14 @@ def run_model(name: str, *, quick: bool = False, steps: int | None = None, cache
         log(f"  skipping {variant}: {reason}")
     measure(workload, made, rounds=rounds, log=log)
     rows = results_rows(workload, made, skipped)
+    if profile_repeats:
+        by_name = {row["variant"]: row for row in rows}
+        for variant in made:
+            if variant.backend is not None:
+                log(f"  profiling {variant.name}: {profile_repeats} loop(s), every model call")
+                profile = profile_matching_step(workload, variant, profile_repeats)
+                by_name[variant.name]["matching_step_profile"] = profile
+                log(profile_table(variant.name, profile))
     torch._dynamo.reset()
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"model_info": {"model": name, "description": workload.description, "cache_steps": cache_steps,
@@ -570,7 +684,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 def run(models: list[str], *, quick: bool = False, steps: int | None = None, cache_steps: int | None = None,
         rounds: int = 1, device: str = "cpu", dtype: str = "float32", variants: tuple[str, ...] = VARIANTS,
         command: str | None = None, log: Callable[[str], None] = print,
-        on_model: Callable[[dict[str, Any]], None] | None = None, preset: str | None = None) -> dict[str, Any]:
+        on_model: Callable[[dict[str, Any]], None] | None = None, preset: str | None = None,
+        profile_repeats: int = 0) -> dict[str, Any]:
     """Benchmark ``models`` and return the JSON document (``results``, ``models``, ``machine``,
     ``command``, ``date``). A model that fails is recorded as an ``error`` row and the run goes
     on; ``on_model(document_so_far)`` is called after every model (incremental JSON)."""
@@ -586,7 +701,7 @@ def run(models: list[str], *, quick: bool = False, steps: int | None = None, cac
         try:
             out = run_model(name, quick=quick, steps=steps, cache_steps=cache_steps, rounds=rounds, device=device,
                             dtype=DTYPES[dtype], variants=variants, log=log,
-                            preset=preset if name == "reference" else None)
+                            preset=preset if name == "reference" else None, profile_repeats=profile_repeats)
         except Exception as error:  # noqa: BLE001  (one failing family must not lose the others' numbers)
             log(f"  {name} FAILED: {type(error).__name__}: {error}")
             results.append({"model": name, "variant": "all", "error": f"{type(error).__name__}: {error}"})
@@ -634,6 +749,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch CPU threads (default: torch's, usually the core count)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated subset of {','.join(VARIANTS)}")
+    parser.add_argument("--profile-matching-step", type=int, default=0, metavar="LOOPS",
+                        help="after the timed rounds, profile LOOPS more loops of every asymrnr variant "
+                             "(torch.profiler per model call) and list where a matching step's extra time "
+                             "goes, op by op (default 0: off)")
     args = parser.parse_args(argv)
     variants = tuple(v for v in args.variants.split(",") if v)
     unknown = [v for v in variants if v not in VARIANTS]
@@ -643,6 +762,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps must be >= 1")
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    if args.profile_matching_step < 0:
+        parser.error("--profile-matching-step must be >= 0")
     if args.threads is not None:
         if args.threads < 1:
             parser.error("--threads must be >= 1")
@@ -659,7 +780,8 @@ def main(argv: list[str] | None = None) -> int:
 
     document = run(models, quick=args.quick, steps=args.steps, cache_steps=args.cache_steps, rounds=args.rounds,
                    device=args.device, dtype=args.dtype, variants=variants, command=command,
-                   log=lambda line: print(line, flush=True), on_model=write, preset=args.preset)
+                   log=lambda line: print(line, flush=True), on_model=write, preset=args.preset,
+                   profile_repeats=args.profile_matching_step)
     print()
     print(table(document["results"]))
     print(f"\n{document['machine']}; {document['wall_seconds'] / 60:.1f} min")

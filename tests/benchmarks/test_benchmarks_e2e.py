@@ -88,6 +88,26 @@ def test_bad_arguments_are_rejected():
         e2e.main(["--preset", "enormous"])
 
 
+def test_profile_matching_step_finds_the_matcher_only_in_matching_steps():
+    """--quick: 3 steps, cache window 2, so steps 0 and 2 match and step 1 reuses: the matcher's
+    op has time in matching steps only, and the table prints it."""
+    out = e2e.run_model("reference", quick=True, variants=("inductor", "asymrnr_q0.5_kv0.3"), log=lambda line: None,
+                        profile_repeats=1)
+    rows = {row["variant"]: row for row in out["rows"]}
+    assert "matching_step_profile" not in rows["inductor"]
+    profile = rows["asymrnr_q0.5_kv0.3"]["matching_step_profile"]
+    assert profile["matching_steps_profiled"] == 2 and profile["other_steps_profiled"] == 1
+    assert profile["matcher_inclusive_ms"] > 0
+    ops = {op["op"]: op for op in profile["ops"]}
+    matcher = ops[e2e.MATCH_OP_KEY]
+    assert matcher["matching_step_ms"] > 0 and matcher["other_step_ms"] == 0
+    assert len(profile["ops"]) <= e2e.PROFILE_TOP_OPS
+    assert profile["matching_step_self_ms"] > 0 and profile["other_step_self_ms"] > 0
+    assert e2e.MATCH_OP_KEY in e2e.profile_table("asymrnr_q0.5_kv0.3", profile)
+    with pytest.raises(SystemExit):
+        e2e.main(["--profile-matching-step", "-1"])
+
+
 def test_preset_sizes_the_reference_workload():
     workload = e2e.build_workload("reference", preset="small", steps=2)
     assert workload.info["video_tokens"] == 576 and "'small'" in workload.description
