@@ -64,7 +64,6 @@ PUBLISHED_SETTINGS: Mapping[str, Any] = MappingProxyType({
     "match_on": "features",
     "redraw_split": False,
     "proportional_attention": False,
-    "share_matching": False,
     "min_video_tokens": 256,
 })
 
@@ -119,12 +118,6 @@ class AsymRnRConfig:
             published AsymRnR; on the trained synthetic model it is what keeps q 0.5 / kv 0.3
             within the quality bound (benchmarks/RESULTS.md). Default ``"hidden_states"``
             (published: ``"features"``).
-        share_matching: where q and kv are both matched on a site's hidden states
-            (``match_on="hidden_states"``), draw one split and compute one matching for both
-            instead of one each: the kv reduction keeps a longer prefix of the same
-            least-similar-first order as the q reduction (so every kept query's token is a kept
-            key too). Halves the matching work of those sites; changes nothing elsewhere. Not in
-            the published AsymRnR. Bool. Default False.
         redraw_split: draw a new destination token per chunk for every matching window (seeded
             by ``seed``, the site, the feature and the window index) instead of one split per
             site for the whole run, so that the tokens standing in for others change from window
@@ -179,7 +172,6 @@ class AsymRnRConfig:
     reduce_mode: str = "replace"
     proportional_attention: bool = True
     match_on: str = "hidden_states"
-    share_matching: bool = False
     redraw_split: bool = True
     seed: int = 0
     grid: tuple[int, int, int] | None = None
@@ -206,8 +198,6 @@ class AsymRnRConfig:
         if not isinstance(self.proportional_attention, bool):
             raise TypeError(f"proportional_attention must be a bool, got {self.proportional_attention!r}")
         check_choice("match_on", self.match_on, MATCH_SOURCES)
-        if not isinstance(self.share_matching, bool):
-            raise TypeError(f"share_matching must be a bool, got {self.share_matching!r}")
         if not isinstance(self.redraw_split, bool):
             raise TypeError(f"redraw_split must be a bool, got {self.redraw_split!r}")
         check_choice("token_selection", self.token_selection, TOKEN_SELECTIONS)

@@ -26,7 +26,7 @@ The whole graph costs ``F_full - sum_sites (site_full - site_reduced)``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,13 +225,11 @@ class SiteCostModel:
         return cls(site.index, n, values, cross)
 
     def flops(self, q: int | None = None, kv: int | None = None, h: int | None = None,
-              num_dst: Mapping[str, int] | None = None, cache_steps: float = math.inf,
-              shared_matching: bool = False) -> float:
+              num_dst: Mapping[str, int] | None = None, cache_steps: float = math.inf) -> float:
         """FLOPs with ``q``/``kv``/``h`` video tokens kept (None: not reduced).
 
         ``num_dst`` gives ``N_dst`` per reduced feature (for the matching term);
-        ``cache_steps=inf`` (default) leaves the matching out. ``shared_matching``: q and kv
-        share one matching (``AsymRnRConfig.share_matching``), counted once, as q's.
+        ``cache_steps=inf`` (default) leaves the matching out.
         """
         n = self.num_tokens
         cross = self.cross
@@ -248,8 +246,7 @@ class SiteCostModel:
         if not window:
             on = dict.fromkeys(on, False)
             window = 1
-        match_kv = on["kv"] and not (shared_matching and on["q"])
-        return float(self._fn(kq, kkv, kh, dst, window, int(on["q"]), int(match_kv), int(on["h"])))
+        return float(self._fn(kq, kkv, kh, dst, window, int(on["q"]), int(on["kv"]), int(on["h"])))
 
     @property
     def full_flops(self) -> float:
@@ -274,10 +271,8 @@ class GraphCostModel:
             if model is not None:
                 self.sites[site.index] = model
 
-    def reduced_flops(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float = math.inf,
-                      shared_matching: Collection[int] = ()) -> float:
-        """FLOPs of one call with, per site index, ``{feature: (num_dst, num_keep)}``;
-        ``shared_matching``: the site indices whose q and kv share one matching."""
+    def reduced_flops(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float = math.inf) -> float:
+        """FLOPs of one call with, per site index, ``{feature: (num_dst, num_keep)}``."""
         saved = 0.0
         for site_index, features in kept.items():
             model = self.sites.get(site_index)
@@ -285,19 +280,16 @@ class GraphCostModel:
                 continue
             keep = {f: k for f, (_, k) in features.items()}
             dst = {f: d for f, (d, _) in features.items()}
-            saved += model.full_flops - model.flops(keep.get("q"), keep.get("kv"), keep.get("h"), dst, cache_steps,
-                                                    shared_matching=site_index in shared_matching)
+            saved += model.full_flops - model.flops(keep.get("q"), keep.get("kv"), keep.get("h"), dst, cache_steps)
         return self.full_flops - saved
 
-    def estimate(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float,
-                 shared_matching: Collection[int] = ()) -> CostEstimate:
-        return CostEstimate(self.full_flops, self.reduced_flops(kept, cache_steps, shared_matching),
-                            self.attention_flops)
+    def estimate(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float) -> CostEstimate:
+        return CostEstimate(self.full_flops, self.reduced_flops(kept, cache_steps), self.attention_flops)
 
     def schedule_flops(self, steps: Sequence[Mapping[int, Mapping[str, tuple[int, int]]]],
-                       cache_steps: float, shared_matching: Collection[int] = ()) -> tuple[float, float]:
+                       cache_steps: float) -> tuple[float, float]:
         """(full, reduced) FLOPs summed over a run, one ``kept`` mapping per step."""
-        reduced = sum(self.reduced_flops(kept, cache_steps, shared_matching) for kept in steps)
+        reduced = sum(self.reduced_flops(kept, cache_steps) for kept in steps)
         return float(self.full_flops * len(steps)), reduced
 
     def predicted_speedup(self, steps: Sequence[Mapping[int, Mapping[str, tuple[int, int]]]],
@@ -308,13 +300,12 @@ class GraphCostModel:
 
 
 def estimate_cost(gm: torch.fx.GraphModule, kept: Mapping[AttentionSite, Mapping[str, tuple[int, int]]],
-                  cache_steps: int, shared_matching: Collection[int] = ()) -> CostEstimate:
+                  cache_steps: int) -> CostEstimate:
     """Cost of ``gm`` with, per site, ``{feature: (num_dst, num_keep)}`` for ``"q"``, ``"kv"``, ``"h"``.
 
     q shortens the attention's query axis, kv its key axis, h both axes and every projection
     between the hidden states and the output projection (by the kept fraction of its tokens).
-    The matching of every reduced feature is counted once per ``cache_steps`` calls, except
-    kv's at the sites in ``shared_matching`` (indices), which take q's.
+    The matching of every reduced feature is counted once per ``cache_steps`` calls.
     """
     model = GraphCostModel(gm, list(kept))
-    return model.estimate({site.index: features for site, features in kept.items()}, cache_steps, shared_matching)
+    return model.estimate({site.index: features for site, features in kept.items()}, cache_steps)

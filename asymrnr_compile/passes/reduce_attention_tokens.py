@@ -35,13 +35,6 @@ input hidden states ``x (B, L, C)`` instead, where the analysis found them
     q_indices   = indices_over_heads(reduction_indices(q_split, q_matching, K_q))  # (B, 1, K_q)
     q_reduced   = reduce_tokens(q, q_indices, "replace", start=T)              # all H heads
 
-With ``site_plan.shared_matching`` (``AsymRnRConfig.share_matching``) q and kv take their indices
-from one split and one matching of ``x``; the kv split placeholders are not created::
-
-    matching    = match_tokens(x, q_split, "euclidean", start=S_in)             # once
-    q_indices   = indices_over_heads(reduction_indices(q_split, matching, K_q))
-    kv_indices  = indices_over_heads(reduction_indices(q_split, matching, K_kv))
-
 With ``plan.token_selection == "random"`` the matching is drawn at random instead
 (``ops.random_matching``, the token-dropping baseline); everything else is the same. Text tokens
 are outside the video span and are never touched.
@@ -52,7 +45,6 @@ from __future__ import annotations
 import logging
 import operator
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import torch
 import torch.fx
@@ -94,13 +86,6 @@ class RewriteResult:
     rewritten_sites: list[int] = field(default_factory=list)
 
 
-class _SplitMatching(NamedTuple):
-    """The graph nodes of one split and the matching computed on it."""
-
-    split: torch.fx.Node
-    matching: torch.fx.Node
-
-
 class _SiteRewriter:
     """Inserts the nodes for one site; keeps the graph, the new slots and the node map."""
 
@@ -129,9 +114,19 @@ class _SiteRewriter:
         self.new_outputs.append(node)
         self.result.extra_outputs.append(slot)
 
-    def matching(self, site_index: int, feature: str, matched: torch.fx.Node,
-                 start: int) -> _SplitMatching:
-        """The split (graph inputs) and a fresh matching of ``matched`` for one feature."""
+    def indices(self, site_index: int, feature: str, feature_plan: FeaturePlan,
+                matched: torch.fx.Node, start: int, *, over_heads: bool = False) -> torch.fx.Node:
+        """Reduction indices of one feature: computed from a fresh matching, or graph inputs.
+
+        A computing variant outputs the matching and the indices (graph outputs are realised
+        buffers, so the gathers read them instead of recomputing index arithmetic per element);
+        a reusing variant takes the indices as inputs. ``over_heads``: ``matched`` has no head
+        axis (hidden states ``(B, L, C)``), so the indices get a size-1 one
+        (:func:`~asymrnr_compile.ops.indices_over_heads`) before they are output or used.
+        """
+        if not feature_plan.compute_matching:
+            cached = [self.placeholder(CacheSlot(site_index, feature, name)) for name in INDEX_FIELDS]
+            return self.call(ops.ReductionIndices, *cached)
         split_nodes = [self.placeholder(CacheSlot(site_index, feature, name)) for name in SPLIT_FIELDS]
         split = self.call(ops.TokenSplit, *split_nodes)
         if self.plan.token_selection == "random":  # the token-dropping baseline: no similarity
@@ -142,25 +137,6 @@ class _SiteRewriter:
                 ops.match_tokens, matched, split, self.plan.similarity,
                 start=start, chunk_bytes=self.plan.match_chunk_bytes, kernel=self.plan.match_kernel,
             )
-        return _SplitMatching(split, matching)
-
-    def indices(self, site_index: int, feature: str, feature_plan: FeaturePlan,
-                matched: torch.fx.Node, start: int, *, over_heads: bool = False,
-                shared: _SplitMatching | None = None) -> torch.fx.Node:
-        """Reduction indices of one feature: computed from a fresh matching, or graph inputs.
-
-        A computing variant outputs the matching and the indices (graph outputs are realised
-        buffers, so the gathers read them instead of recomputing index arithmetic per element);
-        a reusing variant takes the indices as inputs. ``over_heads``: ``matched`` has no head
-        axis (hidden states ``(B, L, C)``), so the indices get a size-1 one
-        (:func:`~asymrnr_compile.ops.indices_over_heads`) before they are output or used.
-        ``shared``: a split and matching already in the graph (another feature's) to take the
-        indices from, instead of a matching of this feature's own.
-        """
-        if not feature_plan.compute_matching:
-            cached = [self.placeholder(CacheSlot(site_index, feature, name)) for name in INDEX_FIELDS]
-            return self.call(ops.ReductionIndices, *cached)
-        split, matching = shared if shared is not None else self.matching(site_index, feature, matched, start)
         indices = self.call(ops.reduction_indices, split, matching, feature_plan.num_keep)
         if over_heads:
             indices = self.call(ops.indices_over_heads, indices)
@@ -189,23 +165,15 @@ def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SiteP
     else:
         matched_q, matched_kv, matched_start = query, value, start
 
-    if site_plan.shared_matching and not on_hidden:
-        why = site.hidden_matching_problem() or f"match_on is {rewriter.plan.match_on!r}"
-        raise ValueError(f"site {site.name}: a shared q/kv matching needs match_on='hidden_states' and the "
-                         f"site's hidden states ({why})")
     rewriter.region = site.index
     with graph.inserting_before(sdpa):
-        shared = None
-        if site_plan.shared_matching and site_plan.q.compute_matching and site_plan.kv.compute_matching:
-            shared = rewriter.matching(site.index, "q", matched_q, matched_start)
         q_indices = kv_indices = None
         if site_plan.q is not None:
-            q_indices = rewriter.indices(site.index, "q", site_plan.q, matched_q, matched_start, over_heads=on_hidden,
-                                         shared=shared)
+            q_indices = rewriter.indices(site.index, "q", site_plan.q, matched_q, matched_start, over_heads=on_hidden)
             kwargs["query"] = rewriter.call(ops.reduce_tokens, query, q_indices, mode, start=start)
         if site_plan.kv is not None:
             kv_indices = rewriter.indices(site.index, "kv", site_plan.kv, matched_kv, matched_start,
-                                          over_heads=on_hidden, shared=shared)
+                                          over_heads=on_hidden)
             kwargs["key"] = rewriter.call(ops.reduce_tokens, key, kv_indices, mode, start=start)
             kwargs["value"] = rewriter.call(ops.reduce_tokens, value, kv_indices, mode, start=start)
             if mask is not None:

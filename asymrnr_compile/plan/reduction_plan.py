@@ -54,21 +54,12 @@ class FeaturePlan:
 
 @dataclass(frozen=True)
 class SitePlan:
-    """The features reduced at one attention site; None means not reduced.
-
-    ``shared_matching``: q and kv are both reduced, matched on the site's hidden states, with one
-    split and one matching for both (``AsymRnRConfig.share_matching``).
-    """
+    """The features reduced at one attention site; None means not reduced."""
 
     site_index: int
     q: FeaturePlan | None = None
     kv: FeaturePlan | None = None
     h: FeaturePlan | None = None
-    shared_matching: bool = False
-
-    def __post_init__(self) -> None:
-        if self.shared_matching and (self.q is None or self.kv is None):
-            raise ValueError(f"site {self.site_index}: a shared matching needs both q and kv reduced")
 
     def feature(self, name: Feature) -> FeaturePlan | None:
         return getattr(self, name)

@@ -42,9 +42,6 @@ class SiteReduction:
         num_keep: per reduced feature, the video tokens kept (with a schedule: at the largest
             scheduled ratio; the runtime asks the driver for each step's).
         capped: per reduced feature, whether the ratio was above the site's largest usable ratio.
-        shares_matching: q and kv are both reduced and both matched on the site's hidden states
-            with ``config.share_matching``: they use one split and one matching (the kv split is
-            the q split, :meth:`split_feature`).
     """
 
     site: AttentionSite
@@ -53,12 +50,6 @@ class SiteReduction:
     requested_ratio: dict[Feature, float] = field(default_factory=dict)
     num_keep: dict[Feature, int] = field(default_factory=dict)
     capped: dict[Feature, bool] = field(default_factory=dict)
-    shares_matching: bool = False
-
-    def split_feature(self, feature: Feature) -> Feature:
-        """The feature whose split (and seed) ``feature`` uses: ``"q"`` for ``"kv"`` where the
-        site shares one matching, else ``feature`` itself."""
-        return "q" if feature == "kv" and self.shares_matching else feature
 
     def to_dict(self) -> dict[str, Any]:
         num_tokens = self.site.video_tokens or 0
@@ -75,7 +66,6 @@ class SiteReduction:
                 }
                 for feature, keep in self.num_keep.items()
             },
-            "shares_matching": self.shares_matching,
         }
 
 
@@ -163,6 +153,4 @@ def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig,
         if problem is not None:
             logger.info("asymrnr: site %s matches q/kv on the features, not the hidden states: %s",
                         site.name, problem)
-        reduction.shares_matching = (config.share_matching and problem is None
-                                     and {"q", "kv"} <= set(reduction.num_keep))
     return reduction

@@ -46,7 +46,7 @@ from asymrnr_compile.passes.reduce_attention_tokens import RewriteResult, reduce
 from asymrnr_compile.plan.features import Feature
 from asymrnr_compile.plan.reduction_plan import CacheSlot, FeaturePlan, ReductionPlan, SitePlan
 from asymrnr_compile.plan.seeds import site_seed
-from asymrnr_compile.plan.select_sites import SiteReduction
+from asymrnr_compile.plan.select_sites import Grid, SiteReduction
 from asymrnr_compile.runtime.forward_context import current_forward
 from asymrnr_compile.runtime.matching_cache import CacheKey, MatchingCache, MatchingRecord
 from asymrnr_compile.runtime.regions import Compiler, RegionCompiler, compile_regions
@@ -213,15 +213,14 @@ class AsymRnRRuntime:
         # The backend that made this runtime: kept alive as long as Dynamo keeps this graph.
         self.owner: object | None = None
         self.schedule = schedule
-        shared = {r.site.index for r in reductions if r.shares_matching}
         if schedule is None:
             self.cost: CostEstimate = estimate_cost(
                 gm, {r.site: {f: (r.num_dst[f], r.num_keep[f]) for f in r.num_keep} for r in reductions},
-                config.cache_steps, shared,
+                config.cache_steps,
             )
         else:  # mean over the scheduled steps
             model = GraphCostModel(gm, sites)
-            full, reduced = model.schedule_flops(schedule.kept_per_step(reductions), config.cache_steps, shared)
+            full, reduced = model.schedule_flops(schedule.kept_per_step(reductions), config.cache_steps)
             self.cost = CostEstimate(model.full_flops, reduced * model.full_flops / full, model.attention_flops)
 
     def reset(self) -> None:
@@ -264,19 +263,16 @@ class AsymRnRRuntime:
                         compute_matching=not self.cache.has(key, window),
                     )
                 if features:
-                    shared = reduction.shares_matching and "q" in features and "kv" in features
-                    site_plans.append(SitePlan(reduction.site.index, **features, shared_matching=shared))
+                    site_plans.append(SitePlan(reduction.site.index, **features))
         return ReductionPlan.for_config(config, tuple(site_plans))
 
     # -- compilation --------------------------------------------------------------------------
 
-    def _split(self, reduction: SiteReduction, feature: Feature, device: torch.device,
+    def _split(self, site: AttentionSite, feature: Feature, grid: Grid | None, device: torch.device,
                window: int) -> ops.TokenSplit:
         """The dst/src split of one (site, feature): one for the whole run, or with
-        ``config.redraw_split`` one per matching window (only the current window's is kept).
-        Where the site shares one matching for q and kv, kv gets the q split."""
+        ``config.redraw_split`` one per matching window (only the current window's is kept)."""
         window = window if self.config.redraw_split else 0
-        site, grid, feature = reduction.site, reduction.grid, reduction.split_feature(feature)
         key = (site.index, feature)
         splits = self.state.splits
         held = splits.get(key)
@@ -293,7 +289,7 @@ class AsymRnRRuntime:
     def _extra_input(self, slot: CacheSlot, plan: ReductionPlan, step: StepEvent,
                      device: torch.device) -> torch.Tensor:
         reduction = self.reduction_by_site[slot.site_index]
-        split = self._split(reduction, slot.feature, device, self._window(step.step))
+        split = self._split(reduction.site, slot.feature, reduction.grid, device, self._window(step.step))
         if slot.field in ("dst", "src"):
             return getattr(split, slot.field)
         num_keep = plan.feature_plan(slot.site_index, slot.feature).num_keep
@@ -422,7 +418,7 @@ class AsymRnRRuntime:
     def _report_matching(self, key: CacheKey, event: StepEvent, num_keep: int, device: torch.device) -> None:
         call_index, site_index, feature = key
         reduction = self.reduction_by_site[site_index]
-        split = self._split(reduction, feature, device, self._window(event.step))
+        split = self._split(reduction.site, feature, reduction.grid, device, self._window(event.step))
         site = reduction.site
         offset = self.state.site_offset
         if offset:  # a block instance under regional compilation: the site's whole-model index
