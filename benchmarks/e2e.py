@@ -28,8 +28,9 @@ eager runs one step), then the timed loop runs the variants interleaved step by 
     python benchmarks/e2e.py --model cogvideox --device cuda --dtype bfloat16   # GPU: Triton
     python benchmarks/e2e.py --variants inductor,asymrnr_q0.5_kv0.3 --profile-matching-step 2 --threads 1
 
-``--profile-matching-step LOOPS`` adds, per asymrnr variant, the CPU self time of every op in a
-matching step against the loop's other steps (:func:`profile_matching_step`).
+``--profile-matching-step LOOPS`` adds, per compiled variant, the CPU self time of every op in a
+matching step against the loop's other steps (:func:`profile_matching_step`; plain Inductor's
+steps are all "other", the baseline).
 
 On a GPU, the same command runs every variant on the device (Inductor then generates Triton);
 each model call is followed by ``torch.cuda.synchronize()`` so that step times are real, and
@@ -431,7 +432,8 @@ def measure(workload: Workload, variants: list[Variant], *, rounds: int = 1,
                 variant.recompiles += late  # cannot attribute; charge every compiled variant
 
 
-#: Ops listed by ``--profile-matching-step`` (largest extra self time of a matching step first).
+#: Ops ``--profile-matching-step`` prints (largest extra self time of a matching step first; the
+#: JSON has them all).
 PROFILE_TOP_OPS = 12
 #: The custom op of the matcher: its inclusive time is the whole matching.
 MATCH_OP_KEY = "asymrnr::match_tokens"
@@ -440,15 +442,15 @@ MATCH_OP_KEY = "asymrnr::match_tokens"
 def profile_matching_step(workload: Workload, variant: Variant, repeats: int) -> dict[str, Any]:
     """Where a matching step's extra time goes: ``torch.profiler`` CPU self time per op.
 
-    Runs ``repeats`` whole sampling loops of ``variant`` (an asymrnr variant, warmed up), each
-    after ``backend.reset()`` (a new video, so its matching steps compute matchings), with every
-    model call profiled on its own. Per op, the mean self time per matching step and per other
-    step (reuse steps: the same kernels without the matching), in ms; the ops are sorted by the
-    difference. Also the steps' total self times and the matcher's inclusive time per matching
-    step. Profiling adds overhead to every op: read the split, not the absolute times.
+    Runs ``repeats`` whole sampling loops of ``variant`` (warmed up), each after
+    ``backend.reset()`` (a new video, so its matching steps compute matchings), with every
+    model call profiled on its own; a variant without a backend (plain Inductor) has only
+    "other" steps, the baseline to read a reduced step's ops against. Per op, the mean self
+    time per matching step and per other step (reuse steps: the same kernels without the
+    matching), in ms; the ops are sorted by the difference. Also the steps' total self times and
+    the matcher's inclusive time per matching step. Profiling adds overhead to every op: read
+    the split, not the absolute times.
     """
-    if variant.backend is None:
-        raise ValueError(f"variant {variant.name!r} is not an asymrnr variant: nothing to profile")
     per_step: dict[str, Counter[str]] = {"matching": Counter(), "other": Counter()}
     steps_seen: Counter[str] = Counter()
     matcher_ms: list[float] = []
@@ -477,7 +479,7 @@ def profile_matching_step(workload: Workload, variant: Variant, repeats: int) ->
         "matching_step_self_ms": total["matching"],
         "other_step_self_ms": total["other"],
         "matcher_inclusive_ms": statistics.mean(matcher_ms) if matcher_ms else None,
-        "ops": ops[:PROFILE_TOP_OPS],
+        "ops": ops,
     }
 
 
@@ -522,7 +524,7 @@ def profile_table(name: str, profile: dict[str, Any]) -> str:
              f"{profile['other_steps_profiled']} other steps profiled; the matcher {MATCH_OP_KEY} "
              f"{_fmt(profile['matcher_inclusive_ms'], '.1f', '-')} ms inclusive per matching step)",
              f"{'op':<48}{'matching step':>14}{'other step':>12}{'extra':>9}"]
-    for op in profile["ops"]:
+    for op in profile["ops"][:PROFILE_TOP_OPS]:
         extra = op["matching_step_ms"] - op["other_step_ms"]
         lines.append(f"{op['op'][:47]:<48}{op['matching_step_ms']:>14.1f}{op['other_step_ms']:>12.1f}{extra:>9.1f}")
     lines.append(f"{'all ops':<48}{_fmt(profile['matching_step_self_ms'], '14.1f', '-')}"
@@ -618,7 +620,7 @@ def run_model(name: str, *, quick: bool = False, steps: int | None = None, cache
               variants: tuple[str, ...] = VARIANTS, log: Callable[[str], None] = print,
               preset: str | None = None, profile_repeats: int = 0) -> dict[str, Any]:
     """Benchmark one model; returns ``{"model_info": ..., "rows": [...]}`` (see module docstring).
-    With ``profile_repeats``, every asymrnr row also gets ``matching_step_profile``
+    With ``profile_repeats``, every compiled row also gets ``matching_step_profile``
     (:func:`profile_matching_step`, after the timed rounds)."""
     cache_steps = cache_steps if cache_steps is not None else (QUICK_CACHE_STEPS if quick else DEFAULT_CACHE_STEPS)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -635,7 +637,7 @@ def run_model(name: str, *, quick: bool = False, steps: int | None = None, cache
     if profile_repeats:
         by_name = {row["variant"]: row for row in rows}
         for variant in made:
-            if variant.backend is not None:
+            if variant.compiled:
                 log(f"  profiling {variant.name}: {profile_repeats} loop(s), every model call")
                 profile = profile_matching_step(workload, variant, profile_repeats)
                 by_name[variant.name]["matching_step_profile"] = profile
@@ -750,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated subset of {','.join(VARIANTS)}")
     parser.add_argument("--profile-matching-step", type=int, default=0, metavar="LOOPS",
-                        help="after the timed rounds, profile LOOPS more loops of every asymrnr variant "
+                        help="after the timed rounds, profile LOOPS more loops of every compiled variant "
                              "(torch.profiler per model call) and list where a matching step's extra time "
                              "goes, op by op (default 0: off)")
     args = parser.parse_args(argv)
