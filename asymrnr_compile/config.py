@@ -64,6 +64,7 @@ PUBLISHED_SETTINGS: Mapping[str, Any] = MappingProxyType({
     "match_on": "features",
     "redraw_split": False,
     "proportional_attention": False,
+    "match_dims": None,
     "min_video_tokens": 256,
 })
 
@@ -135,6 +136,12 @@ class AsymRnRConfig:
             (``"transformer_blocks.3"``). Default: none.
         match_chunk_bytes: memory budget for one block of the matching distance matrix (the
             ``"aten"`` matching kernel). Default 64 MiB.
+        match_dims: match on a fixed random projection of the matched features onto this many
+            dimensions (Johnson-Lindenstrauss; seeded by ``seed``) instead of all their channels:
+            the score matmul costs ``match_dims / channels`` of the exact one, and a dst almost
+            as near as the nearest may be picked instead (:func:`asymrnr_compile.ops.match_tokens`).
+            Not in the published AsymRnR. Int >= 1, or None (default: exact matching). Features
+            with no more channels than this are matched as they are.
         match_kernel: how matchings are computed: ``"auto"`` (default: the fused Triton kernel
             on CUDA devices when Triton is installed, else ``"aten"``), ``"triton"`` (one
             kernel per matching, no score matrix; CUDA, or Triton's CPU interpreter) or
@@ -180,6 +187,7 @@ class AsymRnRConfig:
     skip_blocks: tuple[int | str, ...] = ()
     match_chunk_bytes: int = DEFAULT_MATCH_CHUNK_BYTES
     match_kernel: str = "auto"
+    match_dims: int | None = None
     token_selection: str = "matched"
     schedule: Schedule | str | os.PathLike[str] | None = None
     num_steps: int | None = None
@@ -208,6 +216,8 @@ class AsymRnRConfig:
         set_("warmup_steps", check_int("warmup_steps", self.warmup_steps, minimum=0))
         set_("match_chunk_bytes", check_int("match_chunk_bytes", self.match_chunk_bytes, minimum=1))
         check_choice("match_kernel", self.match_kernel, MATCH_KERNELS)
+        if self.match_dims is not None:
+            set_("match_dims", check_int("match_dims", self.match_dims, minimum=1))
         if self.match_kernel == "triton" and not triton_available():
             raise ValueError("match_kernel='triton' needs the triton package, which is not installed; "
                              "use 'auto' (Triton where it can run) or 'aten'")

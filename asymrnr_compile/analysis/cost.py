@@ -26,7 +26,7 @@ The whole graph costs ``F_full - sum_sites (site_full - site_reduced)``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ import torch.fx
 from asymrnr_compile.analysis.fx_nodes import nodes_between
 from asymrnr_compile.analysis.sdpa import is_sdpa, sdpa_arguments
 from asymrnr_compile.analysis.site import AttentionSite
+from asymrnr_compile.ops.match import projection_saves_flops
 
 FLOPS_PER_MAC = 2
 
@@ -225,11 +226,15 @@ class SiteCostModel:
         return cls(site.index, n, values, cross)
 
     def flops(self, q: int | None = None, kv: int | None = None, h: int | None = None,
-              num_dst: Mapping[str, int] | None = None, cache_steps: float = math.inf) -> float:
+              num_dst: Mapping[str, int] | None = None, cache_steps: float = math.inf,
+              match_dims: int | None = None, on_hidden_states: bool = False) -> float:
         """FLOPs with ``q``/``kv``/``h`` video tokens kept (None: not reduced).
 
         ``num_dst`` gives ``N_dst`` per reduced feature (for the matching term);
-        ``cache_steps=inf`` (default) leaves the matching out.
+        ``cache_steps=inf`` (default) leaves the matching out. ``match_dims``: the matching runs
+        on a random projection onto that many dimensions (``AsymRnRConfig.match_dims``):
+        :meth:`projected_matching_flops` replaces the matching term; ``on_hidden_states``: q and
+        kv are matched on the site's hidden states (``match_on="hidden_states"``).
         """
         n = self.num_tokens
         cross = self.cross
@@ -246,7 +251,31 @@ class SiteCostModel:
         if not window:
             on = dict.fromkeys(on, False)
             window = 1
-        return float(self._fn(kq, kkv, kh, dst, window, int(on["q"]), int(on["kv"]), int(on["h"])))
+        if match_dims is None:
+            return float(self._fn(kq, kkv, kh, dst, window, int(on["q"]), int(on["kv"]), int(on["h"])))
+        matching = sum(self.projected_matching_flops(f, dst, match_dims, on_hidden_states)
+                       for f in on if on[f]) / window
+        return float(self._fn(kq, kkv, kh, dst, window, 0, 0, 0)) + matching
+
+    def projected_matching_flops(self, feature: str, num_dst: int, match_dims: int,
+                                 on_hidden_states: bool = False) -> float:
+        """One matching of ``feature`` on a ``match_dims``-dim random projection: the projection
+        of the ``N`` video tokens, ``2 P N c k``, and the score matmul, ``2 P (N - N_dst) N_dst
+        k``, with ``P`` and ``c`` the matched tensor's leading size and channels (per head
+        ``B H`` and ``d``; the hidden states' ``B_h`` and ``C_h`` for h, and for q and kv with
+        ``on_hidden_states``); the exact matching's ``2 P (N - N_dst) N_dst c`` where the
+        projection would not save FLOPs (:func:`~asymrnr_compile.ops.match.projection_saves_flops`:
+        the matcher then runs the exact matching)."""
+        v = self.values
+        if feature == "h" or on_hidden_states:
+            leading, channels = v[BH], v[CH]
+        else:
+            leading, channels = v[B] * v[H], v[D] if feature == "q" else v[DV]
+        n = self.num_tokens
+        if not projection_saves_flops(n, num_dst, channels, match_dims):
+            return float(matching_flops(leading, n - num_dst, num_dst, channels))
+        return float(FLOPS_PER_MAC * leading * n * channels * match_dims
+                     + matching_flops(leading, n - num_dst, num_dst, match_dims))
 
     @property
     def full_flops(self) -> float:
@@ -271,8 +300,11 @@ class GraphCostModel:
             if model is not None:
                 self.sites[site.index] = model
 
-    def reduced_flops(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float = math.inf) -> float:
-        """FLOPs of one call with, per site index, ``{feature: (num_dst, num_keep)}``."""
+    def reduced_flops(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float = math.inf,
+                      match_dims: int | None = None, hidden_matched: Collection[int] = ()) -> float:
+        """FLOPs of one call with, per site index, ``{feature: (num_dst, num_keep)}``; matching on
+        a ``match_dims``-dim projection when given (q and kv on the hidden states at the sites
+        in ``hidden_matched``)."""
         saved = 0.0
         for site_index, features in kept.items():
             model = self.sites.get(site_index)
@@ -280,16 +312,20 @@ class GraphCostModel:
                 continue
             keep = {f: k for f, (_, k) in features.items()}
             dst = {f: d for f, (d, _) in features.items()}
-            saved += model.full_flops - model.flops(keep.get("q"), keep.get("kv"), keep.get("h"), dst, cache_steps)
+            saved += model.full_flops - model.flops(keep.get("q"), keep.get("kv"), keep.get("h"), dst, cache_steps,
+                                                    match_dims, site_index in hidden_matched)
         return self.full_flops - saved
 
-    def estimate(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float) -> CostEstimate:
-        return CostEstimate(self.full_flops, self.reduced_flops(kept, cache_steps), self.attention_flops)
+    def estimate(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float,
+                 match_dims: int | None = None, hidden_matched: Collection[int] = ()) -> CostEstimate:
+        return CostEstimate(self.full_flops, self.reduced_flops(kept, cache_steps, match_dims, hidden_matched),
+                            self.attention_flops)
 
     def schedule_flops(self, steps: Sequence[Mapping[int, Mapping[str, tuple[int, int]]]],
-                       cache_steps: float) -> tuple[float, float]:
+                       cache_steps: float, match_dims: int | None = None,
+                       hidden_matched: Collection[int] = ()) -> tuple[float, float]:
         """(full, reduced) FLOPs summed over a run, one ``kept`` mapping per step."""
-        reduced = sum(self.reduced_flops(kept, cache_steps) for kept in steps)
+        reduced = sum(self.reduced_flops(kept, cache_steps, match_dims, hidden_matched) for kept in steps)
         return float(self.full_flops * len(steps)), reduced
 
     def predicted_speedup(self, steps: Sequence[Mapping[int, Mapping[str, tuple[int, int]]]],
@@ -300,12 +336,16 @@ class GraphCostModel:
 
 
 def estimate_cost(gm: torch.fx.GraphModule, kept: Mapping[AttentionSite, Mapping[str, tuple[int, int]]],
-                  cache_steps: int) -> CostEstimate:
+                  cache_steps: int, match_dims: int | None = None,
+                  hidden_matched: Collection[int] = ()) -> CostEstimate:
     """Cost of ``gm`` with, per site, ``{feature: (num_dst, num_keep)}`` for ``"q"``, ``"kv"``, ``"h"``.
 
     q shortens the attention's query axis, kv its key axis, h both axes and every projection
     between the hidden states and the output projection (by the kept fraction of its tokens).
-    The matching of every reduced feature is counted once per ``cache_steps`` calls.
+    The matching of every reduced feature is counted once per ``cache_steps`` calls (on a
+    ``match_dims``-dim projection when given; q and kv on the hidden states at the site indices
+    ``hidden_matched``).
     """
     model = GraphCostModel(gm, list(kept))
-    return model.estimate({site.index: features for site, features in kept.items()}, cache_steps)
+    return model.estimate({site.index: features for site, features in kept.items()}, cache_steps, match_dims,
+                          hidden_matched)

@@ -23,6 +23,8 @@ from .match import (
     Matching,
     match_chunk_size,
     match_tokens,
+    projection_saves_flops,
+    random_projection,
 )
 from .reduce import (
     MASK_DIMS,
@@ -68,6 +70,8 @@ __all__ = [
     "num_kept_tokens",
     "proportional_attention_mask",
     "random_matching",
+    "projection_saves_flops",
+    "random_projection",
     "reduce_mask",
     "reduce_tokens",
     "reduction_indices",

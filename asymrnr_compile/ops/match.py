@@ -28,6 +28,17 @@ Two kernels compute the nearest dst token (``kernel=``, :data:`MATCH_KERNELS`):
   (benchmarks/ops.py counts them). On a CPU it is faster than a hand-written fused loop: the
   matmul is the vendor BLAS's.
 
+With ``project_dims=k`` the features are first multiplied by a fixed random Gaussian matrix
+``(c, k)`` (seeded by ``projection_seed``, the same on every device): a Johnson-Lindenstrauss
+projection that keeps distances and dot products in expectation, so the nearest dst is found
+among ``k`` instead of ``c`` channels. The score matmul then costs ``k / c`` of the full one,
+plus ``N c k`` per leading index for the projection (for CogVideoX-2B's hidden states, ``c``
+1920 and ``N_dst`` 1,980, ``k`` 64 makes the matching ~15x cheaper). Where the projection would
+cost more than it saves (few dst tokens, :func:`projection_saves_flops`) the exact matching is
+run instead. The nearest dst may then
+differ from the exact one where two dst tokens are almost equally near: it is not the exact
+matching, and the backend uses it only where asked (``AsymRnRConfig.match_dims``).
+
 Both run inside a custom op, ``torch.ops.asymrnr.match_tokens`` (registered on import, for every
 device), with a fake implementation for tracing: under ``torch.compile(fullgraph=True)`` the whole
 matcher is one opaque node whose output shapes come from input shapes, so compile time does not
@@ -36,6 +47,7 @@ grow with the number of chunks, and the compiled matching is bit-identical to th
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -59,6 +71,8 @@ __all__ = [
     "Matching",
     "match_chunk_size",
     "match_tokens",
+    "projection_saves_flops",
+    "random_projection",
 ]
 
 SIMILARITIES: tuple[str, ...] = ("euclidean", "cosine", "dot")
@@ -85,6 +99,9 @@ EUCLIDEAN_EXTRA_CHANNELS = 1
 
 COSINE_EPS = 1e-12
 """Norm floor when normalising vectors for the cosine similarity (as ``F.normalize``)."""
+
+PROJECTION_DTYPE = torch.float32
+"""dtype of the random projection matrix and of the projected features."""
 
 MATCH_OP_NAME = "asymrnr::match_tokens"
 """The custom op (``torch.ops.asymrnr.match_tokens``) that runs the chunked matcher."""
@@ -138,6 +155,8 @@ def match_tokens(
     start: int = 0,
     chunk_bytes: int = DEFAULT_MATCH_CHUNK_BYTES,
     kernel: str = "auto",
+    project_dims: int | None = None,
+    projection_seed: int = 0,
 ) -> Matching:
     """Match every src token to its nearest dst token (AsymRnR step 2).
 
@@ -153,6 +172,10 @@ def match_tokens(
         chunk_bytes: memory budget of one distance block, bytes (``>= 1``), of the ``"aten"``
             kernel; default :data:`DEFAULT_MATCH_CHUNK_BYTES` (64 MiB).
         kernel: one of :data:`MATCH_KERNELS`; default ``"auto"``.
+        project_dims: match on a random projection of the features onto this many dimensions
+            (module docstring; int >= 1) where that takes fewer FLOPs than the exact matching
+            (:func:`projection_saves_flops`); None (default): on the features as they are.
+        projection_seed: seed of the projection matrix (int >= 0); default 0.
 
     Returns:
         :class:`Matching` with ``src_order``, ``nearest`` and ``distance`` of shape
@@ -173,11 +196,16 @@ def match_tokens(
     num_dst, num_src = dst.shape[0], src.shape[0]
     num_tokens = num_dst + num_src
     start = check_span("start", start, num_tokens, x.shape[-2], what="video tokens")
+    if project_dims is not None:
+        project_dims = check_int("project_dims", project_dims, minimum=1)
+        if not projection_saves_flops(num_tokens, num_dst, x.shape[-1], project_dims):
+            project_dims = None  # the exact matching is no dearer: match on the features themselves
+    projection_seed = check_int("projection_seed", projection_seed, minimum=0)
 
     # The matching selects indices: no gradient flows through it.
     video = x[..., start : start + num_tokens, :].detach()
     src_order, nearest, distance = _match_op(
-        video, dst.to(x.device), src.to(x.device), similarity, chunk_bytes, kernel
+        video, dst.to(x.device), src.to(x.device), similarity, chunk_bytes, kernel, project_dims, projection_seed
     )
     return Matching(src_order=src_order, nearest=nearest, distance=distance)
 
@@ -205,10 +233,11 @@ def resolve_match_kernel(kernel: str, device: torch.device) -> str:
 @torch.library.custom_op(MATCH_OP_NAME, mutates_args=())
 def _match_op(
     video: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str, chunk_bytes: int,
-    kernel: str,
+    kernel: str, project_dims: int | None, projection_seed: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The matcher on the video span ``(*, N, c)``: ``(src_order, nearest, distance)``;
-    ``kernel`` is ``"aten"`` or ``"triton"`` (resolved by :func:`resolve_match_kernel`).
+    ``kernel`` is ``"aten"`` or ``"triton"`` (resolved by :func:`resolve_match_kernel`);
+    ``project_dims`` (< c) or None: the random projection of the module docstring first.
 
     An opaque op for ``torch.compile``: traced as one node whatever the number of chunks (an
     unrolled loop of ~100 chunks at CogVideoX-2B scale took over a minute to compile, per
@@ -229,6 +258,10 @@ def _match_op(
         src_order = torch.arange(num_src, device=device).expand(*leading_shape, num_src)
         return src_order.contiguous(), nearest, distance
 
+    if project_dims is not None:
+        video = torch.matmul(video.to(PROJECTION_DTYPE),
+                             random_projection(channels, project_dims, projection_seed, device))
+        channels = project_dims
     if kernel == "triton":
         features = video.reshape(leading, num_dst + num_src, channels)
         if similarity == "cosine":
@@ -308,6 +341,27 @@ def _aten_nearest(
     return distance, nearest
 
 
+def projection_saves_flops(num_tokens: int, num_dst: int, channels: int, dims: int) -> bool:
+    """Whether matching on a ``dims``-dim projection takes fewer multiply-adds than the exact
+    matching, per leading index: ``N c k + N_src N_dst k < N_src N_dst c`` (the projection of
+    the ``N`` video tokens plus the smaller score matmul, against the full one). False for
+    ``k >= c``, and for few dst tokens (``N_dst`` below about ``k``), where the projection
+    alone costs more than it saves."""
+    num_src = num_tokens - num_dst
+    return num_tokens * channels * dims + num_src * num_dst * dims < num_src * num_dst * channels
+
+
+@functools.lru_cache(maxsize=16)
+def random_projection(channels: int, dims: int, seed: int, device: torch.device) -> torch.Tensor:
+    """The ``(channels, dims)`` float32 projection of :func:`match_tokens`: i.i.d. normal entries
+    of variance ``1 / dims`` (so squared norms and dot products are kept in expectation), drawn
+    on the CPU from a private generator seeded ``seed``, the same on every device. Cached: one
+    matrix per (channels, dims, seed, device) for the process."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    matrix = torch.randn(channels, dims, generator=generator, dtype=PROJECTION_DTYPE) / math.sqrt(dims)
+    return matrix.to(device)
+
+
 def _with_constant_channel(video: torch.Tensor, dtype: torch.dtype, value: float) -> torch.Tensor:
     """``video (*, N, c)`` as a contiguous ``(*, N, c + 1)`` tensor of ``dtype`` whose last channel
     is ``value``: ``F.pad(video.to(dtype), (0, 1), value=value)`` in one strided copy (``pad``
@@ -339,7 +393,7 @@ def _max_over_dst(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @_match_op.register_fake
 def _match_op_fake(
     video: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, similarity: str, chunk_bytes: int,
-    kernel: str,
+    kernel: str, project_dims: int | None, projection_seed: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     shape = (*video.shape[:-2], src.shape[0])
     return (

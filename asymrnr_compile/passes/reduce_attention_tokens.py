@@ -136,6 +136,7 @@ class _SiteRewriter:
             matching = self.call(
                 ops.match_tokens, matched, split, self.plan.similarity,
                 start=start, chunk_bytes=self.plan.match_chunk_bytes, kernel=self.plan.match_kernel,
+                project_dims=self.plan.match_dims, projection_seed=self.plan.seed,
             )
         indices = self.call(ops.reduction_indices, split, matching, feature_plan.num_keep)
         if over_heads:

@@ -79,6 +79,8 @@ class ReductionPlan:
         reduce_mode: ``"replace"`` or ``"mean"``.
         match_chunk_bytes: budget of one distance-matrix block inside the ``"aten"`` matcher.
         match_kernel: the matching kernel (:data:`asymrnr_compile.ops.MATCH_KERNELS`).
+        match_dims: dimensions of the random projection the matching runs on (seeded by
+            ``seed``), or None: the exact matching.
         token_selection: ``"matched"`` (similarity matching) or ``"random"`` (the seeded
             token-dropping baseline, :func:`asymrnr_compile.ops.random_matching`).
         seed: base seed of the random selection (unused when ``"matched"``).
@@ -99,13 +101,15 @@ class ReductionPlan:
     proportional_attention: bool = False
     match_on: str = "features"
     match_kernel: str = "auto"
+    match_dims: int | None = None
 
     @classmethod
     def for_config(cls, config: AsymRnRConfig, sites: tuple[SitePlan, ...] = ()) -> ReductionPlan:
         """The plan of ``sites`` with every other field taken from ``config`` (no sites: the
         unreduced graph). The only way the runtime builds plans, so no field is forgotten."""
         return cls(sites, config.similarity, config.reduce_mode, config.match_chunk_bytes, config.token_selection,
-                   config.seed, config.proportional_attention, config.match_on, config.match_kernel)
+                   config.seed, config.proportional_attention, config.match_on, config.match_kernel,
+                   config.match_dims)
 
     @property
     def is_identity(self) -> bool:

@@ -213,14 +213,17 @@ class AsymRnRRuntime:
         # The backend that made this runtime: kept alive as long as Dynamo keeps this graph.
         self.owner: object | None = None
         self.schedule = schedule
+        hidden_matched = {r.site.index for r in reductions if config.match_on == "hidden_states"
+                          and r.site.hidden_matching_problem() is None}
         if schedule is None:
             self.cost: CostEstimate = estimate_cost(
                 gm, {r.site: {f: (r.num_dst[f], r.num_keep[f]) for f in r.num_keep} for r in reductions},
-                config.cache_steps,
+                config.cache_steps, config.match_dims, hidden_matched,
             )
         else:  # mean over the scheduled steps
             model = GraphCostModel(gm, sites)
-            full, reduced = model.schedule_flops(schedule.kept_per_step(reductions), config.cache_steps)
+            full, reduced = model.schedule_flops(schedule.kept_per_step(reductions), config.cache_steps,
+                                                 config.match_dims, hidden_matched)
             self.cost = CostEstimate(model.full_flops, reduced * model.full_flops / full, model.attention_flops)
 
     def reset(self) -> None:

@@ -79,3 +79,33 @@ def test_cost_model_agrees_with_the_flop_counter(captured, q_ratio, kv_ratio):
     predicted = model.reduced_flops(kept)  # matching is cached here: nothing to amortise
     assert abs(predicted - counted) <= 0.05 * counted, (predicted, counted)
     assert predicted < model.full_flops
+
+
+def test_projected_matching_term(captured):
+    """``match_dims``: the matching term is the projection of the N video tokens plus the score
+    matmul on k channels, per matched tensor (per head, or the hidden states), and the exact
+    term where k is not below the channels."""
+    _, _, sites = captured
+    model = GraphCostModel(captured[0], sites)
+    site = model.sites[sites[0].index]
+    v, n = site.values, site.num_tokens
+    num_dst, keep, dims = 72, n // 2, 8
+    unmatched = site.flops(q=keep)
+
+    def matching(**options) -> float:
+        return site.flops(q=keep, num_dst={"q": num_dst}, cache_steps=1, **options) - unmatched
+
+    per_head = v[SYMBOLS["B"]] * v[SYMBOLS["H"]]
+    head_dim = v[SYMBOLS["d"]]
+    hidden_batch, hidden_channels = v[SYMBOLS["B_h"]], v[SYMBOLS["C_h"]]
+    assert matching() == pytest.approx(2 * per_head * (n - num_dst) * num_dst * head_dim)
+    assert matching(match_dims=head_dim) == pytest.approx(matching())
+    assert matching(match_dims=dims) == pytest.approx(
+        2 * per_head * n * head_dim * dims + 2 * per_head * (n - num_dst) * num_dst * dims)
+    assert matching(match_dims=dims, on_hidden_states=True) == pytest.approx(
+        2 * hidden_batch * n * hidden_channels * dims + 2 * hidden_batch * (n - num_dst) * num_dst * dims)
+    assert matching(match_dims=dims, on_hidden_states=True) < matching()
+    # amortised over the cache window like the exact term
+    window = 4
+    amortised = site.flops(q=keep, num_dst={"q": num_dst}, cache_steps=window, match_dims=dims) - unmatched
+    assert amortised == pytest.approx(matching(match_dims=dims) / window)
