@@ -65,6 +65,10 @@ from asymrnr_compile.synthetic.model import (
 HIDDEN_MATCHING = {"match_on": "hidden_states", "redraw_split": True, "proportional_attention": True}
 
 
+#: ``match_dims`` of the random-projection rows (the model's hidden size is 128).
+PROJECTION_DIMS = (32, 64)
+
+
 def published_with(**options) -> AsymRnRConfig:
     """The published method with ``options`` on top (its 256-token site minimum included, so the
     256-token model is reduced too; the backend's defaults leave it alone)."""
@@ -75,7 +79,7 @@ def variants(q_ratio: float, kv_ratio: float) -> dict[str, AsymRnRConfig]:
     """The published asymrnr with the matching cached for 5 steps and recomputed every step,
     token dropping, and asymrnr with :data:`HIDDEN_MATCHING` with the matching recomputed every 1
     and 2 steps (at q 0.5 / kv 0.3 the latter is the backend's defaults on sites of >= 1024 video
-    tokens).
+    tokens), and the latter with the matching on a random projection (:data:`PROJECTION_DIMS`).
 
     Token dropping draws the same seeded random selection at every step, so its output does not
     depend on ``cache_steps``: one row covers both windows.
@@ -87,6 +91,8 @@ def variants(q_ratio: float, kv_ratio: float) -> dict[str, AsymRnRConfig]:
         "asymrnr (cache 1)": published_with(**ratios, cache_steps=1),
         "asymrnr, hidden-state matching (cache 1)": published_with(**ratios, cache_steps=1, **HIDDEN_MATCHING),
         "asymrnr, hidden-state matching (cache 2)": published_with(**ratios, cache_steps=2, **HIDDEN_MATCHING),
+        **{f"asymrnr, hidden-state matching, {dims}-dim projection (cache 2)":
+           published_with(**ratios, cache_steps=2, match_dims=dims, **HIDDEN_MATCHING) for dims in PROJECTION_DIMS},
     }
 
 
