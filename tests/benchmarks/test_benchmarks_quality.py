@@ -62,13 +62,18 @@ def test_replace_section_keeps_other_sections(tmp_path):
 
 def test_variants_pair_matched_reduction_with_dropping_at_the_same_ratios():
     configs = quality_synthetic.variants(0.5, 0.3)
+    projected = [f"asymrnr, hidden-state matching, {dims}-dim projection (cache 2)"
+                 for dims in quality_synthetic.PROJECTION_DIMS]
     assert list(configs) == ["asymrnr (cache 5)", "token dropping", "asymrnr (cache 1)",
-                             "asymrnr, hidden-state matching (cache 1)", "asymrnr, hidden-state matching (cache 2)"]
+                             "asymrnr, hidden-state matching (cache 1)", "asymrnr, hidden-state matching (cache 2)",
+                             *projected]
     assert {(c.q_ratio, c.kv_ratio) for c in configs.values()} == {(0.5, 0.3)}
-    assert [c.token_selection for c in configs.values()] == ["matched", "random", "matched", "matched", "matched"]
-    assert [c.cache_steps for c in configs.values()] == [5, 5, 1, 1, 2]
-    assert [c.match_on for c in configs.values()] == ["features"] * 3 + ["hidden_states"] * 2
-    assert [c.redraw_split and c.proportional_attention for c in configs.values()] == [False] * 3 + [True] * 2
+    assert [c.token_selection for c in configs.values()] == ["matched", "random", "matched", "matched", "matched",
+                                                             "matched", "matched"]
+    assert [c.cache_steps for c in configs.values()] == [5, 5, 1, 1, 2, 2, 2]
+    assert [c.match_on for c in configs.values()] == ["features"] * 3 + ["hidden_states"] * 4
+    assert [c.redraw_split and c.proportional_attention for c in configs.values()] == [False] * 3 + [True] * 4
+    assert [c.match_dims for c in configs.values()] == [None] * 5 + list(quality_synthetic.PROJECTION_DIMS)
 
 
 def test_sweep_varies_one_thing_at_a_time_and_covers_every_block():
