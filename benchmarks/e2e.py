@@ -8,10 +8,11 @@ calls per step with the same timestep), all in one process:
 - ``inductor``: ``torch.compile(backend="inductor")``, the baseline of every speedup;
 - ``asymrnr_q0.5_kv0.3`` and ``asymrnr_q0.3_kv0.2`` (conservative): the published AsymRnR
   (``preset="published"``) at fixed ratios, the matching cached for ``--cache-steps``;
-- ``asymrnr_default``: the backend's defaults as a user gets them (q 0.5 / kv 0.3 matched on
-  hidden states, a new split per window, proportional attention, a matching every 2 steps);
-- ``asymrnr_default_match_dims32`` / ``64``: the defaults with the matching on a 32- / 64-dim
-  random projection of the hidden states (``match_dims``);
+- ``asymrnr_default``: the backend's defaults as a user gets them (q 0.5 / kv 0.3 matched on a
+  32-dim projection of the hidden states, a new split per window, proportional attention, a
+  matching every 2 steps);
+- ``asymrnr_default_exact_matching`` / ``asymrnr_default_match_dims64``: the defaults with the
+  exact matching (``match_dims=None``) / a 64-dim projection;
 - ``random_q0.5_kv0.3``: the plain token-dropping baseline at the same kept counts, i.e. the
   same attention FLOPs (``token_selection="random"``: no similarity matching);
 - ``asymrnr_calibrated``: a schedule from ``asymrnr_compile.calibrate`` for a predicted 1.5x,
@@ -92,9 +93,10 @@ MAIN_RATIOS = {"q_ratio": 0.5, "kv_ratio": 0.3}
 CONSERVATIVE_RATIOS = {"q_ratio": 0.3, "kv_ratio": 0.2}
 PUBLISHED = {"preset": "published"}
 DEFAULT_VARIANT = "asymrnr_default"
-#: The defaults with the matching on a random projection (``AsymRnRConfig.match_dims``).
-PROJECTED_MATCH_DIMS = (32, 64)
-PROJECTED_VARIANTS = {f"asymrnr_default_match_dims{dims}": {"match_dims": dims} for dims in PROJECTED_MATCH_DIMS}
+#: The defaults with another matching projection (``AsymRnRConfig.match_dims``; the defaults' is
+#: 32 dimensions): the exact matching, and a 64-dim projection.
+PROJECTED_VARIANTS = {"asymrnr_default_exact_matching": {"match_dims": None},
+                      "asymrnr_default_match_dims64": {"match_dims": 64}}
 ASYMRNR_VARIANTS: dict[str, dict[str, Any]] = {
     "asymrnr_q0.5_kv0.3": {**PUBLISHED, **MAIN_RATIOS},
     "asymrnr_q0.3_kv0.2": {**PUBLISHED, **CONSERVATIVE_RATIOS},

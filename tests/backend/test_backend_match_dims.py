@@ -14,6 +14,7 @@ import torch._dynamo
 from reduction_checks import assert_reduced
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
+from asymrnr_compile.config import DEFAULT_MATCH_DIMS
 from asymrnr_compile.models import build_reference_model, reference_inputs
 
 PRESET = "small"  # 576 video tokens, hidden 128: a projection onto 8 dims saves FLOPs
@@ -67,7 +68,7 @@ def test_matchings_run_on_the_projection():
 
 
 def test_match_dims_at_the_channel_count_is_the_exact_matching():
-    model, exact_backend, _, exact_out, attention_inputs = _run()
+    model, exact_backend, _, exact_out, attention_inputs = _run(match_dims=None)
     channels = attention_inputs[0].shape[-1]
     _, projected_backend, _, projected_out, _ = _run(match_dims=channels)
     assert_reduced(projected_backend, sites={0, 1})
@@ -78,6 +79,13 @@ def test_match_dims_at_the_channel_count_is_the_exact_matching():
     assert same_cost.reduced_flops == pytest.approx(exact_cost.reduced_flops)
     _, small_backend, _, _, _ = _run(match_dims=PROJECTED_DIMS)
     assert small_backend.graphs[0].cost.reduced_flops < exact_cost.reduced_flops
+
+
+def test_the_defaults_match_on_a_projection():
+    model, backend, _, _, _ = _run()
+    nodes = _match_nodes(backend)
+    assert len(nodes) == 2 * len(model.blocks)
+    assert all(node.kwargs["project_dims"] == DEFAULT_MATCH_DIMS for node in nodes)
 
 
 def test_bad_match_dims_are_rejected():

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from asymrnr_compile import AsymRnRConfig
-from asymrnr_compile.config import CONFIG_PRESETS, PUBLISHED_SETTINGS
+from asymrnr_compile.config import CONFIG_PRESETS, DEFAULT_MATCH_DIMS, PUBLISHED_SETTINGS
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "data" / "published_golden"
 
@@ -55,8 +55,10 @@ def test_defaults_are_not_the_published_method():
     default, published = AsymRnRConfig(), AsymRnRConfig(preset="published")
     assert default.preset == "default" and published.preset == "published"
     differing = {name for name in PUBLISHED_SETTINGS if getattr(default, name) != getattr(published, name)}
-    assert differing == {"cache_steps", "match_on", "redraw_split", "proportional_attention", "min_video_tokens"}
+    assert differing == {"cache_steps", "match_on", "redraw_split", "proportional_attention", "min_video_tokens",
+                         "match_dims"}
     assert (default.match_on, default.redraw_split, default.proportional_attention) == ("hidden_states", True, True)
+    assert (default.match_dims, published.match_dims) == (DEFAULT_MATCH_DIMS, None)
     assert (default.cache_steps, default.min_video_tokens) == (2, 1024)
 
 
