@@ -532,7 +532,10 @@ def profile_table(name: str, profile: dict[str, Any]) -> str:
              f"{profile['other_steps_profiled']} other steps profiled; the matcher {MATCH_OP_KEY} "
              f"{_fmt(profile['matcher_inclusive_ms'], '.1f', '-')} ms inclusive per matching step)",
              f"{'op':<48}{'matching step':>14}{'other step':>12}{'extra':>9}"]
-    for op in profile["ops"][:PROFILE_TOP_OPS]:
+    ops = profile["ops"]
+    if not profile["matching_steps_profiled"]:  # a baseline: its largest ops, not differences
+        ops = sorted(ops, key=lambda op: -op["other_step_ms"])
+    for op in ops[:PROFILE_TOP_OPS]:
         extra = op["matching_step_ms"] - op["other_step_ms"]
         lines.append(f"{op['op'][:47]:<48}{op['matching_step_ms']:>14.1f}{op['other_step_ms']:>12.1f}{extra:>9.1f}")
     lines.append(f"{'all ops':<48}{_fmt(profile['matching_step_self_ms'], '14.1f', '-')}"

@@ -97,6 +97,8 @@ def test_profile_matching_step_finds_the_matcher_only_in_matching_steps():
     baseline = rows["inductor"]["matching_step_profile"]  # plain Inductor: every step is "other"
     assert baseline["matching_steps_profiled"] == 0 and baseline["other_steps_profiled"] == 3
     assert e2e.MATCH_OP_KEY not in {op["op"] for op in baseline["ops"]}
+    largest = max(baseline["ops"], key=lambda op: op["other_step_ms"])["op"]
+    assert e2e.profile_table("inductor", baseline).splitlines()[2].startswith(largest[:47])
     profile = rows["asymrnr_q0.5_kv0.3"]["matching_step_profile"]
     assert profile["matching_steps_profiled"] == 2 and profile["other_steps_profiled"] == 1
     assert profile["matcher_inclusive_ms"] > 0
