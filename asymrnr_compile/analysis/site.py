@@ -114,6 +114,11 @@ class AttentionSite:
             return self.text_tokens
         return 0
 
+    def matches_on_hidden_states(self, match_on: str) -> bool:
+        """Whether q and kv are matched on :attr:`hidden_states` under ``match_on`` (the config's
+        or plan's): asked for, and no :meth:`hidden_matching_problem` here."""
+        return match_on == "hidden_states" and self.hidden_matching_problem() is None
+
     def hidden_matching_problem(self) -> str | None:
         """Why q and kv cannot be matched on :attr:`hidden_states` here (None: they can).
 

@@ -33,7 +33,7 @@ With ``project_dims=k`` the features are first multiplied by a fixed random Gaus
 projection that keeps distances and dot products in expectation, so the nearest dst is found
 among ``k`` instead of ``c`` channels. The score matmul then costs ``k / c`` of the full one,
 plus ``N c k`` per leading index for the projection (for CogVideoX-2B's hidden states, ``c``
-1920 and ``N_dst`` 1,980: ~14x fewer multiply-adds at ``k`` 64, ~25x at 32). Where the
+1920 and ``N_dst`` 1,980: ~14x fewer multiply-adds at ``k`` 64, ~29x at 32). Where the
 projection would cost more than it saves (few dst tokens, :func:`projection_saves_flops`) the
 exact matching is run instead. The nearest dst may then differ from the exact one where two dst
 tokens are almost equally near: it is not the exact matching. The backend's default

@@ -158,7 +158,7 @@ def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SiteP
     query, key, value = kwargs["query"], kwargs["key"], kwargs["value"]
     mask = kwargs.get("attn_mask")
 
-    on_hidden = rewriter.plan.match_on == "hidden_states" and site.hidden_matching_problem() is None
+    on_hidden = site.matches_on_hidden_states(rewriter.plan.match_on)
     if on_hidden:  # both features matched on the hidden states (B, L, C), shared by the heads
         assert site.hidden_states is not None and site.hidden_states_video_start is not None  # checked
         matched_q = matched_kv = node_map[site.hidden_states]

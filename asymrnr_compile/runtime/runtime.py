@@ -213,8 +213,7 @@ class AsymRnRRuntime:
         # The backend that made this runtime: kept alive as long as Dynamo keeps this graph.
         self.owner: object | None = None
         self.schedule = schedule
-        hidden_matched = {r.site.index for r in reductions if config.match_on == "hidden_states"
-                          and r.site.hidden_matching_problem() is None}
+        hidden_matched = {r.site.index for r in reductions if r.site.matches_on_hidden_states(config.match_on)}
         if schedule is None:
             self.cost: CostEstimate = estimate_cost(
                 gm, {r.site: {f: (r.num_dst[f], r.num_keep[f]) for f in r.num_keep} for r in reductions},
