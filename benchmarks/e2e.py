@@ -13,6 +13,8 @@ calls per step with the same timestep), all in one process:
   matching every 2 steps);
 - ``asymrnr_default_exact_matching`` / ``asymrnr_default_match_dims64``: the defaults with the
   exact matching (``match_dims=None``) / a 64-dim projection;
+- ``asymrnr_default_cache1``: the defaults with a new matching every step (``cache_steps=1``,
+  the quality options' most faithful setting);
 - ``random_q0.5_kv0.3``: the plain token-dropping baseline at the same kept counts, i.e. the
   same attention FLOPs (``token_selection="random"``: no similarity matching);
 - ``asymrnr_calibrated``: a schedule from ``asymrnr_compile.calibrate`` for a predicted 1.5x,
@@ -93,21 +95,26 @@ MAIN_RATIOS = {"q_ratio": 0.5, "kv_ratio": 0.3}
 CONSERVATIVE_RATIOS = {"q_ratio": 0.3, "kv_ratio": 0.2}
 PUBLISHED = {"preset": "published"}
 DEFAULT_VARIANT = "asymrnr_default"
-#: The defaults with another matching projection (``AsymRnRConfig.match_dims``; the defaults' is
-#: 32 dimensions): the exact matching, and a 64-dim projection.
-PROJECTED_VARIANTS = {"asymrnr_default_exact_matching": {"match_dims": None},
-                      "asymrnr_default_match_dims64": {"match_dims": 64}}
+#: The defaults changed in one setting: another matching projection (``AsymRnRConfig.match_dims``;
+#: the defaults' is 32 dimensions), the exact matching or a 64-dim one; a matching every step
+#: (the defaults' window is 2 steps).
+DEFAULT_CHANGED_VARIANTS = {"asymrnr_default_exact_matching": {"match_dims": None},
+                            "asymrnr_default_match_dims64": {"match_dims": 64},
+                            "asymrnr_default_cache1": {"cache_steps": 1}}
 ASYMRNR_VARIANTS: dict[str, dict[str, Any]] = {
     "asymrnr_q0.5_kv0.3": {**PUBLISHED, **MAIN_RATIOS},
     "asymrnr_q0.3_kv0.2": {**PUBLISHED, **CONSERVATIVE_RATIOS},
     "random_q0.5_kv0.3": {**PUBLISHED, **MAIN_RATIOS, "token_selection": "random"},
     DEFAULT_VARIANT: {},
-    **PROJECTED_VARIANTS,
+    **DEFAULT_CHANGED_VARIANTS,
 }
 #: Variants that keep the backend's own matching window instead of ``--cache-steps``.
-OWN_CACHE_WINDOW = frozenset({DEFAULT_VARIANT, *PROJECTED_VARIANTS})
+OWN_CACHE_WINDOW = frozenset({DEFAULT_VARIANT, *DEFAULT_CHANGED_VARIANTS})
 CALIBRATED = "asymrnr_calibrated"
 VARIANTS = ("eager", "inductor", *ASYMRNR_VARIANTS, CALIBRATED)
+#: What ``--variants`` runs when not given: every variant but the one-setting studies of the
+#: defaults (:data:`DEFAULT_CHANGED_VARIANTS`), which are asked for by name.
+DEFAULT_RUN_VARIANTS = tuple(v for v in VARIANTS if v not in DEFAULT_CHANGED_VARIANTS)
 DEFAULT_STEPS = 10
 DEFAULT_CACHE_STEPS = 5
 CALIBRATION_TARGET_SPEEDUP = 1.5
@@ -628,7 +635,7 @@ def results_rows(workload: Workload, variants: list[Variant], skipped: dict[str,
 
 def run_model(name: str, *, quick: bool = False, steps: int | None = None, cache_steps: int | None = None,
               rounds: int = 1, device: str = "cpu", dtype: torch.dtype = torch.float32,
-              variants: tuple[str, ...] = VARIANTS, log: Callable[[str], None] = print,
+              variants: tuple[str, ...] = DEFAULT_RUN_VARIANTS, log: Callable[[str], None] = print,
               preset: str | None = None, profile_repeats: int = 0) -> dict[str, Any]:
     """Benchmark one model; returns ``{"model_info": ..., "rows": [...]}`` (see module docstring).
     With ``profile_repeats``, every compiled row also gets ``matching_step_profile``
@@ -695,7 +702,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def run(models: list[str], *, quick: bool = False, steps: int | None = None, cache_steps: int | None = None,
-        rounds: int = 1, device: str = "cpu", dtype: str = "float32", variants: tuple[str, ...] = VARIANTS,
+        rounds: int = 1, device: str = "cpu", dtype: str = "float32", variants: tuple[str, ...] = DEFAULT_RUN_VARIANTS,
         command: str | None = None, log: Callable[[str], None] = print,
         on_model: Callable[[dict[str, Any]], None] | None = None, preset: str | None = None,
         profile_repeats: int = 0) -> dict[str, Any]:
@@ -760,8 +767,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke run: tiny reference preset / 2x8x8 token grids, 2 blocks, 3 steps")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's, usually the core count)")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma-separated subset of {','.join(VARIANTS)}")
+    parser.add_argument("--variants", default=",".join(DEFAULT_RUN_VARIANTS),
+                        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all but "
+                             f"{','.join(DEFAULT_CHANGED_VARIANTS)})")
     parser.add_argument("--profile-matching-step", type=int, default=0, metavar="LOOPS",
                         help="after the timed rounds, profile LOOPS more loops of every compiled variant "
                              "(torch.profiler per model call) and list where a matching step's extra time "

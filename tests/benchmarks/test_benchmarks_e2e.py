@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -127,3 +128,22 @@ def test_quick_diffusers_family_runs_reduced_without_recompiles(name):
     row = rows["asymrnr_q0.5_kv0.3"]
     assert row["rewrite_fired"] and row["dynamo_recompiles"] == 0 and row["dynamo_graphs"] == 1
     assert math.isfinite(row["rel_l2"]) and row["rel_l2"] > 0
+
+
+def test_defaults_studies_change_one_setting_and_run_only_when_named():
+    """The ``asymrnr_default_*`` studies are the defaults with one setting changed, keep their own
+    matching window (not ``--cache-steps``), and are not part of a run without ``--variants``."""
+    workload = e2e.build_workload("reference", quick=True, steps=2)
+    names = ("asymrnr_default", *e2e.DEFAULT_CHANGED_VARIANTS)
+    configs = {v.name: v.backend.config for v in e2e.make_variants(workload, 5, names)}
+    default = configs["asymrnr_default"]
+    assert default.cache_steps != 5 and default.match_dims is not None
+    assert configs["asymrnr_default_cache1"].cache_steps == 1
+    assert configs["asymrnr_default_exact_matching"].match_dims is None
+    assert configs["asymrnr_default_match_dims64"].match_dims == 64
+    for name, changed in e2e.DEFAULT_CHANGED_VARIANTS.items():
+        differing = {f.name for f in dataclasses.fields(default)
+                     if getattr(configs[name], f.name) != getattr(default, f.name)}
+        assert differing == set(changed), name
+    assert not set(e2e.DEFAULT_CHANGED_VARIANTS) & set(e2e.DEFAULT_RUN_VARIANTS)
+    assert set(e2e.DEFAULT_RUN_VARIANTS) < set(e2e.VARIANTS)
