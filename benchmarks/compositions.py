@@ -147,13 +147,17 @@ def stacks(gpu: bool) -> list[Stack]:
 
 
 def _build(stack: Stack, args: argparse.Namespace, backend: Any) -> TinyPipeline:
+    """The stack's tiny pipeline, compiled by ``backend``. ``isolate_recompiles``: every stack's
+    baseline is a ``backend="inductor"`` compile of the same classes, and those compare equal, so
+    one stack's graph-broken entries (hooks) would otherwise pass another's guards and run in its
+    place (asymrnr_compile/synthetic/accelerators.py)."""
     tiny = tiny_pipeline(stack.family, size=args.size, num_frames=args.frames, steps=args.steps,
                          num_layers=args.layers)
     if stack.apply is not None:
         stack.apply(tiny)
     if not stack.regional:
         tiny.pipe.transformer = torch.compile(tiny.pipe.transformer, backend=backend, fullgraph=stack.fullgraph,
-                                              dynamic=False, **stack.compile_kwargs)
+                                              dynamic=False, isolate_recompiles=True, **stack.compile_kwargs)
         return tiny
     import asymrnr_compile
     from asymrnr_compile.regional import repeated_block_classes
@@ -163,7 +167,8 @@ def _build(stack: Stack, args: argparse.Namespace, backend: Any) -> TinyPipeline
         classes = set(repeated_block_classes(transformer))
         for module in transformer.modules():
             if type(module).__name__ in classes:
-                module.compile(backend="inductor", fullgraph=stack.fullgraph, dynamic=False, **stack.compile_kwargs)
+                module.compile(backend="inductor", fullgraph=stack.fullgraph, dynamic=False, isolate_recompiles=True,
+                               **stack.compile_kwargs)
     else:
         asymrnr_compile.compile_repeated_blocks(transformer, backend=backend, fullgraph=stack.fullgraph,
                                                 **stack.compile_kwargs)
