@@ -19,6 +19,7 @@ from torch import nn
 import asymrnr_compile
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
 from asymrnr_compile.config import AsymRnRWarning
+from asymrnr_compile.models import build_reference_model
 from asymrnr_compile.runtime.steps import MAX_CALLS_PER_STEP
 from asymrnr_compile.sampling import SamplerConfig, sample
 
@@ -440,3 +441,42 @@ def test_a_recompile_mid_video_continues_its_steps_and_matchings(model, inputs):
     assert backend.report().to_dict()["cache_misses"] == steady_misses  # the recompile matched nothing again
     assert backend.report().to_dict()["steps"] == STEPS
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+# ------------------------------------------------------- two models of one class in one process
+
+
+def _two_expert_loop(first, second, inputs, switch_after: int) -> torch.Tensor:
+    """A sampling loop whose first ``switch_after`` calls go to ``first`` and the rest to
+    ``second`` (how Wan 2.2's pipeline hands the low-noise steps to ``transformer_2``)."""
+    calls = {"n": 0}
+
+    def experts(**kwargs):
+        calls["n"] += 1
+        return (first if calls["n"] <= switch_after else second)(**kwargs)
+
+    return _loop(experts, inputs)
+
+
+def test_a_second_model_of_the_same_class_needs_isolate_recompiles_for_matchings_of_its_own(inputs):
+    """Dynamo keeps compiled code per code object, and two ``backend="asymrnr"`` compiles with
+    equal options compare equal: the second model (same class, other weights) passes the first's
+    guards and runs the first's graph, runtime and cached matchings included; after a switch in
+    the middle of a matching window it reuses the first model's matching. With
+    ``isolate_recompiles=True`` (docs/deployment.md) each model keeps its own graph: the loop
+    equals the one with a backend object per model, bit for bit."""
+    first, second = (build_reference_model(PRESET, seed=seed) for seed in (0, 1))
+    options = {"q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2, **TINY}
+    switch = 2  # step 2 opens a matching window (cache 2): step 3, the second model's first, reuses
+
+    def string_form(**kwargs):
+        return [_compile(m, "asymrnr", options=dict(options), **kwargs) for m in (first, second)]
+
+    separate = _two_expert_loop(*(_compile(m, AsymRnRBackend(AsymRnRConfig(**options))) for m in (first, second)),
+                                inputs, switch_after=switch + 1)
+    torch._dynamo.reset()
+    isolated = _two_expert_loop(*string_form(isolate_recompiles=True), inputs, switch_after=switch + 1)
+    torch.testing.assert_close(isolated, separate, rtol=0, atol=0)
+    torch._dynamo.reset()
+    shared = _two_expert_loop(*string_form(), inputs, switch_after=switch + 1)
+    assert not torch.equal(shared, separate)  # the hazard the isolation avoids
