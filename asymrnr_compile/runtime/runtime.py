@@ -120,7 +120,14 @@ class VideoState:
 
 class VideoStates:
     """The video states of one sampling loop's callers: one :class:`VideoState` per calling
-    thread and block instance (``offset``), all reachable for :meth:`reset` and reports.
+    thread, block instance (``offset``) and model instance (``weights``), all reachable for
+    :meth:`reset` and reports.
+
+    Model instances: Dynamo shares compiled code per code object, so a second model of the same
+    class compiled with equal ``backend="asymrnr"`` options runs this graph too (its guards pass);
+    its weights come in as other tensors. Keyed by them, each model keeps its own steps and
+    matchings (Wan 2.2's ``transformer_2`` taking over mid-window computes its own matching
+    instead of reusing the first transformer's).
 
     A runtime owns one; the runtimes of the graphs Dynamo compiles again for the same code (a
     recompile mid-video, after a guard failed) share it, so the new graph continues the video's
@@ -132,14 +139,15 @@ class VideoStates:
         self._all: weakref.WeakSet[VideoState] = weakref.WeakSet()
         self._lock = threading.Lock()
 
-    def get(self, offset: int) -> VideoState:
-        """The calling thread's state of block instance ``offset`` (made on first use)."""
-        states: dict[int, VideoState] | None = getattr(self._local, "states", None)
+    def get(self, offset: int, weights: int = 0) -> VideoState:
+        """The calling thread's state of block instance ``offset`` of the model whose weights are
+        ``weights`` (:func:`weights_key`; made on first use)."""
+        states: dict[tuple[int, int], VideoState] | None = getattr(self._local, "states", None)
         if states is None:
             states = self._local.states = {}
-        state = states.get(offset)
+        state = states.get((offset, weights))
         if state is None:
-            state = states[offset] = VideoState(site_offset=offset)
+            state = states[offset, weights] = VideoState(site_offset=offset)
             with self._lock:
                 self._all.add(state)
         return state
@@ -153,6 +161,30 @@ class VideoStates:
         """Start a new video: every state forgets its steps and cached matchings."""
         for state in self.all():
             state.reset()
+
+
+#: Marks a lifted parameter's placeholder: Dynamo names it after the module path,
+#: ``L_self_modules_<path>_parameters_<name>_``.
+PARAMETER_PLACEHOLDER_MARK = "_parameters_"
+
+
+def find_weights_input(gm: torch.fx.GraphModule) -> int | None:
+    """Position among the graph's inputs of its first lifted parameter (the model's weights come
+    in as inputs under Dynamo's ``inline_inbuilt_nn_modules``), or None (no lifted parameter:
+    e.g. weights frozen into the graph)."""
+    placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"]
+    for position, node in enumerate(placeholders):
+        if PARAMETER_PLACEHOLDER_MARK in str(node.target) and isinstance(node.meta.get("example_value"), torch.Tensor):
+            return position
+    return None
+
+
+def weights_key(args: Sequence[Any], position: int | None) -> int:
+    """Which model instance makes this call: the storage address of its first lifted parameter
+    (two models of one class running one graph have different weights), 0 when unknown."""
+    if position is None or position >= len(args) or not isinstance(args[position], torch.Tensor):
+        return 0
+    return args[position].data_ptr()
 
 
 class AsymRnRRuntime:
@@ -197,6 +229,7 @@ class AsymRnRRuntime:
         self.config = config
         self.compile_graph = compile_graph
         self.timestep_position = find_timestep_input(gm, config.timestep_args)
+        self.weights_position = find_weights_input(gm)
         self.variants: dict[ReductionPlan, CompiledVariant] = {}
         self.regions = RegionCompiler(compile_graph)
         # Per calling thread and block instance, all of them reachable for reset() and reports.
@@ -233,7 +266,7 @@ class AsymRnRRuntime:
     def state(self) -> VideoState:
         """The calling thread's video state of the block instance it is running (made on its
         first call; a whole-model graph has one instance, offset 0)."""
-        return self.video_states.get(getattr(self._local, "offset", 0))
+        return self.video_states.get(getattr(self._local, "offset", 0), getattr(self._local, "weights", 0))
 
     @property
     def cache(self) -> MatchingCache:
@@ -338,6 +371,7 @@ class AsymRnRRuntime:
     def __call__(self, *args: Any) -> Any:
         offset, timestep, unreduced = self._call_context(args)
         self._local.offset = offset
+        self._local.weights = weights_key(args, self.weights_position)
         self.served_offsets.add(offset)
         state = self.state
         event = state.tracker.observe(timestep)

@@ -458,13 +458,13 @@ def _two_expert_loop(first, second, inputs, switch_after: int) -> torch.Tensor:
     return _loop(experts, inputs)
 
 
-def test_a_second_model_of_the_same_class_needs_isolate_recompiles_for_matchings_of_its_own(inputs):
+def test_a_second_model_of_the_same_class_keeps_matchings_of_its_own(inputs):
     """Dynamo keeps compiled code per code object, and two ``backend="asymrnr"`` compiles with
     equal options compare equal: the second model (same class, other weights) passes the first's
-    guards and runs the first's graph, runtime and cached matchings included; after a switch in
-    the middle of a matching window it reuses the first model's matching. With
-    ``isolate_recompiles=True`` (docs/deployment.md) each model keeps its own graph: the loop
-    equals the one with a backend object per model, bit for bit."""
+    guards and runs the first's graph and runtime. Before the runtime kept a video state per
+    model (keyed by the weights coming in), the second model reused the first one's matching
+    after a switch in the middle of a matching window. Now the loop equals the one with a backend
+    object per model bit for bit, shared graph or isolated (``isolate_recompiles=True``)."""
     first, second = (build_reference_model(PRESET, seed=seed) for seed in (0, 1))
     options = {"q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2, **TINY}
     switch = 2  # step 2 opens a matching window (cache 2): step 3, the second model's first, reuses
@@ -475,8 +475,11 @@ def test_a_second_model_of_the_same_class_needs_isolate_recompiles_for_matchings
     separate = _two_expert_loop(*(_compile(m, AsymRnRBackend(AsymRnRConfig(**options))) for m in (first, second)),
                                 inputs, switch_after=switch + 1)
     torch._dynamo.reset()
+    shared_graph = string_form()
+    shared = _two_expert_loop(*shared_graph, inputs, switch_after=switch + 1)
+    runtime = _runtime(asymrnr_compile.last_backend())  # one graph served both models
+    assert len(runtime.video_states.all()) == 2
+    torch.testing.assert_close(shared, separate, rtol=0, atol=0)
+    torch._dynamo.reset()
     isolated = _two_expert_loop(*string_form(isolate_recompiles=True), inputs, switch_after=switch + 1)
     torch.testing.assert_close(isolated, separate, rtol=0, atol=0)
-    torch._dynamo.reset()
-    shared = _two_expert_loop(*string_form(), inputs, switch_after=switch + 1)
-    assert not torch.equal(shared, separate)  # the hazard the isolation avoids
