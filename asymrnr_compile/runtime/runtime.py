@@ -180,11 +180,13 @@ def find_weights_input(gm: torch.fx.GraphModule) -> int | None:
 
 
 def weights_key(args: Sequence[Any], position: int | None) -> int:
-    """Which model instance makes this call: the storage address of its first lifted parameter
-    (two models of one class running one graph have different weights), 0 when unknown."""
+    """Which model instance makes this call: the identity of its first lifted parameter (two
+    models of one class running one graph pass different parameter objects; ``id``, not the
+    storage address, so that tensor subclasses without storage, e.g. quantised weights, work
+    too), 0 when unknown."""
     if position is None or position >= len(args) or not isinstance(args[position], torch.Tensor):
         return 0
-    return args[position].data_ptr()
+    return id(args[position])
 
 
 class AsymRnRRuntime:
