@@ -234,7 +234,7 @@ class AsymRnRRuntime:
         self.weights_position = find_weights_input(gm)
         self.variants: dict[ReductionPlan, CompiledVariant] = {}
         self.regions = RegionCompiler(compile_graph)
-        # Per calling thread and block instance, all of them reachable for reset() and reports.
+        # Per calling thread, block instance and model instance, all reachable for reset() and reports.
         self.video_states = video_states if video_states is not None else VideoStates()
         self.continues_earlier_compile = video_states is not None
         self._local = threading.local()  # the calling thread's block instance (offset)
@@ -266,8 +266,8 @@ class AsymRnRRuntime:
 
     @property
     def state(self) -> VideoState:
-        """The calling thread's video state of the block instance it is running (made on its
-        first call; a whole-model graph has one instance, offset 0)."""
+        """The calling thread's video state of the block instance and model instance it is running
+        (made on its first call; a whole-model graph has one block instance, offset 0)."""
         return self.video_states.get(getattr(self._local, "offset", 0), getattr(self._local, "weights", 0))
 
     @property
