@@ -20,7 +20,7 @@ Every accelerator compiles with ``isolate_recompiles=True``: Dynamo caches compi
 object, shared by every ``torch.compile`` of the same class, and ``backend="inductor"`` wrappers
 compare equal, so without it a plain Inductor transformer ran the graph-broken code compiled for
 a hooked copy (its guards pass for the unhooked model) once a hook row had run: in one process
-with the hook rows, the baseline was 10-17% slower than alone and every speedup against it was
+with the hook rows, the baseline was 12-18% slower than alone and every speedup against it was
 inflated.
 
 Each call of a hooked transformer runs inside ``cache_context("cond_uncond")`` and tells the
