@@ -76,12 +76,18 @@ def _site_saving(profile: RedundancyProfile, site: ProfiledSite, ratios: Mapping
         return 0.0
     keep = {f: k for f, (_, k) in kept.items()}
     return model.full_flops - model.flops(keep.get("q"), keep.get("kv"), keep.get("h"),
-                                          {f: d for f, (d, _) in kept.items()}, cache_steps)
+                                          {f: d for f, (d, _) in kept.items()}, cache_steps,
+                                          profile.config.match_dims, site.hidden_matched)
 
 
 def predicted_speedup(profile: RedundancyProfile, schedule: Schedule, cache_steps: float | None = None) -> float:
     """Full over reduced FLOPs of a run of ``schedule.num_steps`` steps under ``schedule``
-    (cost model; matching amortised over ``cache_steps``, default the profile config's)."""
+    (cost model; matching amortised over ``cache_steps``, default the profile config's).
+
+    The matching is counted as a backend with the profile's config runs it: on a
+    ``config.match_dims``-dim projection when set, and on the hidden states at the sites where
+    ``config.match_on`` asks for it (``ProfiledSite.hidden_matched``); so this is the ideal
+    speedup the backend reports for the same schedule and config."""
     cache_steps = profile.config.cache_steps if cache_steps is None else cache_steps
     if schedule.num_blocks != profile.num_rows:
         raise ValueError(f"schedule has {schedule.num_blocks} blocks x {schedule.num_steps} steps, "
@@ -93,7 +99,8 @@ def predicted_speedup(profile: RedundancyProfile, schedule: Schedule, cache_step
         for step in range(schedule.num_steps):
             steps.append({s.index: _keeps(profile, {f: schedule.ratio(block=s.row, step=step, feature=f)
                                                     for f in FEATURES}, s) for s in sites})
-        f, r = model.schedule_flops(steps, cache_steps)
+        hidden_matched = {s.index for s in sites if s.hidden_matched}
+        f, r = model.schedule_flops(steps, cache_steps, profile.config.match_dims, hidden_matched)
         full, reduced = full + f, reduced + r
     return full / reduced if reduced else 1.0
 

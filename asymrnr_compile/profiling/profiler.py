@@ -74,12 +74,16 @@ class ProfiledSite:
     grid: tuple[int, int, int] | None
     num_dst: int
     features: tuple[str, ...]
+    hidden_matched: bool = False
+    """Whether a backend with the profile's config matches q and kv here on the hidden states
+    (``config.match_on`` and :meth:`AttentionSite.matches_on_hidden_states`): the cost model then
+    counts one matching of the hidden states per feature, not one per head."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "index": self.index, "graph": self.graph, "row": self.row, "block": self.block,
                 "kind": self.kind, "video_tokens": self.video_tokens, "text_tokens": self.text_tokens,
                 "grid": list(self.grid) if self.grid else None, "num_dst": self.num_dst,
-                "features": list(self.features)}
+                "features": list(self.features), "hidden_matched": self.hidden_matched}
 
 
 class _ProfiledGraph:
@@ -218,7 +222,8 @@ class ProfilingBackend:
                 row = self._block_rows.setdefault(key, len(self._block_rows))
                 self._position[(graph_index, site.index)] = len(self.sites)
                 self.sites.append(ProfiledSite(site.name, site.index, graph_index, row, site.block, site.kind,
-                                               site.video_tokens, site.text_tokens, grid, num_dst, tuple(features)))
+                                               site.video_tokens, site.text_tokens, grid, num_dst, tuple(features),
+                                               site.matches_on_hidden_states(config.match_on)))
             for feature in features:
                 start = site.hidden_states_video_start if feature == "h" else site.video_start
                 probes.append(FeatureProbe(site.index, feature, site.video_tokens, num_dst, start))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 import torch._dynamo
 
 import asymrnr_compile
-from asymrnr_compile import AsymRnRConfig, ops
+from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
 from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.models import reference_dit as reference_dit_module
 from asymrnr_compile.ops import redundancy
@@ -291,3 +292,35 @@ def test_the_profiler_measures_only_the_sites_the_backend_would_reduce(model, in
     assert [site.block for site in prof.sites] == ["blocks.1"]
     assert prof.skipped == [{"site": "blocks.0.attn", "reason": "block 0 is in skip_blocks"}]
     assert prof.num_rows == 1 and not torch.isnan(prof.data).all()
+
+
+def test_predicted_speedup_is_the_backends_ideal_for_the_same_schedule_and_config():
+    """calibrate's cost model counts the matching as the backend runs it: with the default config
+    (q and kv matched on the hidden states, on a 32-dim projection) the predicted speedup of a
+    schedule is the ideal speedup the backend reports when it runs that schedule. The "small"
+    preset (576 video tokens, hidden 128) is large enough for the projection to save FLOPs, so a
+    count of the exact per-head matching gives another number."""
+    from asymrnr_compile.profiling.calibrate import calibrate, predicted_speedup
+
+    preset = "small"
+    model, inputs = build_reference_model(preset), reference_inputs(preset)
+    config = AsymRnRConfig(min_video_tokens=16, seed=3, cache_steps=2)
+    assert config.match_on == "hidden_states" and config.match_dims is not None
+    torch._dynamo.reset()
+    prof = asymrnr_compile.profile(model, lambda compiled: _loop(compiled, inputs), config=config)
+    assert prof.sites and all(site.hidden_matched for site in prof.sites)
+    schedule = calibrate(prof, target_speedup=1.1, best_effort=True)
+    predicted = predicted_speedup(prof, schedule)
+    assert predicted > 1.05
+
+    torch._dynamo.reset()
+    backend = AsymRnRBackend(dataclasses.replace(config, schedule=schedule))
+    _loop(torch.compile(model, backend=backend, fullgraph=True, dynamic=False), inputs)
+    torch._dynamo.reset()
+    assert backend.report().ideal_speedup == pytest.approx(predicted, rel=1e-9)
+
+    # The same schedule counted with the exact per-head matching: a different (lower) figure.
+    exact_config = dataclasses.replace(config, match_dims=None, match_on="features")
+    exact_sites = [dataclasses.replace(site, hidden_matched=False) for site in prof.sites]
+    exact = predicted_speedup(dataclasses.replace(prof, config=exact_config, sites=exact_sites), schedule)
+    assert exact < predicted * (1 - 1e-3)
