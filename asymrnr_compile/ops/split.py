@@ -193,8 +193,14 @@ def _split_op(
     dst_rank = torch.cumsum(is_dst, 0) - 1 + num_src
     position = torch.where(is_dst.bool(), dst_rank, src_rank)
     order = torch.empty_like(position).scatter_(0, position, torch.arange(num_tokens))
-    # Copies: custom-op outputs may not alias each other.
-    return order[num_src:].to(device, copy=True), order[:num_src].to(device, copy=True)
+    # Copies: custom-op outputs may not alias each other. To a CUDA device from pinned memory
+    # without blocking: a copy from pageable memory waits for all work queued on the stream
+    # (a host sync in the middle of a step when the split is redrawn per matching window).
+    non_blocking = device is not None and device.type == "cuda"
+    if non_blocking:
+        order = order.pin_memory()
+    return (order[num_src:].to(device, copy=True, non_blocking=non_blocking),
+            order[:num_src].to(device, copy=True, non_blocking=non_blocking))
 
 
 @_split_op.register_fake

@@ -140,3 +140,52 @@ def test_reduced_sampling_loop_in_bfloat16_on_cuda_stays_close_to_float32():
     assert torch.isfinite(half).all()
     error = float((half - full).norm() / full.norm())
     assert error <= BFLOAT16_TOLERANCE, f"bfloat16 vs float32 relative L2 error {error:.2e}"
+
+
+#: Settings whose calls must not synchronise the host with the GPU: the published ones (one split
+#: for the run) and the defaults (a new split per matching window, the projection, hidden states).
+HOST_SYNC_SETTINGS = {
+    "published": {"preset": "published", "q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": CACHE_STEPS},
+    "defaults": {"min_video_tokens": 256, "cache_steps": CACHE_STEPS},
+}
+
+
+@pytest.mark.parametrize("setting", sorted(HOST_SYNC_SETTINGS))
+def test_no_host_sync_inside_a_step_on_cuda(setting, monkeypatch):
+    """Every call after warm-up, matching calls (a new split each window with the defaults) and
+    reusing calls alike, runs under ``torch.cuda.set_sync_debug_mode("error")``: any ``.item()``,
+    data-dependent shape or blocking copy raises. The one allowed read is the call's timestep (the
+    runtime's step signal), let through by switching the mode off around it. The CPU twin of this
+    test (``tests/backend/test_backend_host_syncs.py``) counts the same ops with the profiler."""
+    from asymrnr_compile.runtime import runtime as runtime_module
+
+    read_timestep = runtime_module.read_timestep
+
+    def read_timestep_allowed(value):
+        mode = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode(0)
+        try:
+            return read_timestep(value)
+        finally:
+            torch.cuda.set_sync_debug_mode(mode)
+
+    monkeypatch.setattr(runtime_module, "read_timestep", read_timestep_allowed)
+    model = build_reference_model(PRESET, seed=0).to(CUDA, dtype=torch.bfloat16).eval()
+    inputs = reference_inputs(PRESET, seed=0, batch_size=2, device=CUDA, dtype=torch.bfloat16)
+    backend = AsymRnRBackend(AsymRnRConfig.from_options(HOST_SYNC_SETTINGS[setting]))
+    compiled = torch.compile(model, backend=backend, fullgraph=True, dynamic=False)
+    timesteps = [torch.full_like(inputs["timestep"], 1000.0 - 50.0 * step) for step in range(8)]
+    with torch.no_grad():
+        for timestep in timesteps[:3]:  # compiles every variant
+            compiled(**{**inputs, "timestep": timestep})
+        torch.cuda.synchronize()
+        misses, hits = backend.report().to_dict()["cache_misses"], backend.report().to_dict()["cache_hits"]
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for timestep in timesteps[3:]:
+                compiled(**{**inputs, "timestep": timestep})
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        torch.cuda.synchronize()
+    report = backend.report().to_dict()
+    assert report["cache_misses"] > misses and report["cache_hits"] > hits  # matched and reused under the check

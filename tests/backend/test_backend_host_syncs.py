@@ -1,0 +1,79 @@
+"""No host synchronisation inside a step: the only scalar the backend reads from a tensor is the
+call's timestep, once per call (it decides whether this call computes or reuses the matching).
+
+On a GPU every such read (``.item()``, ``float(t)``, ``.tolist()``, data-dependent shapes such as
+``nonzero``) stalls the host until the device has finished all queued work. Those ops are the
+same on a CPU, so a CPU profile of the calls shows them: the profiler records every ATen op a
+call dispatches (eager ops, the compiled graph's extern kernels and the custom matching ops),
+and the ops that would synchronise a GPU are counted here for calls that compute a matching and
+calls that reuse one, under the published settings and the defaults. On a GPU,
+``tests/gpu/test_cuda.py`` checks the same with ``torch.cuda.set_sync_debug_mode("error")``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+import torch._dynamo
+from torch.profiler import ProfilerActivity, profile
+
+from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
+from asymrnr_compile.models import build_reference_model, reference_inputs
+from asymrnr_compile.ops.match import MATCH_OP_NAME
+from asymrnr_compile.runtime import runtime as runtime_module
+
+#: The "small" preset: 576 video tokens per site, so the defaults' projection is used.
+PRESET = "small"
+#: ATen ops that make a CUDA host wait for the device: a scalar read (``item``, ``float()``,
+#: ``tolist``, ``bool()``) or an output whose size depends on tensor values.
+HOST_SYNC_OPS = frozenset({
+    "aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::unique", "aten::_unique2",
+    "aten::unique_consecutive", "aten::unique_dim", "aten::repeat_interleave", "aten::equal", "aten::is_nonzero",
+    "aten::allclose",
+})
+WARMUP_CALLS = 3
+PROFILED_CALLS = 4  # with cache_steps 2: two calls compute a matching, two reuse it
+SETTINGS = {
+    "published": {"preset": "published", "q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2, "min_video_tokens": 16},
+    "defaults": {"min_video_tokens": 16},
+}
+
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_the_timestep_read_is_the_only_host_sync_of_a_call(setting, monkeypatch):
+    timestep_reads = []
+
+    def counting_read_timestep(value):
+        timestep_reads.append(value)
+        return read_timestep(value)
+
+    read_timestep = runtime_module.read_timestep
+    monkeypatch.setattr(runtime_module, "read_timestep", counting_read_timestep)
+    model = build_reference_model(PRESET, seed=0).eval()
+    inputs = reference_inputs(PRESET, seed=0, batch_size=2)
+    backend = AsymRnRBackend(AsymRnRConfig.from_options(SETTINGS[setting]))
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=backend, fullgraph=True, dynamic=False)
+    calls = WARMUP_CALLS + PROFILED_CALLS
+    timesteps = [torch.full_like(inputs["timestep"], 1000.0 - 50.0 * step) for step in range(calls)]
+    with torch.no_grad():
+        for timestep in timesteps[:WARMUP_CALLS]:
+            compiled(**{**inputs, "timestep": timestep})
+        timestep_reads.clear()
+        per_call, matchings = [], []
+        for timestep in timesteps[WARMUP_CALLS:]:
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                compiled(**{**inputs, "timestep": timestep})
+            names = [event.name for event in prof.events()]
+            per_call.append(Counter(name for name in names if name in HOST_SYNC_OPS))
+            matchings.append(names.count(MATCH_OP_NAME))
+    torch._dynamo.reset()
+
+    sites = backend.report().to_dict()["graphs"][0]["sites"]
+    assert sites and all(site.get("applied") for site in sites)  # every site is reduced
+    # calls that compute matchings (one per site and feature) and calls that reuse them
+    assert sorted(set(matchings)) == [0, 2 * len(sites)]
+    assert len(timestep_reads) == PROFILED_CALLS
+    assert per_call == [Counter({"aten::_local_scalar_dense": 1})] * PROFILED_CALLS
