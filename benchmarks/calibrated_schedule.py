@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         speedups = [i / s for i, s in zip(loop_seconds["inductor"], loop_seconds[name])]
         rows[name] = {
             "loop_seconds": loop_seconds[name],
-            "speedup_median": statistics.median(speedups),
-            "speedup_range": [min(speedups), max(speedups)],
+            "loop_speedup_vs_inductor": statistics.median(speedups),
+            "loop_speedup_range": [min(speedups), max(speedups)],
             "rel_l2_vs_inductor": relative_l2(latents[name], latents["inductor"]),
             "psnr_db_vs_inductor": psnr_db(latents[name], latents["inductor"]),
             "warmup_seconds": warmup[name],
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         "target_speedup": args.target_speedup, "predicted_speedup": predicted,
         "fixed_ideal_speedup": fixed.report().ideal_speedup,
         "measured": rows,
-        "efficiency": rows["schedule"]["speedup_median"] / predicted,
+        # the whole loop, matching steps included, over the ideal that counts the matching
+        "loop_efficiency": rows["schedule"]["loop_speedup_vs_inductor"] / predicted,
         "schedule": schedule.to_dict(),
         "schedule_q": schedule.ratios("q").tolist(), "schedule_kv": schedule.ratios("kv").tolist(),
         "variants": report["num_variants"], "compile_seconds": report["compile_seconds"],
@@ -126,13 +127,15 @@ def main(argv: list[str] | None = None) -> int:
                     "platform": platform.platform()},
     }
     log("")
-    log(f"{'model':<18}{'speedup (median, range)':>28}{'rel L2':>10}{'PSNR dB':>9}")
+    log(f"{'model':<18}{'loop speedup (median, range)':>33}{'rel L2':>10}{'PSNR dB':>9}")
     for name, row in rows.items():
-        low, high = row["speedup_range"]
-        log(f"{name:<18}{row['speedup_median']:>14.3f}x ({low:.2f}-{high:.2f}){row['rel_l2_vs_inductor']:>10.2e}"
-            f"{row['psnr_db_vs_inductor']:>9.1f}")
-    log(f"schedule: predicted {predicted:.3f}x, measured {rows['schedule']['speedup_median']:.3f}x, efficiency "
-        f"{result['efficiency']:.2f}; {report['num_variants']} variants compiled in {report['compile_seconds']:.1f} s")
+        low, high = row["loop_speedup_range"]
+        log(f"{name:<18}{row['loop_speedup_vs_inductor']:>19.3f}x ({low:.2f}-{high:.2f})"
+            f"{row['rel_l2_vs_inductor']:>10.2e}{row['psnr_db_vs_inductor']:>9.1f}")
+    measured = rows["schedule"]["loop_speedup_vs_inductor"]
+    log(f"schedule: predicted {predicted:.3f}x, measured loop {measured:.3f}x, loop efficiency "
+        f"{result['loop_efficiency']:.2f}; {report['num_variants']} variants compiled in "
+        f"{report['compile_seconds']:.1f} s")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1))
