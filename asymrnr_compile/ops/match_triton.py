@@ -10,9 +10,14 @@ and keeps a running maximum and its index in registers. The ``(P, N_src, N_dst)`
 never written: one kernel launch per matching whatever the token count, memory ``O(P * N)``.
 
 The features are read in place through index vectors (no gathered copies of the src and dst
-features) and in their own dtype (float16/bfloat16 are widened to float32 in registers; the
-products use IEEE float32, ``input_precision="ieee"``, so the scores are those of the ATen path up
-to summation order).
+features) and in their own dtype. float32 features are multiplied in IEEE float32
+(``input_precision="ieee"``, not TF32). float16/bfloat16 features go to ``tl.dot`` as they are,
+accumulating in float32 (:data:`HALF_DOT_DTYPES`): the product of two half-precision numbers is
+exact in float32 (at most 22 significant bits of 24), so these are the scores of the features
+widened to float32, as the ATen path computes them, to float32 rounding (summation order; tensor
+cores also truncate where they add, a few ulps), but on the tensor cores instead of the float32
+units (an H100/H200's peaks: ~990 against ~67 TFLOP/s). Squared norms are summed in float32 on
+the widened values either way.
 
 This module needs the ``triton`` package; :func:`triton_available` says whether it is there.
 On a CPU the kernel runs under Triton's interpreter (``TRITON_INTERPRET=1`` set before Triton is
@@ -31,7 +36,10 @@ __all__ = [
     "BLOCK_CHANNELS",
     "BLOCK_DST",
     "BLOCK_SRC",
+    "HALF_DOT_DTYPES",
+    "INTERPRETER_WIDENED_DTYPES",
     "KERNEL_RANGE",
+    "multiplies_unwidened",
     "nearest_dst",
     "triton_available",
     "triton_runs_on",
@@ -49,6 +57,14 @@ registers for the whole dst loop); hidden-state features of C channels take ``ce
 
 MIN_DOT_SIZE = 16
 """``tl.dot`` needs every tile dimension to be at least 16."""
+
+HALF_DOT_DTYPES = (torch.float16, torch.bfloat16)
+"""Feature dtypes whose tiles are multiplied unwidened (exact products, float32 accumulation)."""
+
+INTERPRETER_WIDENED_DTYPES = (torch.bfloat16,)
+"""Dtypes widened to float32 before ``tl.dot`` under Triton's interpreter all the same: it
+multiplies unwidened bfloat16 tiles as their raw bits (Triton 3.9: errors of ~1e10 on small
+integers), float16 correctly. The CPU tests therefore check the unwidened path on float16."""
 
 NUM_WARPS = 4
 """Warps per program (a 64 x 64 float32 tile: 32 accumulator registers per thread)."""
@@ -77,6 +93,14 @@ def triton_runs_on(device: torch.device) -> bool:
     return _interpreting() or device.type == "cuda"
 
 
+def multiplies_unwidened(dtype: torch.dtype) -> bool:
+    """Whether :func:`nearest_dst` gives features of ``dtype`` to ``tl.dot`` as they are (tensor
+    cores, float32 accumulation) rather than widened to float32: float16 and bfloat16
+    (:data:`HALF_DOT_DTYPES`), except bfloat16 under the interpreter
+    (:data:`INTERPRETER_WIDENED_DTYPES`)."""
+    return dtype in HALF_DOT_DTYPES and not (_interpreting() and dtype in INTERPRETER_WIDENED_DTYPES)
+
+
 def _interpreting() -> bool:
     return os.environ.get(INTERPRET_ENV, "0") == "1"
 
@@ -95,7 +119,7 @@ def _kernel(interpret: bool):
         num_src, num_dst, channels,
         stride_fp, stride_fn, stride_fc, stride_op,
         EUCLIDEAN: tl.constexpr, DISTANCE_OFFSET: tl.constexpr, SRC_IN_REGISTERS: tl.constexpr,
-        BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
+        HALF_DOT: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
         lead = tl.program_id(1).to(tl.int64)
         rows = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
@@ -108,10 +132,12 @@ def _kernel(interpret: bool):
         src_sq = tl.zeros([BLOCK_S], tl.float32)
         if SRC_IN_REGISTERS:
             src_tile = tl.load(src_rows + chans[None, :] * stride_fc,
-                               mask=row_mask[:, None] & (chans[None, :] < channels),
-                               other=0.0).to(tl.float32)
+                               mask=row_mask[:, None] & (chans[None, :] < channels), other=0.0)
+            if not HALF_DOT:
+                src_tile = src_tile.to(tl.float32)
             if EUCLIDEAN:
-                src_sq = tl.sum(src_tile * src_tile, axis=1)
+                src_wide = src_tile.to(tl.float32)
+                src_sq = tl.sum(src_wide * src_wide, axis=1)
         elif EUCLIDEAN:
             for chan_start in range(0, channels, BLOCK_C):
                 chan = chan_start + chans
@@ -133,14 +159,19 @@ def _kernel(interpret: bool):
                 chan = chan_start + chans
                 if not SRC_IN_REGISTERS:
                     src_tile = tl.load(src_rows + chan[None, :] * stride_fc,
-                                       mask=row_mask[:, None] & (chan[None, :] < channels),
-                                       other=0.0).to(tl.float32)
+                                       mask=row_mask[:, None] & (chan[None, :] < channels), other=0.0)
+                    if not HALF_DOT:
+                        src_tile = src_tile.to(tl.float32)
                 dst_tile = tl.load(dst_cols + chan[:, None] * stride_fc,
-                                   mask=(chan[:, None] < channels) & col_mask[None, :],
-                                   other=0.0).to(tl.float32)
-                score += tl.dot(src_tile, dst_tile, input_precision="ieee")
+                                   mask=(chan[:, None] < channels) & col_mask[None, :], other=0.0)
+                if HALF_DOT:  # exact products, float32 accumulation (tensor cores)
+                    score += tl.dot(src_tile, dst_tile, out_dtype=tl.float32)
+                else:
+                    dst_tile = dst_tile.to(tl.float32)
+                    score += tl.dot(src_tile, dst_tile, input_precision="ieee")
                 if EUCLIDEAN:
-                    dst_sq += tl.sum(dst_tile * dst_tile, axis=0)
+                    dst_wide = dst_tile.to(tl.float32)
+                    dst_sq += tl.sum(dst_wide * dst_wide, axis=0)
             if EUCLIDEAN:
                 score -= 0.5 * dst_sq[None, :]
             score = tl.where(col_mask[None, :], score, float("-inf"))
@@ -200,6 +231,7 @@ def nearest_dst(
     if leading == 0 or num_src == 0:
         return distance, index
     block_c = _block(channels, BLOCK_CHANNELS)
+    half_dot = multiplies_unwidened(features.dtype)
     grid = (triton.cdiv(num_src, BLOCK_SRC), leading)
     with torch.profiler.record_function(KERNEL_RANGE):
         kernel[grid](
@@ -207,7 +239,7 @@ def nearest_dst(
             num_src, num_dst, channels,
             features.stride(0), features.stride(1), features.stride(2), distance.stride(0),
             EUCLIDEAN=similarity == "euclidean", DISTANCE_OFFSET=COSINE_OFFSET if similarity == "cosine" else 0.0,
-            SRC_IN_REGISTERS=channels <= block_c,
+            SRC_IN_REGISTERS=channels <= block_c, HALF_DOT=half_dot,
             BLOCK_S=BLOCK_SRC, BLOCK_D=_block(num_dst, BLOCK_DST), BLOCK_C=block_c,
             num_warps=NUM_WARPS,
         )

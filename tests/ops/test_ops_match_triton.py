@@ -26,6 +26,7 @@ from asymrnr_compile.ops.match_triton import (
     BLOCK_DST,
     BLOCK_SRC,
     INTERPRET_ENV,
+    multiplies_unwidened,
     triton_runs_on,
 )
 
@@ -41,6 +42,7 @@ INT_RANGE = 4
 # than the ATen properties, so the module stays within a few seconds.
 INTERPRETED_EXAMPLES_DIVISOR = 5
 DISTANCE_RTOL = 1e-5
+NEAR_TIE_SHARE = 0.01  # src tokens whose two nearest dst may swap between summation orders
 MAX_OPERATORS = 12  # issue budget: operators of one matching, keep/restore indices included
 
 
@@ -74,7 +76,7 @@ def test_exact_scores_give_the_aten_matching(case):
 
 
 @settings(max_examples=max(1, settings().max_examples // INTERPRETED_EXAMPLES_DIVISOR))
-@given(case=cases(need_dst=True, dtypes=(torch.float32, torch.bfloat16)))
+@given(case=cases(need_dst=True, dtypes=(torch.float32, torch.bfloat16, torch.float16)))
 def test_real_features_find_the_nearest_dst(case):
     """Every similarity on real features: the distance is the float64 minimum to rounding, and
     the chosen dst is at that minimum (ties may break differently from ATen's order)."""
@@ -94,6 +96,25 @@ def test_real_features_find_the_nearest_dst(case):
     assert (matching.distance.double() - best).abs().max() <= tolerance
     chosen = reference.gather(-1, matching.nearest.unsqueeze(-1)).squeeze(-1)
     assert (chosen - best).max() <= tolerance
+
+
+def test_half_precision_features_are_multiplied_unwidened():
+    """float16 tiles go to ``tl.dot`` as they are (exact products, float32 accumulation) and give
+    the matching of the same features widened to float32: real values, every similarity."""
+    assert multiplies_unwidened(torch.float16) and not multiplies_unwidened(torch.float32)
+    assert multiplies_unwidened(torch.bfloat16) == (DEVICE.type == "cuda")  # the interpreter widens bf16
+    generator = torch.Generator().manual_seed(0)
+    grid = (2, 8, 8)
+    split = split_tokens(math.prod(grid), grid, (1, 2, 2), seed=0)
+    half = torch.randn(2, 3, math.prod(grid), 40, generator=generator).to(DEVICE, torch.float16)
+    for similarity in ("euclidean", "dot"):
+        unwidened = match_tokens(half, split, similarity, kernel="triton")
+        widened = match_tokens(half.float(), split, similarity, kernel="triton")
+        torch.testing.assert_close(unwidened.distance, widened.distance, rtol=1e-5, atol=1e-5)
+        # the same nearest dst, but where two dst are within float32 rounding (tensor cores sum
+        # in another order than the float32 units: a near tie may break the other way on a GPU)
+        differs = unwidened.nearest != widened.nearest
+        assert differs.float().mean() <= NEAR_TIE_SHARE, f"{int(differs.sum())} of {differs.numel()} differ"
 
 
 @pytest.mark.parametrize("channels", [BLOCK_CHANNELS, 2 * BLOCK_CHANNELS + 3])
