@@ -19,9 +19,10 @@ import torch
 import torch._dynamo
 from torch.profiler import ProfilerActivity, profile
 
-from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
+from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, compile_repeated_blocks
 from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.ops.match import MATCH_OP_NAME
+from asymrnr_compile.regional import input_layout_of, repeated_block_classes
 from asymrnr_compile.runtime import runtime as runtime_module
 
 #: The "small" preset: 576 video tokens per site, so the defaults' projection is used.
@@ -35,6 +36,7 @@ HOST_SYNC_OPS = frozenset({
 })
 WARMUP_CALLS = 3
 PROFILED_CALLS = 4  # with cache_steps 2: two calls compute a matching, two reuse it
+DIFFUSERS_FAMILY = "cogvideox"  # batched CFG, text first; the cheapest family to compile
 SETTINGS = {
     "published": {"preset": "published", "q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2, "min_video_tokens": 16},
     "defaults": {"min_video_tokens": 16},
@@ -77,3 +79,55 @@ def test_the_timestep_read_is_the_only_host_sync_of_a_call(setting, monkeypatch)
     assert sorted(set(matchings)) == [0, 2 * len(sites)]
     assert len(timestep_reads) == PROFILED_CALLS
     assert per_call == [Counter({"aten::_local_scalar_dense": 1})] * PROFILED_CALLS
+
+
+def _host_syncs_per_call(compiled, inputs, timesteps) -> list[Counter]:
+    """The host-sync ops of each call after the first ``WARMUP_CALLS`` (which compile)."""
+    per_call = []
+    with torch.no_grad():
+        for index, timestep in enumerate(timesteps):
+            step_inputs = {**inputs, "timestep": torch.full_like(inputs["timestep"], timestep)}
+            if index < WARMUP_CALLS:
+                compiled(**step_inputs)
+                continue
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                compiled(**step_inputs)
+            per_call.append(Counter(event.name for event in prof.events() if event.name in HOST_SYNC_OPS))
+    return per_call
+
+
+@pytest.mark.parametrize("regional", [False, True], ids=["whole-model", "regional"])
+def test_a_diffusers_transformer_gets_one_host_sync_per_call_more_than_plain_inductor(regional):
+    """A diffusers transformer (CogVideoX, tiny, seeded) compiled whole or by its repeated blocks:
+    asymrnr's calls wait for the device once more than plain Inductor's (the timestep read), and
+    nowhere else, in calls that compute a matching and calls that reuse one. Regionally, the
+    model's own code between the blocks runs eagerly and may read tensors of its own: those are
+    in both counts."""
+    pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers])")
+    from test_backend_diffusers import client_model
+
+    timesteps = [999.0 - 50.0 * call for call in range(WARMUP_CALLS + PROFILED_CALLS)]
+    counts = {}
+    for name in ("inductor", "asymrnr"):
+        torch._dynamo.reset()
+        model, inputs, _ = client_model(DIFFUSERS_FAMILY)
+        if name == "asymrnr":
+            backend = AsymRnRBackend(AsymRnRConfig.from_options(
+                {"q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2, "min_video_tokens": 16}))
+            compiled = (compile_repeated_blocks(model, backend=backend, fullgraph=True) if regional
+                        else torch.compile(model, backend=backend, fullgraph=True, dynamic=False))
+        else:
+            if regional:  # the blocks asymrnr's regional compilation compiles, with plain Inductor
+                classes = repeated_block_classes(model, input_layout_of(model))
+                for block in [module for module in model.modules() if type(module).__name__ in classes]:
+                    block.compile(backend="inductor", fullgraph=True, dynamic=False)
+                compiled = model
+            else:
+                compiled = torch.compile(model, backend="inductor", fullgraph=True, dynamic=False)
+        counts[name] = _host_syncs_per_call(compiled, inputs, timesteps)
+    torch._dynamo.reset()
+
+    report = backend.report().to_dict()
+    assert report["cache_misses"] > 0 and report["cache_hits"] > 0  # matched and reused
+    one_read = Counter({"aten::_local_scalar_dense": 1})
+    assert counts["asymrnr"] == [plain + one_read for plain in counts["inductor"]]
