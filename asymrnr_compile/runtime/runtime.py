@@ -139,17 +139,30 @@ class VideoStates:
         self._all: weakref.WeakSet[VideoState] = weakref.WeakSet()
         self._lock = threading.Lock()
 
-    def get(self, offset: int, weights: int = 0) -> VideoState:
-        """The calling thread's state of block instance ``offset`` of the model whose weights are
-        ``weights`` (:func:`weights_key`; made on first use)."""
-        states: dict[tuple[int, int], VideoState] | None = getattr(self._local, "states", None)
+    def get(self, offset: int, weights: torch.Tensor | None = None) -> VideoState:
+        """The calling thread's state of block instance ``offset`` of the model whose first lifted
+        parameter is ``weights`` (:func:`weights_of`; None: unknown, one state for all; made on
+        first use).
+
+        A model instance is known by the identity of that parameter, held weakly: a state is
+        never handed to another object that reuses a freed parameter's ``id`` (a model loaded
+        after another was deleted starts clean), and the states of models whose weights are gone
+        are dropped when this thread next makes a state.
+        """
+        states: dict[tuple[int, int], tuple[weakref.ref[torch.Tensor] | None, VideoState]] | None = \
+            getattr(self._local, "states", None)
         if states is None:
             states = self._local.states = {}
-        state = states.get((offset, weights))
-        if state is None:
-            state = states[offset, weights] = VideoState(site_offset=offset)
-            with self._lock:
-                self._all.add(state)
+        key = (offset, 0 if weights is None else id(weights))
+        entry = states.get(key)
+        if entry is not None and (entry[0] is None or entry[0]() is weights):
+            return entry[1]
+        for stale in [k for k, (ref, _) in states.items() if ref is not None and ref() is None]:
+            del states[stale]
+        state = VideoState(site_offset=offset)
+        states[key] = (None if weights is None else weakref.ref(weights), state)
+        with self._lock:
+            self._all.add(state)
         return state
 
     def all(self) -> list[VideoState]:
@@ -179,14 +192,14 @@ def find_weights_input(gm: torch.fx.GraphModule) -> int | None:
     return None
 
 
-def weights_key(args: Sequence[Any], position: int | None) -> int:
-    """Which model instance makes this call: the identity of its first lifted parameter (two
-    models of one class running one graph pass different parameter objects; ``id``, not the
-    storage address, so that tensor subclasses without storage, e.g. quantised weights, work
-    too), 0 when unknown."""
+def weights_of(args: Sequence[Any], position: int | None) -> torch.Tensor | None:
+    """Which model instance makes this call: its first lifted parameter (two models of one class
+    running one graph pass different parameter objects; known by identity, not by storage, so
+    that tensor subclasses without storage, e.g. quantised weights, work too), None when
+    unknown."""
     if position is None or position >= len(args) or not isinstance(args[position], torch.Tensor):
-        return 0
-    return id(args[position])
+        return None
+    return args[position]
 
 
 class AsymRnRRuntime:
@@ -237,7 +250,7 @@ class AsymRnRRuntime:
         # Per calling thread, block instance and model instance, all reachable for reset() and reports.
         self.video_states = video_states if video_states is not None else VideoStates()
         self.continues_earlier_compile = video_states is not None
-        self._local = threading.local()  # the calling thread's block instance (offset)
+        self._local = threading.local()  # the calling thread's video state (its last call's)
         self.served_offsets: set[int] = set()  # block instances this graph ran (regional)
         self._lock = threading.RLock()  # variants, counters
         self.calls = 0
@@ -266,9 +279,11 @@ class AsymRnRRuntime:
 
     @property
     def state(self) -> VideoState:
-        """The calling thread's video state of the block instance and model instance it is running
-        (made on its first call; a whole-model graph has one block instance, offset 0)."""
-        return self.video_states.get(getattr(self._local, "offset", 0), getattr(self._local, "weights", 0))
+        """The calling thread's video state: that of the block instance and model instance its
+        current (or last) call of this graph runs (a whole-model graph has one block instance,
+        offset 0); before its first call, that of block instance 0 of an unknown model."""
+        state = getattr(self._local, "state", None)
+        return state if state is not None else self.video_states.get(0)
 
     @property
     def cache(self) -> MatchingCache:
@@ -372,10 +387,8 @@ class AsymRnRRuntime:
 
     def __call__(self, *args: Any) -> Any:
         offset, timestep, unreduced = self._call_context(args)
-        self._local.offset = offset
-        self._local.weights = weights_key(args, self.weights_position)
+        state = self._local.state = self.video_states.get(offset, weights_of(args, self.weights_position))
         self.served_offsets.add(offset)
-        state = self.state
         event = state.tracker.observe(timestep)
         if event.new_video:
             state.new_video()
