@@ -144,10 +144,12 @@ class VideoStates:
         parameter is ``weights`` (:func:`weights_of`; None: unknown, one state for all; made on
         first use).
 
-        A model instance is known by the identity of that parameter, held weakly: a state is
-        never handed to another object that reuses a freed parameter's ``id`` (a model loaded
-        after another was deleted starts clean), and the states of models whose weights are gone
-        are dropped when this thread next makes a state.
+        A model instance is known by that parameter object, held weakly, so that two live models
+        keep two states. A parameter object seen for the first time takes over the state at this
+        block instance whose parameter is gone, if there is one: the same model whose parameters
+        offloading hooks re-create for every call (accelerate's sequential offload), or a model
+        loaded in place of a deleted one (whose first call, a timestep rise, starts a new video).
+        Other states whose parameters are gone are dropped then.
         """
         states: dict[tuple[int, int], tuple[weakref.ref[torch.Tensor] | None, VideoState]] | None = \
             getattr(self._local, "states", None)
@@ -157,12 +159,19 @@ class VideoStates:
         entry = states.get(key)
         if entry is not None and (entry[0] is None or entry[0]() is weights):
             return entry[1]
-        for stale in [k for k, (ref, _) in states.items() if ref is not None and ref() is None]:
-            del states[stale]
-        state = VideoState(site_offset=offset)
+        state = None
+        if weights is not None:
+            # insertion order: the last one is the state most recently made or taken over
+            gone = [k for k, (ref, _) in states.items() if k[0] == offset and ref is not None and ref() is None]
+            if gone:
+                state = states[gone[-1]][1]
+                for stale in gone:
+                    del states[stale]
+        if state is None:
+            state = VideoState(site_offset=offset)
+            with self._lock:
+                self._all.add(state)
         states[key] = (None if weights is None else weakref.ref(weights), state)
-        with self._lock:
-            self._all.add(state)
         return state
 
     def all(self) -> list[VideoState]:

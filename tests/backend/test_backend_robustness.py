@@ -483,3 +483,40 @@ def test_a_second_model_of_the_same_class_keeps_matchings_of_its_own(inputs):
     torch._dynamo.reset()
     isolated = _two_expert_loop(*string_form(isolate_recompiles=True), inputs, switch_after=switch + 1)
     torch.testing.assert_close(isolated, separate, rtol=0, atol=0)
+
+
+def _recreate_parameters(module: nn.Module) -> None:
+    """What accelerate's sequential CPU offload does around every call: every parameter is
+    replaced by a new ``Parameter`` object (here with the same values)."""
+    for submodule in module.modules():
+        for name, parameter in list(submodule._parameters.items()):
+            if parameter is not None:
+                submodule._parameters[name] = nn.Parameter(parameter.detach().clone(), requires_grad=False)
+
+
+def test_parameters_recreated_for_every_call_keep_the_video_going(inputs):
+    """The runtime knows a model by its first parameter object. Offloading hooks that re-create
+    the parameters for every call must not make every call a new video (step 0, a new matching
+    each time): the new object takes over the state of the one that is gone, and the loop equals
+    the one with stable parameters bit for bit, with the same cache hits."""
+    options = {"q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2, **TINY}
+    results = {}
+    for recreated in (False, True):
+        torch._dynamo.reset()
+        model = build_reference_model(PRESET, seed=0)
+        backend = AsymRnRBackend(AsymRnRConfig(**options))
+        compiled = _compile(model, backend)
+
+        def call(model=model, compiled=compiled, recreated=recreated, **kwargs):
+            if recreated:
+                _recreate_parameters(model)
+            return compiled(**kwargs)
+
+        output = _loop(call, inputs)
+        report = backend.report().to_dict()
+        results[recreated] = output, report["cache_hits"], report["steps"]
+    torch._dynamo.reset()
+    stable, recreated = results[False], results[True]
+    assert stable[1] > 0 and stable[2] == STEPS
+    assert (recreated[1], recreated[2]) == (stable[1], stable[2])
+    torch.testing.assert_close(recreated[0], stable[0], rtol=0, atol=0)

@@ -1,8 +1,8 @@
 """VideoStates: one video state per calling thread, block instance and model instance.
 
-A model instance is known by its first lifted parameter, held weakly, so that a model deleted and
-another loaded in its place (whose parameter Python may give the freed one's ``id``) starts
-clean, and the states of deleted models do not outlive them for long.
+A model instance is known by its first lifted parameter object, held weakly: live models keep
+their own states, and a new parameter object takes over the state whose parameter is gone (the
+same model with parameters re-created per call by offloading hooks), the others being dropped.
 """
 
 from __future__ import annotations
@@ -38,22 +38,27 @@ def test_each_thread_has_its_own_states():
     assert theirs[0] is not mine
 
 
-def test_a_deleted_models_state_is_neither_reused_nor_kept():
-    """The first model's weights are freed; a new model's state is made afresh and the old one
-    dropped, whether or not the new parameter got the freed one's ``id`` (CPython often reuses
-    it: then only the weak reference tells the two apart)."""
+def test_a_new_parameter_object_takes_over_the_state_whose_parameter_is_gone():
+    """Offloading hooks re-create a model's parameters for every call: the new object continues
+    the state of the one that is gone (its steps and matchings), block instance by block
+    instance, and of several gone, the most recent one; the others are dropped. Live models keep
+    theirs."""
     states = VideoStates()
-    weights = torch.zeros(1)
-    old_state = weakref.ref(states.get(0, weights))
-    old_state().matching_steps.append(7)  # the first model's video has progressed
-    del weights
+    live_weights, first_weights, second_weights = torch.zeros(1), torch.zeros(1), torch.zeros(1)
+    live = states.get(0, live_weights)
+    first = weakref.ref(states.get(0, first_weights))
+    second, second_block_1 = states.get(0, second_weights), states.get(1, second_weights)
+    second.matching_steps.append(7)  # its video has progressed
+    del first_weights, second_weights
     gc.collect()
-    new_weights = torch.zeros(1)
-    new_state = states.get(0, new_weights)
-    assert new_state.matching_steps == []
+    assert first() is not None  # kept until a new parameter object shows up
+    recreated = torch.zeros(1)  # the second model's parameter, re-created
+    assert states.get(0, recreated) is second and second.matching_steps == [7]
+    assert states.get(0, recreated) is second
+    assert states.get(1, recreated) is second_block_1  # block instance by block instance
+    assert states.get(0, live_weights) is live  # a live model keeps its own
     gc.collect()
-    assert old_state() is None  # dropped, not handed to the new model
-    assert states.all() == [new_state]
+    assert first() is None  # the older state whose parameter is gone was dropped
 
 
 def test_weights_of_finds_the_parameter_argument():
