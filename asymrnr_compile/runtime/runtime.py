@@ -32,7 +32,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.fx
@@ -118,6 +118,14 @@ class VideoState:
         self.matching_steps.clear()
 
 
+class _HeldState(NamedTuple):
+    """A video state and the parameter object (held weakly) of the model instance it belongs to;
+    None: an unknown model."""
+
+    weights: weakref.ref[torch.Tensor] | None
+    state: VideoState
+
+
 class VideoStates:
     """The video states of one sampling loop's callers: one :class:`VideoState` per calling
     thread, block instance (``offset``) and model instance (``weights``), all reachable for
@@ -151,27 +159,27 @@ class VideoStates:
         loaded in place of a deleted one (whose first call, a timestep rise, starts a new video).
         Other states whose parameters are gone are dropped then.
         """
-        states: dict[tuple[int, int], tuple[weakref.ref[torch.Tensor] | None, VideoState]] | None = \
-            getattr(self._local, "states", None)
+        states: dict[tuple[int, int], _HeldState] | None = getattr(self._local, "states", None)
         if states is None:
             states = self._local.states = {}
         key = (offset, 0 if weights is None else id(weights))
         entry = states.get(key)
-        if entry is not None and (entry[0] is None or entry[0]() is weights):
-            return entry[1]
+        if entry is not None and (entry.weights is None or entry.weights() is weights):
+            return entry.state
         state = None
         if weights is not None:
             # insertion order: the last one is the state most recently made or taken over
-            gone = [k for k, (ref, _) in states.items() if k[0] == offset and ref is not None and ref() is None]
+            gone = [k for k, held in states.items()
+                    if k[0] == offset and held.weights is not None and held.weights() is None]
             if gone:
-                state = states[gone[-1]][1]
+                state = states[gone[-1]].state
                 for stale in gone:
                     del states[stale]
         if state is None:
             state = VideoState(site_offset=offset)
             with self._lock:
                 self._all.add(state)
-        states[key] = (None if weights is None else weakref.ref(weights), state)
+        states[key] = _HeldState(None if weights is None else weakref.ref(weights), state)
         return state
 
     def all(self) -> list[VideoState]:
