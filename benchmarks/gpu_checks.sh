@@ -14,6 +14,9 @@
 #             17,550 video tokens), bf16, 10 steps, E2E_VARIANTS (default: the published
 #             settings, the defaults with their 32-dim projection, the defaults with the exact
 #             matching), E2E_ROUNDS timed rounds (default 2) -> RUN_DIR/e2e.json
+#   sdpa      what proportional attention's additive bias costs SDPA on the GPU (a float mask
+#             rules out the flash backend) against the same attention folded into the values,
+#             at CogVideoX-2B's kv-reduced size (benchmarks/sdpa_bias.py) -> RUN_DIR/sdpa.json
 #   quality   only with QUALITY=1: the shipped 1024-token model's quality benchmark, every
 #             caption x QUALITY_SEEDS seeds (default 4: 384 videos) -> RUN_DIR/quality.json
 #   train     only with TRAIN=1: retrain the 1024-token model (preset synthetic-fine) for
@@ -76,6 +79,9 @@ tail -n 3 "$RUN/tests.log"
 stage e2e python benchmarks/e2e.py --model reference --preset "$E2E_PRESET" --device "$DEVICE" \
     --dtype bfloat16 --variants "$E2E_VARIANTS" --rounds "$E2E_ROUNDS" --json "$RUN/e2e.json"
 tail -n 8 "$RUN/e2e.log"
+stage sdpa python benchmarks/sdpa_bias.py --device "$DEVICE" $([ "$E2E_PRESET" = tiny ] && echo --quick) \
+    --json "$RUN/sdpa.json"
+tail -n 5 "$RUN/sdpa.log"
 if [ "$QUALITY" = 1 ]; then
     stage quality python benchmarks/quality_synthetic.py --checkpoint "$FINE_CHECKPOINT" --device "$DEVICE" \
         --seeds "$QUALITY_SEEDS" --json "$RUN/quality.json"
