@@ -16,8 +16,8 @@ accumulating in float32 (:data:`HALF_DOT_DTYPES`): the product of two half-preci
 exact in float32 (at most 22 significant bits of 24), so these are the scores of the features
 widened to float32, as the ATen path computes them, to float32 rounding (summation order; tensor
 cores also truncate where they add, a few ulps), but on the tensor cores instead of the float32
-units (an H100/H200's peaks: ~990 against ~67 TFLOP/s). Squared norms are summed in float32 on
-the widened values either way.
+units (an H100/H200's datasheet peaks, dense: ~990 against ~67 TFLOP/s). Squared norms are
+summed in float32 on the widened values either way.
 
 This module needs the ``triton`` package; :func:`triton_available` says whether it is there.
 On a CPU the kernel runs under Triton's interpreter (``TRITON_INTERPRET=1`` set before Triton is

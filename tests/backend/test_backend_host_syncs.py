@@ -43,6 +43,27 @@ SETTINGS = {
 }
 
 
+def _ops_per_call(compiled, inputs, timesteps) -> list[Counter]:
+    """Every ATen op (and custom op) each call dispatches, by name, for the calls after the first
+    ``WARMUP_CALLS`` (which compile): ``compiled(**inputs)`` with the timestep set to each of
+    ``timesteps`` in turn."""
+    per_call = []
+    with torch.no_grad():
+        for index, timestep in enumerate(timesteps):
+            step_inputs = {**inputs, "timestep": torch.full_like(inputs["timestep"], timestep)}
+            if index < WARMUP_CALLS:
+                compiled(**step_inputs)
+                continue
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                compiled(**step_inputs)
+            per_call.append(Counter(event.name for event in prof.events()))
+    return per_call
+
+
+def _host_syncs(ops: Counter) -> Counter:
+    return Counter({name: count for name, count in ops.items() if name in HOST_SYNC_OPS})
+
+
 @pytest.mark.parametrize("setting", sorted(SETTINGS))
 def test_the_timestep_read_is_the_only_host_sync_of_a_call(setting, monkeypatch):
     timestep_reads = []
@@ -58,42 +79,17 @@ def test_the_timestep_read_is_the_only_host_sync_of_a_call(setting, monkeypatch)
     backend = AsymRnRBackend(AsymRnRConfig.from_options(SETTINGS[setting]))
     torch._dynamo.reset()
     compiled = torch.compile(model, backend=backend, fullgraph=True, dynamic=False)
-    calls = WARMUP_CALLS + PROFILED_CALLS
-    timesteps = [torch.full_like(inputs["timestep"], 1000.0 - 50.0 * step) for step in range(calls)]
-    with torch.no_grad():
-        for timestep in timesteps[:WARMUP_CALLS]:
-            compiled(**{**inputs, "timestep": timestep})
-        timestep_reads.clear()
-        per_call, matchings = [], []
-        for timestep in timesteps[WARMUP_CALLS:]:
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                compiled(**{**inputs, "timestep": timestep})
-            names = [event.name for event in prof.events()]
-            per_call.append(Counter(name for name in names if name in HOST_SYNC_OPS))
-            matchings.append(names.count(MATCH_OP_NAME))
+    timesteps = [1000.0 - 50.0 * step for step in range(WARMUP_CALLS + PROFILED_CALLS)]
+    per_call = _ops_per_call(compiled, inputs, timesteps)
+    del timestep_reads[:WARMUP_CALLS]
     torch._dynamo.reset()
 
     sites = backend.report().to_dict()["graphs"][0]["sites"]
     assert sites and all(site.get("applied") for site in sites)  # every site is reduced
     # calls that compute matchings (one per site and feature) and calls that reuse them
-    assert sorted(set(matchings)) == [0, 2 * len(sites)]
+    assert sorted({ops[MATCH_OP_NAME] for ops in per_call}) == [0, 2 * len(sites)]
     assert len(timestep_reads) == PROFILED_CALLS
-    assert per_call == [Counter({"aten::_local_scalar_dense": 1})] * PROFILED_CALLS
-
-
-def _host_syncs_per_call(compiled, inputs, timesteps) -> list[Counter]:
-    """The host-sync ops of each call after the first ``WARMUP_CALLS`` (which compile)."""
-    per_call = []
-    with torch.no_grad():
-        for index, timestep in enumerate(timesteps):
-            step_inputs = {**inputs, "timestep": torch.full_like(inputs["timestep"], timestep)}
-            if index < WARMUP_CALLS:
-                compiled(**step_inputs)
-                continue
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                compiled(**step_inputs)
-            per_call.append(Counter(event.name for event in prof.events() if event.name in HOST_SYNC_OPS))
-    return per_call
+    assert [_host_syncs(ops) for ops in per_call] == [Counter({"aten::_local_scalar_dense": 1})] * PROFILED_CALLS
 
 
 @pytest.mark.parametrize("regional", [False, True], ids=["whole-model", "regional"])
@@ -124,7 +120,7 @@ def test_a_diffusers_transformer_gets_one_host_sync_per_call_more_than_plain_ind
                 compiled = model
             else:
                 compiled = torch.compile(model, backend="inductor", fullgraph=True, dynamic=False)
-        counts[name] = _host_syncs_per_call(compiled, inputs, timesteps)
+        counts[name] = [_host_syncs(ops) for ops in _ops_per_call(compiled, inputs, timesteps)]
     torch._dynamo.reset()
 
     report = backend.report().to_dict()
