@@ -56,7 +56,7 @@ from asymrnr_compile.passes.decompose_multi_head_attention import (
 )
 from asymrnr_compile.plan.features import FEATURES
 from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatchError
-from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction
+from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction, unreduced_site_dict
 from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
 from asymrnr_compile.runtime.forward_context import ClaimSites, ForwardContext, current_forward
 from asymrnr_compile.runtime.regions import Compiler, inductor_compiler
@@ -86,9 +86,10 @@ class _PlainGraph:
     reason: str
     compile_seconds: float
     cost: CostEstimate
+    config: AsymRnRConfig
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sites": [site.to_dict() for site in self.sites], "variants": [],
+        return {"sites": [unreduced_site_dict(site, self.config, self.reason) for site in self.sites], "variants": [],
                 "compile_seconds": round(self.compile_seconds, 3), "fallback_reason": self.reason,
                 "cost": self.cost.to_dict()}
 
@@ -310,15 +311,14 @@ class AsymRnRBackend:
                                                f"{reason}. Fix: {fix}.")
         start = time.perf_counter()
         compiled = compile_graph(gm, list(example_inputs))
-        try:  # the backend lives as long as Dynamo keeps a graph it compiled (see asymrnr())
-            compiled._asymrnr_owner = self  # type: ignore[attr-defined]
-        except AttributeError:
-            logger.debug("asymrnr: cannot attach the backend to %s", type(compiled).__name__)
         flops = graph_flops(gm)
-        self.graphs.append(_PlainGraph(sites, reason, time.perf_counter() - start, CostEstimate(flops, flops, 0)))
-        if sites and current_forward() is not None:  # regional: its attention calls still count
-            return ClaimSites(compiled, len(sites), owner=self)
-        return compiled
+        self.graphs.append(_PlainGraph(sites, reason, time.perf_counter() - start, CostEstimate(flops, flops, 0),
+                                       self.config))
+        # The wrapper holds the backend as long as Dynamo keeps this graph (see asymrnr()): Dynamo does
+        # not keep the function compile_fx returns, so an attribute on it would not. Under regional
+        # compilation the graph's attention calls still count towards the model call's site indices.
+        claimed = len(sites) if current_forward() is not None else 0
+        return ClaimSites(compiled, claimed, owner=self)
 
     def _check_step_signal(self, gm: torch.fx.GraphModule) -> None:
         """Warn once when the timestep reaches the graph as a Python number (baked in as a

@@ -74,8 +74,8 @@ def read_grid(segment: Segment) -> tuple[tuple[int, int, int] | None, bool]:
     if (h.axis, w.axis) != ("h", "w"):
         return None, False
     frames = factors[:-2]
-    if any(f.is_video and f.axis != "f" for f in frames) or any(f.is_marker for f in frames):
-        return None, False
+    if any(not (f.is_opaque or f.axis == "f") for f in frames):
+        return None, False  # another grid axis, a patch interior or a marker among the frames
     sizes = (concrete(product(f.size for f in frames)), concrete(h.size), concrete(w.size))
     if any(s is None for s in sizes):
         return None, False

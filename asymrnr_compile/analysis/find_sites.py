@@ -24,6 +24,7 @@ import torch.fx
 
 from asymrnr_compile.analysis.classify_site import TokenAxes, read_token_axes
 from asymrnr_compile.analysis.fx_nodes import node_value
+from asymrnr_compile.analysis.input_grid import input_grid_seeds
 from asymrnr_compile.analysis.projection_paths import (
     ProjectionPaths,
     find_projection_paths,
@@ -37,7 +38,7 @@ from asymrnr_compile.analysis.propagate_layout import (
 from asymrnr_compile.analysis.sdpa import is_sdpa, sdpa_arguments
 from asymrnr_compile.analysis.site import AttentionSite, Feature
 from asymrnr_compile.analysis.site_names import block_of, site_names
-from asymrnr_compile.analysis.token_layout import concrete, shape_of
+from asymrnr_compile.analysis.token_layout import concrete, describe_dim, shape_of
 
 logger = logging.getLogger("asymrnr_compile.analysis")
 
@@ -66,6 +67,21 @@ def find_attention_sites(gm: torch.fx.GraphModule, *,
     nodes = [node for node in gm.graph.nodes if is_sdpa(node)]
     if not nodes:
         return []
+    sites = _find_sites(gm, nodes, seeds)
+    if seeds is None and not any(site.video_tokens for site in sites):
+        # no patch-embedding convolution or coordinate grid: a latent patchified by hand?
+        found = input_grid_seeds(gm)
+        if found.seeds:
+            logger.debug("video grid axes from the inputs: %s",
+                         {node.name: describe_layout(layout) for node, layout in found.seeds.items()})
+            sites = _find_sites(gm, nodes, found.seeds)
+        else:
+            logger.debug("no video grid from the inputs: %s", found.reason)
+    return sites
+
+
+def _find_sites(gm: torch.fx.GraphModule, nodes: list[torch.fx.Node],
+                seeds: Mapping[torch.fx.Node, LayoutValue] | None) -> list[AttentionSite]:
     try:
         env = propagate_token_layouts(gm, seeds)
     except Exception as exc:  # noqa: BLE001 - never break the user's model
@@ -85,6 +101,13 @@ def find_attention_sites(gm: torch.fx.GraphModule, *,
         )
         sites.append(site)
     return sites
+
+
+def describe_layout(layout: LayoutValue) -> str:
+    """Short text of a layout, e.g. ``([2], [4], [f2], [h16], [w16])`` (for logs)."""
+    if not is_layout(layout):
+        return repr(layout)
+    return "(" + ", ".join(describe_dim(dim) for dim in layout) + ")"  # type: ignore[union-attr]
 
 
 def _analyse(

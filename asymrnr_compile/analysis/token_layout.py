@@ -36,6 +36,12 @@ GRID_AXES = ("f", "h", "w")
 #: Label of the marker factor used to follow one token axis through a sub-graph
 #: (see :mod:`asymrnr_compile.analysis.projection_paths`).
 MARKER_AXIS = "T"
+#: Label of the inner part of a labelled factor that a reshape splits in two (a patch's interior:
+#: ``h16 -> (h4, p4)`` when 4 x 4 patches are cut); never a grid axis, never frames.
+PATCH_AXIS = "p"
+#: Prefix of the labels of a probed input's axes (``"in2"``: axis 2 of the probed input), used to
+#: find which axes of a video input become the token grid (:mod:`.input_grid`).
+PROBE_PREFIX = "in"
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,14 @@ class Factor:
     @property
     def is_marker(self) -> bool:
         return self.axis == MARKER_AXIS
+
+    @property
+    def is_opaque(self) -> bool:
+        return self.axis is None
+
+    @property
+    def is_probe(self) -> bool:
+        return self.axis is not None and self.axis.startswith(PROBE_PREFIX)
 
 
 Segment = tuple[Factor, ...]
@@ -207,8 +221,9 @@ def layout_matches(layout: Layout, shape: Sequence[Size]) -> bool:
 
 
 def strip_units(segment: Segment) -> Segment:
-    """The segment without its size-1 opaque factors (they do not change the token order)."""
-    kept = tuple(f for f in segment if not (f.axis is None and size_eq(f.size, 1)))
+    """The segment without its size-1 opaque or patch-interior factors (they do not change the
+    token order)."""
+    kept = tuple(f for f in segment if not (f.axis in (None, PATCH_AXIS) and size_eq(f.size, 1)))
     return kept
 
 
@@ -244,7 +259,10 @@ def reshape_layout(layout: Layout, new_shape: Sequence[Size]) -> Layout | None:
 
     All factors are laid out in row-major order and regrouped greedily into the new axes (a
     size-1 factor goes with the axis after it, so ``f1`` stays in front of ``h, w``). A
-    factor is split when an axis boundary falls inside it (the parts become opaque). An axis
+    factor is split when an axis boundary falls inside it: an opaque factor's parts are opaque;
+    a labelled factor's outer part keeps its label and its inner part is a patch interior
+    (:data:`PATCH_AXIS`), so cutting ``(H, W)`` into patches (``h16 -> (h8, p2)``) leaves the
+    patch grid labelled, as a patch-embedding convolution would. An axis
     made of several segments (a concatenation) moves only as a whole, unless it holds no video
     factor, in which case it may be regrouped as one opaque factor. Returns None when the
     regrouping is not understood (e.g. symbolic sizes that cannot be matched).
@@ -304,8 +322,9 @@ def _regroup(layout: Layout, new_shape: Sequence[Size]) -> Layout | None:
             rest = size_ratio(item.size, need) if need is not None else None
             if need is None or rest is None:
                 return None
-            acc.append(Factor(need))
-            items[i] = Factor(rest)
+            labelled = item.axis is not None and not item.is_marker
+            acc.append(Factor(need, item.axis, item.source) if labelled else Factor(need))
+            items[i] = Factor(rest, PATCH_AXIS, item.source) if labelled else Factor(rest)
             prod = target
         out.append(whole if whole is not None else (tuple(acc),))
     while i < len(items):

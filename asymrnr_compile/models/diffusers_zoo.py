@@ -825,4 +825,28 @@ def build(name: str, seed: int = 0) -> Built:
     if name not in ZOO:
         raise KeyError(f"model must be one of {sorted(ZOO)}, got {name!r}")
     torch.manual_seed(seed)
-    return ZOO[name].build()
+    model, inputs = ZOO[name].build()
+    randomise_zero_parameters(model, seed)
+    return model, inputs
+
+
+#: Standard deviation given to parameters a model initialises to zero (see :func:`randomise_zero_parameters`).
+ZERO_PARAMETER_STD = 0.02
+
+
+def randomise_zero_parameters(model: torch.nn.Module, seed: int = 0) -> int:
+    """Give every all-zero floating parameter of ``model`` seeded normal values (std
+    :data:`ZERO_PARAMETER_STD`); returns how many there were.
+
+    Some classes zero-initialise gates or output layers (Kandinsky 5's modulation, for one), so
+    that, untrained, their attention adds nothing to the output: a reduced attention would then
+    change nothing and a comparison with the unreduced model could not fail. Trained weights are
+    never all zero."""
+    generator = torch.Generator().manual_seed(seed)
+    count = 0
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.is_floating_point() and parameter.numel() > 1 and not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * ZERO_PARAMETER_STD)
+                count += 1
+    return count

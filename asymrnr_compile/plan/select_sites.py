@@ -95,6 +95,14 @@ def site_skip_reason(site: AttentionSite, config: AsymRnRConfig) -> str | None:
     return None
 
 
+def unreduced_site_dict(site: AttentionSite, config: AsymRnRConfig, graph_reason: str | None = None) -> dict[str, Any]:
+    """The report entry of a site left alone: :meth:`AttentionSite.to_dict` with ``reason`` always
+    set, to why ``config`` skips it (:func:`site_skip_reason`), else ``graph_reason`` (why its whole
+    graph runs unreduced), else "no feature to reduce at these ratios"."""
+    reason = site_skip_reason(site, config) or graph_reason or "no feature to reduce at these ratios"
+    return {**site.to_dict(), "reason": reason}
+
+
 def split_grid(site: AttentionSite, config: AsymRnRConfig) -> Grid | None:
     """The grid the site's split is drawn on: ``config.grid`` where it has the site's token count,
     else the grid the analysis recovered (None: a 1-D split)."""

@@ -46,7 +46,7 @@ from asymrnr_compile.passes.reduce_attention_tokens import RewriteResult, reduce
 from asymrnr_compile.plan.features import Feature
 from asymrnr_compile.plan.reduction_plan import CacheSlot, FeaturePlan, ReductionPlan, SitePlan
 from asymrnr_compile.plan.seeds import site_seed
-from asymrnr_compile.plan.select_sites import Grid, SiteReduction
+from asymrnr_compile.plan.select_sites import Grid, SiteReduction, unreduced_site_dict
 from asymrnr_compile.runtime.forward_context import current_forward
 from asymrnr_compile.runtime.matching_cache import CacheKey, MatchingCache, MatchingRecord
 from asymrnr_compile.runtime.regions import Compiler, RegionCompiler, compile_regions
@@ -500,7 +500,7 @@ class AsymRnRRuntime:
         return {
             "sites": [
                 self.reduction_by_site[site.index].to_dict() if site.index in self.reduction_by_site
-                else site.to_dict()
+                else unreduced_site_dict(site, self.config)
                 for site in self.sites
             ],
             "variants": [variant.describe() for variant in self.variants.values()],
