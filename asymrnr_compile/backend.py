@@ -32,6 +32,7 @@ registers it, and a second registration raises "duplicate name".
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -44,10 +45,11 @@ import torch
 import torch.fx
 from torch._guards import CompileContext
 
-from asymrnr_compile.analysis import find_attention_sites
 from asymrnr_compile.analysis.cost import CostEstimate, graph_flops
 from asymrnr_compile.analysis.declared_layout import DeclaredLayout, declared_layout_seeds
+from asymrnr_compile.analysis.find_sites import analyse_graph
 from asymrnr_compile.analysis.fx_nodes import op_name
+from asymrnr_compile.analysis.graph_outputs import handed_off_seeds, video_output_layouts
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
 from asymrnr_compile.passes.decompose_multi_head_attention import (
@@ -59,6 +61,7 @@ from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatc
 from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction, unreduced_site_dict
 from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
 from asymrnr_compile.runtime.forward_context import ClaimSites, ForwardContext, current_forward
+from asymrnr_compile.runtime.layout_handoff import LayoutHandoff
 from asymrnr_compile.runtime.regions import Compiler, inductor_compiler
 from asymrnr_compile.runtime.runtime import VideoStates
 from asymrnr_compile.runtime.steps import constant_timestep_argument, find_timestep_input
@@ -205,6 +208,8 @@ class AsymRnRBackend:
         # Steps and matchings per compiled code and shapes, shared by Dynamo's recompiles of it.
         self._video_states: dict[tuple[Any, ...], VideoStates] = {}
         self._warned: set[str] = set()
+        # Outputs that carry video tokens into graphs compiled after a graph break.
+        self._handoff = LayoutHandoff()
         # The string form's options object (its id keys the backend in asymrnr()), else None.
         self.options: Mapping[str, Any] | None = None
 
@@ -224,22 +229,32 @@ class AsymRnRBackend:
         forward = current_forward()  # set while a model call runs under the regional layout hook
         if forward is None:
             self._check_step_signal(gm)
+        video_outputs: dict[int, Any] = {}
         try:
-            sites = find_attention_sites(gm)
+            analysis = analyse_graph(gm)
+            sites = analysis.sites
             reasons: list[str] = []
             declared = None
+            if sites and not any(site.video_tokens for site in sites):
+                # after a graph break: the video tokens may come from an earlier graph's outputs
+                handed = handed_off_seeds(gm, example_inputs, self._handoff.layout_of)
+                if handed.seeds:
+                    analysis = analyse_graph(gm, seeds=handed.seeds)
+                    sites = analysis.sites
+            video_outputs = video_output_layouts(gm, analysis.layouts)
             if sites and not any(site.video_tokens for site in sites):
                 sites, declared, why = self._declared_sites(gm, sites, forward)
                 if why:
                     reasons.append(why)
             if forward is not None and any(site.video_tokens for site in sites) and \
                     (refusal := _regional_refusal(self.config)):
-                return self._plain(gm, example_inputs, sites, compile_graph, refusal)
+                return self._plain(gm, example_inputs, sites, compile_graph, refusal, video_outputs=video_outputs)
             driver = None if self.config.schedule is None else \
                 ScheduleDriver(self.config.schedule, sites, self.config.num_steps)
             if _has_symbolic_shapes(gm):
                 return self._plain(gm, example_inputs, sites, compile_graph,
-                                   "graph has symbolic (dynamic) shapes; compile with dynamic=False to reduce")
+                                   "graph has symbolic (dynamic) shapes; compile with dynamic=False to reduce",
+                                   video_outputs=video_outputs)
             reductions: list[SiteReduction] = []
             site_reasons: list[str] = []  # per site; "" where reduced
             for site in sites:
@@ -253,7 +268,7 @@ class AsymRnRBackend:
                 if not sites and _computes_attention_by_hand(gm):
                     reason = "attention is computed without scaled_dot_product_attention" + (
                         f" ({'; '.join(left_alone)})" if left_alone else "")
-                    return self._plain(gm, example_inputs, sites, compile_graph, reason)
+                    return self._plain(gm, example_inputs, sites, compile_graph, reason, video_outputs=video_outputs)
                 # Warn only when a video site is left alone for a reason the user did not choose
                 # (all ratios 0 is a choice; text-only sites have nothing to reduce).
                 nothing_asked = driver is None and not any(self.config.ratio(f) for f in FEATURES)
@@ -262,7 +277,8 @@ class AsymRnRBackend:
                     not site.video_tokens or reason.endswith(_CHOSEN_BY_CONFIG)
                     for site, reason in zip(sites, site_reasons)))
                 reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
-                return self._plain(gm, example_inputs, sites, compile_graph, reason, warn=not chosen)
+                return self._plain(gm, example_inputs, sites, compile_graph, reason, warn=not chosen,
+                                   video_outputs=video_outputs)
             video_key = _video_state_key(example_inputs, reductions, regional=forward is not None)
             shared = self._video_states.get(video_key) if video_key is not None else None
             if shared is not None:
@@ -279,6 +295,8 @@ class AsymRnRBackend:
             logger.warning("asymrnr: analysis failed, compiling unchanged: %s: %s", type(error).__name__, error)
             return self._plain(gm, example_inputs, [], compile_graph, f"analysis failed: {error}")
         runtime.owner = self  # the backend lives as long as Dynamo keeps a graph it compiled
+        if video_outputs:
+            runtime.on_outputs = functools.partial(self._handoff.record, layouts=video_outputs)
         self.graphs.append(runtime)
         logger.info("asymrnr: reducing %d of %d attention sites", len(reductions), len(sites))
         return runtime
@@ -297,10 +315,11 @@ class AsymRnRBackend:
         if not seeded.seeds:
             logger.info("asymrnr: no declared layout for this graph: %s", seeded.reason)
             return sites, None, None
-        return find_attention_sites(gm, seeds=seeded.seeds), forward.layout, None
+        return analyse_graph(gm, seeds=seeded.seeds).sites, forward.layout, None
 
     def _plain(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any], sites: list[AttentionSite],
-               compile_graph: Compiler, reason: str, *, warn: bool = True) -> Callable[..., Any]:
+               compile_graph: Compiler, reason: str, *, warn: bool = True,
+               video_outputs: Mapping[int, Any] | None = None) -> Callable[..., Any]:
         """Compile ``gm`` unchanged; with ``warn``, say once why a graph with attention is not
         accelerated and what to do."""
         logger.info("asymrnr: graph compiled unchanged: %s", reason)
@@ -318,7 +337,8 @@ class AsymRnRBackend:
         # not keep the function compile_fx returns, so an attribute on it would not. Under regional
         # compilation the graph's attention calls still count towards the model call's site indices.
         claimed = len(sites) if current_forward() is not None else 0
-        return ClaimSites(compiled, claimed, owner=self)
+        on_outputs = functools.partial(self._handoff.record, layouts=video_outputs) if video_outputs else None
+        return ClaimSites(compiled, claimed, owner=self, on_outputs=on_outputs)
 
     def _check_step_signal(self, gm: torch.fx.GraphModule) -> None:
         """Warn once when the timestep reaches the graph as a Python number (baked in as a

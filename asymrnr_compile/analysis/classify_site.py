@@ -5,10 +5,14 @@ At the SDPA node the token axis of query and key is ``-2``. Its layout (see
 factors. From that:
 
 - query and key axes equal, only video -> ``"self"``;
-- query and key axes equal, text (non-video) segments on one side -> ``"joint"`` with
-  ``text_position`` and ``text_tokens``;
+- query and key axes equal, other segments (text, audio, other video segments) before and/or
+  after the video -> ``"joint"`` with ``text_position`` (``"first"``, ``"last"`` or ``"both"``),
+  ``text_tokens`` (all of them) and ``tokens_before`` (the start of the video span);
 - query axis only video, key axis different -> ``"cross"`` (only queries can be reduced);
 - no video on the query axis -> ``"unknown"``, not reducible, with a reason.
+
+Of several video segments on the query axis (history or clean-latent frames before the frames
+being denoised) the largest with a recoverable grid is reduced; the others stay whole, like text.
 
 The grid ``(F, H, W)`` is read from the video segment's factors: ``h`` and ``w`` of one source
 last, and before them the frames (the source's ``f`` axis, or an opaque factor that was
@@ -18,7 +22,7 @@ temporal attention, which is left alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from asymrnr_compile.analysis.site import SiteKind, TextPosition
 from asymrnr_compile.analysis.token_layout import (
@@ -50,6 +54,7 @@ class TokenAxes:
     grid: tuple[int, int, int] | None = None
     video_segment: Segment | None = None
     reason: str | None = None
+    tokens_before: int = 0
 
     @property
     def reducible(self) -> bool:
@@ -131,26 +136,26 @@ def read_token_axes(query: Layout | None, key: Layout | None) -> TokenAxes:
             )
         return TokenAxes("unknown", reason="queries are not video tokens (keys are)")
     if len(video_at) > 1:
-        return TokenAxes("unknown", reason="several separate video segments on the query axis")
-    m = video_at[0]
+        primary = _primary_video_segment(q_dim, video_at)
+        if primary is None:
+            return TokenAxes("unknown", reason="several separate video segments on the query axis, and no single "
+                                               "largest one with a recoverable grid")
+        m = primary
+    else:
+        m = video_at[0]
     segment = q_dim[m]
     before, after = q_dim[:m], q_dim[m + 1 :]
     n_video = concrete(segment_size(segment))
     grid, temporal = read_grid(segment)
-    if before and after:
-        return TokenAxes(
-            "unknown",
-            video_tokens=n_video,
-            grid=grid,
-            video_segment=segment,
-            reason="video tokens lie between other tokens (text on both sides)",
-        )
+    tokens_before = _text_length(before)
+    if before and tokens_before is None:
+        return TokenAxes("unknown", video_tokens=n_video, grid=grid, video_segment=segment,
+                         reason="a symbolic number of tokens precedes the video tokens")
     if _same_axis(q_dim, k_dim):
         if before or after:
             kind: SiteKind = "joint"
-            text = before or after
-            position: TextPosition | None = "first" if before else "last"
-            text_tokens = _text_length(text)
+            position: TextPosition | None = "both" if before and after else "first" if before else "last"
+            text_tokens = _text_length(before + after)
         else:
             kind, position, text_tokens = "self", None, None
     elif before or after:
@@ -163,7 +168,7 @@ def read_token_axes(query: Layout | None, key: Layout | None) -> TokenAxes:
         )
     else:
         kind, position, text_tokens = "cross", None, None
-    result = TokenAxes(kind, position, text_tokens, n_video, grid, segment)
+    result = TokenAxes(kind, position, text_tokens, n_video, grid, segment, tokens_before=tokens_before or 0)
     if temporal:
         return _unreducible(
             result, f"only {n_video} tokens on the attention axis (temporal attention)"
@@ -174,15 +179,25 @@ def read_token_axes(query: Layout | None, key: Layout | None) -> TokenAxes:
 
 
 def _unreducible(axes: TokenAxes, reason: str) -> TokenAxes:
-    return TokenAxes(
-        axes.kind,
-        axes.text_position,
-        axes.text_tokens,
-        axes.video_tokens,
-        axes.grid,
-        axes.video_segment,
-        reason,
-    )
+    return replace(axes, reason=reason)
+
+
+def _primary_video_segment(dim: Dim, video_at: list[int]) -> int | None:
+    """Of several video segments on one token axis (Helios' history frames before the current
+    ones, Framepack's clean latents), the one to reduce: the largest with a recoverable
+    spatial grid; None when there is no such segment or two tie. The others stay whole, like
+    text."""
+    sizes: dict[int, int] = {}
+    for k in video_at:
+        grid, temporal = read_grid(dim[k])
+        size = concrete(segment_size(dim[k]))
+        if grid is not None and not temporal and size is not None:
+            sizes[k] = size
+    if not sizes:
+        return None
+    largest = max(sizes.values())
+    best = [k for k, size in sizes.items() if size == largest]
+    return best[0] if len(best) == 1 else None
 
 
 def _same_axis(a: Dim, b: Dim) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -64,24 +64,45 @@ def find_attention_sites(gm: torch.fx.GraphModule, *,
         One :class:`AttentionSite` per ``scaled_dot_product_attention`` node (an empty list
         when there is none).
     """
-    nodes = [node for node in gm.graph.nodes if is_sdpa(node)]
-    if not nodes:
+    if not any(is_sdpa(node) for node in gm.graph.nodes):
         return []
-    sites = _find_sites(gm, nodes, seeds)
-    if seeds is None and not any(site.video_tokens for site in sites):
+    return analyse_graph(gm, seeds=seeds).sites
+
+
+@dataclass
+class GraphAnalysis:
+    """What the analysis found in one graph.
+
+    Attributes:
+        sites: every attention site, in graph order (see :func:`find_attention_sites`).
+        layouts: the token layout of every node (:func:`~.propagate_layout.propagate_token_layouts`),
+            from the seeds that were used.
+    """
+
+    sites: list[AttentionSite]
+    layouts: dict[torch.fx.Node, LayoutValue]
+
+
+def analyse_graph(gm: torch.fx.GraphModule, *,
+                  seeds: Mapping[torch.fx.Node, LayoutValue] | None = None) -> GraphAnalysis:
+    """The sites of :func:`find_attention_sites` and the layouts they were read from (also for a
+    graph without attention, whose outputs may carry video tokens to a later graph)."""
+    nodes = [node for node in gm.graph.nodes if is_sdpa(node)]
+    analysis = _find_sites(gm, nodes, seeds)
+    if seeds is None and nodes and not any(site.video_tokens for site in analysis.sites):
         # no patch-embedding convolution or coordinate grid: a latent patchified by hand?
         found = input_grid_seeds(gm)
         if found.seeds:
             logger.debug("video grid axes from the inputs: %s",
                          {node.name: describe_layout(layout) for node, layout in found.seeds.items()})
-            sites = _find_sites(gm, nodes, found.seeds)
+            analysis = _find_sites(gm, nodes, found.seeds)
         else:
             logger.debug("no video grid from the inputs: %s", found.reason)
-    return sites
+    return analysis
 
 
 def _find_sites(gm: torch.fx.GraphModule, nodes: list[torch.fx.Node],
-                seeds: Mapping[torch.fx.Node, LayoutValue] | None) -> list[AttentionSite]:
+                seeds: Mapping[torch.fx.Node, LayoutValue] | None) -> GraphAnalysis:
     try:
         env = propagate_token_layouts(gm, seeds)
     except Exception as exc:  # noqa: BLE001 - never break the user's model
@@ -100,7 +121,7 @@ def _find_sites(gm: torch.fx.GraphModule, nodes: list[torch.fx.Node],
             index, name, site.kind, site.video_tokens, site.grid, site.features, site.reason,
         )
         sites.append(site)
-    return sites
+    return GraphAnalysis(sites, env)
 
 
 def describe_layout(layout: LayoutValue) -> str:
@@ -175,6 +196,7 @@ def _apply_axes(site: AttentionSite, axes: TokenAxes) -> None:
     site.kind = axes.kind
     site.text_position = axes.text_position
     site.text_tokens = axes.text_tokens
+    site.tokens_before = axes.tokens_before
     site.video_tokens = axes.video_tokens
     site.grid = axes.grid
     if axes.reducible and axes.kind in ("self", "joint", "cross"):

@@ -262,7 +262,7 @@ def _marked_dim(dim: Dim, axes: TokenAxes, site_index: int) -> Dim | None:
     marker = _marker(axes.video_tokens, site_index)
     if size_eq(size, axes.video_tokens):
         return (marker,)
-    if axes.kind == "joint" and axes.text_tokens is not None:
+    if axes.kind == "joint" and axes.text_tokens is not None and axes.text_position in ("first", "last"):
         if size_eq(size, axes.video_tokens + axes.text_tokens):
             text = opaque_dim(axes.text_tokens)[0]
             return (text, marker) if axes.text_position == "first" else (marker, text)

@@ -30,7 +30,7 @@ from asymrnr_compile.analysis.fx_nodes import node_value
 from asymrnr_compile.plan.features import Feature
 
 SiteKind = Literal["self", "joint", "cross", "unknown"]
-TextPosition = Literal["first", "last"]
+TextPosition = Literal["first", "last", "both"]
 
 
 @dataclass(eq=False)
@@ -51,8 +51,12 @@ class AttentionSite:
             symbolic.
         token_dim: token axis of the hidden states before the head split (usually 1 for
             ``(B, L, C)``), or None when unknown.
-        text_position: ``"first"`` / ``"last"`` for joint sites, else None.
-        text_tokens: number of text tokens in a joint site (None when symbolic or not joint).
+        text_position: ``"first"`` / ``"last"`` / ``"both"`` (other tokens on both sides of the
+            video span) for joint sites, else None.
+        text_tokens: number of non-video tokens in a joint site: text, audio, history frames kept
+            whole (None when symbolic or not joint).
+        tokens_before: number of tokens before the video span on the query axis (the span's
+            start; 0 for self and cross sites), None when unknown.
         video_tokens: number of video tokens on the query axis (None when unknown).
         grid: video token grid ``(F, H, W)`` with ``F * H * W == video_tokens``, or None when it
             cannot be recovered (reduction then falls back to a 1-D split).
@@ -104,14 +108,15 @@ class AttentionSite:
     features: tuple[Feature, ...] = field(default_factory=tuple)
     hidden_states_video_start: int | None = None
     output_video_start: int | None = None
+    tokens_before: int | None = None
 
     @property
     def video_start(self) -> int:
-        """Start of the video span on the query token axis (0 unless text comes first)."""
-        if self.kind == "joint" and self.text_position == "first":
-            if self.text_tokens is None:
-                raise ValueError(f"site {self.name}: text comes first but its length is symbolic")
-            return self.text_tokens
+        """Start of the video span on the query token axis (0 unless other tokens come first)."""
+        if self.kind == "joint" and self.text_position in ("first", "both"):
+            if self.tokens_before is None:
+                raise ValueError(f"site {self.name}: tokens come before the video but their number is symbolic")
+            return self.tokens_before
         return 0
 
     def matches_on_hidden_states(self, match_on: str) -> bool:
@@ -156,6 +161,7 @@ class AttentionSite:
             "key_tokens": self.key_tokens,
             "text_position": self.text_position,
             "text_tokens": self.text_tokens,
+            "tokens_before": self.tokens_before,
             "video_tokens": self.video_tokens,
             "grid": list(self.grid) if self.grid is not None else None,
             "block": self.block,

@@ -93,22 +93,31 @@ class ClaimSites:
         fn: the compiled graph.
         count: its attention (SDPA) calls.
         owner: an object to keep alive as long as this graph is (the backend). Default None.
+        on_outputs: called with the outputs of every call (the backend records those that carry
+            video tokens into a later graph). Default None.
     """
 
-    def __init__(self, fn: Callable[..., Any], count: int, owner: object | None = None) -> None:
+    def __init__(self, fn: Callable[..., Any], count: int, owner: object | None = None,
+                 on_outputs: Callable[[Any], None] | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ValueError(f"count must be a non-negative int, got {count!r}")
+        if on_outputs is not None and not callable(on_outputs):
+            raise TypeError(f"on_outputs must be callable, got {type(on_outputs).__name__}")
         self.fn = fn
         self.count = count
         self.owner = owner
+        self.on_outputs = on_outputs
 
     def __call__(self, *args: Any) -> Any:
         context = current_forward()
         if context is not None:
             context.claim_sites(self.count)
-        return self.fn(*args)
+        outputs = self.fn(*args)
+        if self.on_outputs is not None:
+            self.on_outputs(outputs)
+        return outputs
 
 
 @contextmanager

@@ -252,6 +252,9 @@ class AsymRnRRuntime:
                  video_states: VideoStates | None = None) -> None:
         self.gm = gm
         self.regional = regional
+        # Called with the model outputs of every call (set by the backend: outputs that carry video
+        # tokens into a graph compiled after a graph break); None: nothing to do.
+        self.on_outputs: Callable[[Any], None] | None = None
         self.declared_layout = declared_layout
         self.unreduced_calls: dict[str, int] = {}  # regional calls run unreduced, by reason
         self.on_matching = on_matching
@@ -403,6 +406,12 @@ class AsymRnRRuntime:
             logger.warning("asymrnr: a regional graph runs unreduced: %s", reason)
 
     def __call__(self, *args: Any) -> Any:
+        outputs = self._call(*args)
+        if self.on_outputs is not None:
+            self.on_outputs(outputs)
+        return outputs
+
+    def _call(self, *args: Any) -> Any:
         offset, timestep, unreduced = self._call_context(args)
         state = self._local.state = self.video_states.get(offset, weights_of(args, self.weights_position))
         self.served_offsets.add(offset)
