@@ -50,6 +50,7 @@ from asymrnr_compile.analysis.declared_layout import DeclaredLayout, declared_la
 from asymrnr_compile.analysis.find_sites import analyse_graph
 from asymrnr_compile.analysis.fx_nodes import op_name
 from asymrnr_compile.analysis.graph_outputs import handed_off_seeds, video_output_layouts
+from asymrnr_compile.analysis.other_attention import OtherAttention
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
 from asymrnr_compile.passes.decompose_multi_head_attention import (
@@ -90,9 +91,11 @@ class _PlainGraph:
     compile_seconds: float
     cost: CostEstimate
     config: AsymRnRConfig
+    other_attention: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sites": [unreduced_site_dict(site, self.config, self.reason) for site in self.sites], "variants": [],
+        return {"sites": [unreduced_site_dict(site, self.config, self.reason) for site in self.sites],
+                "other_attention": self.other_attention, "variants": [],
                 "compile_seconds": round(self.compile_seconds, 3), "fallback_reason": self.reason,
                 "cost": self.cost.to_dict()}
 
@@ -230,6 +233,7 @@ class AsymRnRBackend:
         if forward is None:
             self._check_step_signal(gm)
         video_outputs: dict[int, Any] = {}
+        others: list[OtherAttention] = []
         try:
             analysis = analyse_graph(gm)
             sites = analysis.sites
@@ -242,19 +246,23 @@ class AsymRnRBackend:
                     analysis = analyse_graph(gm, seeds=handed.seeds)
                     sites = analysis.sites
             video_outputs = video_output_layouts(gm, analysis.layouts)
+            others = analysis.other_attention
+            for other in others:
+                self._warn_once(f"other attention: {other.kind}", f"asymrnr: {other.name}: {other.reason}.")
             if sites and not any(site.video_tokens for site in sites):
                 sites, declared, why = self._declared_sites(gm, sites, forward)
                 if why:
                     reasons.append(why)
             if forward is not None and any(site.video_tokens for site in sites) and \
                     (refusal := _regional_refusal(self.config)):
-                return self._plain(gm, example_inputs, sites, compile_graph, refusal, video_outputs=video_outputs)
+                return self._plain(gm, example_inputs, sites, compile_graph, refusal, video_outputs=video_outputs,
+                                   others=others)
             driver = None if self.config.schedule is None else \
                 ScheduleDriver(self.config.schedule, sites, self.config.num_steps)
             if _has_symbolic_shapes(gm):
                 return self._plain(gm, example_inputs, sites, compile_graph,
                                    "graph has symbolic (dynamic) shapes; compile with dynamic=False to reduce",
-                                   video_outputs=video_outputs)
+                                   video_outputs=video_outputs, others=others)
             reductions: list[SiteReduction] = []
             site_reasons: list[str] = []  # per site; "" where reduced
             for site in sites:
@@ -268,7 +276,8 @@ class AsymRnRBackend:
                 if not sites and _computes_attention_by_hand(gm):
                     reason = "attention is computed without scaled_dot_product_attention" + (
                         f" ({'; '.join(left_alone)})" if left_alone else "")
-                    return self._plain(gm, example_inputs, sites, compile_graph, reason, video_outputs=video_outputs)
+                    return self._plain(gm, example_inputs, sites, compile_graph, reason, video_outputs=video_outputs,
+                                       others=others)
                 # Warn only when a video site is left alone for a reason the user did not choose
                 # (all ratios 0 is a choice; text-only sites have nothing to reduce).
                 nothing_asked = driver is None and not any(self.config.ratio(f) for f in FEATURES)
@@ -278,7 +287,7 @@ class AsymRnRBackend:
                     for site, reason in zip(sites, site_reasons)))
                 reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
                 return self._plain(gm, example_inputs, sites, compile_graph, reason, warn=not chosen,
-                                   video_outputs=video_outputs)
+                                   video_outputs=video_outputs, others=others)
             video_key = _video_state_key(example_inputs, reductions, regional=forward is not None)
             shared = self._video_states.get(video_key) if video_key is not None else None
             if shared is not None:
@@ -297,6 +306,7 @@ class AsymRnRBackend:
         runtime.owner = self  # the backend lives as long as Dynamo keeps a graph it compiled
         if video_outputs:
             runtime.on_outputs = functools.partial(self._handoff.record, layouts=video_outputs)
+        runtime.other_attention = [other.to_dict() for other in others]
         self.graphs.append(runtime)
         logger.info("asymrnr: reducing %d of %d attention sites", len(reductions), len(sites))
         return runtime
@@ -307,7 +317,10 @@ class AsymRnRBackend:
         the layout the model call declares (a transformer block compiled alone). Returns the
         sites, the layout used (None: not seeded) and why not, where that is worth reporting."""
         if forward is None:
-            if any((site.query_tokens or 0) >= self.config.min_video_tokens for site in sites):
+            # A graph with the model's timestep input is a whole model (or its first part), not a block
+            # compiled alone: the regional-compilation hint would mislead there.
+            block_alone = find_timestep_input(gm, self.config.timestep_args) is None
+            if block_alone and any((site.query_tokens or 0) >= self.config.min_video_tokens for site in sites):
                 return sites, None, ("no video tokens in this graph (a transformer block compiled alone, "
                                      "without the grid? see regional compilation)")
             return sites, None, None
@@ -319,20 +332,21 @@ class AsymRnRBackend:
 
     def _plain(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any], sites: list[AttentionSite],
                compile_graph: Compiler, reason: str, *, warn: bool = True,
-               video_outputs: Mapping[int, Any] | None = None) -> Callable[..., Any]:
+               video_outputs: Mapping[int, Any] | None = None,
+               others: Sequence[OtherAttention] = ()) -> Callable[..., Any]:
         """Compile ``gm`` unchanged; with ``warn``, say once why a graph with attention is not
         accelerated and what to do."""
         logger.info("asymrnr: graph compiled unchanged: %s", reason)
         if warn and (sites or reason.startswith(("attention is computed", "analysis failed"))):
             fix = next((fix for key, fix in _NOT_ACCELERATED_FIXES if key in reason),
                        "see backend.report().to_dict() for each site's reason")
-            self._warn_once("not accelerated", f"asymrnr: a graph with attention runs unreduced (plain Inductor): "
-                                               f"{reason}. Fix: {fix}.")
+            self._warn_once(f"not accelerated: {reason}", f"asymrnr: a graph with attention runs unreduced (plain "
+                                                          f"Inductor): {reason}. Fix: {fix}.")
         start = time.perf_counter()
         compiled = compile_graph(gm, list(example_inputs))
         flops = graph_flops(gm)
         self.graphs.append(_PlainGraph(sites, reason, time.perf_counter() - start, CostEstimate(flops, flops, 0),
-                                       self.config))
+                                       self.config, [other.to_dict() for other in others]))
         # The wrapper holds the backend as long as Dynamo keeps this graph (see asymrnr()): Dynamo does
         # not keep the function compile_fx returns, so an attribute on it would not. Under regional
         # compilation the graph's attention calls still count towards the model call's site indices.

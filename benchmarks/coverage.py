@@ -181,6 +181,8 @@ def _sites(report: dict[str, Any], config: AsymRnRConfig) -> tuple[list[SiteRow]
             applied = tuple(sorted(site.get("applied") or {}))
             sites.append(SiteRow(g, site["name"], site["kind"], site.get("video_tokens"), site.get("query_tokens"),
                                  applied, None if applied else site.get("reason")))
+        for other in graph.get("other_attention", []):  # attention over video tokens that is not SDPA
+            sites.append(SiteRow(g, other["name"], other["kind"], None, None, (), other["reason"]))
     return sites, graph_reasons
 
 

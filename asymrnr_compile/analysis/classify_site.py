@@ -41,6 +41,8 @@ from asymrnr_compile.analysis.token_layout import (
 
 #: Token axis of query, key and value at an SDPA call.
 SDPA_TOKEN_AXIS = -2
+#: Start of the reason of a site whose query and key hold no video tokens.
+TEXT_ONLY_REASON = "text-only attention"
 
 
 @dataclass(frozen=True)
@@ -120,19 +122,21 @@ def read_token_axes(query: Layout | None, key: Layout | None) -> TokenAxes:
     video_at = [k for k, seg in enumerate(q_dim) if segment_is_video(seg)]
     if not video_at:
         other = _video_elsewhere(query)
+        n_q = concrete(dim_size(q_dim))
         if other is not None:
+            count = "a symbolic number of" if n_q is None else str(n_q)
             return TokenAxes(
                 "unknown",
-                reason=f"could not find the token dimension (video tokens on query dim {other},"
-                " not on the attention axis -2)",
+                reason=f"attention along another axis than the video grid's: the grid's tokens are on query axis "
+                f"{other}, the attention axis holds {count} tokens (e.g. temporal attention over each position's "
+                "frames); not reduced",
             )
-        n_q = concrete(dim_size(q_dim))
         if not any(segment_is_video(seg) for seg in k_dim):
             count = "a symbolic number of" if n_q is None else str(n_q)
             plural = "" if n_q == 1 else "s"
             return TokenAxes(
                 "unknown",
-                reason=f"text-only attention (no video tokens; {count} query token{plural})",
+                reason=f"{TEXT_ONLY_REASON} (no video tokens; {count} query token{plural})",
             )
         return TokenAxes("unknown", reason="queries are not video tokens (keys are)")
     if len(video_at) > 1:
@@ -215,4 +219,4 @@ def _same_axis(a: Dim, b: Dim) -> bool:
     return True
 
 
-__all__ = ["SDPA_TOKEN_AXIS", "TokenAxes", "read_grid", "read_token_axes"]
+__all__ = ["SDPA_TOKEN_AXIS", "TEXT_ONLY_REASON", "TokenAxes", "read_grid", "read_token_axes"]

@@ -8,9 +8,11 @@ attention looks text-only. The grid is known outside the graph, from the whole m
 :class:`DeclaredLayout` into starting layouts for the graph's inputs, which
 :func:`~asymrnr_compile.analysis.find_sites.find_attention_sites` propagates as usual:
 
-- an input (not a lifted parameter or buffer) with exactly one axis of ``F * H * W`` elements
-  holds the video tokens on that axis, in row-major ``(f, h, w)`` order (``(B, N, C)`` hidden
-  states, ``(N, d)`` or ``(B, N, 1, d)`` rotary tables);
+- an input (not a lifted parameter or buffer) with exactly one axis of ``F * H * W`` elements,
+  not counting its last axis (the features), holds the video tokens on that axis, in row-major
+  ``(f, h, w)`` order (``(B, N, C)`` hidden states, ``(N, d)`` or ``(B, N, 1, d)`` rotary
+  tables), also when the model's width happens to equal ``N``; an input whose only such axis is
+  the last one holds them there;
 - every other input stays opaque (text hidden states, the time embedding, masks).
 
 Nothing is seeded (with a reason) when the text has as many tokens as the video, since an input
@@ -102,6 +104,10 @@ def declared_layout_seeds(gm: torch.fx.GraphModule, declared: DeclaredLayout) ->
         if shape is None or not all(isinstance(size, int) for size in shape):
             continue
         axes = [k for k, size in enumerate(shape) if size == n]
+        if len(axes) > 1:
+            # the last axis is the features' ((B, N, C), (N, d), (B, N, 1, d)): a width equal to the
+            # video's token count must not hide the token axis
+            axes = axes[:-1] if axes[-1] == len(shape) - 1 else axes
         if len(axes) == 1:
             seeds[node] = video_layout(shape, axes[0], declared.grid)  # type: ignore[arg-type]
     if not seeds:

@@ -22,9 +22,10 @@ from typing import Any
 import torch
 import torch.fx
 
-from asymrnr_compile.analysis.classify_site import TokenAxes, read_token_axes
-from asymrnr_compile.analysis.fx_nodes import node_value
+from asymrnr_compile.analysis.classify_site import TEXT_ONLY_REASON, TokenAxes, read_token_axes
+from asymrnr_compile.analysis.fx_nodes import node_value, op_name
 from asymrnr_compile.analysis.input_grid import input_grid_seeds
+from asymrnr_compile.analysis.other_attention import OtherAttention, find_other_attention
 from asymrnr_compile.analysis.projection_paths import (
     ProjectionPaths,
     find_projection_paths,
@@ -38,7 +39,7 @@ from asymrnr_compile.analysis.propagate_layout import (
 from asymrnr_compile.analysis.sdpa import is_sdpa, sdpa_arguments
 from asymrnr_compile.analysis.site import AttentionSite, Feature
 from asymrnr_compile.analysis.site_names import block_of, site_names
-from asymrnr_compile.analysis.token_layout import concrete, describe_dim, shape_of
+from asymrnr_compile.analysis.token_layout import concrete, describe_dim, shape_of, video_factors
 
 logger = logging.getLogger("asymrnr_compile.analysis")
 
@@ -82,6 +83,14 @@ class GraphAnalysis:
     sites: list[AttentionSite]
     layouts: dict[torch.fx.Node, LayoutValue]
 
+    @property
+    def other_attention(self) -> list[OtherAttention]:
+        """Attention over video tokens that is not SDPA (:func:`~.other_attention.find_other_attention`)."""
+        if not self.layouts:
+            return []
+        graph = next(iter(self.layouts)).graph
+        return find_other_attention(graph.owning_module, self.layouts) if graph.owning_module is not None else []
+
 
 def analyse_graph(gm: torch.fx.GraphModule, *,
                   seeds: Mapping[torch.fx.Node, LayoutValue] | None = None) -> GraphAnalysis:
@@ -109,6 +118,7 @@ def _find_sites(gm: torch.fx.GraphModule, nodes: list[torch.fx.Node],
         logger.warning("token layout propagation failed: %s", exc)
         env = {}
     names = site_names(nodes)
+    no_grid = None if _has_video(env) else no_grid_reason(gm)
     sites = []
     for index, (node, name) in enumerate(zip(nodes, names)):
         try:
@@ -116,12 +126,38 @@ def _find_sites(gm: torch.fx.GraphModule, nodes: list[torch.fx.Node],
         except Exception as exc:  # noqa: BLE001 - one odd site must not hide the others
             logger.warning("analysis of attention site %s failed: %r", name, exc)
             site = _failed_site(node, index, name, exc)
+        if no_grid is not None and site.reason is not None and site.reason.startswith(TEXT_ONLY_REASON):
+            site.reason = f"{site.reason}: {no_grid}"
         logger.debug(
             "site %d %s: kind=%s video=%s grid=%s features=%s reason=%s",
             index, name, site.kind, site.video_tokens, site.grid, site.features, site.reason,
         )
         sites.append(site)
     return GraphAnalysis(sites, env)
+
+
+#: Ops that place rows of a sequence by an index tensor: which rows are video is then data.
+INDEXED_PLACEMENT_OPS = ("index_copy", "index_copy_", "index_put", "index_put_", "scatter", "scatter_", "index_add")
+
+
+def _has_video(env: Mapping[torch.fx.Node, LayoutValue]) -> bool:
+    def carries(value: LayoutValue) -> bool:
+        if isinstance(value, tuple) and not is_layout(value):  # Pieces
+            return any(carries(v) for v in value)
+        return is_layout(value) and bool(video_factors(value))  # type: ignore[arg-type]
+
+    return any(carries(value) for value in env.values())
+
+
+def no_grid_reason(gm: torch.fx.GraphModule) -> str:
+    """Why a graph has no video grid at all (the reason of its attention sites)."""
+    reason = ("no video grid in this graph: no patch-embedding convolution, coordinate meshgrid or patchified "
+              "video input reaches its attention")
+    placed = sorted({op_name(node, gm) for node in gm.graph.nodes} & set(INDEXED_PLACEMENT_OPS))
+    if placed:
+        reason += (f"; its sequence is assembled with index tensors ({', '.join(placed)}), so which tokens are video "
+                   "is data, not graph structure")
+    return reason
 
 
 def describe_layout(layout: LayoutValue) -> str:

@@ -37,6 +37,7 @@ class SiteReduction:
         site: the analysis record of the site.
         grid: the ``(F, H, W)`` grid the destination split is drawn on (:func:`split_grid`), or
             None for a 1-D split.
+        dst_stride: the chunk size of that split (:func:`site_dst_stride`).
         num_dst: per reduced feature, the destination tokens of the split.
         requested_ratio: per reduced feature, the ratio the config or schedule asked for.
         num_keep: per reduced feature, the video tokens kept (with a schedule: at the largest
@@ -46,6 +47,7 @@ class SiteReduction:
 
     site: AttentionSite
     grid: Grid | None
+    dst_stride: tuple[int, int, int] = ops.DEFAULT_DST_STRIDE
     num_dst: dict[Feature, int] = field(default_factory=dict)
     requested_ratio: dict[Feature, float] = field(default_factory=dict)
     num_keep: dict[Feature, int] = field(default_factory=dict)
@@ -56,6 +58,7 @@ class SiteReduction:
         return {
             **self.site.to_dict(),
             "split_grid": list(self.grid) if self.grid else None,
+            "dst_stride": list(self.dst_stride),
             "applied": {
                 feature: {
                     "requested_ratio": self.requested_ratio[feature],
@@ -86,13 +89,27 @@ def site_skip_reason(site: AttentionSite, config: AsymRnRConfig) -> str | None:
         if (isinstance(block, int) and site.block_index == block) or (isinstance(block, str) and site.block == block):
             return f"block {block!r} is in skip_blocks"
     grid = split_grid(site, config)
-    num_dst = ops.count_dst_tokens(site.video_tokens, grid, config.dst_stride)
+    stride = site_dst_stride(grid, config.dst_stride)
+    num_dst = ops.count_dst_tokens(site.video_tokens, grid, stride)
     if num_dst == 0:
-        return (f"grid {grid} is smaller than dst_stride {config.dst_stride} along some axis: no destination "
+        return (f"grid {grid} is smaller than dst_stride {stride} along some axis: no destination "
                 f"token to merge into (lower dst_stride, e.g. (1, 2, 2))")
     if num_dst == site.video_tokens:
-        return f"grid {grid} and dst_stride {config.dst_stride} make every token a destination: nothing to drop"
+        return f"grid {grid} and dst_stride {stride} make every token a destination: nothing to drop"
     return None
+
+
+def site_dst_stride(grid: Grid | None, dst_stride: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The destination stride used on ``grid``: ``dst_stride``, with 1 along every axis of size 1.
+
+    One frame on the token axis (per-frame spatial attention with the frames in the batch, as in
+    Latte; a one-frame video or an image) can only be split within the frame: a frame stride of 2
+    would leave no full chunk and so no destination token. Axes longer than 1 keep the configured
+    stride (a stride larger than such an axis stays the user's setting, and is reported)."""
+    if grid is None:
+        return dst_stride
+    return (1 if grid[0] == 1 else dst_stride[0], 1 if grid[1] == 1 else dst_stride[1],
+            1 if grid[2] == 1 else dst_stride[2])
 
 
 def unreduced_site_dict(site: AttentionSite, config: AsymRnRConfig, graph_reason: str | None = None) -> dict[str, Any]:
@@ -130,7 +147,7 @@ def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig,
     num_tokens = site.video_tokens
     assert num_tokens is not None  # site_skip_reason gives a reason when it is unknown
     grid = split_grid(site, config)
-    reduction = SiteReduction(site=site, grid=grid)
+    reduction = SiteReduction(site=site, grid=grid, dst_stride=site_dst_stride(grid, config.dst_stride))
 
     def ratio_of(feature: Feature) -> float:
         return config.ratio(feature) if driver is None else driver.max_ratio(site.index, feature)
@@ -141,7 +158,7 @@ def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig,
         wanted.remove("h")
     if "h" in wanted and driver is None:
         wanted = ["h"]
-    num_dst = ops.count_dst_tokens(num_tokens, grid, config.dst_stride)
+    num_dst = ops.count_dst_tokens(num_tokens, grid, reduction.dst_stride)
     for feature in wanted:
         ratio = ratio_of(feature)
         keep = ops.num_kept_tokens(num_tokens, num_dst, ratio)
@@ -150,7 +167,7 @@ def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig,
         reduction.num_dst[feature] = num_dst
         reduction.requested_ratio[feature] = ratio
         reduction.num_keep[feature] = keep
-        reduction.capped[feature] = ratio > ops.max_reduction_ratio(num_tokens, grid, config.dst_stride)
+        reduction.capped[feature] = ratio > ops.max_reduction_ratio(num_tokens, grid, reduction.dst_stride)
         if reduction.capped[feature]:
             logger.info("asymrnr: %s ratio %.3f capped at site %s to %.3f (%d destination tokens of %d)",
                         feature, ratio, site.name, 1 - keep / num_tokens, num_dst, num_tokens)

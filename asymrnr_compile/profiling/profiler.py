@@ -49,7 +49,7 @@ from asymrnr_compile.passes.record_redundancy import (
 from asymrnr_compile.plan.features import Feature
 from asymrnr_compile.plan.schedule import site_rows
 from asymrnr_compile.plan.seeds import site_seed
-from asymrnr_compile.plan.select_sites import site_skip_reason, split_grid
+from asymrnr_compile.plan.select_sites import site_dst_stride, site_skip_reason, split_grid
 from asymrnr_compile.runtime.regions import Compiler, RegionCompiler, compile_regions, inductor_compiler
 from asymrnr_compile.runtime.steps import StepSignal, StepTracker
 
@@ -211,7 +211,8 @@ class ProfilingBackend:
                     self.skipped.append(entry)
                 continue
             grid = split_grid(site, config)
-            num_dst = ops.count_dst_tokens(site.video_tokens, grid, config.dst_stride)
+            stride = site_dst_stride(grid, config.dst_stride)
+            num_dst = ops.count_dst_tokens(site.video_tokens, grid, stride)
             features = _probe_features(site)
             if site.name in known:  # the same site in a recompiled graph: accumulate into it
                 self._position[(graph_index, site.index)] = known[site.name]
@@ -228,7 +229,7 @@ class ProfilingBackend:
                 start = site.hidden_states_video_start if feature == "h" else site.video_start
                 probes.append(FeatureProbe(site.index, feature, site.video_tokens, num_dst, start))
                 seed = site_seed(config.seed, site.index, SPLIT_OF_FEATURE[feature])
-                splits[(site.index, feature)] = ops.split_tokens(site.video_tokens, grid, config.dst_stride, seed=seed)
+                splits[(site.index, feature)] = ops.split_tokens(site.video_tokens, grid, stride, seed=seed)
         self._rows = len(self._block_rows)
         recompiled = bool(probes) and merged == len({p.site_index for p in probes})
         if not recompiled:

@@ -255,6 +255,8 @@ class AsymRnRRuntime:
         # Called with the model outputs of every call (set by the backend: outputs that carry video
         # tokens into a graph compiled after a graph break); None: nothing to do.
         self.on_outputs: Callable[[Any], None] | None = None
+        # Attention over video tokens that is not SDPA, left alone (set by the backend; for the report).
+        self.other_attention: list[dict[str, Any]] = []
         self.declared_layout = declared_layout
         self.unreduced_calls: dict[str, int] = {}  # regional calls run unreduced, by reason
         self.on_matching = on_matching
@@ -340,8 +342,8 @@ class AsymRnRRuntime:
 
     # -- compilation --------------------------------------------------------------------------
 
-    def _split(self, site: AttentionSite, feature: Feature, grid: Grid | None, device: torch.device,
-               window: int) -> ops.TokenSplit:
+    def _split(self, site: AttentionSite, feature: Feature, grid: Grid | None, stride: tuple[int, int, int],
+               device: torch.device, window: int) -> ops.TokenSplit:
         """The dst/src split of one (site, feature): one for the whole run, or with
         ``config.redraw_split`` one per matching window (only the current window's is kept)."""
         window = window if self.config.redraw_split else 0
@@ -350,7 +352,7 @@ class AsymRnRRuntime:
         held = splits.get(key)
         if held is None or held[0] != window:
             seed = site_seed(self.config.seed, self.state.site_offset + site.index, feature, window)
-            held = splits[key] = (window, ops.split_tokens(site.video_tokens, grid, self.config.dst_stride,
+            held = splits[key] = (window, ops.split_tokens(site.video_tokens, grid, stride,
                                                                 seed=seed, device=device))
         return held[1]
 
@@ -361,7 +363,8 @@ class AsymRnRRuntime:
     def _extra_input(self, slot: CacheSlot, plan: ReductionPlan, step: StepEvent,
                      device: torch.device) -> torch.Tensor:
         reduction = self.reduction_by_site[slot.site_index]
-        split = self._split(reduction.site, slot.feature, reduction.grid, device, self._window(step.step))
+        split = self._split(reduction.site, slot.feature, reduction.grid, reduction.dst_stride, device,
+                            self._window(step.step))
         if slot.field in ("dst", "src"):
             return getattr(split, slot.field)
         num_keep = plan.feature_plan(slot.site_index, slot.feature).num_keep
@@ -495,7 +498,8 @@ class AsymRnRRuntime:
     def _report_matching(self, key: CacheKey, event: StepEvent, num_keep: int, device: torch.device) -> None:
         call_index, site_index, feature = key
         reduction = self.reduction_by_site[site_index]
-        split = self._split(reduction.site, feature, reduction.grid, device, self._window(event.step))
+        split = self._split(reduction.site, feature, reduction.grid, reduction.dst_stride, device,
+                            self._window(event.step))
         site = reduction.site
         offset = self.state.site_offset
         if offset:  # a block instance under regional compilation: the site's whole-model index
@@ -512,6 +516,7 @@ class AsymRnRRuntime:
                 else unreduced_site_dict(site, self.config)
                 for site in self.sites
             ],
+            "other_attention": self.other_attention,
             "variants": [variant.describe() for variant in self.variants.values()],
             "compile_seconds": round(sum(v.compile_seconds for v in self.variants.values()), 3),
             "regions_compiled": len(self.regions.compiled),
