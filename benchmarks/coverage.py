@@ -8,13 +8,19 @@ no ``fullgraph``), this measures:
 - ``graphs`` / ``breaks``: how many graphs Dynamo hands plain Inductor, and its graph-break reasons;
 - ``asymrnr_graphs``: how many graphs it hands the asymrnr backend (it must be the same number);
 - ``sites``: every attention site of the backend's report (kind, video tokens, what was reduced,
-  and for every site left alone its reason), and ``video_self_reduced``: whether a self or joint
-  attention over the video tokens was reduced;
+  and for every site left alone its reason), and attention that is not
+  ``scaled_dot_product_attention`` (flex, linear, by hand) with its reason; a site counts as reduced
+  only when a compiled variant rewrote it and matchings were computed;
+- ``video_self_reduced``: whether a self or joint attention over the video tokens was reduced;
 - ``error_vs_eager``: relative L2 error of the output against eager at q 0.5 / kv 0.3 (``min_video_tokens``
   16, every other setting the backend's default), the largest over three calls at falling timesteps;
 - ``ratio0_vs_inductor``: the largest relative difference (max |a - b| / max |b|) between the backend at
   all ratios 0 and plain Inductor, over the same three calls;
 - ``warnings``: what the backend told the user.
+
+Where Dynamo cuts a model into several graphs (a data-dependent break), the model is measured a
+second time with ``fullgraph=True``, which traces data-dependent sizes instead of breaking: the
+row below it in the table.
 
     python benchmarks/coverage.py                       # all 26, Inductor: ~15 min on 2 cores
     python benchmarks/coverage.py --compiler eager      # same analysis and rewrites, graphs run eagerly: ~3 min
@@ -42,8 +48,9 @@ import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
 
-from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
+from asymrnr_compile import AsymRnRBackend
 from asymrnr_compile.config import AsymRnRWarning
+from asymrnr_compile.runtime import AsymRnRRuntime
 from asymrnr_compile.sampling import relative_l2
 
 #: The reduction measured: the paper's q / kv ratios, small sites allowed (the grids have 128 tokens).
@@ -87,10 +94,18 @@ class CoverageRow:
     seconds: float
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    fullgraph: bool = False
+    with_fullgraph: CoverageRow | None = None
 
     @property
     def video_self_reduced(self) -> bool:
         return any(site.kind in SELF_KINDS and site.reduced and site.video_tokens for site in self.sites)
+
+    @property
+    def reduced_with_fullgraph(self) -> bool:
+        """Not reduced as compiled, but with ``fullgraph=True``."""
+        return not self.video_self_reduced and self.with_fullgraph is not None and \
+            self.with_fullgraph.video_self_reduced
 
     @property
     def reduced_sites(self) -> int:
@@ -102,7 +117,8 @@ class CoverageRow:
         return [site for site in self.sites if not site.reduced and not site.reason]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "video_self_reduced": self.video_self_reduced, "reduced_sites": self.reduced_sites}
+        return {**asdict(self), "video_self_reduced": self.video_self_reduced, "reduced_sites": self.reduced_sites,
+                "with_fullgraph": self.with_fullgraph.to_dict() if self.with_fullgraph else None}
 
 
 def first_tensor(output: Any) -> torch.Tensor:
@@ -171,14 +187,25 @@ def _break_reasons() -> list[str]:
     return sorted(set(reasons))
 
 
-def _sites(report: dict[str, Any], config: AsymRnRConfig) -> tuple[list[SiteRow], list[str]]:
+def _rewritten(runtime: Any) -> set[int]:
+    """Sites a compiled variant of ``runtime`` really rewrote (none for a graph compiled unchanged
+    or a runtime that fell back): the report's ``applied`` alone would not prove it."""
+    if not isinstance(runtime, AsymRnRRuntime) or runtime.fallback_reason is not None:
+        return set()
+    return {index for variant in runtime.variants.values() if variant.rewrite is not None
+            for index in variant.rewrite.rewritten_sites}
+
+
+def _sites(backend: AsymRnRBackend) -> tuple[list[SiteRow], list[str]]:
+    report = backend.report().to_dict()
     sites: list[SiteRow] = []
     graph_reasons: list[str] = []
-    for g, graph in enumerate(report["graphs"]):
+    for g, (runtime, graph) in enumerate(zip(backend.graphs, report["graphs"])):
         if graph.get("fallback_reason"):
             graph_reasons.append(graph["fallback_reason"])
+        rewritten = _rewritten(runtime) if graph.get("cache_misses", 0) > 0 else set()
         for site in graph.get("sites", []):
-            applied = tuple(sorted(site.get("applied") or {}))
+            applied = tuple(sorted(site.get("applied") or {})) if site["index"] in rewritten else ()
             sites.append(SiteRow(g, site["name"], site["kind"], site.get("video_tokens"), site.get("query_tokens"),
                                  applied, None if applied else site.get("reason")))
         for other in graph.get("other_attention", []):  # attention over video tokens that is not SDPA
@@ -186,9 +213,9 @@ def _sites(report: dict[str, Any], config: AsymRnRConfig) -> tuple[list[SiteRow]
     return sites, graph_reasons
 
 
-def measure(name: str, compiler: str = "inductor", seed: int = 0) -> CoverageRow:
+def measure(name: str, compiler: str = "inductor", seed: int = 0, *, fullgraph: bool = False) -> CoverageRow:
     """Compile zoo model ``name`` three ways (plain, asymrnr ratio 0, asymrnr q 0.5 / kv 0.3) and
-    compare them (see the module docstring). Never raises on a model failure: ``error`` says it."""
+    compare them (see the module docstring); ``fullgraph`` is ``torch.compile``'s."""
     from asymrnr_compile.models.diffusers_zoo import ZOO, build
 
     if compiler not in COMPILERS:
@@ -202,28 +229,43 @@ def measure(name: str, compiler: str = "inductor", seed: int = 0) -> CoverageRow
     torch._dynamo.reset()
     counters.clear()
     plain_graphs: list[torch.fx.GraphModule] = []
-    plain = _run(torch.compile(model, backend=_plain_backend(compiler, plain_graphs), dynamic=False), calls)
+    plain = _run(torch.compile(model, backend=_plain_backend(compiler, plain_graphs), dynamic=False,
+                               fullgraph=fullgraph), calls)
     breaks = _break_reasons()
 
     torch._dynamo.reset()
     with compiler_scope(compiler):
-        ratio0 = _run(torch.compile(model, backend=AsymRnRBackend(**RATIO0_OPTIONS), dynamic=False), calls)
+        ratio0 = _run(torch.compile(model, backend=AsymRnRBackend(**RATIO0_OPTIONS), dynamic=False,
+                                    fullgraph=fullgraph), calls)
     torch._dynamo.reset()
     backend = AsymRnRBackend(**REDUCE_OPTIONS)
     with compiler_scope(compiler), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AsymRnRWarning)
-        reduced = _run(torch.compile(model, backend=backend, dynamic=False), calls)
+        reduced = _run(torch.compile(model, backend=backend, dynamic=False, fullgraph=fullgraph), calls)
     torch._dynamo.reset()
-    report = backend.report().to_dict()
-    sites, graph_reasons = _sites(report, backend.config)
+    sites, graph_reasons = _sites(backend)
     return CoverageRow(
         name=name, class_name=entry.class_name, graphs=len(plain_graphs), breaks=breaks,
-        asymrnr_graphs=len(report["graphs"]), sites=sites, graph_reasons=graph_reasons,
+        asymrnr_graphs=len(backend.graphs), sites=sites, graph_reasons=graph_reasons,
         warnings=sorted({str(w.message) for w in caught if issubclass(w.category, AsymRnRWarning)}),
         error_vs_eager=max(relative_l2(r, e) for r, e in zip(reduced, eager)),
         ratio0_vs_inductor=max(max_relative_difference(r, p) for r, p in zip(ratio0, plain)),
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, fullgraph=fullgraph,
     )
+
+
+def measure_with_fallback(name: str, compiler: str = "inductor") -> CoverageRow:
+    """:func:`measure` as a user compiles (no ``fullgraph``); where Dynamo cuts the model into
+    several graphs, also measured with ``fullgraph=True`` (``with_fullgraph``), which captures
+    data-dependent sizes instead of breaking and is what such a model needs to be one graph."""
+    row = measure(name, compiler)
+    if row.graphs > 1:
+        try:
+            row.with_fullgraph = measure(name, compiler, fullgraph=True)
+        except Exception as error:  # noqa: BLE001 - Dynamo refuses fullgraph for this model: say so
+            torch._dynamo.reset()
+            row.notes.append(f"fullgraph=True fails: {type(error).__name__}: {str(error).splitlines()[0]}")
+    return row
 
 
 def _safe_measure(name: str, compiler: str) -> CoverageRow:
@@ -231,7 +273,7 @@ def _safe_measure(name: str, compiler: str) -> CoverageRow:
 
     start = time.perf_counter()
     try:
-        return measure(name, compiler)
+        return measure_with_fallback(name, compiler)
     except Exception as error:  # noqa: BLE001 - one broken model must not hide the others' rows
         torch._dynamo.reset()
         return CoverageRow(name, ZOO[name].class_name, 0, [], 0, [], [], [], None, None,
@@ -260,20 +302,30 @@ def markdown_table(rows: Sequence[CoverageRow]) -> str:
         if row.error:
             lines.append(f"| {row.name} | {row.class_name} | | | | **failed** | | | {row.error} |")
             continue
-        lines.append(
-            f"| {row.name} | {row.class_name} | {row.graphs} / {row.asymrnr_graphs} | {len(row.sites)} | "
-            f"{row.reduced_sites} | {'yes' if row.video_self_reduced else '**no**'} | "
-            f"{_fmt(row.error_vs_eager, '.3f')} | {_fmt(row.ratio0_vs_inductor, '.1e')} | {_reasons(row)} |")
+        lines.append(_table_row(row, row.name, row.class_name))
+        if row.with_fullgraph is not None:
+            lines.append(_table_row(row.with_fullgraph, "", "the same, `fullgraph=True`"))
     return "\n".join(lines)
+
+
+def _table_row(row: CoverageRow, name: str, label: str) -> str:
+    notes = "; ".join([_reasons(row), *row.notes]).strip("; ")
+    return (f"| {name} | {label} | {row.graphs} / {row.asymrnr_graphs} | {len(row.sites)} | "
+            f"{row.reduced_sites} | {'yes' if row.video_self_reduced else '**no**'} | "
+            f"{_fmt(row.error_vs_eager, '.3f')} | {_fmt(row.ratio0_vs_inductor, '.1e')} | {notes} |")
 
 
 def summary(rows: Sequence[CoverageRow]) -> str:
     reduced = sum(row.video_self_reduced for row in rows)
-    unexplained = sum(len(row.unexplained_sites) for row in rows)
-    same_graphs = sum(row.graphs == row.asymrnr_graphs for row in rows if not row.error)
-    return (f"{reduced} of {len(rows)} configurations have their video self-attention reduced; "
-            f"{unexplained} sites left alone without a reason; "
-            f"{same_graphs} of {len(rows)} get as many graphs as plain Inductor.")
+    with_fullgraph = [row.name for row in rows if row.reduced_with_fullgraph]
+    every = [row for row in rows if not row.error] + [row.with_fullgraph for row in rows if row.with_fullgraph]
+    unexplained = sum(len(row.unexplained_sites) for row in every)
+    same_graphs = sum(row.graphs == row.asymrnr_graphs for row in every)
+    identical = sum(row.ratio0_vs_inductor is not None and row.ratio0_vs_inductor <= 1e-5 for row in every)
+    extra = f", {len(with_fullgraph)} more with fullgraph=True ({', '.join(with_fullgraph)})" if with_fullgraph else ""
+    return (f"{reduced} of {len(rows)} configurations have their video self-attention reduced as compiled{extra}; "
+            f"{unexplained} sites left alone without a reason; {same_graphs} of {len(every)} compilations get as many "
+            f"graphs as plain Inductor; ratio 0 equals plain Inductor (<= 1e-5) in {identical} of {len(every)}.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -294,8 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, name in enumerate(names, 1):
         print(f"[{k}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
         row = _safe_measure(name, args.compiler)
-        status = row.error or (f"{row.reduced_sites}/{len(row.sites)} sites reduced, "
-                               f"video self {'yes' if row.video_self_reduced else 'no'}, {row.seconds:.0f} s")
+        reduced = "yes" if row.video_self_reduced else "with fullgraph=True" if row.reduced_with_fullgraph else "no"
+        status = row.error or (f"{row.reduced_sites}/{len(row.sites)} sites reduced, video self {reduced}, "
+                               f"{row.seconds:.0f} s")
         print(f"    {status}", file=sys.stderr, flush=True)
         rows.append(row)
     table = markdown_table(rows)

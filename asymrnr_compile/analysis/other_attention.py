@@ -25,9 +25,8 @@ from typing import Any
 import torch
 import torch.fx
 
-from asymrnr_compile.analysis.fx_nodes import arg, node_value, op_name
+from asymrnr_compile.analysis.fx_nodes import arg, module_path, node_value, op_name
 from asymrnr_compile.analysis.propagate_layout import LayoutValue, is_layout
-from asymrnr_compile.analysis.site_names import block_of
 from asymrnr_compile.analysis.token_layout import Dim, shape_of, video_factors
 
 #: Ops that multiply two matrices (the two operands are args 0 and 1; contraction: a[-1] with b[-2]).
@@ -63,16 +62,6 @@ class OtherAttention:
         return {"name": self.name, "node": self.node, "kind": self.kind, "reason": self.reason}
 
 
-def _module_path(node: torch.fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack")
-    if stack:
-        path = list(stack.values())[-1]
-        path = path[0] if isinstance(path, tuple) else path
-        return str(path).removeprefix("L['self'].").replace("_modules['", "").replace("']", "")
-    block, _ = block_of(node)
-    return block or node.name
-
-
 def _video_dim(layouts: Mapping[torch.fx.Node, LayoutValue], node: Any, axis: int) -> Dim | None:
     if not isinstance(node, torch.fx.Node):
         return None
@@ -103,7 +92,7 @@ def find_other_attention(gm: torch.fx.GraphModule,
         name = op_name(node, gm)
         if name == "flex_attention":
             if _video_dim(layouts, arg(node, 0, "query"), -2) is not None:
-                found.append(OtherAttention(_module_path(node), node.name, "flex_attention", FLEX_REASON))
+                found.append(OtherAttention(module_path(node) or node.name, node.name, "flex_attention", FLEX_REASON))
         elif name in MATMUL_OPS:
             a, b = arg(node, 0, "input"), arg(node, 1, "other", arg(node, 1, "mat2"))
             shape_a, shape_b = shape_of(node_value(a, gm)), shape_of(node_value(b, gm))
@@ -111,7 +100,7 @@ def find_other_attention(gm: torch.fx.GraphModule,
                 continue
             if _video_dim(layouts, a, -1) is not None and _video_dim(layouts, b, -2) is not None:
                 manual = _after_softmax(node, gm)
-                found.append(OtherAttention(_module_path(node), node.name, "manual" if manual else "linear",
+                found.append(OtherAttention(module_path(node) or node.name, node.name, "manual" if manual else "linear",
                                             MANUAL_REASON if manual else LINEAR_REASON))
     return found
 
