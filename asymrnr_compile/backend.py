@@ -171,6 +171,8 @@ _NOT_ACCELERATED_FIXES = (
                                               "scaled_dot_product_attention"),
     ("regional compilation", "compile the repeated blocks with asymrnr_compile.compile_repeated_blocks(model, "
                              "options=...), which tells each block graph the video grid and the step"),
+    ("follows a graph break", "torch.compile(model, fullgraph=True, ...): Dynamo then traces data-dependent sizes "
+                              "instead of cutting the model"),
 )
 
 
@@ -320,7 +322,12 @@ class AsymRnRBackend:
             # A graph with the model's timestep input is a whole model (or its first part), not a block
             # compiled alone: the regional-compilation hint would mislead there.
             block_alone = find_timestep_input(gm, self.config.timestep_args) is None
-            if block_alone and any((site.query_tokens or 0) >= self.config.min_video_tokens for site in sites):
+            long_enough = any((site.query_tokens or 0) >= self.config.min_video_tokens for site in sites)
+            if block_alone and long_enough and len(self._handoff):
+                return sites, None, ("no video tokens reached this graph: it follows a graph break, and none of its "
+                                     "inputs is an earlier graph's video output (compile with fullgraph=True to keep "
+                                     "the model in one graph)")
+            if block_alone and long_enough:
                 return sites, None, ("no video tokens in this graph (a transformer block compiled alone, "
                                      "without the grid? see regional compilation)")
             return sites, None, None

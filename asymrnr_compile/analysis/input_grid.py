@@ -13,9 +13,12 @@ axis, in which order. :func:`input_grid_seeds` finds out in one probing pass:
 2. layouts are propagated as usual; a reshape that cuts a probe factor keeps its label on the
    outer part (the patch grid) and labels the inner part a patch interior, so after the patch
    embedding the token axis of a probed latent reads, e.g., ``[in1 in3 in4]`` (CogVideoX 1.5);
-3. an attention whose query token axis holds a segment made of 2 or 3 probe factors of one input,
-   in increasing axis order (after any opaque factors, frames folded into the batch), names that
-   input's frame, height and width axes (height and width only, for 2);
+3. an attention whose query token axis holds a segment made of probe factors of one input, in
+   increasing axis order (after any opaque factors, frames folded into the batch), one for each
+   axis but the batch and the channels (3 for a video latent, 2 for a batch of frames), names
+   that input's frame, height and width axes (height and width only, for frames). A grid axis
+   of one patch (a reshape cannot tell that from an unsqueeze) leaves the segment a factor
+   short: no grid, rather than a wrong one;
 4. the input is then seeded with a layout whose named axes are the grid axes ``f``, ``h``, ``w``
    (source: the input's position), and :func:`~.find_sites.find_attention_sites` analyses the
    graph again from those seeds.
@@ -120,8 +123,10 @@ def input_grid_seeds(gm: torch.fx.GraphModule) -> LayoutSeeds:
             if found is None:
                 continue
             source, axes = found
-            # the longest naming wins (frames, height, width over height and width)
-            if len(axes) > len(named.get(by_source[source], ())):
+            # every axis but the batch and the channels: 3 for a video (B, C, F, H, W) in any order,
+            # 2 for frames (B, C, H, W). Fewer is ambiguous: with a one-patch-high latent the
+            # remaining (f, w) would read as (h, w), so no grid rather than a wrong one.
+            if len(axes) == len(candidates[by_source[source]]) - 2:
                 named[by_source[source]] = axes
     if not named:
         return LayoutSeeds(reason="no attention's token axis is made of an input's axes")
