@@ -26,7 +26,8 @@ row below it in the table.
     python benchmarks/coverage.py --compiler eager      # same analysis and rewrites, graphs run eagerly: ~3 min
     python benchmarks/coverage.py --models wan,latte --json out/coverage.json
 
-``--results`` rewrites the coverage section of ``benchmarks/RESULTS.md`` from the run.
+``--results`` rewrites the coverage sections of ``benchmarks/RESULTS.md`` and ``docs/coverage.md``
+from the run (``--from-json PATH``: from a JSON an earlier run wrote, without measuring).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ TIMESTEP_FRACTIONS = (0.9, 0.6, 0.3)
 #: Site kinds whose reduction counts as "video self-attention reduced".
 SELF_KINDS = ("self", "joint")
 COMPILERS = ("inductor", "eager")
+#: The user documentation's page whose generated table ``--results`` rewrites.
+DOCS_COVERAGE = Path(__file__).resolve().parents[1] / "docs" / "coverage.md"
 
 
 @dataclass
@@ -119,6 +122,14 @@ class CoverageRow:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "video_self_reduced": self.video_self_reduced, "reduced_sites": self.reduced_sites,
                 "with_fullgraph": self.with_fullgraph.to_dict() if self.with_fullgraph else None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CoverageRow:
+        """The row :meth:`to_dict` wrote (derived entries dropped)."""
+        fields = {k: v for k, v in data.items() if k not in ("video_self_reduced", "reduced_sites")}
+        fields["sites"] = [SiteRow(**{**site, "reduced": tuple(site["reduced"])}) for site in data["sites"]]
+        fields["with_fullgraph"] = cls.from_dict(data["with_fullgraph"]) if data.get("with_fullgraph") else None
+        return cls(**fields)
 
 
 def first_tensor(output: Any) -> torch.Tensor:
@@ -336,13 +347,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compiler", choices=COMPILERS, default="inductor",
                         help="inductor (default), or eager: the same graphs and rewrites, run uncompiled")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
-    parser.add_argument("--results", action="store_true", help="rewrite the coverage section of RESULTS.md")
+    parser.add_argument("--results", action="store_true",
+                        help="rewrite the coverage sections of benchmarks/RESULTS.md and docs/coverage.md")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="take the rows from a JSON this command wrote instead of measuring")
     args = parser.parse_args(argv)
     names = [n for n in args.models.split(",") if n]
     unknown = sorted(set(names) - set(ZOO))
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {sorted(ZOO)}")
-    rows = []
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        rows = [CoverageRow.from_dict(row) for row in saved["rows"]]
+        args.compiler, date = saved["compiler"], saved["date"]
+        names = []
+    else:
+        rows, date = [], datetime.date.today().isoformat()
     for k, name in enumerate(names, 1):
         print(f"[{k}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
         row = _safe_measure(name, args.compiler)
@@ -358,17 +378,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python benchmarks/coverage.py" + (f" --compiler {args.compiler}" if args.compiler != "inductor" else "")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"command": command, "compiler": args.compiler,
-                                         "date": datetime.date.today().isoformat(),
+        args.json.write_text(json.dumps({"command": command, "compiler": args.compiler, "date": date,
                                          "options": REDUCE_OPTIONS, "rows": [row.to_dict() for row in rows]},
                                         indent=1))
     if args.results:
         from results_md import machine_info, replace_section
 
         body = (f"## Model coverage: every diffusers video transformer class\n\n"
-                f"{machine_info('cpu')}; {datetime.date.today().isoformat()}. Command: `{command}`.\n\n"
+                f"{machine_info('cpu')}; {date}. Command: `{command}` (the JSON: `--json`). The tiny configs of "
+                f"diffusers' own tests, 2 x 8 x 8 video tokens, q 0.5 / kv 0.3, `min_video_tokens` 16, three calls "
+                f"at falling timesteps; what each column means: [docs/coverage.md](../docs/coverage.md).\n\n"
                 f"{summary(rows)}\n\n{table}\n")
         replace_section("coverage", body)
+        replace_section("coverage-table", f"Measured {date} with `{command}`:\n\n{summary(rows)}\n\n{table}\n",
+                        path=DOCS_COVERAGE)
     return 0
 
 

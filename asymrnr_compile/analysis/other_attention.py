@@ -8,7 +8,8 @@ there and why nothing happens to them. :func:`find_other_attention` reports
 - ``flex_attention`` calls (a higher-order op in the graph) over video tokens: which query may see
   which key is a block mask over token positions (AnyFlow FAR's frame-causal chunks); removing
   tokens would need the mask rebuilt for the kept ones, which this backend does not do;
-- matrix products that contract the video token axis of both operands (a token-mixing matmul):
+- matrix products (``matmul``, ``bmm``, a two-operand ``einsum``) that contract the video token
+  axis of both operands (a token-mixing product):
   after a ``softmax`` it is attention written by hand, ``softmax(Q Kᵀ) V``; otherwise it is
   *linear* attention (``φ(Q) (φ(K)ᵀ V)``, SanaVideo), which has no softmax over tokens to reduce
   around: the method does not apply.
@@ -93,16 +94,38 @@ def find_other_attention(gm: torch.fx.GraphModule,
         if name == "flex_attention":
             if _video_dim(layouts, arg(node, 0, "query"), -2) is not None:
                 found.append(OtherAttention(module_path(node) or node.name, node.name, "flex_attention", FLEX_REASON))
-        elif name in MATMUL_OPS:
-            a, b = arg(node, 0, "input"), arg(node, 1, "other", arg(node, 1, "mat2"))
-            shape_a, shape_b = shape_of(node_value(a, gm)), shape_of(node_value(b, gm))
-            if shape_a is None or shape_b is None or len(shape_a) < 2 or len(shape_b) < 2:
-                continue
-            if _video_dim(layouts, a, -1) is not None and _video_dim(layouts, b, -2) is not None:
+        elif name in MATMUL_OPS or name == "einsum":
+            if _contracts_video_tokens(node, gm, layouts):
                 manual = _after_softmax(node, gm)
                 found.append(OtherAttention(module_path(node) or node.name, node.name, "manual" if manual else "linear",
                                             MANUAL_REASON if manual else LINEAR_REASON))
     return found
+
+
+def _contracts_video_tokens(node: torch.fx.Node, gm: torch.fx.GraphModule,
+                            layouts: Mapping[torch.fx.Node, LayoutValue]) -> bool:
+    """Whether a matmul (``a[-1]`` with ``b[-2]``) or a two-operand einsum sums over an axis that
+    holds video tokens in both operands."""
+    if op_name(node, gm) == "einsum":
+        equation = node.args[0] if node.args else None
+        operands = list(node.args[1:])
+        if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+            operands = list(operands[0])
+        if not isinstance(equation, str) or "->" not in equation or "." in equation or len(operands) != 2:
+            return False
+        inputs, output = equation.replace(" ", "").split("->")
+        subscripts = inputs.split(",")
+        if len(subscripts) != 2:
+            return False
+        contracted = (set(subscripts[0]) & set(subscripts[1])) - set(output)
+        return any(_video_dim(layouts, operands[0], subscripts[0].index(letter) - len(subscripts[0])) is not None
+                   and _video_dim(layouts, operands[1], subscripts[1].index(letter) - len(subscripts[1])) is not None
+                   for letter in contracted)
+    a, b = arg(node, 0, "input"), arg(node, 1, "other", arg(node, 1, "mat2"))
+    shape_a, shape_b = shape_of(node_value(a, gm)), shape_of(node_value(b, gm))
+    if shape_a is None or shape_b is None or len(shape_a) < 2 or len(shape_b) < 2:
+        return False
+    return _video_dim(layouts, a, -1) is not None and _video_dim(layouts, b, -2) is not None
 
 
 __all__ = ["FLEX_REASON", "LINEAR_REASON", "MANUAL_REASON", "OtherAttention", "find_other_attention"]

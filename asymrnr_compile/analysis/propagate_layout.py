@@ -551,6 +551,30 @@ def _sdpa(ctx: _Context) -> LayoutValue:
     return layout[:-1] + (opaque_dim(ctx.out_shape[-1]),)
 
 
+def _einsum(ctx: _Context) -> LayoutValue:
+    """``einsum(equation, *operands)`` without ellipsis: each output axis takes the layout its
+    letter has in the operands (the most informative, as for broadcasting)."""
+    node = ctx.node
+    equation = node.args[0] if node.args else node.kwargs.get("equation")
+    operands = list(node.args[1:])
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = list(operands[0])
+    if not isinstance(equation, str) or "->" not in equation or "." in equation or ctx.out_shape is None:
+        return None
+    inputs, output = equation.replace(" ", "").split("->")
+    subscripts = inputs.split(",")
+    if len(subscripts) != len(operands):
+        return None
+    layouts = [ctx.layout(x) for x in operands]
+    out: list[Dim] = []
+    for letter, size in zip(output, ctx.out_shape):
+        candidates = [(layout[sub.index(letter)], True) for sub, layout in zip(subscripts, layouts)
+                      if layout is not None and letter in sub and len(layout) == len(sub)]
+        merged = merge_dims(candidates)
+        out.append(merged if merged is not None else opaque_dim(size))
+    return tuple(out) if len(out) == len(ctx.out_shape) else None
+
+
 def _view_as_complex(ctx: _Context) -> LayoutValue:
     layout = ctx.layout(first_input(ctx.node))
     return layout[:-1] if layout else None
@@ -640,6 +664,7 @@ register_layout_rule([*op_kinds.REORDERS_ALONG_DIM, "cumsum", "cumprod"], _reord
 register_layout_rule(("pad",), _pad)
 register_layout_rule(("narrow", "select"), _narrow_select)
 register_layout_rule(("scaled_dot_product_attention",), _sdpa)
+register_layout_rule(("einsum",), _einsum)
 register_layout_rule(("view_as_complex",), _view_as_complex)
 register_layout_rule(("view_as_real",), _view_as_real)
 register_layout_rule(("outer",), _outer)

@@ -125,7 +125,10 @@ def test_classification():
     unknown = read_token_axes(text, text)
     assert unknown.kind == "unknown" and unknown.reason.startswith("text-only attention")
     both_sides = _qk(((Factor(3),), VIDEO, (Factor(3),)))
-    assert not read_token_axes(both_sides, both_sides).reducible
+    # other tokens on both sides (Framepack: clean latents before, text after): the middle span is reduced
+    middle = read_token_axes(both_sides, both_sides)
+    assert (middle.kind, middle.text_position, middle.tokens_before, middle.text_tokens) == ("joint", "both", 3, 6)
+    assert middle.reducible
     temporal = _qk(((Factor(4, "f", SRC),),))
     axes = read_token_axes(temporal, temporal)
     assert axes.reason == "only 4 tokens on the attention axis (temporal attention)"

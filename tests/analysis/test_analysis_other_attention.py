@@ -188,3 +188,29 @@ def test_sdpa_attention_has_no_other_attention_entry(monkeypatch):
     finally:
         torch._dynamo.reset()
     assert report["graphs"][0]["other_attention"] == []
+
+
+class EinsumSoftmaxAttention(_HeadsAttention):
+    def mix(self, q, k, v):
+        weights = torch.einsum("bhnd,bhmd->bhnm", q, k).mul(HEAD_DIM**-0.5).softmax(dim=-1)
+        return torch.einsum("bhnm,bhmd->bhnd", weights, v)
+
+
+class EinsumLinearAttention(_HeadsAttention):
+    def mix(self, q, k, v):
+        q, k = F.relu(q), F.relu(k)
+        kv = torch.einsum("bhnd,bhne->bhde", k, v)  # contracts the tokens
+        return torch.einsum("bhnd,bhde->bhne", q, kv) / (k.sum(dim=-2, keepdim=True) * q).sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize(("attention", "kind", "reason"), [
+    (EinsumSoftmaxAttention, "manual", MANUAL_REASON),
+    (EinsumLinearAttention, "linear", LINEAR_REASON),
+])
+def test_attention_written_with_einsum_is_found_at_the_token_contracting_einsum(attention, kind, reason):
+    gm, analysis = _analysis(attention)
+    (entry,) = analysis.other_attention
+    assert (entry.kind, entry.reason) == (kind, reason)
+    node = next(n for n in gm.graph.nodes if n.name == entry.node)
+    equation = node.args[0]
+    assert equation in ("bhnm,bhmd->bhnd", "bhnd,bhne->bhde")  # the product over the tokens
