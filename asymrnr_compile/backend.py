@@ -290,6 +290,12 @@ class AsymRnRBackend:
                 reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
                 return self._plain(gm, example_inputs, sites, compile_graph, reason, warn=not chosen,
                                    video_outputs=video_outputs, others=others)
+            # Some sites reduced: a video site left alone for a reason the user did not choose still says so.
+            for site, site_reason in zip(sites, site_reasons):
+                if site_reason and site.video_tokens and not site_reason.endswith(_CHOSEN_BY_CONFIG) \
+                        and "min_video_tokens" not in site_reason:  # small sites beside reduced ones: by design
+                    self._warn_once(f"site unreduced: {site_reason}",
+                                    f"asymrnr: attention {site.name} over video tokens runs unreduced: {site_reason}.")
             video_key = _video_state_key(example_inputs, reductions, regional=forward is not None)
             shared = self._video_states.get(video_key) if video_key is not None else None
             if shared is not None:

@@ -117,3 +117,28 @@ def test_regional_compilation_reduces_when_the_token_count_equals_the_width():
         reduced[regional] = names
         torch._dynamo.reset()
     assert reduced[True] == reduced[False] == {("attn1", "self"), ("attn2", "cross")}
+
+
+def test_a_video_site_left_alone_beside_reduced_ones_warns_with_its_reason(monkeypatch):
+    """A graph with some sites reduced still says why a video site is not (here: a causal mask)."""
+    import torch.nn.functional as F
+
+    import toy_dit
+
+    original = F.scaled_dot_product_attention
+    calls = {"n": 0}
+
+    def second_is_causal(q, k, v, **kwargs):
+        calls["n"] += 1
+        return original(q, k, v, is_causal=calls["n"] % 2 == 0, **kwargs)
+
+    monkeypatch.setattr(toy_dit.F, "scaled_dot_product_attention", second_is_causal)
+    torch._dynamo.reset()
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, min_video_tokens=16))
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AsymRnRWarning)
+        torch.compile(ToyDiT(), backend=backend, dynamic=False)(**toy_inputs())
+    torch._dynamo.reset()
+    assert rewritten_sites(backend.graphs[0]) == {0}
+    messages = [str(w.message) for w in caught if issubclass(w.category, AsymRnRWarning)]
+    assert messages == ["asymrnr: attention blocks.1 over video tokens runs unreduced: causal mask."], messages
