@@ -114,9 +114,12 @@ class AttentionSite:
     def video_start(self) -> int:
         """Start of the video span on the query token axis (0 unless other tokens come first)."""
         if self.kind == "joint" and self.text_position in ("first", "both"):
-            if self.tokens_before is None:
+            before = self.tokens_before
+            if before is None and self.text_position == "first":
+                before = self.text_tokens  # a record built by hand: all its other tokens come first
+            if before is None:
                 raise ValueError(f"site {self.name}: tokens come before the video but their number is symbolic")
-            return self.tokens_before
+            return before
         return 0
 
     def matches_on_hidden_states(self, match_on: str) -> bool:
