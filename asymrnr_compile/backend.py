@@ -241,8 +241,9 @@ class AsymRnRBackend:
             sites = analysis.sites
             reasons: list[str] = []
             declared = None
-            if sites and not any(site.video_tokens for site in sites):
-                # after a graph break: the video tokens may come from an earlier graph's outputs
+            if forward is None and sites and not any(site.video_tokens for site in sites):
+                # after a graph break: the video tokens may come from an earlier graph's outputs (under
+                # regional compilation the model call declares the grid instead, checked on every call)
                 handed = handed_off_seeds(gm, example_inputs, self._handoff.layout_of)
                 if handed.seeds:
                     analysis = analyse_graph(gm, seeds=handed.seeds)

@@ -15,6 +15,7 @@ import warnings
 import pytest
 import torch
 import torch._dynamo
+import toy_dit
 from helpers import eager_compiler
 from reduction_checks import rewritten_sites
 from toy_dit import ToyDiT, toy_inputs
@@ -121,11 +122,7 @@ def test_regional_compilation_reduces_when_the_token_count_equals_the_width():
 
 def test_a_video_site_left_alone_beside_reduced_ones_warns_with_its_reason(monkeypatch):
     """A graph with some sites reduced still says why a video site is not (here: a causal mask)."""
-    import torch.nn.functional as F
-
-    import toy_dit
-
-    original = F.scaled_dot_product_attention
+    original = toy_dit.F.scaled_dot_product_attention
     calls = {"n": 0}
 
     def second_is_causal(q, k, v, **kwargs):
