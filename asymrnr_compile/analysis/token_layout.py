@@ -352,8 +352,11 @@ def slice_dim(dim: Dim, start: Size, stop: Size) -> Dim | None:
 
 
 def concat_dims(dims: Sequence[Dim]) -> Dim:
-    """The axis of a ``torch.cat`` of tensors along it."""
-    return tuple(segment for dim in dims for segment in dim)
+    """The axis of a ``torch.cat`` of tensors along it; empty segments (a zero-length pad, as Wan
+    VACE appends to its control tokens) are dropped."""
+    segments = tuple(segment for dim in dims for segment in dim)
+    kept = tuple(segment for segment in segments if not size_eq(segment_size(segment), 0))
+    return kept if kept else segments[:1]
 
 
 def merge_dims(candidates: Sequence[tuple[Dim, bool]]) -> Dim | None:

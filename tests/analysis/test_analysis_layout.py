@@ -136,3 +136,13 @@ def test_classification():
     wrong = (opaque_dim(2), (VIDEO,), opaque_dim(6), opaque_dim(8))
     assert read_token_axes(wrong, wrong).reason.startswith("attention along another axis than the video grid's")
     assert "token dimension" in read_token_axes(None, None).reason
+
+
+def test_a_zero_length_piece_of_a_concatenation_leaves_no_segment():
+    """Wan VACE pads its control tokens with a zero-length tensor: the token axis stays one video segment."""
+    from asymrnr_compile.analysis.token_layout import concat_dims
+
+    video = ((Factor(2, "f", SRC), Factor(8, "h", SRC), Factor(8, "w", SRC)),)
+    assert concat_dims([video, opaque_dim(0)]) == video
+    assert concat_dims([opaque_dim(3), video]) == ((Factor(3),),) + video
+    assert concat_dims([opaque_dim(0), opaque_dim(0)]) == opaque_dim(0)
