@@ -138,7 +138,8 @@ def read_token_axes(query: Layout | None, key: Layout | None) -> TokenAxes:
                 "unknown",
                 reason=f"{TEXT_ONLY_REASON} (no video tokens; {count} query token{plural})",
             )
-        return TokenAxes("unknown", reason="queries are not video tokens (keys are)")
+        return TokenAxes("unknown", reason="queries are not video tokens (keys are): other tokens attending to the "
+                                           "video, whose keys and values this backend does not reduce")
     if len(video_at) > 1:
         primary = _primary_video_segment(q_dim, video_at)
         if primary is None:
