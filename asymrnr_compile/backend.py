@@ -248,7 +248,8 @@ class AsymRnRBackend:
                 if handed.seeds:
                     analysis = analyse_graph(gm, seeds=handed.seeds)
                     sites = analysis.sites
-            video_outputs = video_output_layouts(gm, analysis.layouts)
+            # (a regional graph's inputs come from the model call's declared grid: nothing to hand off)
+            video_outputs = video_output_layouts(gm, analysis.layouts) if forward is None else {}
             others = analysis.other_attention
             for other in others:
                 self._warn_once(f"other attention: {other.kind}", f"asymrnr: {other.name}: {other.reason}.")
