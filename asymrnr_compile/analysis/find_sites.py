@@ -75,21 +75,20 @@ class GraphAnalysis:
     """What the analysis found in one graph.
 
     Attributes:
+        gm: the graph analysed.
         sites: every attention site, in graph order (see :func:`find_attention_sites`).
         layouts: the token layout of every node (:func:`~.propagate_layout.propagate_token_layouts`),
             from the seeds that were used.
     """
 
+    gm: torch.fx.GraphModule
     sites: list[AttentionSite]
     layouts: dict[torch.fx.Node, LayoutValue]
 
     @property
     def other_attention(self) -> list[OtherAttention]:
         """Attention over video tokens that is not SDPA (:func:`~.other_attention.find_other_attention`)."""
-        if not self.layouts:
-            return []
-        graph = next(iter(self.layouts)).graph
-        return find_other_attention(graph.owning_module, self.layouts) if graph.owning_module is not None else []
+        return find_other_attention(self.gm, self.layouts)
 
 
 def analyse_graph(gm: torch.fx.GraphModule, *,
@@ -133,7 +132,7 @@ def _find_sites(gm: torch.fx.GraphModule, nodes: list[torch.fx.Node],
             index, name, site.kind, site.video_tokens, site.grid, site.features, site.reason,
         )
         sites.append(site)
-    return GraphAnalysis(sites, env)
+    return GraphAnalysis(gm, sites, env)
 
 
 #: Ops that place rows of a sequence by an index tensor: which rows are video is then data.
