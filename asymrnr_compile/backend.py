@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 import torch.fx
+from torch._dynamo.exc import RestartAnalysis
 from torch._guards import CompileContext
 
 from asymrnr_compile.analysis.cost import CostEstimate, graph_flops
@@ -310,9 +311,13 @@ class AsymRnRBackend:
                 self._video_states.setdefault(video_key, runtime.video_states)
         except ScheduleMismatchError:  # the user's schedule does not fit: say so, do not hide it
             raise
+        except RestartAnalysis:  # Dynamo's own signal (e.g. to retrace with float scalars as tensors): not ours
+            raise
         except Exception as error:  # analysis must never break the user's model
-            logger.warning("asymrnr: analysis failed, compiling unchanged: %s: %s", type(error).__name__, error)
-            return self._plain(gm, example_inputs, [], compile_graph, f"analysis failed: {error}")
+            logger.warning("asymrnr: analysis failed, compiling unchanged: %s: %s", type(error).__name__, error,
+                           exc_info=logger.isEnabledFor(logging.DEBUG))
+            return self._plain(gm, example_inputs, [], compile_graph,
+                               f"analysis failed: {type(error).__name__}: {error}")
         runtime.owner = self  # the backend lives as long as Dynamo keeps a graph it compiled
         if video_outputs:
             runtime.on_outputs = functools.partial(self._handoff.record, layouts=video_outputs)

@@ -139,3 +139,19 @@ def test_a_video_site_left_alone_beside_reduced_ones_warns_with_its_reason(monke
     assert rewritten_sites(backend.graphs[0]) == {0}
     messages = [str(w.message) for w in caught if issubclass(w.category, AsymRnRWarning)]
     assert messages == ["asymrnr: attention blocks.1 over video tokens runs unreduced: causal mask."], messages
+
+
+def test_dynamos_restart_signal_is_not_taken_for_a_failed_analysis(monkeypatch):
+    """Dynamo restarts a trace by raising RestartAnalysis (e.g. TensorifyScalarRestartAnalysis from
+    compile_fx under dynamic shapes); the backend must let it through, not compile unchanged and warn."""
+    from torch._dynamo.exc import TensorifyScalarRestartAnalysis
+
+    def restart(*args, **kwargs):
+        raise TensorifyScalarRestartAnalysis()
+
+    monkeypatch.setattr("asymrnr_compile.backend.analyse_graph", restart)
+    backend = AsymRnRBackend(AsymRnRConfig(min_video_tokens=16))
+    gm = torch.fx.symbolic_trace(torch.nn.Linear(4, 4))
+    with pytest.raises(TensorifyScalarRestartAnalysis):
+        backend(gm, [torch.randn(2, 4)])
+    assert backend.graphs == []
