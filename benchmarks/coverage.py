@@ -387,7 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         body = (f"## Model coverage: every diffusers video transformer class\n\n"
                 f"{machine_info('cpu')}; {date}. Command: `{command}` (the JSON: `--json`). The tiny configs of "
                 f"diffusers' own tests, 2 x 8 x 8 video tokens, q 0.5 / kv 0.3, `min_video_tokens` 16, three calls "
-                f"at falling timesteps; what each column means: [docs/coverage.md](../docs/coverage.md).\n\n"
+                f"at falling timesteps; what each column means: [docs/coverage.md](../docs/coverage.md). No timings: "
+                f"the figures are errors and counts, which do not depend on the machine's load.\n\n"
                 f"{summary(rows)}\n\n{table}\n")
         replace_section("coverage", body)
         replace_section("coverage-table", f"Measured {date} with `{command}`:\n\n{summary(rows)}\n\n{table}\n",
