@@ -199,12 +199,8 @@ def _break_reasons() -> list[str]:
 
 
 def _rewritten(runtime: Any) -> set[int]:
-    """Sites a compiled variant of ``runtime`` really rewrote (none for a graph compiled unchanged
-    or a runtime that fell back): the report's ``applied`` alone would not prove it."""
-    if not isinstance(runtime, AsymRnRRuntime) or runtime.fallback_reason is not None:
-        return set()
-    return {index for variant in runtime.variants.values() if variant.rewrite is not None
-            for index in variant.rewrite.rewritten_sites}
+    """Sites a compiled variant of ``runtime`` really rewrote (none for a graph compiled unchanged)."""
+    return runtime.rewritten_sites if isinstance(runtime, AsymRnRRuntime) else set()
 
 
 def _sites(backend: AsymRnRBackend) -> tuple[list[SiteRow], list[str]]:

@@ -18,8 +18,7 @@ from asymrnr_compile.runtime import AsymRnRRuntime
 
 def rewritten_sites(runtime: AsymRnRRuntime) -> set[int]:
     """Indices of the sites that some compiled variant of ``runtime`` rewrote."""
-    return {index for variant in runtime.variants.values() if variant.rewrite is not None
-            for index in variant.rewrite.rewritten_sites}
+    return runtime.rewritten_sites
 
 
 def assert_reduced(backend: AsymRnRBackend, *, sites: Collection[int] | None = None,

@@ -509,6 +509,15 @@ class AsymRnRRuntime:
 
     # -- reporting ----------------------------------------------------------------------------
 
+    @property
+    def rewritten_sites(self) -> set[int]:
+        """Indices of the sites some compiled variant really rewrote (empty after a fallback): the
+        proof of reduction that a report's planned ``applied`` entries alone are not."""
+        if self.fallback_reason is not None:
+            return set()
+        return {index for variant in self.variants.values() if variant.rewrite is not None
+                for index in variant.rewrite.rewritten_sites}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "sites": [
