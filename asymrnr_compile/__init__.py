@@ -6,7 +6,10 @@ Public API: :class:`AsymRnRConfig`, :class:`AsymRnRBackend`, :class:`AsymRnRRepo
 :class:`Schedule`, :func:`profile` (redundancy profiling),
 :class:`RedundancyProfile`, :func:`calibrate` (a schedule for a target speedup),
 :func:`compile_repeated_blocks` (regional compilation: each repeated block compiled once, the
-grid and step from the model's calls; :func:`apply_token_layout_hook`, :class:`InputLayout`). They load
+grid and step from the model's calls; :func:`apply_token_layout_hook`, :class:`InputLayout`),
+:func:`video` (a video scope: one video's steps and matchings, :class:`VideoScope`),
+:func:`enable_asymrnr` / :func:`disable_asymrnr` (a diffusers pipeline compiled with asymrnr,
+each pipeline call one video scope). They load
 lazily, so that ``import asymrnr_compile.ops`` stays light.
 Importing this package does not register the backend: the ``torch_dynamo_backends`` entry point
 does (registering twice would raise "duplicate name" in torch).
@@ -32,6 +35,10 @@ _LAZY = {
     "compile_repeated_blocks": "asymrnr_compile.regional",
     "apply_token_layout_hook": "asymrnr_compile.regional",
     "InputLayout": "asymrnr_compile.regional",
+    "video": "asymrnr_compile.runtime.video_scope",
+    "VideoScope": "asymrnr_compile.runtime.video_scope",
+    "enable_asymrnr": "asymrnr_compile.pipelines",
+    "disable_asymrnr": "asymrnr_compile.pipelines",
 }
 
 __all__ = [*_LAZY, "__version__"]

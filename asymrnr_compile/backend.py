@@ -38,13 +38,14 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from types import CodeType
 from typing import Any
 
 import torch
 import torch.fx
 from torch._dynamo.exc import RestartAnalysis
-from torch._guards import CompileContext
 
 from asymrnr_compile.analysis.cost import CostEstimate, graph_flops
 from asymrnr_compile.analysis.declared_layout import DeclaredLayout, declared_layout_seeds
@@ -64,9 +65,10 @@ from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction
 from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
 from asymrnr_compile.runtime.forward_context import ClaimSites, ForwardContext, current_forward
 from asymrnr_compile.runtime.layout_handoff import LayoutHandoff
-from asymrnr_compile.runtime.regions import Compiler, inductor_compiler
+from asymrnr_compile.runtime.regions import Compiler, inductor_compiler, mode_uses_cudagraphs
 from asymrnr_compile.runtime.runtime import VideoStates
 from asymrnr_compile.runtime.steps import constant_timestep_argument, find_timestep_input
+from asymrnr_compile.runtime.video_scope import VideoScope, video
 
 logger = logging.getLogger("asymrnr_compile")
 
@@ -211,8 +213,10 @@ class AsymRnRBackend:
         if not isinstance(self.config, AsymRnRConfig):
             raise TypeError(f"config must be an AsymRnRConfig, got {type(self.config).__name__}")
         self.graphs: list[AsymRnRRuntime | _PlainGraph] = []
-        # Steps and matchings per compiled code and shapes, shared by Dynamo's recompiles of it.
-        self._video_states: dict[tuple[Any, ...], VideoStates] = {}
+        # Steps and matchings (outside a video scope) per compiled code object, then shapes and sites,
+        # shared by Dynamo's recompiles of that code; code objects held weakly.
+        self._video_states: weakref.WeakKeyDictionary[CodeType, dict[tuple[Any, ...], VideoStates]] = \
+            weakref.WeakKeyDictionary()
         self._warned: set[str] = set()
         # Outputs that carry video tokens into graphs compiled after a graph break.
         self._handoff = LayoutHandoff()
@@ -299,16 +303,29 @@ class AsymRnRBackend:
                         and "min_video_tokens" not in site_reason:  # small sites beside reduced ones: by design
                     self._warn_once(f"site unreduced: {site_reason}",
                                     f"asymrnr: attention {site.name} over video tokens runs unreduced: {site_reason}.")
-            video_key = _video_state_key(example_inputs, reductions, regional=forward is not None)
-            shared = self._video_states.get(video_key) if video_key is not None else None
+            code, video_key = _video_state_key(example_inputs, reductions, regional=forward is not None)
+            shared = None
+            if code is not None:
+                states_of_code = self._video_states.get(code)
+                if states_of_code is None or not _has_compiled_entries(code):
+                    # the code's first compile since Dynamo started or was reset: no earlier video to continue
+                    states_of_code = self._video_states[code] = {}
+                shared = states_of_code.get(video_key)
             if shared is not None:
-                logger.info("asymrnr: a recompile of a graph already compiled (%s) continues its video's steps "
-                            "and matchings", video_key[0])
+                logger.info("asymrnr: a recompile of %s continues its video's steps and matchings", code.co_name)
+            if mode_uses_cudagraphs(mode):
+                self._warn_once("cudagraphs", (
+                    f"asymrnr: mode={mode!r} asks for CUDA graphs; the graphs asymrnr reduces are compiled with the "
+                    "mode's other settings but without CUDA graphs, because the runtime keeps each matching for the "
+                    "next steps of its window and CUDA graph trees reuse the memory of earlier outputs (torch would "
+                    "fail with 'accessing tensor output of CUDAGraphs that has been overwritten by a subsequent "
+                    "run'). Pass mode='max-autotune-no-cudagraphs' or no mode to silence this."))
+                compile_graph = inductor_compiler(gm, mode, cudagraphs=False)
             runtime = AsymRnRRuntime(gm, sites, reductions, self.config, compile_graph, driver,
                                      on_matching=self.on_matching, regional=forward is not None,
                                      declared_layout=declared, video_states=shared)
-            if video_key is not None:
-                self._video_states.setdefault(video_key, runtime.video_states)
+            if code is not None:
+                self._video_states[code].setdefault(video_key, runtime.video_states)
         except ScheduleMismatchError:  # the user's schedule does not fit: say so, do not hide it
             raise
         except RestartAnalysis:  # Dynamo's own signal (e.g. to retrace with float scalars as tensors): not ours
@@ -392,8 +409,17 @@ class AsymRnRBackend:
             self._warned.add(kind)
             warnings.warn(message, AsymRnRWarning, stacklevel=2)
 
+    def video(self, num_steps: int | None = None) -> AbstractContextManager[VideoScope]:
+        """``with backend.video(num_steps=...) as scope:`` samples one video in a video scope
+        (:func:`asymrnr_compile.video`; the same scope for every backend, so that two models
+        compiled with two backends share the video's step). Inside it the step comes from
+        ``scope.set_step(i)`` or from the timestep, and every model and block keeps its own
+        matchings for this video only: no :meth:`reset` is needed between scopes."""
+        return video(num_steps)
+
     def reset(self) -> None:
-        """Start a new video: every graph forgets its step state and cached matchings."""
+        """Start a new video: every graph forgets its step state and cached matchings (the
+        states used outside video scopes; a scope starts fresh by itself)."""
         for graph in self.graphs:
             if isinstance(graph, AsymRnRRuntime):
                 graph.reset()
@@ -403,21 +429,42 @@ class AsymRnRBackend:
 
 
 def _video_state_key(example_inputs: Sequence[Any], reductions: Sequence[SiteReduction], *,
-                     regional: bool) -> tuple[Any, ...] | None:
+                     regional: bool) -> tuple[CodeType | None, tuple[Any, ...]]:
     """What makes a graph a recompile of an earlier one of the same sampling loop: the code
-    Dynamo compiled (``CompileId.frame_id``: one per Python function, the same for every
-    recompile of it), the input shapes and the reduced sites with their kept counts. None
-    outside a Dynamo compile (the backend called directly): nothing is shared.
+    object Dynamo is compiling (the same for every recompile of a function), and then the
+    input shapes and the reduced sites with their kept counts. ``(None, key)`` outside a Dynamo
+    compile (the backend called directly): nothing is shared.
 
-    A recompile mid-video (a guard failed: a new stride, a Python flag) then continues the
-    video's steps and matchings instead of starting at step 0 with a matching of its own."""
-    compile_id = CompileContext.current_compile_id()
-    if compile_id is None:
-        return None
+    Outside a video scope, a recompile mid-video (a guard failed: a new stride, a Python flag)
+    then continues the video's steps and matchings instead of starting at step 0 with a matching
+    of its own. Inside a scope the scope holds the step, and this is not needed."""
     shapes = tuple(tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                    for value in example_inputs)
     sites = tuple((r.site.index, r.site.video_tokens, tuple(sorted(r.num_keep.items()))) for r in reductions)
-    return (f"frame {compile_id.frame_id}", regional, shapes, sites)
+    return _compiling_code(), (regional, shapes, sites)
+
+
+def _compiling_code() -> CodeType | None:
+    """The code object Dynamo is compiling now, or None (not inside a Dynamo compile)."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        translator = InstructionTranslator.current_tx()
+    except (ImportError, AttributeError, IndexError, AssertionError):
+        return None
+    code = getattr(translator, "f_code", None)
+    return code if isinstance(code, CodeType) else None
+
+
+def _has_compiled_entries(code: CodeType) -> bool:
+    """Whether Dynamo's cache holds compiled entries for ``code``: a compile while it does is a
+    recompile (a guard failed); without any, the first compile since Dynamo started or since
+    ``torch._dynamo.reset()`` (nothing of an earlier video may be continued then)."""
+    try:
+        from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+    except ImportError:  # another torch: never share rather than share a stale state
+        return False
+    return bool(_debug_get_cache_entry_list(code))
 
 
 def _regional_refusal(config: AsymRnRConfig) -> str | None:

@@ -66,7 +66,7 @@ PUBLISHED_SETTINGS: Mapping[str, Any] = MappingProxyType({
     "kv_ratio": 0.3,
     "cache_steps": 5,
     "match_on": "features",
-    "redraw_split": False,
+    "redraw_split": True,
     "proportional_attention": False,
     "match_dims": None,
     "min_video_tokens": 256,
@@ -128,7 +128,10 @@ class AsymRnRConfig:
             by ``seed``, the site, the feature and the window index) instead of one split per
             site for the whole run, so that the tokens standing in for others change from window
             to window and the errors of restoring do not pile up on the same positions across
-            steps. Bool. Default True (published: False, one split for the run).
+            steps. The published code draws its splits this way: per block, per feature and per
+            window of ``cache_steps`` steps counted from the first step, the same for every video
+            (paper Sec. 3.4). Bool. Default True in both presets; False keeps one split per site
+            and feature for the whole run.
         seed: seed of the random destination choice within each chunk. Default 0.
         grid: (frames, height, width) of the video token grid, overriding what the analysis
             recovers from the graph; None (default) uses the analysis.

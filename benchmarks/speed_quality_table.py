@@ -18,7 +18,8 @@ sampler (20 Euler steps, guidance 2, batched CFG) and gets:
   ``--rounds`` rounds; the median of the per-round ratios.
 
 Rows: unaccelerated (plain Inductor); the backend's defaults (``backend="asymrnr"`` as is);
-asymrnr with the published method (``preset="published"``, matching cached 5 steps); asymrnr
+asymrnr with the published method (``preset="published"``, matching cached 5 steps), with split
+seeds 0 and 1 (the splits are random: two draws show their spread); asymrnr
 with the quality-preserving options (hidden-state matching, a new split per window, proportional
 attention) cached 1 and 2 steps; token dropping at the published rows' kept counts (same
 attention FLOPs, random tokens). On a diffusers model also diffusers 0.42's cache hooks at two
@@ -130,6 +131,7 @@ def rows(model: torch.nn.Module, q_ratio: float, kv_ratio: float) -> list[Row]:
     out = [
         Row("asymrnr, defaults", AsymRnRConfig()),
         Row("asymrnr, published (cache 5)", published_with(**ratios, cache_steps=5)),
+        Row("asymrnr, published (cache 5, split seed 1)", published_with(**ratios, cache_steps=5, seed=1)),
         Row("asymrnr, quality options (cache 2)", published_with(**ratios, cache_steps=2, **HIDDEN_MATCHING)),
         Row("asymrnr, quality options (cache 1)", published_with(**ratios, cache_steps=1, **HIDDEN_MATCHING)),
         Row("token dropping (published's FLOPs)", published_with(**ratios, cache_steps=5, token_selection="random")),

@@ -9,8 +9,10 @@ applies the method to every attention call the caller declared a site (:class:`O
    full chunk, drawn from a private CPU generator, is a destination (dst) token, every other
    token a source (src) token. The draw must equal the package's bit for bit so that the two can
    be compared exactly, so it is re-derived here: one ``torch.randint(prod(stride), chunks)``
-   from a generator seeded ``seed + 7919 * site + {q: 0, kv: 1}[feature]``, the flat offset of
-   each chunk read as ``(f, h, w)`` inside the chunk.
+   from a generator seeded ``seed + 7919 * site + {q: 0, kv: 1}[feature] + 104729 * window``,
+   the flat offset of each chunk read as ``(f, h, w)`` inside the chunk. As in the published
+   code, every matching window (``step // cache_steps``) draws a new split per site and feature;
+   ``redraw_split=False`` keeps the window-0 split for the whole run.
 2. **match** (step 2): per batch element and head, the full ``(N_src, N_dst)`` matrix of squared
    Euclidean distances (in float64, by differences, not by the norm expansion), each src token's
    nearest dst (first one on ties), then the src tokens sorted least similar first (stable).
@@ -45,12 +47,14 @@ import torch
 
 FEATURE_SEED_OFFSET = {"q": 0, "kv": 1}  # docs/method.md, step 1: the seed formula
 SITE_SEED_STRIDE = 7919
+WINDOW_SEED_STRIDE = 104729
 
 MUTATIONS = (
     "swap_sites",  # reused matchings of the sites ``swap_pair`` are read from each other's cache entry
     "no_cache",  # matchings recomputed at every step
     "keep_most_similar",  # the most similar src tokens are kept, the least similar dropped
     "restore_self",  # dropped query rows keep their own (unreduced) output instead of their dst's
+    "one_split",  # the window-0 split is kept for the whole run instead of a new one per window
 )
 
 
@@ -153,6 +157,8 @@ class Oracle:
         cache_steps: matching window in steps.
         seed: base seed of the splits (``AsymRnRConfig.seed``).
         dst_stride: chunk holding one dst token.
+        redraw_split: a new split per matching window (the published method); False: one split
+            per site and feature for the run.
         mutation: one of :data:`MUTATIONS`, or None.
         swap_pair: the two sites whose matchings ``mutation="swap_sites"`` exchanges.
     """
@@ -163,6 +169,7 @@ class Oracle:
     cache_steps: int = 5
     seed: int = 0
     dst_stride: tuple[int, int, int] = (2, 2, 2)
+    redraw_split: bool = True
     mutation: str | None = None
     swap_pair: tuple[int, int] = (0, 1)
     cache: dict[tuple[int, int, str], Matched] = field(default_factory=dict)
@@ -218,10 +225,13 @@ class Oracle:
 
     # -- the method -----------------------------------------------------------------------------
 
-    def split(self, site_index: int, feature: str) -> tuple[list[int], list[int]]:
+    def split(self, site_index: int, feature: str, window: int) -> tuple[list[int], list[int]]:
+        """The split of one (site, feature) in matching window ``window``."""
         site = self.sites[site_index]
         assert site is not None
-        seed = self.seed + SITE_SEED_STRIDE * site_index + FEATURE_SEED_OFFSET[feature]
+        if not self.redraw_split or self.mutation == "one_split":
+            window = 0
+        seed = self.seed + SITE_SEED_STRIDE * site_index + FEATURE_SEED_OFFSET[feature] + WINDOW_SEED_STRIDE * window
         return dst_src_split(site.grid, self.dst_stride, seed)
 
     def matching(self, site_index: int, feature: str, video: torch.Tensor, ratio: float) -> Matched:
@@ -230,7 +240,7 @@ class Oracle:
         key = (self.call, site_index, feature)
         held = self.cache.get(key)
         if held is None or held.window != window or self.mutation == "no_cache":
-            dst, src = self.split(site_index, feature)
+            dst, src = self.split(site_index, feature, window)
             num_keep = kept_count(video.shape[-2], len(dst), ratio)
             held = self.cache[key] = match(video, dst, src, num_keep, window,
                                            keep_most_similar=self.mutation == "keep_most_similar")

@@ -10,7 +10,9 @@ classes import ``transformers``.
 
 Families: ``"cogvideox"`` (``CogVideoXPipeline``: int64 timesteps, batched CFG, one transformer
 call per step) and ``"wan"`` (``WanPipeline``: float timesteps, cond and uncond as two calls per
-step inside ``transformer.cache_context``). At the defaults (64 x 64 px, 9 frames) the latent token
+step inside ``transformer.cache_context``), and ``"wan22"`` (``WanPipeline`` as Wan 2.2 builds it: two
+experts of one class, ``transformer`` for the high-noise steps and ``transformer_2``, other
+weights, for the steps below ``boundary_ratio``). At the defaults (64 x 64 px, 9 frames) the latent token
 grid is 3 x 4 x 4 (48 video tokens): pass ``AsymRnRConfig(min_video_tokens=8, dst_stride=(1, 2,
 2))`` or :data:`SMALL_GRID` to reduce it.
 
@@ -24,7 +26,7 @@ from typing import Any, Literal
 
 import torch
 
-Family = Literal["cogvideox", "wan"]
+Family = Literal["cogvideox", "wan", "wan22"]
 
 SMALL_GRID: dict[str, Any] = {"min_video_tokens": 8, "dst_stride": (1, 2, 2)}
 """Options that let asymrnr reduce the tiny token grids (48 video tokens at the defaults)."""
@@ -100,7 +102,7 @@ def _wan(num_layers: int) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
 
 
 def tiny_pipeline(family: Family = "cogvideox", *, size: int = 64, num_frames: int = 9, steps: int = 3,
-                  num_layers: int | None = None) -> TinyPipeline:
+                  num_layers: int | None = None, boundary_ratio: float = 0.9) -> TinyPipeline:
     """A real diffusers text-to-video pipeline of ``family`` with tiny seeded components.
 
     Args:
@@ -110,6 +112,9 @@ def tiny_pipeline(family: Family = "cogvideox", *, size: int = 64, num_frames: i
         num_frames: frames (the VAE compresses 4x in time: 9 frames are 3 latent frames).
         steps: ``num_inference_steps``.
         num_layers: transformer blocks (default: 1 for CogVideoX, 2 for Wan, as the unit tests).
+        boundary_ratio: ``"wan22"`` only: ``transformer_2`` runs the steps whose timestep is below
+            ``boundary_ratio * 1000`` (default 0.9: with 6 steps and the scheduler's shift of 7,
+            the last 3).
     """
     import diffusers
 
@@ -123,8 +128,16 @@ def tiny_pipeline(family: Family = "cogvideox", *, size: int = 64, num_frames: i
         pipe = diffusers.WanPipeline(tokenizer=None, text_encoder=None, transformer=transformer, vae=vae,
                                      scheduler=scheduler)
         calls_per_step, text_shape = 2, (12, 16)
+    elif family == "wan22":
+        transformer, vae, scheduler = _wan(num_layers or 2)
+        torch.manual_seed(1)
+        transformer_2 = type(transformer)(**transformer.config).eval()  # the low-noise expert: other weights
+        pipe = diffusers.WanPipeline(tokenizer=None, text_encoder=None, transformer=transformer, vae=vae,
+                                     scheduler=scheduler, transformer_2=transformer_2,
+                                     boundary_ratio=boundary_ratio)
+        calls_per_step, text_shape = 2, (12, 16)
     else:
-        raise ValueError(f"family must be 'cogvideox' or 'wan', got {family!r}")
+        raise ValueError(f"family must be 'cogvideox', 'wan' or 'wan22', got {family!r}")
     pipe.set_progress_bar_config(disable=True)
     call_kwargs = {"height": size, "width": size, "num_frames": num_frames, "num_inference_steps": steps,
                    "output_type": "pt"}

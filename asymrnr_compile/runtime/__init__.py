@@ -5,6 +5,8 @@
   :class:`~asymrnr_compile.runtime.matching_cache.MatchingRecord` an observer receives.
 - :mod:`~asymrnr_compile.runtime.regions`: regional Inductor compilation, shared by variants
   (and by the profiler).
+- :mod:`~asymrnr_compile.runtime.video_scope`: the video scope, one video's step counter and
+  states, set by the loop or a pipeline (:func:`~asymrnr_compile.runtime.video_scope.video`).
 - :mod:`~asymrnr_compile.runtime.runtime`: :class:`AsymRnRRuntime`, the callable returned to
   Dynamo: one compiled variant per distinct plan.
 """
@@ -12,6 +14,7 @@
 from asymrnr_compile.runtime.matching_cache import MatchingCache, MatchingRecord
 from asymrnr_compile.runtime.runtime import AsymRnRRuntime, CompiledVariant
 from asymrnr_compile.runtime.steps import StepEvent, StepSignal, StepTracker
+from asymrnr_compile.runtime.video_scope import VideoScope, current_video, video
 
 __all__ = ["AsymRnRRuntime", "CompiledVariant", "MatchingCache", "MatchingRecord", "StepEvent", "StepSignal",
-           "StepTracker"]
+           "StepTracker", "VideoScope", "current_video", "video"]

@@ -33,7 +33,19 @@ def _dynamo_fake_mode(gm: torch.fx.GraphModule) -> Any:
     return None
 
 
-def inductor_compiler(gm: torch.fx.GraphModule, mode: str | None = None) -> Compiler:
+#: The Inductor option a ``torch.compile`` mode turns on for CUDA graphs ("reduce-overhead",
+#: "max-autotune").
+CUDAGRAPHS_OPTION = "triton.cudagraphs"
+
+
+def mode_uses_cudagraphs(mode: str | None) -> bool:
+    """Whether ``torch.compile(mode=...)`` asks Inductor for CUDA graphs."""
+    from torch._inductor import list_mode_options
+
+    return bool(mode) and bool(list_mode_options(mode).get(CUDAGRAPHS_OPTION))
+
+
+def inductor_compiler(gm: torch.fx.GraphModule, mode: str | None = None, *, cudagraphs: bool = True) -> Compiler:
     """``compile_fx`` for ``gm`` and for graphs derived from it (rewrites, regions).
 
     Dynamo hands a backend a tracing context holding its fake-tensor mode, and ``compile_fx``
@@ -45,7 +57,8 @@ def inductor_compiler(gm: torch.fx.GraphModule, mode: str | None = None) -> Comp
     tracing context the returned function therefore compiles under Dynamo's fake mode (taken
     from the graph's example values), with the inputs made fake with static shapes (the graph
     was captured with ``dynamic=False``). ``mode`` (e.g. ``"max-autotune"``) is forwarded to
-    Inductor for these compilations only.
+    Inductor for these compilations only; with ``cudagraphs=False`` without the CUDA graphs it
+    may ask for (:func:`mode_uses_cudagraphs`).
 
     Every region is also made cacheable by AOTAutograd's cache, so that a warm start (a new
     process with the same Inductor cache) skips AOT tracing as well as Inductor: the regions'
@@ -56,7 +69,10 @@ def inductor_compiler(gm: torch.fx.GraphModule, mode: str | None = None) -> Comp
     from torch._inductor import list_mode_options
     from torch._inductor.compile_fx import compile_fx
 
-    patches = {**(list_mode_options(mode) if mode else {}), "unsafe_marked_cacheable_functions": {
+    mode_patches = dict(list_mode_options(mode)) if mode else {}
+    if not cudagraphs:
+        mode_patches.pop(CUDAGRAPHS_OPTION, None)
+    patches = {**mode_patches, "unsafe_marked_cacheable_functions": {
         **torch._inductor.config.unsafe_marked_cacheable_functions, **_cacheable_ops()}}
     fake_mode = _dynamo_fake_mode(gm)
     if fake_mode is None or fake_mode.shape_env is None:

@@ -51,6 +51,7 @@ from asymrnr_compile.runtime.forward_context import current_forward
 from asymrnr_compile.runtime.matching_cache import CacheKey, MatchingCache, MatchingRecord
 from asymrnr_compile.runtime.regions import Compiler, RegionCompiler, compile_regions
 from asymrnr_compile.runtime.steps import StepEvent, StepTracker, find_timestep_input, read_timestep
+from asymrnr_compile.runtime.video_scope import current_video
 
 if TYPE_CHECKING:
     from asymrnr_compile.plan.schedule_driver import ScheduleDriver
@@ -283,6 +284,8 @@ class AsymRnRRuntime:
         # The backend that made this runtime: kept alive as long as Dynamo keeps this graph.
         self.owner: object | None = None
         self.schedule = schedule
+        self._drivers_by_steps: dict[int, ScheduleDriver] = {}  # per video step count declared by a scope
+        self.scope_steps = 0  # the most steps of a video scope this graph ran up to (for the report)
         hidden_matched = {r.site.index for r in reductions if r.site.matches_on_hidden_states(config.match_on)}
         if schedule is None:
             self.cost: CostEstimate = estimate_cost(
@@ -319,16 +322,19 @@ class AsymRnRRuntime:
 
     # -- planning ---------------------------------------------------------------------------
 
-    def plan(self, event: StepEvent) -> ReductionPlan:
-        """The reduction plan of one call (empty during warm-up or after a fallback)."""
+    def plan(self, event: StepEvent, num_steps: int | None = None) -> ReductionPlan:
+        """The reduction plan of one call (empty during warm-up or after a fallback);
+        ``num_steps``: the video's step count where a video scope declares it (a schedule is
+        then read at the video's progress), else ``config.num_steps``."""
         config = self.config
         site_plans: list[SitePlan] = []
+        schedule = self._schedule_for(num_steps)
         if self.fallback_reason is None and event.step >= config.warmup_steps:
             window = self._window(event.step)
             for reduction in self.reductions:
                 features: dict[str, FeaturePlan] = {}
-                keeps = reduction.num_keep if self.schedule is None else \
-                    self.schedule.keeps(reduction, event.step, record=event.call_index == 0)
+                keeps = reduction.num_keep if schedule is None else \
+                    schedule.keeps(reduction, event.step, record=event.call_index == 0)
                 for feature, keep in keeps.items():
                     key = (event.call_index, reduction.site.index, feature)
                     features[feature] = FeaturePlan(
@@ -339,6 +345,19 @@ class AsymRnRRuntime:
                 if features:
                     site_plans.append(SitePlan(reduction.site.index, **features))
         return ReductionPlan.for_config(config, tuple(site_plans))
+
+    def _schedule_for(self, num_steps: int | None) -> ScheduleDriver | None:
+        """The schedule driver for a video of ``num_steps`` steps (None: the config's)."""
+        if self.schedule is None or num_steps is None or num_steps == self.config.num_steps:
+            return self.schedule
+        with self._lock:
+            driver = self._drivers_by_steps.get(num_steps)
+            if driver is None:
+                from asymrnr_compile.plan.schedule_driver import ScheduleDriver
+
+                driver = self._drivers_by_steps[num_steps] = ScheduleDriver(self.config.schedule, self.sites,
+                                                                            num_steps)
+            return driver
 
     # -- compilation --------------------------------------------------------------------------
 
@@ -416,15 +435,24 @@ class AsymRnRRuntime:
 
     def _call(self, *args: Any) -> Any:
         offset, timestep, unreduced = self._call_context(args)
-        state = self._local.state = self.video_states.get(offset, weights_of(args, self.weights_position))
+        weights = weights_of(args, self.weights_position)
+        scope = current_video()
         self.served_offsets.add(offset)
-        event = state.tracker.observe(timestep)
-        if event.new_video:
-            state.new_video()
-        elif state.tracker.extra_first_step_calls and event.call_index == 0 and event.step == 2:
-            self._forget_warmup_call(state)
+        if scope is not None:  # the video scope says which step, and holds this video's state
+            state = self._local.state = scope.state_for(self, offset, weights, lambda: VideoState(site_offset=offset))
+            own_count = state.tracker.observe(timestep).step  # only used when the scope cannot tell
+            event = scope.event_for(self, offset, weights, timestep, own_count)
+            with self._lock:  # steps reached in the video (a second expert joins at a later step)
+                self.scope_steps = max(self.scope_steps, event.step + 1)
+        else:  # no scope: steps and new videos guessed from the timestep (runtime/steps.py)
+            state = self._local.state = self.video_states.get(offset, weights)
+            event = state.tracker.observe(timestep)
+            if event.new_video:
+                state.new_video()
+            elif state.tracker.extra_first_step_calls and event.call_index == 0 and event.step == 2:
+                self._forget_warmup_call(state)
         if unreduced is None:
-            plan = self.plan(event)
+            plan = self.plan(event, None if scope is None else scope.num_steps)
         else:
             self._run_unreduced(unreduced)
             plan = ReductionPlan.for_config(self.config)
@@ -531,7 +559,8 @@ class AsymRnRRuntime:
             "regions_compiled": len(self.regions.compiled),
             "regions_reused": self.regions.reused,
             "calls": self.calls,
-            "steps": max((state.tracker.steps_seen for state in self.video_states.all()), default=0),
+            # steps of the longest video: in a video scope, or (outside one) counted from timesteps
+            "steps": max([self.scope_steps, *(state.tracker.steps_seen for state in self.video_states.all())]),
             # block instances served (regional compilation; 1 for a whole-model graph)
             "instances": max(1, len(self.served_offsets)),
             "regional": self.regional,

@@ -261,7 +261,7 @@ def test_every_matching_of_the_backend_is_the_oracles(case):
     assert sorted(backend) == sorted(oracle.computed)
     for key, record in backend.items():
         expected = oracle.computed[key]
-        dst, _ = oracle.split(key[2], key[3])
+        dst, _ = oracle.split(key[2], key[3], window=key[0] // oracle.cache_steps)
         assert record.split.dst.tolist() == dst, key
         keep, restore = record.indices
         kept = torch.zeros(*keep.shape[:-1], restore.shape[-1], dtype=torch.bool).scatter_(-1, keep, True)
