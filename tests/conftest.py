@@ -6,12 +6,24 @@ Hypothesis profiles:
   same examples and a failure reproduces exactly.
 - ``thorough``: random, ten times the examples; for local runs
   (``HYPOTHESIS_PROFILE=thorough pytest``).
+
+``--asymrnr-force-fallback`` (off by default): every rewrite fails, so every asymrnr graph falls
+back to plain Inductor (``AsymRnRRuntime._fall_back``) and runs unreduced. An autouse fixture
+monkeypatches ``asymrnr_compile.runtime.runtime.reduce_attention_tokens`` to raise
+``RuntimeError("forced fallback (--asymrnr-force-fallback)")`` in every test
+(``reduction_checks.force_fallback``), and sets ``ASYMRNR_FORCE_FALLBACK=1`` so that the
+processes a test spawns do the same where they check it (the context-parallel ranks,
+``tests/parallel/cp_harness.py``). The fallback is silent (the model still runs), so a
+test of a reducing path that passes with this option does not check that it reduced: it should
+call ``reduction_checks.assert_reduced`` (or check the report's ``cache_misses`` and
+``fallback_reason``). Tests of unreduced paths (ratio 0, fallbacks, errors, analysis) pass either way.
 """
 
 from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -41,3 +53,22 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 torch.manual_seed(0)
+
+
+FORCE_FALLBACK_OPTION = "--asymrnr-force-fallback"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        FORCE_FALLBACK_OPTION, action="store_true", default=False,
+        help="make every asymrnr rewrite fail, so that every graph falls back to plain Inductor; "
+             "tests of reducing paths must then fail (see tests/conftest.py)")
+
+
+@pytest.fixture(autouse=True)
+def _asymrnr_force_fallback(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.config.getoption(FORCE_FALLBACK_OPTION):
+        from reduction_checks import FORCE_FALLBACK_ENV, force_fallback
+
+        force_fallback(monkeypatch.setattr)
+        monkeypatch.setenv(FORCE_FALLBACK_ENV, "1")

@@ -70,8 +70,8 @@ def inductor_compiler(gm: torch.fx.GraphModule, mode: str | None = None, *, cuda
     from torch._inductor.compile_fx import compile_fx
 
     mode_patches = dict(list_mode_options(mode)) if mode else {}
-    if not cudagraphs:
-        mode_patches.pop(CUDAGRAPHS_OPTION, None)
+    if not cudagraphs:  # explicitly off: also overrides a global torch._inductor.config setting
+        mode_patches[CUDAGRAPHS_OPTION] = False
     patches = {**mode_patches, "unsafe_marked_cacheable_functions": {
         **torch._inductor.config.unsafe_marked_cacheable_functions, **_cacheable_ops()}}
     fake_mode = _dynamo_fake_mode(gm)

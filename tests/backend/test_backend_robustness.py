@@ -14,6 +14,7 @@ import weakref
 import pytest
 import torch
 import torch._dynamo
+from reduction_checks import assert_reduced
 from torch import nn
 
 import asymrnr_compile
@@ -469,19 +470,40 @@ def test_a_second_model_of_the_same_class_keeps_matchings_of_its_own(inputs):
     options = {"q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2, **TINY}
     switch = 2  # step 2 opens a matching window (cache 2): step 3, the second model's first, reuses
 
-    def string_form(**kwargs):
-        return [_compile(m, "asymrnr", options=dict(options), **kwargs) for m in (first, second)]
+    def string_form(served: list[AsymRnRBackend], **kwargs):
+        """Both models compiled with backend="asymrnr"; ``served`` collects the string-form
+        backend that served each call (``last_backend()`` after it), in order, without repeats."""
 
-    separate = _two_expert_loop(*(_compile(m, AsymRnRBackend(AsymRnRConfig(**options))) for m in (first, second)),
+        def tracked(compiled):
+            def call(**call_kwargs):
+                output = compiled(**call_kwargs)
+                backend = asymrnr_compile.last_backend()
+                if not any(backend is seen for seen in served):
+                    served.append(backend)
+                return output
+            return call
+
+        return [tracked(_compile(m, "asymrnr", options=dict(options), **kwargs)) for m in (first, second)]
+
+    backends = [AsymRnRBackend(AsymRnRConfig(**options)) for _ in (first, second)]
+    separate = _two_expert_loop(*(_compile(m, b) for m, b in zip((first, second), backends)),
                                 inputs, switch_after=switch + 1)
+    for backend in backends:  # the reference reduced: each model with matchings of its own
+        assert_reduced(backend)
     torch._dynamo.reset()
-    shared_graph = string_form()
-    shared = _two_expert_loop(*shared_graph, inputs, switch_after=switch + 1)
-    runtime = _runtime(asymrnr_compile.last_backend())  # one graph served both models
+    served: list[AsymRnRBackend] = []
+    shared = _two_expert_loop(*string_form(served), inputs, switch_after=switch + 1)
+    assert len(served) == 1 and served[0] is asymrnr_compile.last_backend()  # one graph served both models
+    runtime = _runtime(asymrnr_compile.last_backend())
     assert len(runtime.video_states.all()) == 2
+    assert_reduced(asymrnr_compile.last_backend())
     torch.testing.assert_close(shared, separate, rtol=0, atol=0)
     torch._dynamo.reset()
-    isolated = _two_expert_loop(*string_form(isolate_recompiles=True), inputs, switch_after=switch + 1)
+    served = []
+    isolated = _two_expert_loop(*string_form(served, isolate_recompiles=True), inputs, switch_after=switch + 1)
+    assert len(served) == 2  # a graph (and string-form backend) per model
+    for backend in served:
+        assert_reduced(backend)
     torch.testing.assert_close(isolated, separate, rtol=0, atol=0)
 
 

@@ -21,8 +21,8 @@ from asymrnr_compile.synthetic.cogvideox import CogVideoXTaskConfig, build_cogvi
 from asymrnr_compile.synthetic.model import build_text_to_video_model  # noqa: E402
 
 TINY = CogVideoXTaskConfig(patch_size=8, num_heads=2, head_dim=16, num_blocks=2, time_embed_dim=32, text_dim=16)
-#: asymrnr rows: defaults, published, quality options x 2, token dropping.
-ASYMRNR_ROWS = 5
+#: asymrnr rows: defaults, published at two split seeds, quality options x 2, token dropping.
+ASYMRNR_ROWS = 6
 #: diffusers hook rows: four hooks at two settings each, plus asymrnr stacked with one.
 HOOK_ROWS = 4 * 2 + 1
 

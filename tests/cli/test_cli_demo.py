@@ -92,7 +92,8 @@ def test_demo_quality_part_writes_pictures(tmp_path):
      ("published", "hidden_states", True, True, 5)),
     (["--match-on", "features", "--no-redraw-split", "--no-proportional-attention"],
      ("default", "features", False, False, 2)),
-    (["--published"], ("published", "features", False, False, 5)),
+    (["--published"], ("published", "features", True, False, 5)),  # the official split policy
+    (["--published", "--no-redraw-split"], ("published", "features", False, False, 5)),
 ])
 def test_demo_passes_the_preset_and_matching_options_to_the_backend(tmp_path, flags, chosen):
     out = tmp_path / "demo.json"

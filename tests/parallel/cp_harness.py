@@ -5,9 +5,12 @@
 port), each build the same seeded tiny model (:func:`asymrnr_compile.models.diffusers_models.build`),
 call ``enable_parallelism(ContextParallelConfig(ulysses_degree=world_size))`` and run the same
 steps under ``torch.compile(..., backend=AsymRnRBackend(config))``. Each rank writes its
-outputs, its report, Dynamo's graph counts and the input bytes of every collective call of the
-last step (profiled: the steady state, compilation done) to ``out_dir/rank{r}.pt``; the parent waits at
-most ``timeout_s`` and kills the ranks if they have not finished.
+outputs, its report, the proof that it reduced (``reduction_checks.reduction_evidence``: per
+graph, no fallback and the sites its variants rewrote), Dynamo's graph counts and the input
+bytes of every collective call of the last step (profiled: the steady state, compilation done)
+to ``out_dir/rank{r}.pt``; the parent waits at most ``timeout_s`` and kills the ranks if they
+have not finished. With ``ASYMRNR_FORCE_FALLBACK=1`` in the environment (``pytest
+--asymrnr-force-fallback``) every rank's rewrites fail, as in the test process.
 
 Three things every rank does, and why (diffusers 0.42.1, torch 2.13, CPU):
 
@@ -33,6 +36,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +46,7 @@ import torch
 import torch.multiprocessing as mp
 
 LOOPBACK = "127.0.0.1"
+TESTS = Path(__file__).resolve().parents[1]  # reduction_checks.py
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,12 @@ def _rank(rank: int, world_size: int, port: int, case: CPCase, out_dir: str) -> 
     from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
 
     torch.set_num_threads(1)
+    if str(TESTS) not in sys.path:  # run from benchmarks/context_parallel.py: tests/ is not on the path
+        sys.path.append(str(TESTS))
+    from reduction_checks import FORCE_FALLBACK_ENV, force_fallback, reduction_evidence
+
+    if os.environ.get(FORCE_FALLBACK_ENV) == "1":  # pytest --asymrnr-force-fallback (tests/conftest.py)
+        force_fallback()
     os.environ.update(MASTER_ADDR=LOOPBACK, MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
@@ -148,6 +159,7 @@ def _rank(rank: int, world_size: int, port: int, case: CPCase, out_dir: str) -> 
         with torch._dynamo.config.patch(ignore_logging_functions={logging.Logger.warning_once}):
             outputs, graphs = run_steps(model, inputs, case.timesteps, backend, last_step=prof)
         torch.save({"outputs": outputs, "graphs": graphs, "report": backend.report().to_dict(),
+                    "reduction": reduction_evidence(backend),
                     "seconds": time.perf_counter() - start, "collectives": collective_payloads(prof.events())},
                    Path(out_dir) / f"rank{rank}.pt")
     finally:

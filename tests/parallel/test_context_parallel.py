@@ -2,6 +2,9 @@
 
 Asserted per case, on every rank:
 
+- it reduced: no graph fell back, matchings were computed and the sites the report says it
+  reduces are the sites its compiled variants rewrote (``reduction_checks``; the single-process
+  reference is asserted the same way);
 - every video self-attention site is reduced (its ``applied`` entry in the report), with the
   full-sequence grid: the reduction runs after the all-to-all, on the whole sequence of the
   rank's heads;
@@ -31,6 +34,7 @@ import torch
 import torch._dynamo
 from cp_harness import CPCase, build_case, run_ranks, run_steps
 from helpers import eager_compiler
+from reduction_checks import assert_evidence_reduced, assert_reduced
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
 from asymrnr_compile.analysis.parallel_cost import Hardware, ModelShape, step_cost
@@ -69,10 +73,13 @@ DEFAULT_CASES = {"wan_kv", "ltx_q_kv_eager_regions"}
 
 
 def _single_process(case: CPCase) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The single-process asymrnr outputs and the unreduced (eager) outputs of ``case``."""
+    """The single-process asymrnr outputs (asserted reduced: a reference that fell back would
+    let a rank that reduced nothing pass) and the unreduced (eager) outputs of ``case``."""
     model, inputs = build_case(case)
     torch._dynamo.reset()
-    reduced, _ = run_steps(model, inputs, case.timesteps, AsymRnRBackend(AsymRnRConfig(**case.asymrnr)))
+    backend = AsymRnRBackend(AsymRnRConfig(**case.asymrnr))
+    reduced, _ = run_steps(model, inputs, case.timesteps, backend)
+    assert_reduced(backend)
     torch._dynamo.reset()
     with torch.no_grad():
         plain = [model(**{**inputs, "timestep": torch.full_like(inputs["timestep"], t)})[0] for t in case.timesteps]
@@ -115,6 +122,8 @@ def test_ulysses_two_ranks_reduce_every_video_self_attention_site(name, tmp_path
     ranks = run_ranks(case, tmp_path, world_size=2, timeout_s=TIMEOUT_S)
     for rank, result in enumerate(ranks):
         report = result["report"]
+        # no fallback, matchings computed, the applied sites really rewritten (cp_harness sends the proof)
+        assert_evidence_reduced(result["reduction"], where=f"rank {rank}: ")
         sites = _self_sites(report)
         assert sites, f"rank {rank}: no self-attention site found"
         for site in sites:
