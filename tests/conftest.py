@@ -8,7 +8,7 @@ Hypothesis profiles:
   (``HYPOTHESIS_PROFILE=thorough pytest``).
 
 ``--asymrnr-force-fallback`` (off by default): every rewrite fails, so every asymrnr graph falls
-back to plain Inductor (``AsymRnRRuntime._fall_back``) and runs unreduced. An autouse fixture
+back to plain Inductor (``AsymRnRRuntime._fall_back``) and runs unreduced. An autouse session fixture
 monkeypatches ``asymrnr_compile.runtime.runtime.reduce_attention_tokens`` to raise
 ``RuntimeError("forced fallback (--asymrnr-force-fallback)")`` in every test
 (``reduction_checks.force_fallback``), and sets ``ASYMRNR_FORCE_FALLBACK=1`` so that the
@@ -22,6 +22,7 @@ call ``reduction_checks.assert_reduced`` (or check the report's ``cache_misses``
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -65,10 +66,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "tests of reducing paths must then fail (see tests/conftest.py)")
 
 
-@pytest.fixture(autouse=True)
-def _asymrnr_force_fallback(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if request.config.getoption(FORCE_FALLBACK_OPTION):
-        from reduction_checks import FORCE_FALLBACK_ENV, force_fallback
+@pytest.fixture(autouse=True, scope="session")
+def _asymrnr_force_fallback(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Session-scoped, so that it is in place before module-scoped fixtures compile anything."""
+    if not request.config.getoption(FORCE_FALLBACK_OPTION):
+        yield
+        return
+    from reduction_checks import FORCE_FALLBACK_ENV, force_fallback
 
+    with pytest.MonkeyPatch.context() as monkeypatch:
         force_fallback(monkeypatch.setattr)
         monkeypatch.setenv(FORCE_FALLBACK_ENV, "1")
+        yield

@@ -24,7 +24,9 @@ A scope holds
 - **one video state per compiled graph, block instance and model instance**
   (:class:`~asymrnr_compile.runtime.runtime.VideoState`: its matching cache and splits), made
   fresh on first use: two experts keep their own matchings, and nothing from an earlier video,
-  a warm-up call made before the scope, or another scope leaks in.
+  a warm-up call made before the scope, or another scope leaks in. A model instance is known by
+  its first parameter object, held weakly; a model whose parameters offloading hooks re-create
+  for every call continues its state (:meth:`VideoScope.state_for`).
 
 Scopes live in a :class:`contextvars.ContextVar`: an asyncio task or a thread started with a
 copied context (``contextvars.copy_context().run``, ``asyncio.to_thread``) sees the scope it was
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,6 +65,20 @@ class _CallCounter:
 
 
 @dataclass(eq=False)
+class _ScopeEntry:
+    """A video state in a scope: its graph (held, so that its id stays unique), its model's
+    first parameter object (weakly; None: unknown), the state and its call counter."""
+
+    owner: Any
+    model: weakref.ref | None
+    state: Any
+    counter: _CallCounter
+
+    def holds(self, model: Any) -> bool:
+        return self.model is None if model is None else (self.model is not None and self.model() is model)
+
+
+@dataclass(eq=False)
 class VideoScope:
     """One video (see the module docstring). Open one with :func:`video`.
 
@@ -77,8 +94,7 @@ class VideoScope:
     step: int = -1
     explicit: bool = False
     _last_timestep: float | None = field(default=None, repr=False)
-    _states: dict[tuple[int, int, int], tuple[Any, Any, Any]] = field(default_factory=dict, repr=False)
-    _counters: dict[tuple[int, int, int], _CallCounter] = field(default_factory=dict, repr=False)
+    _states: dict[tuple[int, int, int], _ScopeEntry] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -118,14 +134,37 @@ class VideoScope:
     def state_for(self, owner: Any, offset: int, model: Any, make: Any) -> Any:
         """The video state of graph ``owner`` (a runtime), block instance ``offset`` and model
         instance ``model`` (its first parameter object, or None), made with ``make()`` on first
-        use. ``owner`` and ``model`` are held for the scope's life, so their ids stay unique."""
-        key = (id(owner), offset, id(model))
+        use.
+
+        ``model`` is held weakly (the scope never keeps weights alive). A parameter object seen
+        for the first time takes over the state of this graph and block instance whose parameter
+        object is gone, if there is one: offloading hooks (accelerate's sequential CPU offload)
+        re-create the parameters for every call, and the model must still continue its video.
+        Two live models keep two states."""
         with self._lock:
-            held = self._states.get(key)
-            if held is None:
-                held = self._states[key] = (owner, model, make())
-                self._counters[key] = _CallCounter()
-            return held[2]
+            return self._entry(owner, offset, model, make).state
+
+    def _entry(self, owner: Any, offset: int, model: Any, make: Any = None) -> _ScopeEntry:
+        key = (id(owner), offset, 0 if model is None else id(model))
+        entry = self._states.get(key)
+        if entry is not None and entry.holds(model):
+            return entry
+        taken = None
+        if model is not None:  # insertion order: the last gone entry is the most recently used
+            gone = [k for k, held in self._states.items()
+                    if k[:2] == key[:2] and held.model is not None and held.model() is None]
+            if gone:
+                taken = self._states[gone[-1]]
+                for stale in gone:
+                    del self._states[stale]
+        if taken is None:
+            if make is None:
+                raise KeyError("no video state for this graph, block instance and model: call state_for first")
+            entry = _ScopeEntry(owner, None if model is None else weakref.ref(model), make(), _CallCounter())
+        else:
+            entry = _ScopeEntry(owner, weakref.ref(model), taken.state, taken.counter)
+        self._states[key] = entry
+        return entry
 
     def event_for(self, owner: Any, offset: int, model: Any, timestep: float | None,
                   fallback_step: int) -> StepEvent:
@@ -134,19 +173,17 @@ class VideoScope:
         instance, model) makes."""
         step = self.step_of(timestep)
         with self._lock:
-            counter = self._counters[(id(owner), offset, id(model))]
-            return counter.event(fallback_step if step is None else step)
+            return self._entry(owner, offset, model).counter.event(fallback_step if step is None else step)
 
     def states_of(self, owner: Any) -> list[Any]:
         """The video states graph ``owner`` made in this scope."""
         with self._lock:
-            return [held[2] for key, held in self._states.items() if key[0] == id(owner)]
+            return [held.state for key, held in self._states.items() if key[0] == id(owner)]
 
     def close(self) -> None:
         """Drop every state (the video is over)."""
         with self._lock:
             self._states.clear()
-            self._counters.clear()
 
 
 _current: contextvars.ContextVar[VideoScope | None] = contextvars.ContextVar("asymrnr_video", default=None)

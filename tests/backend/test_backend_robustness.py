@@ -303,6 +303,7 @@ def test_two_threads_sampling_two_videos_do_not_share_steps_or_matchings(model, 
         thread.join(timeout=120)
     for index in range(2):
         torch.testing.assert_close(results[index], expected[index], rtol=0, atol=0)
+    assert_reduced(backend)
 
 
 def test_report_summary_is_short_and_says_what_happened(model, inputs):

@@ -21,6 +21,7 @@ from reduction_checks import assert_reduced
 import asymrnr_compile
 from asymrnr_compile import AsymRnRBackend
 from asymrnr_compile.config import AsymRnRWarning
+from asymrnr_compile.models import build_reference_model
 from asymrnr_compile.sampling import SamplerConfig, euler_cfg_step
 
 STEPS = 5
@@ -181,6 +182,37 @@ def test_dynamo_reset_between_videos_leaves_no_state_behind(model, inputs):
     assert list(states_of_code.values()) == [new.video_states]  # the old video's states are gone
     torch.testing.assert_close(second, expected[0], rtol=0, atol=0)
     assert_reduced(backend)
+
+
+def test_parameters_recreated_for_every_call_continue_the_scoped_video(inputs):
+    """Inside a scope a model is known by its first parameter object, held weakly. Offloading
+    hooks that re-create every parameter for every call (accelerate's sequential CPU offload)
+    must not make each call a model of its own with a new matching: the new object takes over
+    the state of the one that is gone, and the video equals the one with stable parameters bit
+    for bit, with the same matchings computed and reused."""
+    results = {}
+    for recreated in (False, True):
+        torch._dynamo.reset()
+        model = build_reference_model("tiny", seed=0)
+        backend = AsymRnRBackend(**OPTIONS)
+        compiled = _compile(model, backend)
+
+        def call(model=model, compiled=compiled, recreated=recreated, **kwargs):
+            if recreated:
+                for submodule in model.modules():
+                    for name, parameter in list(submodule._parameters.items()):
+                        if parameter is not None:
+                            submodule._parameters[name] = torch.nn.Parameter(parameter.detach().clone(),
+                                                                             requires_grad=False)
+            return compiled(**kwargs)
+
+        output = _video(call, inputs, _noise(inputs, 0))
+        report = assert_reduced(backend)
+        results[recreated] = output, report["cache_hits"], report["cache_misses"]
+    stable, recreated = results[False], results[True]
+    assert stable[1] > 0
+    assert recreated[1:] == stable[1:]
+    torch.testing.assert_close(recreated[0], stable[0], rtol=0, atol=0)
 
 
 def test_a_recompile_without_a_scope_still_continues_its_video(model, inputs):
