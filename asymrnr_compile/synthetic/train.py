@@ -325,7 +325,7 @@ def train(
     # weights) is what reproduces such a run.
     runs = [{"from_step": 0, "steps": config.steps}]
     if ckpt_path.is_file():
-        state = torch.load(ckpt_path, weights_only=False)
+        state = torch.load(ckpt_path, weights_only=True)  # tensors and plain data only: a checkpoint cannot run code
         saved = TrainConfig(**{**SETTINGS_BEFORE_X_PREDICTION, **state["config"]})
         free = {"steps": config.steps, **{name: getattr(config, name) for name in CADENCE_SETTINGS}}
         if replace(saved, **free) != config or state["task"] != asdict(task):

@@ -88,7 +88,7 @@ def test_resume_may_change_the_cadence_and_raise_steps_and_records_the_history(t
 
 def test_resuming_a_checkpoint_from_before_x_prediction_is_refused(tmp_path):
     train(tmp_path, TrainConfig(steps=2, **QUICK), log=lambda _: None)
-    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     for key in ("prediction", "sigma_logit_mean"):  # what an older checkpoint lacks
         del state["config"][key]
     torch.save(state, tmp_path / CHECKPOINT_NAME)
@@ -181,3 +181,21 @@ def test_fine_preset_builds_a_four_times_finer_token_grid():
     ids = torch.zeros(1, 10, dtype=torch.long)
     with torch.no_grad():
         assert fine(x, ids, torch.tensor([500.0])).shape == x.shape
+
+
+class _RunsCodeWhenUnpickled:
+    """What a tampered checkpoint could carry: unpickling it calls ``print`` (any callable)."""
+
+    def __reduce__(self):
+        return (print, ("unpickled: code ran",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
+    """The resume checkpoint is loaded with ``weights_only=True``: tensors and plain data only."""
+    train(tmp_path, TrainConfig(steps=2, **QUICK), log=lambda _: None)
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    state["runs"].append(_RunsCodeWhenUnpickled())
+    torch.save(state, tmp_path / CHECKPOINT_NAME)
+    with pytest.raises(Exception, match="Weights only load failed"):
+        train(tmp_path, TrainConfig(steps=4, **QUICK), log=lambda _: None)
+    assert "code ran" not in capsys.readouterr().out
