@@ -59,7 +59,6 @@ from asymrnr_compile.passes.decompose_multi_head_attention import (
     decompose_multi_head_attention,
     is_multi_head_attention,
 )
-from asymrnr_compile.plan.features import FEATURES
 from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatchError
 from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction, unreduced_site_dict
 from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
@@ -69,6 +68,7 @@ from asymrnr_compile.runtime.regions import Compiler, inductor_compiler, mode_us
 from asymrnr_compile.runtime.runtime import VideoStates
 from asymrnr_compile.runtime.steps import constant_timestep_argument, find_timestep_input
 from asymrnr_compile.runtime.video_scope import VideoScope, video
+from asymrnr_compile.vocabulary import FEATURES
 
 logger = logging.getLogger("asymrnr_compile")
 

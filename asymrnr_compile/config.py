@@ -28,7 +28,7 @@ from asymrnr_compile.ops import (
     TOKEN_SELECTIONS,
 )
 from asymrnr_compile.ops.match_triton import triton_available
-from asymrnr_compile.plan.features import FEATURES
+from asymrnr_compile.vocabulary import DEFAULT_TIMESTEP_ARGS, FEATURES
 
 if TYPE_CHECKING:
     from asymrnr_compile.plan.schedule import Schedule
@@ -250,7 +250,6 @@ class AsymRnRConfig:
     @property
     def timestep_args(self) -> tuple[str, ...]:
         """The argument names the step signal is read from (``timestep_arg``, or the defaults)."""
-        from asymrnr_compile.runtime.steps import DEFAULT_TIMESTEP_ARGS
 
         return (self.timestep_arg,) if self.timestep_arg is not None else DEFAULT_TIMESTEP_ARGS
 

@@ -27,7 +27,7 @@ import torch
 import torch.fx
 
 from asymrnr_compile.analysis.fx_nodes import node_value
-from asymrnr_compile.plan.features import Feature
+from asymrnr_compile.vocabulary import Feature
 
 SiteKind = Literal["self", "joint", "cross", "unknown"]
 TextPosition = Literal["first", "last", "both"]

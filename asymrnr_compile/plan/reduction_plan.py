@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from asymrnr_compile.plan.features import FEATURES, Feature
 from asymrnr_compile.plan.seeds import site_seed
+from asymrnr_compile.vocabulary import FEATURES, Feature
 
 if TYPE_CHECKING:
     from asymrnr_compile.config import AsymRnRConfig

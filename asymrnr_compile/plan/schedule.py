@@ -58,7 +58,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from asymrnr_compile._validate import check_choice, check_int, check_ratio, check_triple
-from asymrnr_compile.plan.features import FEATURES
 from asymrnr_compile.plan.published import (
     RATIO_DTYPE,
     OnConflict,
@@ -68,6 +67,7 @@ from asymrnr_compile.plan.published import (
     read_published,
     read_safetensors,
 )
+from asymrnr_compile.vocabulary import FEATURES
 
 if TYPE_CHECKING:
     from asymrnr_compile.analysis.site import AttentionSite

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from asymrnr_compile import ops
 from asymrnr_compile.analysis.site import AttentionSite
-from asymrnr_compile.plan.features import PLANNING_ORDER, Feature
 from asymrnr_compile.plan.schedule import Schedule, site_rows
+from asymrnr_compile.vocabulary import PLANNING_ORDER, Feature
 
 if TYPE_CHECKING:
     from asymrnr_compile.plan.select_sites import SiteReduction

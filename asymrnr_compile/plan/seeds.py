@@ -8,7 +8,7 @@ profiler all call :func:`site_seed`, so a profile measures the split the backend
 
 from __future__ import annotations
 
-from asymrnr_compile.plan.features import FEATURES, Feature
+from asymrnr_compile.vocabulary import FEATURES, Feature
 
 SITE_SEED_STRIDE = 7919
 """Seed distance between consecutive attention sites (a prime)."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from asymrnr_compile import ops
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig
-from asymrnr_compile.plan.features import PLANNING_ORDER, Feature
+from asymrnr_compile.vocabulary import PLANNING_ORDER, Feature
 
 if TYPE_CHECKING:
     from asymrnr_compile.plan.schedule_driver import ScheduleDriver

@@ -30,9 +30,9 @@ import torch
 from asymrnr_compile import ops
 from asymrnr_compile._validate import check_choice
 from asymrnr_compile.ops import redundancy
-from asymrnr_compile.plan.features import FEATURES, PLANNING_ORDER, Feature
 from asymrnr_compile.plan.schedule import Schedule
 from asymrnr_compile.profiling.profiler import ProfiledSite, RedundancyProfile
+from asymrnr_compile.vocabulary import FEATURES, PLANNING_ORDER, Feature
 
 DEFAULT_LADDER: Mapping[str, tuple[float, ...]] = {"q": (0.3, 0.5, 0.7), "kv": (0.2, 0.3, 0.4, 0.5)}
 """Ratios a move may set, per feature (h is off unless asked for: it is the riskiest)."""

@@ -46,12 +46,12 @@ from asymrnr_compile.passes.record_redundancy import (
     FeatureProbe,
     record_redundancy,
 )
-from asymrnr_compile.plan.features import Feature
 from asymrnr_compile.plan.schedule import site_rows
 from asymrnr_compile.plan.seeds import site_seed
 from asymrnr_compile.plan.select_sites import site_dst_stride, site_skip_reason, split_grid
 from asymrnr_compile.runtime.regions import Compiler, RegionCompiler, compile_regions, inductor_compiler
 from asymrnr_compile.runtime.steps import StepSignal, StepTracker
+from asymrnr_compile.vocabulary import Feature
 
 logger = logging.getLogger("asymrnr_compile")
 

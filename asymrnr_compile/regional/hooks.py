@@ -28,7 +28,8 @@ import torch
 from asymrnr_compile.analysis.declared_layout import DeclaredLayout
 from asymrnr_compile.regional.input_layouts import InputLayout, input_layout_of, text_tokens, token_grid
 from asymrnr_compile.runtime.forward_context import ForwardContext, close_forward, open_forward
-from asymrnr_compile.runtime.steps import DEFAULT_TIMESTEP_ARGS, read_timestep
+from asymrnr_compile.runtime.steps import read_timestep
+from asymrnr_compile.vocabulary import DEFAULT_TIMESTEP_ARGS
 
 logger = logging.getLogger("asymrnr_compile")
 

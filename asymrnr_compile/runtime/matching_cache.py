@@ -14,8 +14,8 @@ import torch
 
 from asymrnr_compile import ops
 from asymrnr_compile.analysis.site import AttentionSite
-from asymrnr_compile.plan.features import Feature
 from asymrnr_compile.plan.reduction_plan import INDEX_FIELDS, MATCHING_FIELDS
+from asymrnr_compile.vocabulary import Feature
 
 CacheKey = tuple[int, int, Feature]
 """(call in step, site index, feature)."""

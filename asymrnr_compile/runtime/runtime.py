@@ -43,7 +43,6 @@ from asymrnr_compile.analysis.declared_layout import DeclaredLayout
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
 from asymrnr_compile.passes.reduce_attention_tokens import RewriteResult, reduce_attention_tokens
-from asymrnr_compile.plan.features import Feature
 from asymrnr_compile.plan.reduction_plan import CacheSlot, FeaturePlan, ReductionPlan, SitePlan
 from asymrnr_compile.plan.seeds import site_seed
 from asymrnr_compile.plan.select_sites import Grid, SiteReduction, unreduced_site_dict
@@ -52,6 +51,7 @@ from asymrnr_compile.runtime.matching_cache import CacheKey, MatchingCache, Matc
 from asymrnr_compile.runtime.regions import Compiler, RegionCompiler, compile_regions
 from asymrnr_compile.runtime.steps import StepEvent, StepTracker, find_timestep_input, read_timestep
 from asymrnr_compile.runtime.video_scope import current_video
+from asymrnr_compile.vocabulary import Feature
 
 if TYPE_CHECKING:
     from asymrnr_compile.plan.schedule_driver import ScheduleDriver

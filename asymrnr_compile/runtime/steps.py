@@ -24,8 +24,7 @@ from typing import Any
 import torch
 import torch.fx
 
-DEFAULT_TIMESTEP_ARGS: tuple[str, ...] = ("timestep", "timesteps")
-"""Argument names taken for the timestep when ``AsymRnRConfig.timestep_arg`` is not set."""
+from asymrnr_compile.vocabulary import DEFAULT_TIMESTEP_ARGS
 
 MAX_CALLS_PER_STEP = 4
 """Calls with one timestep value counted as one step before a video's first step has shown how

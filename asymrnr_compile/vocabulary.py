@@ -1,4 +1,7 @@
-"""The three features AsymRnR can reduce at an attention site (paper Sec. 3.2).
+"""Names every layer of the package shares: the features AsymRnR reduces and the timestep
+arguments a model's step is read from.
+
+The three features AsymRnR can reduce at an attention site (paper Sec. 3.2):
 
 - ``"q"``: the queries (after QK-norm and RoPE); attention runs for the kept queries and the
   output is restored to every video token.
@@ -9,7 +12,8 @@
   are not.
 
 This module depends on nothing else in the package: the analysis uses it to say which features a
-site can reduce, the planner, the schedules and the rewrite to say which ones they do.
+site can reduce, the config to validate settings, the planner, the schedules and the rewrite to
+say which ones they do, the runtime and the regional hooks to find the timestep.
 """
 
 from __future__ import annotations
@@ -24,3 +28,8 @@ FEATURES: tuple[Feature, ...] = ("q", "kv", "h")
 PLANNING_ORDER: tuple[Feature, ...] = ("h", "q", "kv")
 """The order in which a planner decides the features of one site: ``h`` first, because reducing
 ``h`` there switches ``q`` and ``kv`` off."""
+
+
+DEFAULT_TIMESTEP_ARGS: tuple[str, ...] = ("timestep", "timesteps")
+"""The model arguments the denoising step is read from, unless ``AsymRnRConfig.timestep_arg``
+names another (the diffusers transformers call it ``timestep``)."""
