@@ -18,6 +18,7 @@ say which ones they do, the runtime and the regional hooks to find the timestep.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 Feature = Literal["q", "kv", "h"]
@@ -28,6 +29,24 @@ FEATURES: tuple[Feature, ...] = ("q", "kv", "h")
 PLANNING_ORDER: tuple[Feature, ...] = ("h", "q", "kv")
 """The order in which a planner decides the features of one site: ``h`` first, because reducing
 ``h`` there switches ``q`` and ``kv`` off."""
+
+EXCLUSIVE_FEATURE: Feature = "h"
+"""The conflict rule (the one definition; paper Sec. 3.2): where ``h`` is reduced at a site and
+step, the attention already runs on the kept hidden states, so ``q`` and ``kv`` are not reduced
+there. Schedules reject or resolve tables that break it; planners, the schedule driver and
+calibrate skip a feature that :func:`conflicts` with one already chosen."""
+
+EXCLUDED_BY_EXCLUSIVE: tuple[Feature, ...] = ("q", "kv")
+"""The features :data:`EXCLUSIVE_FEATURE` switches off where it is reduced."""
+
+
+def conflicts(feature: Feature, chosen: Iterable[str]) -> bool:
+    """Whether reducing ``feature`` at a site and step breaks the conflict rule given the
+    features ``chosen`` there already (``h`` with ``q`` or ``kv``, either way round)."""
+    chosen = set(chosen)
+    if feature == EXCLUSIVE_FEATURE:
+        return bool(chosen & set(EXCLUDED_BY_EXCLUSIVE))
+    return feature in EXCLUDED_BY_EXCLUSIVE and EXCLUSIVE_FEATURE in chosen
 
 
 DEFAULT_TIMESTEP_ARGS: tuple[str, ...] = ("timestep", "timesteps")

@@ -67,3 +67,11 @@ def test_wrong_types_raise_type_error(options, pattern):
 def test_options_must_be_a_mapping():
     with pytest.raises(TypeError, match="options must be a dict"):
         AsymRnRConfig.from_options([("q_ratio", 0.5)])  # type: ignore[arg-type]
+
+
+def test_the_conflict_rule_is_h_against_q_and_kv_either_way_round():
+    from asymrnr_compile.vocabulary import conflicts
+
+    assert conflicts("q", ["h"]) and conflicts("kv", {"h"}) and conflicts("h", ["kv"]) and conflicts("h", ["q", "kv"])
+    assert not conflicts("q", ["kv"]) and not conflicts("kv", ["q"]) and not conflicts("h", [])
+    assert not conflicts("h", ["h"]) and not conflicts("q", [])

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 
 from asymrnr_compile._validate import check_choice, check_ratio
+from asymrnr_compile.vocabulary import EXCLUDED_BY_EXCLUSIVE, EXCLUSIVE_FEATURE
 
 OnConflict = Literal["error", "h"]
 RATIO_DTYPE = torch.float64
@@ -82,9 +83,9 @@ def ratios_from_tiers(
         ratios[feature] = out
     if not ratios:
         ratios["q"] = torch.zeros(shape, dtype=RATIO_DTYPE)
-    if on_conflict == "h" and "h" in ratios:
-        h_on = ratios["h"] > 0
-        for feature in ("q", "kv"):
+    if on_conflict == EXCLUSIVE_FEATURE and EXCLUSIVE_FEATURE in ratios:  # the conflict rule (vocabulary.py)
+        h_on = ratios[EXCLUSIVE_FEATURE] > 0
+        for feature in EXCLUDED_BY_EXCLUSIVE:
             if feature in ratios:
                 ratios[feature] = ratios[feature].masked_fill(h_on, 0.0)
     return ratios, normal

@@ -67,7 +67,7 @@ from asymrnr_compile.plan.published import (
     read_published,
     read_safetensors,
 )
-from asymrnr_compile.vocabulary import FEATURES
+from asymrnr_compile.vocabulary import EXCLUDED_BY_EXCLUSIVE, EXCLUSIVE_FEATURE, FEATURES
 
 if TYPE_CHECKING:
     from asymrnr_compile.analysis.site import AttentionSite
@@ -162,7 +162,8 @@ class Schedule:
             given[feature] = tensor
         assert shape is not None
         full = {f: given.get(f, torch.zeros(shape, dtype=RATIO_DTYPE)) for f in FEATURES}
-        clash = (full["h"] > 0) & ((full["q"] > 0) | (full["kv"] > 0))
+        excluded_on = torch.stack([full[f] > 0 for f in EXCLUDED_BY_EXCLUSIVE]).any(dim=0)
+        clash = (full[EXCLUSIVE_FEATURE] > 0) & excluded_on  # the conflict rule (vocabulary.py)
         if bool(clash.any()):
             b, s = (int(i) for i in clash.nonzero()[0])
             raise ValueError(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from asymrnr_compile import ops
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.plan.schedule import Schedule, site_rows
-from asymrnr_compile.vocabulary import PLANNING_ORDER, Feature
+from asymrnr_compile.vocabulary import PLANNING_ORDER, Feature, conflicts
 
 if TYPE_CHECKING:
     from asymrnr_compile.plan.select_sites import SiteReduction
@@ -96,7 +96,7 @@ class ScheduleDriver:
         for feature in PLANNING_ORDER:
             if feature not in reduction.num_dst:
                 continue
-            if feature != "h" and "h" in out:  # conflict rule: h on excludes q and kv
+            if conflicts(feature, out):  # the conflict rule (vocabulary.py)
                 continue
             ratio = self.ratio(site.index, feature, step)
             if ratio <= 0:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from asymrnr_compile import ops
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig
-from asymrnr_compile.vocabulary import PLANNING_ORDER, Feature
+from asymrnr_compile.vocabulary import PLANNING_ORDER, Feature, conflicts
 
 if TYPE_CHECKING:
     from asymrnr_compile.plan.schedule_driver import ScheduleDriver
@@ -156,8 +156,8 @@ def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig,
     if "h" in wanted and site.attn_mask is not None:
         logger.info("asymrnr: site %s has an attention mask; h reduction is not supported there", site.name)
         wanted.remove("h")
-    if "h" in wanted and driver is None:
-        wanted = ["h"]
+    if driver is None:  # one setting for every step: the conflict rule keeps the first chosen
+        wanted = [f for i, f in enumerate(wanted) if not conflicts(f, wanted[:i])]
     num_dst = ops.count_dst_tokens(num_tokens, grid, reduction.dst_stride)
     for feature in wanted:
         ratio = ratio_of(feature)

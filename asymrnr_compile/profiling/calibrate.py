@@ -32,7 +32,7 @@ from asymrnr_compile._validate import check_choice
 from asymrnr_compile.ops import redundancy
 from asymrnr_compile.plan.schedule import Schedule
 from asymrnr_compile.profiling.profiler import ProfiledSite, RedundancyProfile
-from asymrnr_compile.vocabulary import FEATURES, PLANNING_ORDER, Feature
+from asymrnr_compile.vocabulary import FEATURES, PLANNING_ORDER, Feature, conflicts
 
 DEFAULT_LADDER: Mapping[str, tuple[float, ...]] = {"q": (0.3, 0.5, 0.7), "kv": (0.2, 0.3, 0.4, 0.5)}
 """Ratios a move may set, per feature (h is off unless asked for: it is the riskiest)."""
@@ -58,7 +58,7 @@ def _keeps(profile: RedundancyProfile, ratios: Mapping[str, float],
     out: dict[str, tuple[int, int]] = {}
     for feature in PLANNING_ORDER:
         ratio = ratios.get(feature, 0.0)
-        if ratio <= 0 or (feature != "h" and "h" in out):
+        if ratio <= 0 or conflicts(feature, out):
             continue
         keep = ops.num_kept_tokens(site.video_tokens, site.num_dst, ratio)
         if keep < site.video_tokens:
@@ -184,7 +184,7 @@ def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
         cell = {f: float(ratios[f][row, step]) for f in FEATURES}
         if ratio <= cell[feature]:
             continue
-        if (feature == "h" and (cell["q"] > 0 or cell["kv"] > 0)) or (feature != "h" and cell["h"] > 0):
+        if conflicts(feature, [f for f in FEATURES if cell[f] > 0]):
             continue
         cell[feature] = ratio
         new = sum(_site_saving(profile, site, cell, cache_steps) for site in row_sites[row])
