@@ -498,6 +498,10 @@ def compile_line(result: DemoResult) -> str:
 def quality_legend(configs: dict[str, AsymRnRConfig]) -> str:
     lines = ["all right = valid video with every caption attribute detected from the pixels; PSNR/SSIM of each "
              "asymrnr variant's videos against the unaccelerated ones from the same noise",
+             "a low PSNR with every video right is expected: the reduced model is a slightly different denoiser, "
+             "and from the same noise its small differences in the first steps can settle the object at another "
+             "position or phase of its motion (a right video, pixels elsewhere); 'all right' checks what the "
+             "caption asks for, PSNR how close the pixels stay",
              "no timing column: the unaccelerated videos are sampled eagerly and asymrnr's include compiling, so "
              "their times are not comparable; the speed table above is the fair comparison",
              f"{GIVEN_VARIANT}: the settings printed first (by default the backend's defaults)"]

@@ -181,13 +181,26 @@ def _frames_to_uint8(video: torch.Tensor) -> torch.Tensor:
     return pixels.permute(1, 2, 3, 0).contiguous()
 
 
+#: Pixels between two words of a drawn label: PIL's default bitmap font draws a space so narrow
+#: after some letters that "left on" reads "lefton".
+WORD_GAP_PX = 5
+
+
+def draw_words(draw: Any, xy: tuple[int, int], text: str, fill: str) -> None:
+    """Draw ``text`` at ``xy`` word by word, :data:`WORD_GAP_PX` apart."""
+    x, y = xy
+    for word in text.split():
+        draw.text((x, y), word, fill=fill)
+        x += int(draw.textlength(word)) + WORD_GAP_PX
+
+
 def _header(canvas, lines: list[str]) -> None:
     """Draw ``lines`` (one per :data:`LABEL_HEIGHT_PX` band) at the top of ``canvas``."""
     from PIL import ImageDraw
 
     draw = ImageDraw.Draw(canvas)
     for i, line in enumerate(lines):
-        draw.text((2, i * LABEL_HEIGHT_PX + 1), line, fill="white")
+        draw_words(draw, (2, i * LABEL_HEIGHT_PX + 1), line, fill="white")
 
 
 def _labelled_row(videos: dict[str, torch.Tensor], frame: int, caption: str | None = None):
@@ -208,7 +221,7 @@ def _labelled_row(videos: dict[str, torch.Tensor], frame: int, caption: str | No
     for i, (name, tile) in enumerate(tiles.items()):
         x = i * (width + gap)
         canvas.paste(Image.fromarray(tile.numpy()), (x, top + LABEL_HEIGHT_PX))
-        draw.text((x + 2, top + 1), name, fill="white")
+        draw_words(draw, (x + 2, top + 1), name, fill="white")
     return canvas
 
 
@@ -240,7 +253,7 @@ def write_comparison_strip(videos: dict[str, torch.Tensor], path: str | Path, ca
         draw.text((f * (width + gap) + 2, header - LABEL_HEIGHT_PX + 1), f"frame {f + 1}", fill="yellow")
     for row, (name, video) in enumerate(tiles.items()):
         top = header + row * row_height
-        draw.text((2, top + 1), name, fill="white")
+        draw_words(draw, (2, top + 1), name, fill="white")
         for f in range(frames):
             strip.paste(Image.fromarray(video[f].numpy()), (f * (width + gap), top + LABEL_HEIGHT_PX))
     path = Path(path)

@@ -143,6 +143,7 @@ def test_the_printed_legends_say_what_is_where():
     text = quality_legend(quality_variants(AsymRnRConfig()))
     assert "no timing column" in text and "asymrnr published: the same ratios with the published method" in text
     assert "docs/defaults.md" in text
+    assert "a low PSNR with every video right is expected" in text  # why the object may sit elsewhere
 
 
 def test_the_quality_table_can_leave_out_the_seconds():
@@ -167,3 +168,22 @@ def test_quality_prompts_differ_in_every_attribute_from_one_to_the_next():
     for a, b in zip(prompts, prompts[1:]):
         assert a.shape != b.shape and a.colour != b.colour and a.background != b.background
         assert a.direction != b.direction
+
+
+def test_captions_are_drawn_with_a_gap_between_words():
+    """PIL's default font draws a space so narrow after some letters that words run together."""
+    from PIL import Image, ImageDraw
+
+    from asymrnr_compile.synthetic.compare import WORD_GAP_PX, draw_words
+
+    canvas = Image.new("RGB", (200, 12), "black")
+    draw = ImageDraw.Draw(canvas)
+    draw_words(draw, (0, 0), "left on", fill="white")
+    columns = [any(canvas.getpixel((x, y)) != (0, 0, 0) for y in range(12)) for x in range(200)]
+    first_word_end = int(draw.textlength("left"))
+    blank_run = 0
+    for x in range(first_word_end - 1, first_word_end + WORD_GAP_PX + 2):
+        blank_run = blank_run + 1 if not columns[x] else 0
+        if blank_run >= WORD_GAP_PX:
+            break
+    assert blank_run >= WORD_GAP_PX, "no word gap drawn between 'left' and 'on'"
