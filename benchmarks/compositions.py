@@ -55,7 +55,7 @@ class Stack:
         apply: modifies the built pipeline (enables a hook, quantises...); None: nothing.
         compile_kwargs: extra ``torch.compile`` arguments (``mode``); ``fullgraph=True`` unless
             ``fullgraph`` is False (hooks that break the graph on purpose).
-        not_tried: a reason the stack is not run on this machine (e.g. it needs a GPU).
+        not_tried: a reason the stack is not run on the machine at hand (e.g. it needs a GPU).
         regional: compile the repeated blocks instead of the whole transformer: asymrnr with
             ``asymrnr_compile.compile_repeated_blocks``, the baseline with ``block.compile()``
             on the same blocks.
@@ -124,7 +124,7 @@ def _model_cpu_offload(tiny: TinyPipeline) -> None:
 def stacks(gpu: bool) -> list[Stack]:
     import asymrnr_compile
 
-    no_gpu = None if gpu else "needs a GPU (CUDA graphs), none lent"
+    no_gpu = None if gpu else "needs a CUDA GPU (CUDA graphs); not run on a CPU"
     no_regional = None if hasattr(asymrnr_compile, "compile_repeated_blocks") else \
         "regional compilation (asymrnr_compile.compile_repeated_blocks) is not in this version"
     return [

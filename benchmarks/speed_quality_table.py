@@ -33,8 +33,8 @@ not applicable, with the reason.
     python benchmarks/speed_quality_table.py --checkpoint asymrnr_compile/assets/synthetic_dit_fine.safetensors \\
         --seeds 1 --results
 
-Each row samples 96 videos per seed (on 2 CPU cores, 2026-12-03, with --seeds 1: the 15 rows of
-the CogVideoX model 22-23 minutes in all, the 6 rows of the 1024-token model 40 minutes);
+Each row samples 96 videos per seed (on 2 CPU cores, AMD EPYC, with --seeds 1: the 15 rows of
+the CogVideoX model about 28 minutes in all, the 6 rows of the 1024-token model about 31 minutes);
 ``--only REGEX`` picks rows. Dynamo's recompile limit is raised
 to :data:`RECOMPILE_LIMIT` inside this script: all rows are compiled at once for the interleaved
 timing, and the hooks' graph breaks give some rows many small graphs (TaylorSeer recompiles on

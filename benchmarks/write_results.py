@@ -21,12 +21,13 @@ from typing import Any
 BEGIN, END = "<!-- e2e:begin -->", "<!-- e2e:end -->"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 MAIN, RANDOM, CONSERVATIVE = "asymrnr_q0.5_kv0.3", "random_q0.5_kv0.3", "asymrnr_q0.3_kv0.2"
-# Issue 4's measurement on this machine, on the CogVideoX row's shape (diffusers class, 2304 video
+# Measured on AMD EPYC, 2 cores, 2026-11-26, on the CogVideoX row's shape (diffusers class, 2304 video
 # + 32 text tokens, hidden 256, 4 blocks, CFG batch 2, q 0.5 / kv 0.3): the published AsymRnR
 # code compiled with Inductor, against plain Inductor.
-PUBLISHED_COGVIDEOX = ("the published AsymRnR implementation, compiled with Inductor, runs this shape "
-                       "1.45x faster than plain Inductor (1.33x over eager when eager) on this machine, in "
-                       "27 Dynamo graphs with 15 graph breaks and 13 recompiles (issue 4's measurement)")
+PUBLISHED_COGVIDEOX = ("the published AsymRnR implementation, compiled with Inductor, ran this shape "
+                       "1.45x faster than plain Inductor (1.33x over eager when eager) on AMD EPYC, 2 cores, "
+                       "in 27 Dynamo graphs with 15 graph breaks and 13 recompiles (2026-11-26; that code is "
+                       "not part of this repository)")
 
 INTRO = """\
 ## End-to-end: reference DiT and five diffusers families

@@ -10,7 +10,8 @@ for one forward call; pass ``return_dict=False`` and take element 0 of the outpu
   ``benchmarks/e2e.py``: hidden 256 = 4 heads x 64, 4 transformer blocks, a 4 x 24 x 24 video
   token grid (2,304 tokens, nine times the hidden size, so attention is most of the FLOPs, as
   in the real models) and 32 text tokens. The CogVideoX one is the shape the published
-  AsymRnR implementation was measured on (issue 6). Weights come from ``torch.manual_seed``.
+  AsymRnR implementation was compared against (benchmarks/RESULTS.md, the e2e section). Weights
+  come from ``torch.manual_seed``.
 
 Requires ``diffusers`` (``pip install -e .[diffusers]``); diffusers is imported lazily, so this
 module imports without it.

@@ -1,4 +1,4 @@
-"""Which tokens asymrnr drops in the trained model, by what they show (issue 7's diagnosis).
+"""Which tokens asymrnr drops in the trained model, by what they show.
 
 The quality benchmark says *that* reduced videos lose their contours; this says *where* the
 matching goes wrong. :func:`token_content` classifies every video token of a generated video as

@@ -1,6 +1,6 @@
 """asymrnr stacked with what diffusers users already run, on a tiny real pipeline (benchmarks/compositions.py).
 
-Default run: the benchmark's stacks cover every composition of issue 18 and its table names why a
+Default run: the benchmark's stacks cover every composition the project supports and its table names why a
 stack cannot run (no compiling). Slow: each stack that works with asymrnr (torchao int8
 weight-only, the first-block cache under regional compilation) on the tiny
 CogVideoX pipeline: all ratios 0 equals the same stack under plain Inductor, and at q 0.5 / kv 0.3
@@ -37,13 +37,13 @@ def _stack(name: str):
     return next(stack for stack in compositions.stacks(gpu=False) if stack.name == name)
 
 
-def test_the_benchmark_covers_every_composition_of_the_issue():
+def test_the_benchmark_covers_every_composition():
     names = [stack.name for stack in compositions.stacks(gpu=False)]
     for key in ("first-block cache", "pyramid attention broadcast", "FasterCache", "TaylorSeer", "torchao int8",
                 "enable_model_cpu_offload", "max-autotune-no-cudagraphs", "reduce-overhead"):
         assert any(key in name for name in names), key
     gpu = [stack for stack in compositions.stacks(gpu=False) if "on a GPU" in stack.name]
-    assert gpu and all(stack.not_tried == "needs a GPU (CUDA graphs), none lent" for stack in gpu)
+    assert gpu and all(stack.not_tried == "needs a CUDA GPU (CUDA graphs); not run on a CPU" for stack in gpu)
 
 
 def test_table_names_why_a_stack_cannot_run():
