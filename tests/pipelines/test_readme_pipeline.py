@@ -1,11 +1,13 @@
-"""The README's pipeline example, offline.
+"""The documents' pipeline examples, offline.
 
-The README's "Use" section opens with a diffusers pipeline block that needs downloaded weights and
-a GPU, so ``tests/test_readme_examples.py`` does not run it (``<!-- not run: ... -->``). Here its
-compile line (``pipe.transformer = torch.compile(pipe.transformer, backend="asymrnr", ...)``) is
-taken from the README as written and run on a tiny offline CogVideoX pipeline
-(:func:`asymrnr_compile.models.diffusers_pipelines.tiny_pipeline`) at 256 x 256 px, whose 768
-video tokens clear the default ``min_video_tokens`` (256) that the README's options keep.
+The README's pipeline example (``asymrnr_compile.enable_asymrnr(pipe, {...})``) and docs/usage.md's
+"compiling the transformer yourself" need downloaded weights and a GPU, so
+``tests/test_readme_examples.py`` does not run them (``<!-- not run: ... -->``). Here the README's
+options are validated, and docs/usage.md's compile line
+(``pipe.transformer = torch.compile(pipe.transformer, backend="asymrnr", ...)``) is taken as
+written and run on a tiny offline CogVideoX pipeline
+(:func:`asymrnr_compile.models.diffusers_pipelines.tiny_pipeline`) at 256 x 256 px and 13 frames,
+whose 1024 video tokens reach the default ``min_video_tokens`` (1024).
 """
 
 from __future__ import annotations
@@ -24,16 +26,26 @@ pytest.importorskip("transformers", reason="the diffusers pipelines import trans
 
 from test_readme_examples import readme_blocks  # noqa: E402  (tests/ is on the path)
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+USAGE = ROOT / "docs" / "usage.md"
 
 
 def _pipeline_block() -> str:
-    text = README.read_text()
-    use = text.index("## Use")
-    blocks = [(line, code, reason) for line, code, reason in readme_blocks(text)]
-    first_in_use = next(code for line, code, _ in blocks if line > text.count("\n", 0, use))
-    assert "from_pretrained" in first_in_use, "the Use section must start with the pipeline form"
-    return first_in_use
+    """docs/usage.md's block that compiles a pipeline's transformer with ``torch.compile``."""
+    blocks = [code for _, code, _ in readme_blocks(USAGE.read_text()) if "pipe.transformer = torch.compile" in code]
+    assert len(blocks) == 1, "docs/usage.md must have one block that compiles pipe.transformer"
+    assert "from_pretrained" in blocks[0]
+    return blocks[0]
+
+
+def test_the_readme_pipeline_example_enables_asymrnr_with_valid_options():
+    code = next(code for _, code, _ in readme_blocks(README.read_text()) if "from_pretrained" in code)
+    calls = [node for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Call)
+             and ast.unparse(node.func) == "asymrnr_compile.enable_asymrnr"]
+    assert len(calls) == 1 and ast.unparse(calls[0].args[0]) == "pipe"
+    asymrnr_compile.AsymRnRConfig.from_options(ast.literal_eval(calls[0].args[1]))  # valid options
+    assert ".frames[0]" in code and "backend.report()" in code
 
 
 def _compile_statement(code: str) -> str:
@@ -41,10 +53,10 @@ def _compile_statement(code: str) -> str:
     for node in ast.parse(code).body:
         if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "pipe.transformer":
             return ast.get_source_segment(code, node)
-    raise AssertionError("the README pipeline block has no `pipe.transformer = torch.compile(...)` line")
+    raise AssertionError("the docs/usage.md pipeline block has no `pipe.transformer = torch.compile(...)` line")
 
 
-def test_the_use_section_starts_with_a_pipeline_block_that_compiles_with_asymrnr():
+def test_the_usage_pipeline_block_compiles_with_asymrnr():
     code = _pipeline_block()
     statement = _compile_statement(code)
     call = ast.parse(statement).body[0].value
@@ -56,16 +68,16 @@ def test_the_use_section_starts_with_a_pipeline_block_that_compiles_with_asymrnr
 
 
 @pytest.mark.slow
-def test_the_readme_compile_line_runs_on_a_tiny_offline_pipeline():
+def test_the_usage_compile_line_runs_on_a_tiny_offline_pipeline():
     from asymrnr_compile.models.diffusers_pipelines import tiny_pipeline
 
     torch._dynamo.reset()
-    tiny = tiny_pipeline("cogvideox", size=256, num_frames=9, steps=3)  # 3 x 16 x 16 video tokens
+    tiny = tiny_pipeline("cogvideox", size=256, num_frames=13, steps=3)  # 4 x 16 x 16 video tokens
     namespace = {"torch": torch, "pipe": tiny.pipe}
-    exec(compile(_compile_statement(_pipeline_block()), "<README pipeline block>", "exec"), namespace)
+    exec(compile(_compile_statement(_pipeline_block()), "<docs/usage.md pipeline block>", "exec"), namespace)
     try:
         frames = tiny(seed=0)
-        assert frames.shape == (9, 3, 256, 256) and torch.isfinite(frames).all()
+        assert frames.shape[1:] == (3, 256, 256) and torch.isfinite(frames).all()
         report = asymrnr_compile.last_backend().report().to_dict()
         sites = [site for graph in report["graphs"] for site in graph["sites"] if site["video_tokens"]]
         assert sites and all(site.get("applied") for site in sites), report
