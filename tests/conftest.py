@@ -78,3 +78,14 @@ def _asymrnr_force_fallback(request: pytest.FixtureRequest) -> Iterator[None]:
         force_fallback(monkeypatch.setattr)
         monkeypatch.setenv(FORCE_FALLBACK_ENV, "1")
         yield
+
+
+@pytest.fixture(autouse=True)
+def _grad_mode_is_left_on() -> Iterator[None]:
+    """Grad mode is global per thread: a test that leaves it off (a ``no_grad`` held across a
+    generator's yields, exited out of order) would break every later test that trains or checks
+    ``requires_grad``. Fail the test that does it, and turn grad mode back on."""
+    yield
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("the test left autograd disabled (torch.is_grad_enabled() is False)")

@@ -42,10 +42,12 @@ def _steps(fn, inputs, noise):
     text, null_text = inputs["encoder_hidden_states"][:1], inputs["encoder_hidden_states"][1:]
     config = SamplerConfig(steps=STEPS)
     x = noise
-    with torch.no_grad():
-        for step in range(config.steps):
+    for step in range(config.steps):
+        # no_grad per step, never across a yield: grad mode is per thread, and two interleaved
+        # generators holding it across yields would restore each other's state out of order
+        with torch.no_grad():
             x = euler_cfg_step(fn, x, step, text, null_text, config)
-            yield
+        yield
     return x
 
 
