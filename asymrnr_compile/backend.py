@@ -61,6 +61,7 @@ from asymrnr_compile.passes.decompose_multi_head_attention import (
 )
 from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatchError
 from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction, unreduced_site_dict
+from asymrnr_compile.reasons import DYNAMIC_FALSE_FIX, GENERIC_FIX, Reason, ReasonKind, fix_of, kind_of
 from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
 from asymrnr_compile.runtime.forward_context import ClaimSites, ForwardContext, current_forward
 from asymrnr_compile.runtime.layout_handoff import LayoutHandoff
@@ -163,24 +164,17 @@ class AsymRnRReport:
         return self.summary()
 
 
-# Why a graph with attention got no reduction, and what the user can do about it.
-_NOT_ACCELERATED_FIXES = (
-    ("symbolic", "compile with dynamic=False (or mark no dimension dynamic)"),
-    ("min_video_tokens", "lower min_video_tokens if these sites are video attention"),
-    ("skip_blocks", "remove the blocks from skip_blocks"),
-    ("smaller than dst_stride", "lower dst_stride, e.g. (1, 2, 2)"),
-    ("need_weights=True", "call nn.MultiheadAttention with need_weights=False"),
-    ("without scaled_dot_product_attention", "compute attention with torch.nn.functional."
-                                              "scaled_dot_product_attention"),
-    ("regional compilation", "compile the repeated blocks with asymrnr_compile.compile_repeated_blocks(model, "
-                             "options=...), which tells each block graph the video grid and the step"),
-    ("follows a graph break", "torch.compile(model, fullgraph=True, ...): Dynamo then traces data-dependent sizes "
-                              "instead of cutting the model"),
-)
+#: A graph whose attention is written out by hand (matmul, softmax, matmul).
+WITHOUT_SDPA = Reason("attention is computed without scaled_dot_product_attention",
+                      fix="compute attention with torch.nn.functional.scaled_dot_product_attention")
+#: A block graph under regional compilation without the hook that declares the grid.
+REGIONAL_HOOK_FIX = ("compile the repeated blocks with asymrnr_compile.compile_repeated_blocks(model, "
+                     "options=...), which tells each block graph the video grid and the step")
 
 
-# Site skip reasons that are the user's own choice: no warning when they leave a graph unreduced.
-_CHOSEN_BY_CONFIG = ("no feature to reduce at these ratios", "is in skip_blocks")
+def _first_fix(reasons: Sequence[str]) -> str | None:
+    """The fix of the first reason that has one."""
+    return next((fix for fix in map(fix_of, reasons) if fix), None)
 
 
 class AsymRnRBackend:
@@ -270,7 +264,8 @@ class AsymRnRBackend:
                 ScheduleDriver(self.config.schedule, sites, self.config.num_steps)
             if _has_symbolic_shapes(gm):
                 return self._plain(gm, example_inputs, sites, compile_graph,
-                                   "graph has symbolic (dynamic) shapes; compile with dynamic=False to reduce",
+                                   Reason("graph has symbolic (dynamic) shapes; compile with dynamic=False to reduce",
+                                          fix=DYNAMIC_FALSE_FIX),
                                    video_outputs=video_outputs, others=others)
             reductions: list[SiteReduction] = []
             site_reasons: list[str] = []  # per site; "" where reduced
@@ -278,29 +273,30 @@ class AsymRnRBackend:
                 planned = plan_site_reduction(site, self.config, driver)
                 site_reasons.append(planned if isinstance(planned, str) else "")
                 if isinstance(planned, str):
-                    reasons.append(f"{site.name}: {planned}")
+                    reasons.append(Reason(f"{site.name}: {planned}", kind_of(planned), fix_of(planned)))
                 else:
                     reductions.append(planned)
             if not reductions:
                 if not sites and _computes_attention_by_hand(gm):
-                    reason = "attention is computed without scaled_dot_product_attention" + (
-                        f" ({'; '.join(left_alone)})" if left_alone else "")
+                    reason = Reason(WITHOUT_SDPA + (f" ({'; '.join(left_alone)})" if left_alone else ""),
+                                    fix=_first_fix([*left_alone, WITHOUT_SDPA]))
                     return self._plain(gm, example_inputs, sites, compile_graph, reason, video_outputs=video_outputs,
-                                       others=others)
+                                       others=others, has_attention=True)
                 # Warn only when a video site is left alone for a reason the user did not choose
                 # (all ratios 0 is a choice; text-only sites have nothing to reduce).
                 nothing_asked = driver is None and not any(self.config.ratio(f) for f in FEATURES)
-                regional_hint = any("regional compilation" in reason for reason in reasons)
+                regional_hint = any(kind_of(reason) is ReasonKind.NEEDS_REGIONAL_HOOK for reason in reasons)
                 chosen = nothing_asked or (not regional_hint and all(
-                    not site.video_tokens or reason.endswith(_CHOSEN_BY_CONFIG)
+                    not site.video_tokens or kind_of(reason) is ReasonKind.CHOSEN
                     for site, reason in zip(sites, site_reasons)))
-                reason = "no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else "")
+                reason = Reason("no attention site to reduce" + (f" ({'; '.join(reasons)})" if reasons else ""),
+                                fix=_first_fix(reasons))
                 return self._plain(gm, example_inputs, sites, compile_graph, reason, warn=not chosen,
                                    video_outputs=video_outputs, others=others)
             # Some sites reduced: a video site left alone for a reason the user did not choose still says so.
             for site, site_reason in zip(sites, site_reasons):
-                if site_reason and site.video_tokens and not site_reason.endswith(_CHOSEN_BY_CONFIG) \
-                        and "min_video_tokens" not in site_reason:  # small sites beside reduced ones: by design
+                if site_reason and site.video_tokens and \
+                        kind_of(site_reason) not in (ReasonKind.CHOSEN, ReasonKind.TOO_SMALL):  # small: by design
                     self._warn_once(f"site unreduced: {site_reason}",
                                     f"asymrnr: attention {site.name} over video tokens runs unreduced: {site_reason}.")
             code, video_key = _video_state_key(example_inputs, reductions, regional=forward is not None)
@@ -334,7 +330,7 @@ class AsymRnRBackend:
             logger.warning("asymrnr: analysis failed, compiling unchanged: %s: %s", type(error).__name__, error,
                            exc_info=logger.isEnabledFor(logging.DEBUG))
             return self._plain(gm, example_inputs, [], compile_graph,
-                               f"analysis failed: {type(error).__name__}: {error}")
+                               Reason(f"analysis failed: {type(error).__name__}: {error}"), has_attention=True)
         runtime.owner = self  # the backend lives as long as Dynamo keeps a graph it compiled
         if video_outputs:
             runtime.on_outputs = functools.partial(self._handoff.record, layouts=video_outputs)
@@ -354,12 +350,15 @@ class AsymRnRBackend:
             block_alone = find_timestep_input(gm, self.config.timestep_args) is None
             long_enough = any((site.query_tokens or 0) >= self.config.min_video_tokens for site in sites)
             if block_alone and long_enough and len(self._handoff):
-                return sites, None, ("no video tokens reached this graph: it follows a graph break, and none of its "
-                                     "inputs is an earlier graph's video output (compile with fullgraph=True to keep "
-                                     "the model in one graph)")
+                return sites, None, Reason(
+                    "no video tokens reached this graph: it follows a graph break, and none of its inputs is an "
+                    "earlier graph's video output (compile with fullgraph=True to keep the model in one graph)",
+                    fix="torch.compile(model, fullgraph=True, ...): Dynamo then traces data-dependent sizes instead "
+                        "of cutting the model")
             if block_alone and long_enough:
-                return sites, None, ("no video tokens in this graph (a transformer block compiled alone, "
-                                     "without the grid? see regional compilation)")
+                return sites, None, Reason("no video tokens in this graph (a transformer block compiled alone, "
+                                           "without the grid? see regional compilation)",
+                                           ReasonKind.NEEDS_REGIONAL_HOOK, fix=REGIONAL_HOOK_FIX)
             return sites, None, None
         seeded = declared_layout_seeds(gm, forward.layout)
         if not seeded.seeds:
@@ -370,13 +369,13 @@ class AsymRnRBackend:
     def _plain(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any], sites: list[AttentionSite],
                compile_graph: Compiler, reason: str, *, warn: bool = True,
                video_outputs: Mapping[int, Any] | None = None,
-               others: Sequence[OtherAttention] = ()) -> Callable[..., Any]:
-        """Compile ``gm`` unchanged; with ``warn``, say once why a graph with attention is not
-        accelerated and what to do."""
+               others: Sequence[OtherAttention] = (), has_attention: bool = False) -> Callable[..., Any]:
+        """Compile ``gm`` unchanged; with ``warn``, say once why a graph with attention (``sites``,
+        or ``has_attention`` where the analysis found none) is not accelerated, and the reason's
+        fix (:func:`~asymrnr_compile.reasons.fix_of`)."""
         logger.info("asymrnr: graph compiled unchanged: %s", reason)
-        if warn and (sites or reason.startswith(("attention is computed", "analysis failed"))):
-            fix = next((fix for key, fix in _NOT_ACCELERATED_FIXES if key in reason),
-                       "see backend.report().to_dict() for each site's reason")
+        if warn and (sites or has_attention):
+            fix = fix_of(reason) or GENERIC_FIX
             self._warn_once(f"not accelerated: {reason}", f"asymrnr: a graph with attention runs unreduced (plain "
                                                           f"Inductor): {reason}. Fix: {fix}.")
         start = time.perf_counter()
@@ -472,13 +471,16 @@ def _regional_refusal(config: AsymRnRConfig) -> str | None:
     One compiled block graph serves every block of its class, so settings that differ per block
     in the graph itself (a schedule's rows, skipped blocks, random-selection seeds baked into the
     graph) cannot be honoured."""
+    whole_model = "compile the whole model: torch.compile(model, backend='asymrnr', ...)"
     if config.schedule is not None:
-        return "schedules are not supported under regional compilation (compile the whole model)"
+        return Reason("schedules are not supported under regional compilation (compile the whole model)",
+                      fix=whole_model)
     if config.skip_blocks:
-        return "skip_blocks is not supported under regional compilation (compile the whole model)"
+        return Reason("skip_blocks is not supported under regional compilation (compile the whole model)",
+                      fix=whole_model)
     if config.token_selection == "random":
-        return ("token_selection='random' is not supported under regional compilation: its seeds are compiled "
-                "into the graph all blocks share (compile the whole model)")
+        return Reason("token_selection='random' is not supported under regional compilation: its seeds are "
+                      "compiled into the graph all blocks share (compile the whole model)", fix=whole_model)
     return None
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "asymrnr_compile"
-BASE = {"vocabulary", "_validate"}
+BASE = {"vocabulary", "reasons", "_validate"}
 ALLOWED: dict[str, set[str]] = {
     "vocabulary": set(),
+    "reasons": set(),
     "_validate": set(),
     "ops": {"_validate"},
     "analysis": BASE | {"ops"},

@@ -36,6 +36,7 @@ from asymrnr_compile.analysis.fx_nodes import (
     op_name,
     rest_args,
 )
+from asymrnr_compile.analysis.sdpa import is_sdpa
 from asymrnr_compile.analysis.sequence_shards import all_to_all_layout, slab_dim
 from asymrnr_compile.analysis.token_layout import (
     GRID_AXES,
@@ -663,7 +664,6 @@ register_layout_rule([*op_kinds.REDUCTIONS, "norm"], _reduce)
 register_layout_rule([*op_kinds.REORDERS_ALONG_DIM, "cumsum", "cumprod"], _reorder_along_dim)
 register_layout_rule(("pad",), _pad)
 register_layout_rule(("narrow", "select"), _narrow_select)
-register_layout_rule(("scaled_dot_product_attention",), _sdpa)
 register_layout_rule(("einsum",), _einsum)
 register_layout_rule(("view_as_complex",), _view_as_complex)
 register_layout_rule(("view_as_real",), _view_as_real)
@@ -686,7 +686,8 @@ def layout_of(
     ctx = _Context(node, lookup, gm)
     name = op_name(node, gm)
     try:
-        result = _handler(name)(ctx)
+        # attention is recognised by its targets (analysis/sdpa.py, the one definition), not by name
+        result = _sdpa(ctx) if is_sdpa(node) else _handler(name)(ctx)
     except Exception as exc:  # noqa: BLE001 - an odd node must not stop the analysis
         logger.debug("layout of %s (%s) not understood: %s", node.name, name, exc)
         result = None

@@ -71,6 +71,7 @@ from torch.fx.experimental.symbolic_shapes import is_concrete_int
 from asymrnr_compile.analysis.fx_nodes import module_path, node_value
 from asymrnr_compile.analysis.sdpa import SDPA_TARGETS
 from asymrnr_compile.passes.graph_utils import copy_graph_module
+from asymrnr_compile.reasons import DYNAMIC_FALSE_FIX, Reason
 
 logger = logging.getLogger("asymrnr_compile.passes")
 
@@ -103,7 +104,12 @@ class DecomposeResult:
 
 
 class _LeftAlone(Exception):
-    """Why one call cannot be decomposed (the message is the reason)."""
+    """Why one call cannot be decomposed (the message is the reason; ``fix``: what the user can
+    change, or None)."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 def is_multi_head_attention(node: torch.fx.Node) -> bool:
@@ -141,11 +147,11 @@ def decompose_multi_head_attention(gm: torch.fx.GraphModule) -> DecomposeResult:
         try:
             _decompose(new_gm.graph, node, new_gm)
         except _LeftAlone as exc:
-            result.left_alone.append(f"{where}: {exc}")
+            result.left_alone.append(Reason(f"{where}: {exc}", fix=exc.fix))
             logger.info("multi_head_attention_forward at %s left alone: %s", where, exc)
             continue
         except Exception as exc:  # noqa: BLE001 - never break the user's model
-            result.left_alone.append(f"{where}: decomposition failed: {type(exc).__name__}: {exc}")
+            result.left_alone.append(Reason(f"{where}: decomposition failed: {type(exc).__name__}: {exc}"))
             logger.warning("decomposing multi_head_attention_forward at %s failed: %r", where, exc)
             continue
         result.decomposed += 1
@@ -170,7 +176,7 @@ def _static_shape(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, torch.Tensor):
         raise _LeftAlone(f"no example value for {what} (unknown shape)")
     if not all(is_concrete_int(s) for s in value.shape):
-        raise _LeftAlone(f"the shape of {what} is symbolic; compile with dynamic=False")
+        raise _LeftAlone(f"the shape of {what} is symbolic; compile with dynamic=False", fix=DYNAMIC_FALSE_FIX)
     return tuple(int(s) for s in value.shape)
 
 
@@ -186,7 +192,8 @@ def _tensor_or_none(args: dict[str, Any], name: str) -> torch.fx.Node | None:
 def _check_unsupported(args: dict[str, Any]) -> None:
     """Raise :class:`_LeftAlone` for what the decomposition does not cover."""
     if _constant(args, "need_weights", (bool,)):
-        raise _LeftAlone("need_weights=True: the attention weights are an output, tokens cannot be reduced")
+        raise _LeftAlone("need_weights=True: the attention weights are an output, tokens cannot be reduced",
+                         fix="call nn.MultiheadAttention with need_weights=False")
     if args["bias_k"] is not None or args["bias_v"] is not None:
         raise _LeftAlone("bias_k/bias_v: a learned key/value token is appended to the keys")
     if _constant(args, "add_zero_attn", (bool,)):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from asymrnr_compile import ops
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig
+from asymrnr_compile.reasons import Reason, ReasonKind
 from asymrnr_compile.vocabulary import PLANNING_ORDER, Feature, conflicts
 
 if TYPE_CHECKING:
@@ -72,6 +73,10 @@ class SiteReduction:
         }
 
 
+#: A site whose features all have ratio 0 (or keep every token): the user's choice.
+NO_FEATURE_AT_THESE_RATIOS = Reason("no feature to reduce at these ratios", ReasonKind.CHOSEN)
+
+
 def site_skip_reason(site: AttentionSite, config: AsymRnRConfig) -> str | None:
     """Why ``config`` leaves ``site`` alone, or None when the site is reduced (or profiled).
 
@@ -82,20 +87,22 @@ def site_skip_reason(site: AttentionSite, config: AsymRnRConfig) -> str | None:
     if not site.reducible:
         return site.reason or "not reducible"
     if site.video_tokens is None:
-        return "unknown number of video tokens"
+        return Reason("unknown number of video tokens")
     if site.video_tokens < config.min_video_tokens:
-        return f"{site.video_tokens} video tokens < min_video_tokens={config.min_video_tokens}"
+        return Reason(f"{site.video_tokens} video tokens < min_video_tokens={config.min_video_tokens}",
+                      ReasonKind.TOO_SMALL, fix="lower min_video_tokens if these sites are video attention")
     for block in config.skip_blocks:
         if (isinstance(block, int) and site.block_index == block) or (isinstance(block, str) and site.block == block):
-            return f"block {block!r} is in skip_blocks"
+            return Reason(f"block {block!r} is in skip_blocks", ReasonKind.CHOSEN,
+                          fix="remove the blocks from skip_blocks")
     grid = split_grid(site, config)
     stride = site_dst_stride(grid, config.dst_stride)
     num_dst = ops.count_dst_tokens(site.video_tokens, grid, stride)
     if num_dst == 0:
-        return (f"grid {grid} is smaller than dst_stride {stride} along some axis: no destination "
-                f"token to merge into (lower dst_stride, e.g. (1, 2, 2))")
+        return Reason(f"grid {grid} is smaller than dst_stride {stride} along some axis: no destination "
+                      f"token to merge into (lower dst_stride, e.g. (1, 2, 2))", fix="lower dst_stride, e.g. (1, 2, 2)")
     if num_dst == site.video_tokens:
-        return f"grid {grid} and dst_stride {stride} make every token a destination: nothing to drop"
+        return Reason(f"grid {grid} and dst_stride {stride} make every token a destination: nothing to drop")
     return None
 
 
@@ -116,7 +123,7 @@ def unreduced_site_dict(site: AttentionSite, config: AsymRnRConfig, graph_reason
     """The report entry of a site left alone: :meth:`AttentionSite.to_dict` with ``reason`` always
     set, to why ``config`` skips it (:func:`site_skip_reason`), else ``graph_reason`` (why its whole
     graph runs unreduced), else "no feature to reduce at these ratios"."""
-    reason = site_skip_reason(site, config) or graph_reason or "no feature to reduce at these ratios"
+    reason = site_skip_reason(site, config) or graph_reason or NO_FEATURE_AT_THESE_RATIOS
     return {**site.to_dict(), "reason": reason}
 
 
@@ -172,7 +179,7 @@ def plan_site_reduction(site: AttentionSite, config: AsymRnRConfig,
             logger.info("asymrnr: %s ratio %.3f capped at site %s to %.3f (%d destination tokens of %d)",
                         feature, ratio, site.name, 1 - keep / num_tokens, num_dst, num_tokens)
     if not reduction.num_keep:
-        return "no feature to reduce at these ratios"
+        return NO_FEATURE_AT_THESE_RATIOS
     if config.match_on == "hidden_states" and {"q", "kv"} & set(reduction.num_keep):
         problem = site.hidden_matching_problem()
         if problem is not None:
