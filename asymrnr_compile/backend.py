@@ -100,7 +100,7 @@ class _PlainGraph:
     def to_dict(self) -> dict[str, Any]:
         return {"sites": [unreduced_site_dict(site, self.config, self.reason) for site in self.sites],
                 "other_attention": self.other_attention, "variants": [],
-                "compile_seconds": round(self.compile_seconds, 3), "fallback_reason": self.reason,
+                "compile_seconds": round(self.compile_seconds, 3), "fallback_reason": str(self.reason),
                 "cost": self.cost.to_dict()}
 
 

@@ -9,6 +9,9 @@ instead of searching the text:
   design (small sites beside reduced ones), or whether it is worth a warning;
 - ``fix``: what the user can change to get the attention reduced, or None.
 
+Reports hold the text only (``str(reason)``): they are plain data, written as JSON and loaded
+with ``torch.load(weights_only=True)`` when a spawned process sends one back.
+
 This module depends on nothing else in the package.
 """
 

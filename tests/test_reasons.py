@@ -44,3 +44,30 @@ def test_the_planners_reasons_say_whether_the_user_chose_them():
     skipped = site_skip_reason(Site(), AsymRnRConfig(min_video_tokens=16, skip_blocks=(0,)))
     assert kind_of(skipped) is ReasonKind.CHOSEN and "skip_blocks" in fix_of(skipped)
     assert kind_of(NO_FEATURE_AT_THESE_RATIOS) is ReasonKind.CHOSEN
+
+
+def test_reports_hold_plain_strings():
+    """A report crosses processes (torch.save / torch.load(weights_only=True)) and becomes JSON:
+    its reasons are plain ``str``, not :class:`Reason`."""
+    import io
+
+    import torch
+    import torch._dynamo
+
+    from asymrnr_compile import AsymRnRBackend
+    from asymrnr_compile.models import build_reference_model, reference_inputs
+
+    model, inputs = build_reference_model("tiny"), reference_inputs("tiny")
+    torch._dynamo.reset()
+    backend = AsymRnRBackend(AsymRnRConfig(skip_blocks=(0,), min_video_tokens=16))
+    compiled = torch.compile(model, backend=backend, fullgraph=True, dynamic=False)
+    with torch.no_grad():
+        compiled(**inputs)
+    report = backend.report().to_dict()
+    reasons = [site["reason"] for graph in report["graphs"] for site in graph["sites"] if site.get("reason")]
+    assert reasons and all(type(reason) is str for reason in reasons)
+    buffer = io.BytesIO()
+    torch.save(report, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True) == report
+    torch._dynamo.reset()

@@ -124,7 +124,7 @@ def unreduced_site_dict(site: AttentionSite, config: AsymRnRConfig, graph_reason
     set, to why ``config`` skips it (:func:`site_skip_reason`), else ``graph_reason`` (why its whole
     graph runs unreduced), else "no feature to reduce at these ratios"."""
     reason = site_skip_reason(site, config) or graph_reason or NO_FEATURE_AT_THESE_RATIOS
-    return {**site.to_dict(), "reason": reason}
+    return {**site.to_dict(), "reason": str(reason)}  # plain data: reports are JSON and cross processes
 
 
 def split_grid(site: AttentionSite, config: AsymRnRConfig) -> Grid | None:
