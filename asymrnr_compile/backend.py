@@ -61,7 +61,7 @@ from asymrnr_compile.passes.decompose_multi_head_attention import (
 )
 from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatchError
 from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction, unreduced_site_dict
-from asymrnr_compile.reasons import DYNAMIC_FALSE_FIX, GENERIC_FIX, Reason, ReasonKind, fix_of, kind_of
+from asymrnr_compile.reasons import DYNAMIC_FALSE_FIX, GENERIC_FIX, Reason, ReasonKind, fix_of, kind_of, prefixed
 from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
 from asymrnr_compile.runtime.forward_context import ClaimSites, ForwardContext, current_forward
 from asymrnr_compile.runtime.layout_handoff import LayoutHandoff
@@ -273,7 +273,7 @@ class AsymRnRBackend:
                 planned = plan_site_reduction(site, self.config, driver)
                 site_reasons.append(planned if isinstance(planned, str) else "")
                 if isinstance(planned, str):
-                    reasons.append(Reason(f"{site.name}: {planned}", kind_of(planned), fix_of(planned)))
+                    reasons.append(prefixed(f"{site.name}: ", planned))
                 else:
                     reductions.append(planned)
             if not reductions:

@@ -61,12 +61,14 @@ class Reason(str):
         reason.fix = fix
         return reason
 
-    def __reduce__(self):  # pickles (spawned ranks send reports back) keep the kind and the fix
+    def __reduce__(self):  # a str subclass with attributes: pickle it with its kind and fix
         return (Reason, (str(self), self.kind, self.fix))
 
-    def prefixed(self, prefix: str) -> Reason:
-        """The same reason with ``prefix`` before its text (``"blocks.0.attn: "``)."""
-        return Reason(prefix + str(self), self.kind, self.fix)
+
+def prefixed(prefix: str, reason: str) -> Reason:
+    """``reason`` (a :class:`Reason` or a plain ``str``) with ``prefix`` before its text
+    (``"blocks.0.attn: "``), keeping its kind and fix."""
+    return Reason(prefix + str(reason), kind_of(reason), fix_of(reason))
 
 
 def kind_of(reason: str) -> ReasonKind:

@@ -10,6 +10,7 @@ import pytest
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.plan.select_sites import NO_FEATURE_AT_THESE_RATIOS
 from asymrnr_compile.reasons import Reason, ReasonKind, fix_of, kind_of
+from asymrnr_compile.reasons import prefixed as with_prefix
 
 
 def test_a_reason_is_its_text_and_carries_its_kind_and_fix():
@@ -19,7 +20,7 @@ def test_a_reason_is_its_text_and_carries_its_kind_and_fix():
     assert (kind_of(reason), fix_of(reason)) == (ReasonKind.TOO_SMALL, "lower min_video_tokens")
     restored = pickle.loads(pickle.dumps(reason))  # spawned ranks send reports back pickled
     assert (restored, restored.kind, restored.fix) == (reason, reason.kind, reason.fix)
-    prefixed = reason.prefixed("blocks.0.attn: ")
+    prefixed = with_prefix("blocks.0.attn: ", reason)
     assert prefixed == "blocks.0.attn: " + reason and (prefixed.kind, prefixed.fix) == (reason.kind, reason.fix)
 
 
