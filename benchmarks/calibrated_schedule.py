@@ -27,10 +27,10 @@ import torch
 
 import asymrnr_compile
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-from asymrnr_compile.cli.demo import demo_inputs, timed_sample
-from asymrnr_compile.models import build_reference_model
 from asymrnr_compile.profiling.calibrate import calibrate, predicted_speedup
-from asymrnr_compile.sampling import (
+from asymrnr_lab.cli.demo import demo_inputs, timed_sample
+from asymrnr_lab.models import build_reference_model
+from asymrnr_lab.sampling import (
     SamplerConfig,
     psnr_db,
     relative_l2,

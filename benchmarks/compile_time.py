@@ -27,9 +27,9 @@ def _child(kind: str, preset: str, steps: int) -> dict:
     from torch._inductor.compile_fx import compile_fx
 
     from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-    from asymrnr_compile.cli.demo import demo_inputs, timed_sample
-    from asymrnr_compile.models import build_reference_model
-    from asymrnr_compile.sampling import SamplerConfig
+    from asymrnr_lab.cli.demo import demo_inputs, timed_sample
+    from asymrnr_lab.models import build_reference_model
+    from asymrnr_lab.sampling import SamplerConfig
 
     model = build_reference_model(preset)
     inputs = demo_inputs(preset)

@@ -1,7 +1,7 @@
 """asymrnr stacked with what diffusers users already run: cache hooks, quantisation, offloading, modes.
 
 Every stack runs on a tiny real diffusers pipeline (offline,
-:func:`asymrnr_compile.models.diffusers_pipelines.tiny_pipeline`) twice: with
+:func:`asymrnr_lab.models.diffusers_pipelines.tiny_pipeline`) twice: with
 ``pipe.transformer = torch.compile(pipe.transformer, backend=asymrnr)`` and with the same stack
 compiled by plain Inductor (the baseline). Per stack:
 
@@ -41,8 +41,8 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-from asymrnr_compile.models.diffusers_pipelines import SMALL_GRID, TinyPipeline, tiny_pipeline
-from asymrnr_compile.sampling import psnr_db, relative_l2
+from asymrnr_lab.models.diffusers_pipelines import SMALL_GRID, TinyPipeline, tiny_pipeline
+from asymrnr_lab.sampling import psnr_db, relative_l2
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def _build(stack: Stack, args: argparse.Namespace, backend: Any) -> TinyPipeline
     """The stack's tiny pipeline, compiled by ``backend``. ``isolate_recompiles``: every stack's
     baseline is a ``backend="inductor"`` compile of the same classes, and those compare equal, so
     one stack's graph-broken entries (hooks) would otherwise pass another's guards and run in its
-    place (asymrnr_compile/synthetic/accelerators.py)."""
+    place (lab/asymrnr_lab/synthetic/accelerators.py)."""
     tiny = tiny_pipeline(stack.family, size=args.size, num_frames=args.frames, steps=args.steps,
                          num_layers=args.layers)
     if stack.apply is not None:

@@ -1,6 +1,6 @@
 """Model coverage: every diffusers video transformer class, compiled whole with the asymrnr backend.
 
-For each of the 26 configurations of :mod:`asymrnr_compile.models.diffusers_zoo` (every 3-D video
+For each of the 26 configurations of :mod:`asymrnr_lab.models.diffusers_zoo` (every 3-D video
 transformer class of diffusers 0.42.1, the tiny config of diffusers' own test for it, a 2 x 8 x 8
 video token grid), as a user would compile it (``torch.compile(model, backend=..., dynamic=False)``,
 no ``fullgraph``), this measures:
@@ -52,7 +52,7 @@ from torch._dynamo.utils import counters
 from asymrnr_compile import AsymRnRBackend
 from asymrnr_compile.config import AsymRnRWarning
 from asymrnr_compile.runtime import AsymRnRRuntime
-from asymrnr_compile.sampling import relative_l2
+from asymrnr_lab.sampling import relative_l2
 
 #: The reduction measured: the paper's q / kv ratios, small sites allowed (the grids have 128 tokens).
 REDUCE_OPTIONS: dict[str, Any] = {"q_ratio": 0.5, "kv_ratio": 0.3, "min_video_tokens": 16}
@@ -150,7 +150,7 @@ def max_relative_difference(value: torch.Tensor, reference: torch.Tensor) -> flo
 def call_inputs(inputs: dict[str, Any], timestep_arg: str) -> list[dict[str, Any]]:
     """The inputs of the three calls: the same tensors, the timestep at each of
     :data:`TIMESTEP_FRACTIONS` of the training range (shape and dtype kept)."""
-    from asymrnr_compile.models.diffusers_zoo import NUM_TRAIN_TIMESTEPS
+    from asymrnr_lab.models.diffusers_zoo import NUM_TRAIN_TIMESTEPS
 
     reference = inputs[timestep_arg]
     return [{**inputs, timestep_arg: torch.full_like(reference, fraction * NUM_TRAIN_TIMESTEPS)}
@@ -223,7 +223,7 @@ def _sites(backend: AsymRnRBackend) -> tuple[list[SiteRow], list[str]]:
 def measure(name: str, compiler: str = "inductor", seed: int = 0, *, fullgraph: bool = False) -> CoverageRow:
     """Compile zoo model ``name`` three ways (plain, asymrnr ratio 0, asymrnr q 0.5 / kv 0.3) and
     compare them (see the module docstring); ``fullgraph`` is ``torch.compile``'s."""
-    from asymrnr_compile.models.diffusers_zoo import ZOO, build
+    from asymrnr_lab.models.diffusers_zoo import ZOO, build
 
     if compiler not in COMPILERS:
         raise ValueError(f"compiler must be one of {COMPILERS}, got {compiler!r}")
@@ -276,7 +276,7 @@ def measure_with_fallback(name: str, compiler: str = "inductor") -> CoverageRow:
 
 
 def _safe_measure(name: str, compiler: str) -> CoverageRow:
-    from asymrnr_compile.models.diffusers_zoo import ZOO
+    from asymrnr_lab.models.diffusers_zoo import ZOO
 
     start = time.perf_counter()
     try:
@@ -336,7 +336,7 @@ def summary(rows: Sequence[CoverageRow]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from asymrnr_compile.models.diffusers_zoo import ZOO
+    from asymrnr_lab.models.diffusers_zoo import ZOO
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(ZOO), help="comma-separated zoo names (default: all 26)")

@@ -23,7 +23,7 @@ calls per step with the same timestep), all in one process:
 
 Every compiled variant first runs one whole sampling loop as warm-up (compiling all it needs;
 eager runs one step), then the timed loop runs the variants interleaved step by step
-(:func:`asymrnr_compile.sampling.sample_lockstep`), so they share the machine's load
+(:func:`asymrnr_lab.sampling.sample_lockstep`), so they share the machine's load
 (docs/measuring.md). Quality is the final latent against plain Inductor's. The weights are random
 (seeded): quality numbers measure closeness to the unreduced model, not visual quality.
 
@@ -68,14 +68,14 @@ from results_md import machine_info
 from torch._dynamo.utils import counters
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-from asymrnr_compile.models import (
+from asymrnr_lab.models import (
     build_reference_model,
     reference_inputs,
     synthetic_latents,
 )
-from asymrnr_compile.models.config import PRESETS
-from asymrnr_compile.models.inputs import synthetic_text_embeddings
-from asymrnr_compile.sampling import (
+from asymrnr_lab.models.config import PRESETS
+from asymrnr_lab.models.inputs import synthetic_text_embeddings
+from asymrnr_lab.sampling import (
     SamplerConfig,
     loop_speedup,
     psnr_db,
@@ -172,7 +172,7 @@ def _synchronize(device: torch.device) -> None:
 
 def _reference_workload(quick: bool, steps: int, device: torch.device, dtype: torch.dtype,
                         preset: str | None = None) -> Workload:
-    from asymrnr_compile.models.config import resolve_config
+    from asymrnr_lab.models.config import resolve_config
 
     preset = preset if preset is not None else QUICK_REFERENCE_PRESET if quick else REFERENCE_PRESET
     config = resolve_config(preset)
@@ -203,7 +203,7 @@ def _reference_workload(quick: bool, steps: int, device: torch.device, dtype: to
 
 
 def _diffusers_workload(name: str, quick: bool, steps: int, device: torch.device, dtype: torch.dtype) -> Workload:
-    from asymrnr_compile.models import diffusers_models as dm
+    from asymrnr_lab.models import diffusers_models as dm
 
     spec = dm.E2E_SPECS[name]
     model = dm.build_e2e(name, seed=0, quick=quick, dtype=dtype, device=device)

@@ -37,7 +37,7 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-240}
 MAX_TRAIN_STEPS=${MAX_TRAIN_STEPS:-12000}
 TRAIN_BATCH=${TRAIN_BATCH:-64}
 PROBE_STEPS=${PROBE_STEPS:-30}
-FINE_CHECKPOINT=asymrnr_compile/assets/synthetic_dit_fine.safetensors
+FINE_CHECKPOINT=lab/asymrnr_lab/assets/synthetic_dit_fine.safetensors
 mkdir -p "$RUN"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
@@ -57,7 +57,7 @@ train_fine() {
     local probe=$RUN/probe seconds steps=${TRAIN_STEPS:-}
     if [ -z "$steps" ]; then
         rm -rf "$probe"
-        python -m asymrnr_compile train --out "$probe" --preset synthetic-fine --device "$DEVICE" --bf16 \
+        python -m asymrnr_lab train --out "$probe" --preset synthetic-fine --device "$DEVICE" --bf16 \
             --batch-size "$TRAIN_BATCH" --steps "$PROBE_STEPS" --eval-every 0 || return 1
         # seconds per step over the probe's last logged window (the first includes CUDA warm-up)
         seconds=$(python -c "import json,sys; rows=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; \
@@ -66,7 +66,7 @@ print(rows[-1]['seconds_per_step'])" "$probe/log.jsonl") || return 1
 print(max(100, min(int(sys.argv[3]), s // 100 * 100)))" "$TRAIN_SECONDS" "$seconds" "$MAX_TRAIN_STEPS")
         echo "probe: $seconds s/step -> $steps steps in ${TRAIN_SECONDS} s"
     fi
-    python -m asymrnr_compile train --out "$RUN/fine" --preset synthetic-fine --device "$DEVICE" --bf16 \
+    python -m asymrnr_lab train --out "$RUN/fine" --preset synthetic-fine --device "$DEVICE" --bf16 \
         --batch-size "$TRAIN_BATCH" --steps "$steps" --eval-every $(( steps / 4 ))
 }
 

@@ -26,13 +26,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from asymrnr_compile.models import reference_dit as rd
 from asymrnr_compile.ops.match import Matching
 from asymrnr_compile.ops.reduce import proportional_attention_mask, reduce_tokens, reduction_indices
 from asymrnr_compile.ops.split import num_kept_tokens, split_tokens
-from asymrnr_compile.synthetic.generate import caption_grid, generate_videos
-from asymrnr_compile.synthetic.model import FINE_CHECKPOINT_PATH, load_trained_model
-from asymrnr_compile.synthetic.quality import all_correct, psnr
+from asymrnr_lab.models import reference_dit as rd
+from asymrnr_lab.synthetic.generate import caption_grid, generate_videos
+from asymrnr_lab.synthetic.model import FINE_CHECKPOINT_PATH, load_trained_model
+from asymrnr_lab.synthetic.quality import all_correct, psnr
 
 DEV = sys.argv[1]
 SEEDS = tuple(range(int(sys.argv[2])))

@@ -22,7 +22,7 @@ the benchmark's seeds 0-3), calibrates schedules for ``CALIBRATION_TARGETS`` ran
 (the paper's proxy) and by measured output error (``calibrate(..., damage="error")``), and
 samples the benchmark with each.
 
-``--checkpoint`` takes any model :func:`~asymrnr_compile.synthetic.model.load_trained_model` reads:
+``--checkpoint`` takes any model :func:`~asymrnr_lab.synthetic.model.load_trained_model` reads:
 a reference checkpoint (safetensors) or a folder exported by ``asymrnr-compile train --arch
 cogvideox`` (a diffusers ``CogVideoXTransformer3DModel``), scored the same way (same captions,
 seeds, sampler and metrics).
@@ -47,11 +47,11 @@ import torch
 from results_md import machine_info, replace_section
 
 from asymrnr_compile.config import AsymRnRConfig
-from asymrnr_compile.models.config import PRESETS
-from asymrnr_compile.synthetic.cogvideox import COGVIDEOX_PRESETS
-from asymrnr_compile.synthetic.compare import compare_variants
-from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, caption_grid
-from asymrnr_compile.synthetic.model import (
+from asymrnr_lab.models.config import PRESETS
+from asymrnr_lab.synthetic.cogvideox import COGVIDEOX_PRESETS
+from asymrnr_lab.synthetic.compare import compare_variants
+from asymrnr_lab.synthetic.generate import EVAL_SAMPLER, caption_grid
+from asymrnr_lab.synthetic.model import (
     CHECKPOINT_PATH,
     SYNTHETIC_PRESET,
     SYNTHETIC_PRESETS,
@@ -170,8 +170,8 @@ def calibrated_variants(model, task, targets=CALIBRATION_TARGETS, log=print,
     """
     import asymrnr_compile
     from asymrnr_compile.profiling.calibrate import DAMAGES, calibrate, ladder_ratios, predicted_speedup
-    from asymrnr_compile.synthetic.config import all_captions
-    from asymrnr_compile.synthetic.generate import generate_videos
+    from asymrnr_lab.synthetic.config import all_captions
+    from asymrnr_lab.synthetic.generate import generate_videos
 
     captions = all_captions(task)[:: max(1, task.num_captions // PROFILE_CAPTIONS)]
 

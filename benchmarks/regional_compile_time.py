@@ -78,7 +78,7 @@ def _compiled(kind: str, model, options: dict):
 def _speed(model_name: str, blocks: int, steps: int, threads: int) -> dict:
     import torch
 
-    from asymrnr_compile.sampling import sample, sample_lockstep
+    from asymrnr_lab.sampling import sample, sample_lockstep
 
     torch.set_num_threads(threads)
     fns = {}
@@ -99,7 +99,7 @@ def _child(kind: str, model_name: str, blocks: int, steps: int, threads: int) ->
     import torch
     from torch._dynamo.utils import counters
 
-    from asymrnr_compile.sampling import sample
+    from asymrnr_lab.sampling import sample
 
     torch.set_num_threads(threads)
     workload = _workload(model_name, blocks, steps)

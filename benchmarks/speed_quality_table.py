@@ -30,7 +30,7 @@ with the quality options (cache 2) stacked with the first-block cache (blocks co
 not applicable, with the reason.
 
     python benchmarks/speed_quality_table.py --checkpoint runs/cogvideox/model --seeds 1 --results
-    python benchmarks/speed_quality_table.py --checkpoint asymrnr_compile/assets/synthetic_dit_fine.safetensors \\
+    python benchmarks/speed_quality_table.py --checkpoint lab/asymrnr_lab/assets/synthetic_dit_fine.safetensors \\
         --seeds 1 --results
 
 Each row samples 96 videos per seed (on 2 CPU cores, AMD EPYC, with --seeds 1: the 15 rows of
@@ -73,7 +73,7 @@ from torch._dynamo.utils import counters
 from torch.utils.flop_counter import FlopCounterMode
 
 from asymrnr_compile.config import AsymRnRConfig
-from asymrnr_compile.synthetic.accelerators import (
+from asymrnr_lab.synthetic.accelerators import (
     Accelerator,
     AsymRnR,
     DiffusersCache,
@@ -84,8 +84,8 @@ from asymrnr_compile.synthetic.accelerators import (
     pyramid_attention_broadcast,
     taylorseer,
 )
-from asymrnr_compile.synthetic.compare import REFERENCE_VARIANT, compare_variants
-from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, caption_grid, generate_videos
+from asymrnr_lab.synthetic.compare import REFERENCE_VARIANT, compare_variants
+from asymrnr_lab.synthetic.generate import EVAL_SAMPLER, caption_grid, generate_videos
 
 SECTION = "speed-quality"
 #: Dynamo's per-function recompile limit inside this script (torch's default is 8).

@@ -1,6 +1,6 @@
 """Warm starts: the first pipeline call of a new process, with an empty and with a filled compile cache.
 
-A tiny real diffusers pipeline (offline, :func:`asymrnr_compile.models.diffusers_pipelines.tiny_pipeline`)
+A tiny real diffusers pipeline (offline, :func:`asymrnr_lab.models.diffusers_pipelines.tiny_pipeline`)
 with ``pipe.transformer = torch.compile(pipe.transformer, backend=...)``, for asymrnr and for plain
 Inductor. Every run is a fresh child process (nothing in memory survives), in this order per backend:
 
@@ -44,7 +44,7 @@ def child(backend_name: str, family: str, size: int, frames: int, steps: int, fr
     from torch._dynamo.utils import counters
 
     from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-    from asymrnr_compile.models.diffusers_pipelines import SMALL_GRID, tiny_pipeline
+    from asymrnr_lab.models.diffusers_pipelines import SMALL_GRID, tiny_pipeline
 
     imported = time.perf_counter() - PROCESS_START
     tiny = tiny_pipeline(family, size=size, num_frames=frames, steps=steps)

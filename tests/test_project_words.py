@@ -35,7 +35,9 @@ PATTERN = re.compile("|".join(f"(?:{p})" for p in BANNED), re.IGNORECASE)
 def _files() -> list[Path]:
     files = [ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md"]
     files += sorted((ROOT / "docs").glob("*.md"))
+    files += [ROOT / "lab" / "README.md"]
     files += sorted((ROOT / "asymrnr_compile").rglob("*.py"))
+    files += sorted((ROOT / "lab" / "asymrnr_lab").rglob("*.py"))
     return [path for path in files if path.is_file()]
 
 

@@ -44,17 +44,17 @@ def test_options_table_lists_every_config_field():
 
 
 def test_docs_cli_md_is_the_help_of_the_parsers():
-    from asymrnr_compile.cli.reference import render
+    from asymrnr_lab.cli.reference import render
 
     assert (ROOT / "docs" / "cli.md").read_text() == render(), \
-        "docs/cli.md is stale: python -m asymrnr_compile.cli.reference > docs/cli.md"
+        "docs/cli.md is stale: python -m asymrnr_lab.cli.reference > docs/cli.md"
 
 
 # --- command-line flags named in the documents -------------------------------------------------
 
 def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    from asymrnr_compile.cli import build_parser
-    from asymrnr_compile.cli.reference import subcommands
+    from asymrnr_lab.cli import build_parser
+    from asymrnr_lab.cli.reference import subcommands
 
     parser = build_parser()
     return parser, subcommands(parser)

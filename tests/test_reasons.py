@@ -56,7 +56,7 @@ def test_reports_hold_plain_strings():
     import torch._dynamo
 
     from asymrnr_compile import AsymRnRBackend
-    from asymrnr_compile.models import build_reference_model, reference_inputs
+    from asymrnr_lab.models import build_reference_model, reference_inputs
 
     model, inputs = build_reference_model("tiny"), reference_inputs("tiny")
     torch._dynamo.reset()

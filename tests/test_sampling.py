@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asymrnr_compile.sampling import SamplerConfig, psnr_db, relative_l2, sample, sample_lockstep
+from asymrnr_lab.sampling import SamplerConfig, psnr_db, relative_l2, sample, sample_lockstep
 
 
 def _velocity_model(scale: float):
@@ -50,7 +50,7 @@ def test_metrics_and_validation():
 
 
 def test_loop_speedup_is_the_whole_loop_and_the_median_step_a_second_figure():
-    from asymrnr_compile.sampling import loop_speedup
+    from asymrnr_lab.sampling import loop_speedup
 
     baseline = [1.0] * 5 + [1.2] * 5  # two rounds of 5 steps
     # steps 0 and 3 compute matchings (2.0 s), the others reuse them (0.5 s); round 2 the same

@@ -62,7 +62,7 @@ class ToyDiT(nn.Module):
 
 
 def toy_inputs(batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
-    from asymrnr_compile.models import synthetic_latents
+    from asymrnr_lab.models import synthetic_latents
 
     generator = torch.Generator().manual_seed(seed)
     return {

@@ -19,10 +19,10 @@ from asymrnr_compile.analysis.cost import (
     GraphCostModel,
     graph_flops,
 )
-from asymrnr_compile.models import build_reference_model, reference_inputs
-from asymrnr_compile.models.config import resolve_config
 from asymrnr_compile.passes.reduce_attention_tokens import reduce_attention_tokens
 from asymrnr_compile.plan.reduction_plan import FeaturePlan, ReductionPlan, SitePlan
+from asymrnr_lab.models import build_reference_model, reference_inputs
+from asymrnr_lab.models.config import resolve_config
 
 PRESET = "small"  # 2 blocks, 576 video + 16 text tokens, hidden 128 = 4 heads x 32
 

@@ -21,7 +21,7 @@ pytest.importorskip(
     reason="diffusers is not installed (pip install -e .[diffusers]); CI installs it",
 )
 
-from asymrnr_compile.models.diffusers_models import BUILDERS  # noqa: E402  (needs diffusers)
+from asymrnr_lab.models.diffusers_models import BUILDERS  # noqa: E402  (needs diffusers)
 
 Analysed = Callable[[str], tuple[torch.fx.GraphModule, list[AttentionSite]]]
 

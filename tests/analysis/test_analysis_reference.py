@@ -10,7 +10,7 @@ import torch.fx
 from analysis_helpers import capture, summary
 
 from asymrnr_compile.analysis import AttentionSite, describe, find_attention_sites
-from asymrnr_compile.models import PRESETS, build_reference_model, reference_inputs
+from asymrnr_lab.models import PRESETS, build_reference_model, reference_inputs
 
 PRESET = "tiny"
 

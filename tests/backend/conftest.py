@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch._dynamo
 
-from asymrnr_compile.models import build_reference_model, reference_inputs
+from asymrnr_lab.models import build_reference_model, reference_inputs
 
 TINY_PRESET = "tiny"  # 2 blocks, one joint site each: 8 text + 32 video tokens on a 2x4x4 grid
 

@@ -17,7 +17,7 @@ from torch._dynamo.utils import counters
 
 import asymrnr_compile
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-from asymrnr_compile.sampling import SamplerConfig, sample
+from asymrnr_lab.sampling import SamplerConfig, sample
 
 PRESET = "tiny"
 # The tiny preset has 32 video tokens per site; the default minimum would skip them.

@@ -36,7 +36,7 @@ from asymrnr_compile.runtime.regions import inductor_compiler
 
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers]); CI installs it")
 
-from asymrnr_compile.models.diffusers_models import build  # noqa: E402  (needs diffusers)
+from asymrnr_lab.models.diffusers_models import build  # noqa: E402  (needs diffusers)
 
 # The small configs have 32-512 video tokens per site; the default minimum would skip them.
 REDUCE = AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=2, min_video_tokens=16)

@@ -20,10 +20,10 @@ import torch._dynamo
 from torch.profiler import ProfilerActivity, profile
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, compile_repeated_blocks
-from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.ops.match import MATCH_OP_NAME
 from asymrnr_compile.regional import input_layout_of, repeated_block_classes
 from asymrnr_compile.runtime import runtime as runtime_module
+from asymrnr_lab.models import build_reference_model, reference_inputs
 
 #: The "small" preset: 576 video tokens per site, so the defaults' projection is used.
 PRESET = "small"

@@ -15,7 +15,7 @@ from reduction_checks import assert_reduced
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
 from asymrnr_compile.config import DEFAULT_MATCH_DIMS
-from asymrnr_compile.models import build_reference_model, reference_inputs
+from asymrnr_lab.models import build_reference_model, reference_inputs
 
 PRESET = "small"  # 576 video tokens, hidden 128: a projection onto 8 dims saves FLOPs
 OPTIONS = {"q_ratio": 0.5, "kv_ratio": 0.3, "min_video_tokens": 16, "match_on": "hidden_states", "cache_steps": 1}

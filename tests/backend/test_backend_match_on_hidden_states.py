@@ -12,8 +12,8 @@ import torch._dynamo
 from reduction_checks import assert_reduced
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
-from asymrnr_compile.models import build_reference_model, reference_inputs
-from asymrnr_compile.sampling import SamplerConfig, sample
+from asymrnr_lab.models import build_reference_model, reference_inputs
+from asymrnr_lab.sampling import SamplerConfig, sample
 
 PRESET = "tiny"
 OPTIONS = {"q_ratio": 0.5, "kv_ratio": 0.3, "min_video_tokens": 16}

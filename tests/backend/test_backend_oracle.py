@@ -39,8 +39,8 @@ from reduction_checks import assert_reduced
 from torch import nn
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-from asymrnr_compile.models import build_reference_model, reference_inputs
-from asymrnr_compile.sampling import SamplerConfig, sample
+from asymrnr_lab.models import build_reference_model, reference_inputs
+from asymrnr_lab.sampling import SamplerConfig, sample
 
 STEPS = 5
 RATIOS = {"q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2, "seed": 3}
@@ -174,7 +174,7 @@ def _hunyuan_case() -> Case:
     reduced sites are 1 and 2), then a dual-stream and a single-stream block, text last with a
     padding mask; two calls per step."""
     pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers])")
-    from asymrnr_compile.models.diffusers_models import build
+    from asymrnr_lab.models.diffusers_models import build
 
     model, inputs = build("hunyuan", frames=2, size=8)
     mask = inputs["encoder_attention_mask"].clone()

@@ -17,9 +17,9 @@ import torch
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
 from asymrnr_compile.config import CONFIG_PRESETS, DEFAULT_MATCH_DIMS, PUBLISHED_SETTINGS
-from asymrnr_compile.models import build_reference_model, reference_inputs
-from asymrnr_compile.models.inputs import synthetic_latents
-from asymrnr_compile.sampling import SamplerConfig, sample
+from asymrnr_lab.models import build_reference_model, reference_inputs
+from asymrnr_lab.models.inputs import synthetic_latents
+from asymrnr_lab.sampling import SamplerConfig, sample
 
 STEPS = 11  # windows of 5 steps: 0-4, 5-9, 10
 PRESET = "small"  # reference DiT: 576 video tokens, 2 blocks

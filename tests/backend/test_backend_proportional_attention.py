@@ -12,7 +12,7 @@ from helpers import max_relative_error
 from reduction_checks import assert_reduced
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
-from asymrnr_compile.models import build_reference_model, reference_inputs
+from asymrnr_lab.models import build_reference_model, reference_inputs
 
 PRESET = "tiny"
 # The published method, where proportional attention is off unless asked for.

@@ -13,8 +13,8 @@ from helpers import eager_compiler, max_relative_error
 import asymrnr_compile.backend
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, compile_repeated_blocks
 from asymrnr_compile.config import AsymRnRWarning
-from asymrnr_compile.models import build_reference_model
 from asymrnr_compile.runtime import AsymRnRRuntime
+from asymrnr_lab.models import build_reference_model
 
 PRESET = "tiny"  # 2 blocks, one joint site each: 8 text + 32 video tokens on a 2x4x4 grid
 CONFIG = AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=2, min_video_tokens=16)  # tiny: 32 video tokens

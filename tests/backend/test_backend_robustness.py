@@ -20,9 +20,9 @@ from torch import nn
 import asymrnr_compile
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
 from asymrnr_compile.config import AsymRnRWarning
-from asymrnr_compile.models import build_reference_model
 from asymrnr_compile.runtime.steps import MAX_CALLS_PER_STEP
-from asymrnr_compile.sampling import SamplerConfig, sample
+from asymrnr_lab.models import build_reference_model
+from asymrnr_lab.sampling import SamplerConfig, sample
 
 PRESET = "tiny"  # 2 blocks; 8 text + 32 video tokens
 TINY = {"min_video_tokens": 16}
@@ -366,7 +366,7 @@ def test_ltx_video_with_per_token_timesteps_counts_its_steps():
     """LTX-Video's image-to-video pipeline passes one timestep per token, the conditioning
     frame's tokens at 0: the step must follow the noised tokens' timestep."""
     pytest.importorskip("diffusers")
-    from asymrnr_compile.models.diffusers_models import build
+    from asymrnr_lab.models.diffusers_models import build
 
     model, inputs = build("ltx")  # 512 tokens = 2 frames x 16 x 16
     backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.0, cache_steps=2, dst_stride=(1, 2, 2),
@@ -384,7 +384,7 @@ def test_ltx_video_with_per_token_timesteps_counts_its_steps():
 def test_text_only_sites_do_not_make_a_chosen_setting_warn():
     """HunyuanVideo's token refiner is text-only attention: with ratios 0 nothing is wrong."""
     pytest.importorskip("diffusers")
-    from asymrnr_compile.models.diffusers_models import build
+    from asymrnr_lab.models.diffusers_models import build
 
     model, inputs = build("hunyuan")
     for stride in ((1, 2, 2), (2, 2, 2)):  # the tiny grid has one frame: (2, 2, 2) leaves no destination

@@ -14,7 +14,7 @@ from torch._dynamo.utils import counters
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
 from asymrnr_compile.plan.schedule import Schedule, site_rows
-from asymrnr_compile.sampling import SamplerConfig, sample
+from asymrnr_lab.sampling import SamplerConfig, sample
 
 PRESET = "tiny"  # 2 blocks, one joint site each, 32 video tokens on a 2x4x4 grid: 4 destination tokens
 N, N_DST = 32, 4

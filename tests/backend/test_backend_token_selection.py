@@ -13,8 +13,8 @@ from reduction_checks import assert_reduced
 from torch._dynamo.utils import counters
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-from asymrnr_compile.models import build_reference_model, reference_inputs
-from asymrnr_compile.sampling import SamplerConfig, sample
+from asymrnr_lab.models import build_reference_model, reference_inputs
+from asymrnr_lab.sampling import SamplerConfig, sample
 
 PRESET = "tiny"
 OPTIONS = {"q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2, "min_video_tokens": 16}

@@ -21,8 +21,8 @@ from reduction_checks import assert_reduced
 import asymrnr_compile
 from asymrnr_compile import AsymRnRBackend
 from asymrnr_compile.config import AsymRnRWarning
-from asymrnr_compile.models import build_reference_model
-from asymrnr_compile.sampling import SamplerConfig, euler_cfg_step
+from asymrnr_lab.models import build_reference_model
+from asymrnr_lab.sampling import SamplerConfig, euler_cfg_step
 
 STEPS = 5
 OPTIONS = {"q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2, "min_video_tokens": 16}

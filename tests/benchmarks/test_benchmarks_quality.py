@@ -129,7 +129,7 @@ def test_calibrated_section_names_its_command():
 
 @pytest.mark.slow  # profiles and compiles the trained model: about a minute on 2 cores
 def test_calibrated_variants_rank_by_distance_and_by_error():
-    from asymrnr_compile.synthetic.model import load_trained_model
+    from asymrnr_lab.synthetic.model import load_trained_model
 
     model, task = load_trained_model()
     configs = quality_synthetic.calibrated_variants(model, task, targets=(1.06,), log=lambda _: None)
@@ -141,7 +141,7 @@ def test_calibrated_variants_rank_by_distance_and_by_error():
 
 
 def test_sections_of_the_fine_model_are_its_own():
-    from asymrnr_compile.models.config import PRESETS
+    from asymrnr_lab.models.config import PRESETS
 
     assert quality_synthetic.preset_of(PRESETS["synthetic"]) == "synthetic"
     assert quality_synthetic.preset_of(PRESETS["synthetic-fine"]) == "synthetic-fine"
@@ -196,8 +196,8 @@ def test_max_ratio_below_the_ladder_is_rejected_before_sampling(capsys):
 
 
 def test_cogvideox_models_get_sections_of_their_own():
-    from asymrnr_compile.models.config import PRESETS
-    from asymrnr_compile.synthetic.cogvideox import COGVIDEOX_PRESETS, CogVideoXTaskConfig
+    from asymrnr_lab.models.config import PRESETS
+    from asymrnr_lab.synthetic.cogvideox import COGVIDEOX_PRESETS, CogVideoXTaskConfig
 
     assert quality_synthetic.preset_of(COGVIDEOX_PRESETS["cogvideox"]) == "cogvideox"
     assert quality_synthetic.preset_of(COGVIDEOX_PRESETS["cogvideox-fine"]) == "cogvideox-fine"

@@ -16,9 +16,9 @@ sys.path.insert(0, str(BENCHMARKS))
 import speed_quality_table  # noqa: E402
 
 from asymrnr_compile.config import AsymRnRConfig  # noqa: E402
-from asymrnr_compile.synthetic.accelerators import DiffusersCache  # noqa: E402
-from asymrnr_compile.synthetic.cogvideox import CogVideoXTaskConfig, build_cogvideox_model  # noqa: E402
-from asymrnr_compile.synthetic.model import build_text_to_video_model  # noqa: E402
+from asymrnr_lab.synthetic.accelerators import DiffusersCache  # noqa: E402
+from asymrnr_lab.synthetic.cogvideox import CogVideoXTaskConfig, build_cogvideox_model  # noqa: E402
+from asymrnr_lab.synthetic.model import build_text_to_video_model  # noqa: E402
 
 TINY = CogVideoXTaskConfig(patch_size=8, num_heads=2, head_dim=16, num_blocks=2, time_embed_dim=32, text_dim=16)
 #: asymrnr rows: defaults, published at two split seeds, quality options x 2, token dropping.

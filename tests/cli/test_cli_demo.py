@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from asymrnr_compile.cli import main
+from asymrnr_lab.cli import main
 
 # The tiny preset is below min_video_tokens: asymrnr compiles it unchanged and warns so (expected here).
 UNREDUCED_WARNING = "ignore:asymrnr. a graph with attention runs unreduced"
@@ -65,8 +65,8 @@ def test_demo_reduces_the_small_preset(tmp_path):
 @pytest.mark.slow
 def test_demo_quality_part_writes_pictures(tmp_path):
     pytest.importorskip("PIL")
-    from asymrnr_compile.cli.demo import run_quality_demo
     from asymrnr_compile.config import AsymRnRConfig
+    from asymrnr_lab.cli.demo import run_quality_demo
 
     result = run_quality_demo(AsymRnRConfig(), tmp_path, num_prompts=2, log=lambda _: None)
     assert len(result.pictures) == 4 and all(Path(p).is_file() for p in result.pictures)
@@ -75,7 +75,7 @@ def test_demo_quality_part_writes_pictures(tmp_path):
     assert result.comparison.variants["asymrnr"].backend_report["config"]["match_on"] == "hidden_states"
     assert result.comparison.variants["asymrnr published"].backend_report["config"]["match_on"] == "features"
     assert all("seconds" not in variant for variant in result.to_dict()["variants"])
-    from asymrnr_compile.synthetic.model import (
+    from asymrnr_lab.synthetic.model import (
         FINE_CHECKPOINT_PATH,
         read_checkpoint_metadata,
     )
@@ -110,8 +110,8 @@ def test_demo_rejects_a_bad_matching_option():
 
 
 def test_quality_model_choice_is_checked():
-    from asymrnr_compile.cli.demo import run_quality_demo
     from asymrnr_compile.config import AsymRnRConfig
+    from asymrnr_lab.cli.demo import run_quality_demo
 
     with pytest.raises(ValueError, match="model_preset"):
         run_quality_demo(AsymRnRConfig(), "unused", model_preset="attention")
@@ -120,8 +120,8 @@ def test_quality_model_choice_is_checked():
 
 
 def test_quality_part_runs_the_other_preset_next_to_the_given_settings():
-    from asymrnr_compile.cli.demo import quality_variants
     from asymrnr_compile.config import AsymRnRConfig
+    from asymrnr_lab.cli.demo import quality_variants
 
     given = AsymRnRConfig(q_ratio=0.4, kv_ratio=0.2)
     variants = quality_variants(given)
@@ -134,8 +134,8 @@ def test_quality_part_runs_the_other_preset_next_to_the_given_settings():
 
 
 def test_the_printed_legends_say_what_is_where():
-    from asymrnr_compile.cli.demo import picture_legend, quality_legend, quality_variants
     from asymrnr_compile.config import AsymRnRConfig
+    from asymrnr_lab.cli.demo import picture_legend, quality_legend, quality_variants
 
     legend = picture_legend(["unaccelerated", "asymrnr", "asymrnr published"])
     assert "PNG: one row per variant, top to bottom: unaccelerated, asymrnr, asymrnr published" in legend
@@ -149,8 +149,8 @@ def test_the_printed_legends_say_what_is_where():
 def test_the_quality_table_can_leave_out_the_seconds():
     import torch
 
-    from asymrnr_compile.synthetic.compare import QualityComparison, VariantQuality
-    from asymrnr_compile.synthetic.quality import QualityReport
+    from asymrnr_lab.synthetic.compare import QualityComparison, VariantQuality
+    from asymrnr_lab.synthetic.quality import QualityReport
 
     report = QualityReport(num_samples=4, valid=100.0, all_correct=75.0, attribute_accuracy={}, temporal={},
                            psnr=20.5, ssim=0.9, invalid_reasons={}, samples=[])
@@ -161,7 +161,7 @@ def test_the_quality_table_can_leave_out_the_seconds():
 
 
 def test_quality_prompts_differ_in_every_attribute_from_one_to_the_next():
-    from asymrnr_compile.cli.demo import quality_prompts
+    from asymrnr_lab.cli.demo import quality_prompts
 
     prompts = quality_prompts(4)
     assert len({p.text for p in prompts}) == 4
@@ -174,7 +174,7 @@ def test_captions_are_drawn_with_a_gap_between_words():
     """PIL's default font draws a space so narrow after some letters that words run together."""
     from PIL import Image, ImageDraw
 
-    from asymrnr_compile.synthetic.compare import WORD_GAP_PX, draw_words
+    from asymrnr_lab.synthetic.compare import WORD_GAP_PX, draw_words
 
     canvas = Image.new("RGB", (200, 12), "black")
     draw = ImageDraw.Draw(canvas)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from asymrnr_compile.cli import build_parser, main
+from asymrnr_lab.cli import build_parser, main
 
 COMMANDS = ("demo", "profile", "train")
 
@@ -33,7 +33,7 @@ def test_top_level_help_lists_every_command_with_a_line_of_its_own(capsys):
 
 
 def test_the_installed_script_and_python_dash_m_print_the_same_help():
-    by_module = subprocess.run([sys.executable, "-m", "asymrnr_compile", "--help"], capture_output=True,
+    by_module = subprocess.run([sys.executable, "-m", "asymrnr_lab", "--help"], capture_output=True,
                                text=True, check=True).stdout
     assert all(command in by_module for command in COMMANDS)
     script = shutil.which("asymrnr-compile")
@@ -79,9 +79,9 @@ def test_choices_are_listed(command, option, choices, capsys):
 
 
 def test_choices_come_from_the_package():
-    from asymrnr_compile.models.config import PRESETS
     from asymrnr_compile.ops import SIMILARITIES
-    from asymrnr_compile.synthetic.model import ARCHS, TEXT_TO_VIDEO_PRESETS
+    from asymrnr_lab.models.config import PRESETS
+    from asymrnr_lab.synthetic.model import ARCHS, TEXT_TO_VIDEO_PRESETS
 
     commands = build_parser()._subparsers._group_actions[0].choices
     options = {name: {a.dest: a for a in parser._actions} for name, parser in commands.items()}

@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch._dynamo
 
-from asymrnr_compile.cli import main
 from asymrnr_compile.plan.schedule import Schedule
+from asymrnr_lab.cli import main
 
 
 def test_profile_command_writes_report_heatmaps_and_schedule(tmp_path, capsys):
@@ -52,7 +52,7 @@ def test_profile_command_calibrates_by_measured_error(tmp_path, capsys):
 
 
 def test_python_dash_m_lists_the_profile_command():
-    result = subprocess.run([sys.executable, "-m", "asymrnr_compile", "profile", "--help"],
+    result = subprocess.run([sys.executable, "-m", "asymrnr_lab", "profile", "--help"],
                             capture_output=True, text=True, check=True)
     assert "--model" in result.stdout and "cogvideox" in result.stdout
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from asymrnr_compile.cli import main
+from asymrnr_lab.cli import main
 
 
 # ~22 s (it trains and exports a model); training and resuming are covered by

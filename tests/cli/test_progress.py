@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import re
 
-from asymrnr_compile.cli import progress as progress_module
-from asymrnr_compile.cli.progress import Progress
+from asymrnr_lab.cli import progress as progress_module
+from asymrnr_lab.cli.progress import Progress
 
 
 class _Terminal(io.StringIO):

@@ -23,7 +23,6 @@ import torch._dynamo
 from helpers import max_relative_error
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
-from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.ops import (
     match_tokens,
     num_kept_tokens,
@@ -32,7 +31,8 @@ from asymrnr_compile.ops import (
     restore_tokens,
     split_tokens,
 )
-from asymrnr_compile.sampling import SamplerConfig, sample
+from asymrnr_lab.models import build_reference_model, reference_inputs
+from asymrnr_lab.sampling import SamplerConfig, sample
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

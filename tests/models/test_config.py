@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from asymrnr_compile.models import (
+from asymrnr_lab.models import (
     PRESETS,
     ReferenceDiTConfig,
     build_reference_model,

@@ -1,6 +1,6 @@
 """Model coverage: every diffusers 0.42.1 video transformer class, compiled whole with asymrnr.
 
-One test per configuration of :mod:`asymrnr_compile.models.diffusers_zoo` (the tiny config of
+One test per configuration of :mod:`asymrnr_lab.models.diffusers_zoo` (the tiny config of
 diffusers' own test for the class, a 2 x 8 x 8 token grid), measured by
 ``benchmarks/coverage.py`` as a user compiles the model (``torch.compile(model, backend=...,
 dynamic=False)``, no ``fullgraph``), three calls at falling timesteps:
@@ -24,7 +24,7 @@ from helpers import load_benchmark
 
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers]); CI installs it")
 
-from asymrnr_compile.models.diffusers_zoo import ZOO  # noqa: E402
+from asymrnr_lab.models.diffusers_zoo import ZOO  # noqa: E402
 
 coverage = load_benchmark("coverage")
 

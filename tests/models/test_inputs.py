@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asymrnr_compile.models import PRESETS, reference_inputs, synthetic_latents
-from asymrnr_compile.models.inputs import TEXT_TOKEN_CORRELATION, synthetic_text_embeddings
+from asymrnr_lab.models import PRESETS, reference_inputs, synthetic_latents
+from asymrnr_lab.models.inputs import TEXT_TOKEN_CORRELATION, synthetic_text_embeddings
 
 #: Lag-1 correlation the latents must reach along H and W (smooth, redundant tokens).
 MIN_SPATIAL_CORRELATION = {"tiny": 0.7, "small": 0.9, "attention": 0.95}

@@ -11,14 +11,14 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from asymrnr_compile.models import (
+from asymrnr_lab.models import (
     PRESETS,
     ReferenceDiT,
     build_reference_model,
     reference_dit,
     reference_inputs,
 )
-from asymrnr_compile.models.reference_dit import (
+from asymrnr_lab.models.reference_dit import (
     apply_rope,
     rope_3d_tables,
     rope_axis_dims,

@@ -194,9 +194,9 @@ def test_backend_option_reaches_the_kernel():
     from torch.profiler import ProfilerActivity, profile
 
     from asymrnr_compile import AsymRnRBackend
-    from asymrnr_compile.models import build_reference_model, reference_inputs
     from asymrnr_compile.ops.match_triton import KERNEL_RANGE
-    from asymrnr_compile.sampling import SamplerConfig, sample
+    from asymrnr_lab.models import build_reference_model, reference_inputs
+    from asymrnr_lab.sampling import SamplerConfig, sample
 
     model = build_reference_model("tiny").to(DEVICE)
     inputs = {name: value.to(DEVICE) for name, value in reference_inputs("tiny").items()}

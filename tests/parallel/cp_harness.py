@@ -2,7 +2,7 @@
 
 :func:`run_ranks` spawns ``world_size`` processes (``torch.multiprocessing``, start method
 ``spawn``) that form a gloo process group on the loopback interface (``127.0.0.1``, a free
-port), each build the same seeded tiny model (:func:`asymrnr_compile.models.diffusers_models.build`),
+port), each build the same seeded tiny model (:func:`asymrnr_lab.models.diffusers_models.build`),
 call ``enable_parallelism(ContextParallelConfig(ulysses_degree=world_size))`` and run the same
 steps under ``torch.compile(..., backend=AsymRnRBackend(config))``. Each rank writes its
 outputs, its report, the proof that it reduced (``reduction_checks.reduction_evidence``: per
@@ -77,7 +77,7 @@ def use_eager_regions(case: CPCase) -> None:
 
 def build_case(case: CPCase) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The seeded model and its inputs, the same in every process."""
-    from asymrnr_compile.models.diffusers_models import build
+    from asymrnr_lab.models.diffusers_models import build
 
     model, inputs = build(case.family, **case.options)
     return model, {**inputs, **case.input_overrides, "return_dict": False}

@@ -19,7 +19,6 @@ from helpers import capture_graph
 
 from asymrnr_compile import ops
 from asymrnr_compile.analysis import find_attention_sites
-from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.ops import redundancy
 from asymrnr_compile.passes.record_redundancy import (
     ERROR_REDUCTION,
@@ -31,6 +30,7 @@ from asymrnr_compile.passes.record_redundancy import (
 from asymrnr_compile.passes.split_attention_regions import REGION_META
 from asymrnr_compile.plan.seeds import site_seed
 from asymrnr_compile.profiling.profiler import SPLIT_OF_FEATURE
+from asymrnr_lab.models import build_reference_model, reference_inputs
 
 SEED = 3
 TEXT, VIDEO, GRID = 8, 32, (2, 4, 4)

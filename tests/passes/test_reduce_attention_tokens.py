@@ -236,7 +236,7 @@ def test_plan_errors_name_the_site_and_feature():
 
 def test_keep_everything_plan_reproduces_plain_inductor_on_the_reference_dit():
     from asymrnr_compile.analysis import find_attention_sites
-    from asymrnr_compile.models import build_reference_model, reference_inputs
+    from asymrnr_lab.models import build_reference_model, reference_inputs
 
     model = build_reference_model("tiny")
     gm, example_inputs = capture_graph(model, reference_inputs("tiny"))

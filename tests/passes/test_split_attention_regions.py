@@ -7,8 +7,8 @@ import operator
 import torch
 from helpers import capture_graph
 
-from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.passes.split_attention_regions import REGION_META, split_attention_regions
+from asymrnr_lab.models import build_reference_model, reference_inputs
 
 
 def test_split_has_one_region_per_attention_and_segments_between():

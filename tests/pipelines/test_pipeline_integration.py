@@ -24,7 +24,7 @@ pytest.importorskip("diffusers")
 from reduction_checks import assert_reduced  # noqa: E402
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, Schedule, disable_asymrnr, enable_asymrnr  # noqa: E402
-from asymrnr_compile.models.diffusers_pipelines import SMALL_GRID, tiny_pipeline  # noqa: E402
+from asymrnr_lab.models.diffusers_pipelines import SMALL_GRID, tiny_pipeline  # noqa: E402
 
 STEPS = 6
 #: 128 px, 5 frames: a 2 x 8 x 8 latent token grid (128 video tokens).

@@ -1,7 +1,7 @@
 """Real diffusers pipelines end to end under ``torch.compile(pipe.transformer, backend=asymrnr)``.
 
 Each case builds a real pipeline offline (``tokenizer=None, text_encoder=None``; the tiny
-transformer of :data:`asymrnr_compile.models.diffusers_models.BUILDERS`, re-created from its config
+transformer of :data:`asymrnr_lab.models.diffusers_models.BUILDERS`, re-created from its config
 where the pipeline needs other channel counts; a tiny VAE of the family as in diffusers' own
 pipeline tests; the family's scheduler), passes precomputed text embeddings, and samples two
 videos (two pipeline calls, no ``backend.reset()`` in between). Asserted:
@@ -40,7 +40,7 @@ from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
 diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers])")
 pytest.importorskip("transformers", reason="the diffusers pipelines import transformers (pip install -e .[diffusers])")
 
-from asymrnr_compile.models.diffusers_models import build  # noqa: E402  (needs diffusers)
+from asymrnr_lab.models.diffusers_models import build  # noqa: E402  (needs diffusers)
 
 STEPS = 3  # num_inference_steps of each video; the default cache window (5) covers all: step 0 computes
 SMALL_GRID = {"min_video_tokens": 8, "dst_stride": (1, 2, 2)}  # 3 x 4 x 4 token grids

@@ -6,7 +6,7 @@ The README's pipeline example (``asymrnr_compile.enable_asymrnr(pipe, {...})``) 
 options are validated, and docs/usage.md's compile line
 (``pipe.transformer = torch.compile(pipe.transformer, backend="asymrnr", ...)``) is taken as
 written and run on a tiny offline CogVideoX pipeline
-(:func:`asymrnr_compile.models.diffusers_pipelines.tiny_pipeline`) at 256 x 256 px and 13 frames,
+(:func:`asymrnr_lab.models.diffusers_pipelines.tiny_pipeline`) at 256 x 256 px and 13 frames,
 whose 1024 video tokens reach the default ``min_video_tokens`` (1024).
 """
 
@@ -69,7 +69,7 @@ def test_the_usage_pipeline_block_compiles_with_asymrnr():
 
 @pytest.mark.slow
 def test_the_usage_compile_line_runs_on_a_tiny_offline_pipeline():
-    from asymrnr_compile.models.diffusers_pipelines import tiny_pipeline
+    from asymrnr_lab.models.diffusers_pipelines import tiny_pipeline
 
     torch._dynamo.reset()
     tiny = tiny_pipeline("cogvideox", size=256, num_frames=13, steps=3)  # 4 x 16 x 16 video tokens

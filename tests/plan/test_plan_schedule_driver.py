@@ -18,10 +18,10 @@ from toy_dit import ToyDiT, toy_inputs
 
 from asymrnr_compile import AsymRnRConfig, ops
 from asymrnr_compile.analysis import find_attention_sites
-from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.plan.schedule import Schedule
 from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatchError
 from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction
+from asymrnr_lab.models import build_reference_model, reference_inputs
 
 N, N_DST = 32, 4  # reference "tiny"
 TOY_N, TOY_DST = 128, 16  # toy DiT

@@ -11,11 +11,11 @@ import torch._dynamo
 
 import asymrnr_compile
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
-from asymrnr_compile.models import build_reference_model, reference_inputs
-from asymrnr_compile.models import reference_dit as reference_dit_module
 from asymrnr_compile.ops import redundancy
 from asymrnr_compile.plan.seeds import site_seed
-from asymrnr_compile.sampling import SamplerConfig, sample
+from asymrnr_lab.models import build_reference_model, reference_inputs
+from asymrnr_lab.models import reference_dit as reference_dit_module
+from asymrnr_lab.sampling import SamplerConfig, sample
 
 PRESET = "tiny"  # 2 blocks; 8 text + 32 video tokens on a 2x4x4 grid
 STEPS = 3

@@ -20,7 +20,6 @@ from helpers import capture_graph
 from asymrnr_compile.analysis import find_attention_sites
 from asymrnr_compile.analysis.cost import GraphCostModel
 from asymrnr_compile.config import AsymRnRConfig
-from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.ops import redundancy
 from asymrnr_compile.plan.schedule import Schedule
 from asymrnr_compile.profiling.calibrate import (
@@ -33,6 +32,7 @@ from asymrnr_compile.profiling.calibrate import (
 )
 from asymrnr_compile.profiling.profiler import PROFILE_FEATURES, ProfiledSite, RedundancyProfile
 from asymrnr_compile.vocabulary import FEATURES
+from asymrnr_lab.models import build_reference_model, reference_inputs
 
 ROWS, STEPS = 2, 2
 CELLS = [(row, step) for row in range(ROWS) for step in range(STEPS)]

@@ -8,10 +8,10 @@ import torch._dynamo
 from torch import nn
 
 from asymrnr_compile import AsymRnRBackend, apply_token_layout_hook, compile_repeated_blocks
-from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.regional import InputLayout, remove_token_layout_hook
 from asymrnr_compile.regional.hooks import HOOK_ATTRIBUTE
 from asymrnr_compile.runtime.forward_context import current_forward
+from asymrnr_lab.models import build_reference_model, reference_inputs
 
 PRESET = "tiny"  # latent (2, 8, 8), patch (1, 2, 2): grid (2, 4, 4); 8 text tokens
 

@@ -80,7 +80,7 @@ def test_the_registered_diffusers_families_give_their_token_grids():
     """The grid of each tiny family from its own inputs and config (the grid the whole-model
     analysis finds in its graph: test_analysis_diffusers.py)."""
     pytest.importorskip("diffusers")
-    from asymrnr_compile.models.diffusers_models import build
+    from asymrnr_lab.models.diffusers_models import build
 
     expected = {"cogvideox": (2, 4, 4), "hunyuan": (2, 8, 8), "mochi": (2, 8, 8), "wan": (2, 8, 8),
                 "ltx": (2, 16, 16)}

@@ -17,8 +17,8 @@ import torch._dynamo
 from torch._functorch._aot_autograd import autograd_cache
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
-from asymrnr_compile.models import build_reference_model, reference_inputs
 from asymrnr_compile.runtime.regions import _cacheable_ops
+from asymrnr_lab.models import build_reference_model, reference_inputs
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asymrnr_compile.synthetic import SyntheticTaskConfig
+from asymrnr_lab.synthetic import SyntheticTaskConfig
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,9 +11,9 @@ pytest.importorskip("diffusers", reason="diffusers is not installed (pip install
 
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from asymrnr_compile.sampling import SamplerConfig  # noqa: E402
-from asymrnr_compile.synthetic import accelerators  # noqa: E402
-from asymrnr_compile.synthetic.accelerators import (  # noqa: E402
+from asymrnr_lab.sampling import SamplerConfig  # noqa: E402
+from asymrnr_lab.synthetic import accelerators  # noqa: E402
+from asymrnr_lab.synthetic.accelerators import (  # noqa: E402
     AcceleratedTransformer,
     DiffusersCache,
     Eager,
@@ -22,11 +22,11 @@ from asymrnr_compile.synthetic.accelerators import (  # noqa: E402
     pyramid_attention_broadcast,
     taylorseer,
 )
-from asymrnr_compile.synthetic.cogvideox import CogVideoXTaskConfig, build_cogvideox_model  # noqa: E402
-from asymrnr_compile.synthetic.compare import compare_variants  # noqa: E402
-from asymrnr_compile.synthetic.config import SyntheticTaskConfig, all_captions  # noqa: E402
-from asymrnr_compile.synthetic.generate import generate_videos  # noqa: E402
-from asymrnr_compile.synthetic.model import build_text_to_video_model  # noqa: E402
+from asymrnr_lab.synthetic.cogvideox import CogVideoXTaskConfig, build_cogvideox_model  # noqa: E402
+from asymrnr_lab.synthetic.compare import compare_variants  # noqa: E402
+from asymrnr_lab.synthetic.config import SyntheticTaskConfig, all_captions  # noqa: E402
+from asymrnr_lab.synthetic.generate import generate_videos  # noqa: E402
+from asymrnr_lab.synthetic.model import build_text_to_video_model  # noqa: E402
 
 #: A tiny CogVideoX with 2 blocks (a first-block cache needs a block after the first): 64 video
 #: tokens, 2 heads of 16.

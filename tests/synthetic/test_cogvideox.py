@@ -15,9 +15,9 @@ from helpers import max_relative_error  # noqa: E402
 from torch._dynamo.utils import counters  # noqa: E402
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig  # noqa: E402
-from asymrnr_compile.sampling import SamplerConfig  # noqa: E402
-from asymrnr_compile.synthetic import cogvideox  # noqa: E402
-from asymrnr_compile.synthetic.cogvideox import (  # noqa: E402
+from asymrnr_lab.sampling import SamplerConfig  # noqa: E402
+from asymrnr_lab.synthetic import cogvideox  # noqa: E402
+from asymrnr_lab.synthetic.cogvideox import (  # noqa: E402
     COGVIDEOX_PRESETS,
     SIDECAR_NAME,
     TRANSFORMER_FOLDER,
@@ -28,15 +28,15 @@ from asymrnr_compile.synthetic.cogvideox import (  # noqa: E402
     save_cogvideox_model,
     unfold_frames,
 )
-from asymrnr_compile.synthetic.config import SyntheticTaskConfig, all_captions  # noqa: E402
-from asymrnr_compile.synthetic.generate import generate_videos  # noqa: E402
-from asymrnr_compile.synthetic.model import (  # noqa: E402
+from asymrnr_lab.synthetic.config import SyntheticTaskConfig, all_captions  # noqa: E402
+from asymrnr_lab.synthetic.generate import generate_videos  # noqa: E402
+from asymrnr_lab.synthetic.model import (  # noqa: E402
     ARCHS,
     as_velocity_model,
     load_trained_model,
     read_checkpoint_metadata,
 )
-from asymrnr_compile.synthetic.train import (  # noqa: E402
+from asymrnr_lab.synthetic.train import (  # noqa: E402
     CHECKPOINT_NAME,
     EXPORT_FOLDER_NAME,
     EXPORT_NAME,
@@ -228,9 +228,9 @@ def test_shipped_cogvideox_model_loads_offline_with_from_pretrained(monkeypatch)
     weights, see docs/trained_models.md)."""
     import diffusers
 
-    from asymrnr_compile.synthetic.generate import EVAL_SAMPLER
-    from asymrnr_compile.synthetic.model import COGVIDEOX_MODEL_PATH
-    from asymrnr_compile.synthetic.quality import score_samples
+    from asymrnr_lab.synthetic.generate import EVAL_SAMPLER
+    from asymrnr_lab.synthetic.model import COGVIDEOX_MODEL_PATH
+    from asymrnr_lab.synthetic.quality import score_samples
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert sum(p.stat().st_size for p in COGVIDEOX_MODEL_PATH.rglob("*") if p.is_file()) < 10 * 2**20
@@ -256,7 +256,7 @@ def test_init_from_starts_a_new_run_from_a_trained_models_weights(runs, tmp_path
     its history names that model; a model of another architecture is refused."""
     from dataclasses import replace
 
-    from asymrnr_compile.synthetic.model import CHECKPOINT_PATH
+    from asymrnr_lab.synthetic.model import CHECKPOINT_PATH
 
     monkeypatch.setitem(COGVIDEOX_PRESETS, "cogvideox", TINY)
     messages: list[str] = []

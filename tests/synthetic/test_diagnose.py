@@ -5,9 +5,9 @@ import torch
 
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.ops import num_kept_tokens, split_tokens
-from asymrnr_compile.sampling import SamplerConfig
-from asymrnr_compile.synthetic.config import PALETTE, all_captions
-from asymrnr_compile.synthetic.diagnose import (
+from asymrnr_lab.sampling import SamplerConfig
+from asymrnr_lab.synthetic.config import PALETTE, all_captions
+from asymrnr_lab.synthetic.diagnose import (
     BACKGROUND,
     CONTENT_CLASSES,
     EDGE,
@@ -16,7 +16,7 @@ from asymrnr_compile.synthetic.diagnose import (
     matching_by_content,
     token_content,
 )
-from asymrnr_compile.synthetic.model import load_trained_model
+from asymrnr_lab.synthetic.model import load_trained_model
 
 
 def test_token_content_classifies_patches_by_their_object_pixels():

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from asymrnr_compile.synthetic import Caption, SyntheticTaskConfig, all_captions
+from asymrnr_lab.synthetic import Caption, SyntheticTaskConfig, all_captions
 
 
 def test_default_task(config):

@@ -9,7 +9,7 @@ from collections import deque
 import pytest
 import torch
 
-from asymrnr_compile.synthetic import (
+from asymrnr_lab.synthetic import (
     Caption,
     DetectorThresholds,
     adherence,
@@ -25,7 +25,7 @@ from asymrnr_compile.synthetic import (
     temporal_consistency,
     validity,
 )
-from asymrnr_compile.synthetic.validate import applicable, score_kind
+from asymrnr_lab.synthetic.validate import applicable, score_kind
 
 # ---------------------------------------------------------------------------------------------
 # Ground truth: every caption combination

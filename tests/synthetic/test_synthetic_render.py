@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asymrnr_compile.synthetic import (
+from asymrnr_lab.synthetic import (
     PALETTE,
     Vocabulary,
     all_captions,
@@ -13,7 +13,7 @@ from asymrnr_compile.synthetic import (
     render_video,
     sample_batch,
 )
-from asymrnr_compile.synthetic.config import DIRECTIONS, EDGE_MARGIN_PX, OBJECT_GAP_PX, SPEEDS
+from asymrnr_lab.synthetic.config import DIRECTIONS, EDGE_MARGIN_PX, OBJECT_GAP_PX, SPEEDS
 
 SEEDS = (0, 1, 2, 3)
 
@@ -65,7 +65,7 @@ def test_every_caption_stays_in_frame(which, config, wide_config):
 
 def test_object_area_matches_shape(config):
     """Anti-aliasing preserves area: the coverage sum is the shape's exact area."""
-    from asymrnr_compile.synthetic.geometry import FILL_RATIO
+    from asymrnr_lab.synthetic.geometry import FILL_RATIO
 
     for shape in config.shapes:
         caption = next(c for c in all_captions(config) if c.shape == shape)
@@ -89,7 +89,7 @@ def test_speeds_differ(wide_config):
 
 
 def test_batched_rendering_equals_one_by_one(wide_config):
-    from asymrnr_compile.synthetic.render import composite, object_alpha, render_videos
+    from asymrnr_lab.synthetic.render import composite, object_alpha, render_videos
 
     captions = all_captions(wide_config)[::37]
     seeds = list(range(len(captions)))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asymrnr_compile.synthetic import Caption, Vocabulary, all_captions
-from asymrnr_compile.synthetic.vocab import MAX_CAPTION_WORDS, WORDS
+from asymrnr_lab.synthetic import Caption, Vocabulary, all_captions
+from asymrnr_lab.synthetic.vocab import MAX_CAPTION_WORDS, WORDS
 
 
 @pytest.mark.parametrize("which", ["default", "wide"])

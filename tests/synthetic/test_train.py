@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from asymrnr_compile.sampling import TIMESTEP_SCALE
-from asymrnr_compile.synthetic.config import SyntheticTaskConfig
-from asymrnr_compile.synthetic.model import (
+from asymrnr_lab.sampling import TIMESTEP_SCALE
+from asymrnr_lab.synthetic.config import SyntheticTaskConfig
+from asymrnr_lab.synthetic.model import (
     SIGMA_FLOOR,
     as_velocity_model,
     build_text_to_video_model,
@@ -16,7 +16,7 @@ from asymrnr_compile.synthetic.model import (
     save_checkpoint,
     velocity_from_sample,
 )
-from asymrnr_compile.synthetic.train import (
+from asymrnr_lab.synthetic.train import (
     CHECKPOINT_NAME,
     EXPORT_NAME,
     LOG_NAME,

@@ -3,18 +3,18 @@
 import pytest
 import torch
 
-from asymrnr_compile.models.config import PRESETS
-from asymrnr_compile.sampling import SamplerConfig
-from asymrnr_compile.synthetic.compare import (
+from asymrnr_lab.models.config import PRESETS
+from asymrnr_lab.sampling import SamplerConfig
+from asymrnr_lab.synthetic.compare import (
     GIF_FRAME_MS,
     LABEL_HEIGHT_PX,
     PICTURE_SCALE,
     write_comparison_gif,
     write_comparison_strip,
 )
-from asymrnr_compile.synthetic.config import all_captions
-from asymrnr_compile.synthetic.generate import generate_videos
-from asymrnr_compile.synthetic.model import (
+from asymrnr_lab.synthetic.config import all_captions
+from asymrnr_lab.synthetic.generate import generate_videos
+from asymrnr_lab.synthetic.model import (
     SHIPPED_CHECKPOINTS,
     SYNTHETIC_PRESET,
     load_trained_model,
@@ -99,7 +99,7 @@ def test_pictures_have_one_labelled_tile_per_variant(tmp_path):
 
 def _band_has_text(image, top: int, left: int = 0, right: int | None = None) -> bool:
     """Whether the label band starting at ``top`` holds anything but the grey background."""
-    from asymrnr_compile.synthetic.compare import LABEL_HEIGHT_PX
+    from asymrnr_lab.synthetic.compare import LABEL_HEIGHT_PX
 
     rgb = image.convert("RGB")
     right = rgb.width if right is None else right
@@ -142,7 +142,7 @@ def test_pictures_carry_the_caption_and_frame_numbers(tmp_path):
 @pytest.mark.slow
 def test_compare_variants_runs_asymrnr_on_the_trained_model(trained):
     from asymrnr_compile.config import AsymRnRConfig
-    from asymrnr_compile.synthetic.compare import REFERENCE_VARIANT, compare_variants
+    from asymrnr_lab.synthetic.compare import REFERENCE_VARIANT, compare_variants
 
     model, task = trained
     captions = all_captions(task)[:2]
@@ -163,7 +163,7 @@ def _two_captions(task):
 
 def test_compare_variants_refuses_a_variant_the_backend_never_ran(trained, monkeypatch):
     from asymrnr_compile.config import AsymRnRConfig
-    from asymrnr_compile.synthetic.compare import compare_variants
+    from asymrnr_lab.synthetic.compare import compare_variants
 
     model, task = trained
     monkeypatch.setattr(torch, "compile", lambda fn, **_: fn)  # Dynamo never calls the backend
@@ -179,7 +179,7 @@ def test_compare_variants_runs_every_variant_past_dynamos_recompile_limit(traine
     import torch._dynamo.config
 
     from asymrnr_compile.config import AsymRnRConfig
-    from asymrnr_compile.synthetic.compare import compare_variants
+    from asymrnr_lab.synthetic.compare import compare_variants
 
     model, task = trained
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)

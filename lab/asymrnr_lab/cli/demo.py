@@ -34,15 +34,15 @@ import torch
 
 from asymrnr_compile._validate import check_choice
 from asymrnr_compile.backend import AsymRnRBackend
-from asymrnr_compile.cli.progress import Progress
 from asymrnr_compile.config import MATCH_SOURCES, AsymRnRConfig
-from asymrnr_compile.models import (
+from asymrnr_lab.cli.progress import Progress
+from asymrnr_lab.models import (
     build_reference_model,
     reference_inputs,
     synthetic_latents,
 )
-from asymrnr_compile.models.config import PRESETS, resolve_config
-from asymrnr_compile.sampling import (
+from asymrnr_lab.models.config import PRESETS, resolve_config
+from asymrnr_lab.sampling import (
     SamplerConfig,
     loop_speedup,
     psnr_db,
@@ -130,7 +130,7 @@ class DemoResult:
 
     def loop_speedup(self, name: str, baseline: str = "inductor") -> float:
         """Whole-loop time of ``baseline`` over ``name``'s, the headline (matching steps included;
-        the median over rounds, :func:`~asymrnr_compile.sampling.loop_speedup`)."""
+        the median over rounds, :func:`~asymrnr_lab.sampling.loop_speedup`)."""
         return loop_speedup(self.timings[baseline].step_seconds, self.timings[name].step_seconds,
                             self.sampler.steps).loop
 
@@ -210,7 +210,7 @@ def timed_sample(model: Callable[..., torch.Tensor], inputs: SamplingInputs, sam
 class QualityDemoResult:
     """The quality part: the trained model sampled unaccelerated and under each asymrnr variant."""
 
-    comparison: Any  # asymrnr_compile.synthetic.compare.QualityComparison
+    comparison: Any  # asymrnr_lab.synthetic.compare.QualityComparison
     pictures: list[str]
     checkpoint_step: int
     configs: dict[str, AsymRnRConfig] = field(default_factory=dict)
@@ -228,8 +228,8 @@ def quality_prompts(num_prompts: int):
     """``num_prompts`` captions of the shipped model's task, every attribute cycling through its
     values (prompt i has the i-th shape, colour, background and direction, modulo their counts), so
     that any two consecutive prompts differ in every attribute."""
-    from asymrnr_compile.synthetic.config import SyntheticTaskConfig, all_captions
-    from asymrnr_compile.synthetic.model import (
+    from asymrnr_lab.synthetic.config import SyntheticTaskConfig, all_captions
+    from asymrnr_lab.synthetic.model import (
         CHECKPOINT_PATH,
         read_checkpoint_metadata,
     )
@@ -275,19 +275,19 @@ def run_quality_demo(
     progress: bool = True,
 ) -> QualityDemoResult:
     """Sample ``num_prompts`` prompts with a shipped trained model (``model_preset``, one of
-    :data:`~asymrnr_compile.synthetic.model.SYNTHETIC_PRESETS`; default the 1024-token one),
+    :data:`~asymrnr_lab.synthetic.model.SYNTHETIC_PRESETS`; default the 1024-token one),
     unaccelerated (eager) and under asymrnr with ``config`` and, if ``with_comparison``, with
     the same ratios under the other preset (:func:`quality_variants`), from the same noise;
     score them and write one
     GIF and one PNG strip per prompt into ``out_dir`` (:func:`picture_legend` says what is where).
     ``progress`` draws each variant's sampling steps on stderr."""
-    from asymrnr_compile.synthetic.compare import (
+    from asymrnr_lab.synthetic.compare import (
         compare_variants,
         write_comparison_gif,
         write_comparison_strip,
     )
-    from asymrnr_compile.synthetic.generate import EVAL_SAMPLER
-    from asymrnr_compile.synthetic.model import (
+    from asymrnr_lab.synthetic.generate import EVAL_SAMPLER
+    from asymrnr_lab.synthetic.model import (
         SHIPPED_CHECKPOINTS,
         SYNTHETIC_PRESETS,
         load_trained_model,
@@ -416,8 +416,8 @@ Its wall time on 2 CPU cores, with an empty and a warm Inductor cache, is in REA
 
 def add_demo_command(commands: Any) -> None:
     """Register ``demo`` on the CLI's subparsers."""
-    from asymrnr_compile.cli import add_command
-    from asymrnr_compile.synthetic.model import SYNTHETIC_PRESETS
+    from asymrnr_lab.cli import add_command
+    from asymrnr_lab.synthetic.model import SYNTHETIC_PRESETS
 
     demo = add_command(commands, "demo", "the main job: speed of eager vs Inductor vs asymrnr on the reference "
                                          "DiT, then video quality on the trained text-to-video model", DESCRIPTION)
@@ -513,7 +513,7 @@ def quality_legend(configs: dict[str, AsymRnRConfig]) -> str:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from asymrnr_compile.sampling import SamplerConfig
+    from asymrnr_lab.sampling import SamplerConfig
 
     config = config_from_args(args)
     print(settings_line(config), flush=True)
@@ -535,7 +535,7 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 def _quality_demo(args: argparse.Namespace, config: AsymRnRConfig) -> dict | None:
-    from asymrnr_compile.synthetic.model import SHIPPED_CHECKPOINTS
+    from asymrnr_lab.synthetic.model import SHIPPED_CHECKPOINTS
 
     checkpoint = SHIPPED_CHECKPOINTS[args.quality_model]
     print(f"\nquality: the trained text-to-video model ({args.quality_model}, shipped checkpoint), "
@@ -544,9 +544,9 @@ def _quality_demo(args: argparse.Namespace, config: AsymRnRConfig) -> dict | Non
         print(f"skipped: no checkpoint at {checkpoint} (train one with `asymrnr-compile train`)")
         return None
     try:
-        import PIL  # noqa: F401  (pictures need Pillow, part of the `report` extra)
+        import PIL  # noqa: F401  (pictures need Pillow, which the lab's matplotlib dependency brings)
     except ImportError:
-        print("skipped: the pictures need Pillow: pip install 'asymrnr_compile[report]'")
+        print("skipped: the pictures need Pillow (matplotlib brings it): pip install -e ./lab")
         return None
     quality = run_quality_demo(config, args.out, args.quality_prompts, model_preset=args.quality_model,
                                with_comparison=args.comparison,

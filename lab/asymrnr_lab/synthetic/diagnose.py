@@ -9,7 +9,7 @@ fraction of each class's tokens that are dropped, and of those the fraction whos
 token whose result is copied to them) is of another class: an object token restored from
 background, or the reverse, is a hole or a lump in the video.
 
-    python -m asymrnr_compile.synthetic.diagnose [--checkpoint PATH] [--captions 8] [--seed 5]
+    python -m asymrnr_lab.synthetic.diagnose [--checkpoint PATH] [--captions 8] [--seed 5]
         [--q-ratio 0.5] [--kv-ratio 0.3] [--cache-steps 5] [--match-on features|hidden_states]
         [--redraw-split] [--proportional-attention]
 
@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from asymrnr_compile.config import MATCH_SOURCES, AsymRnRConfig
-from asymrnr_compile.sampling import SamplerConfig
-from asymrnr_compile.synthetic.config import MIN_CONTRAST, PALETTE, Caption, SyntheticTaskConfig, all_captions
-from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, generate_videos
-from asymrnr_compile.synthetic.model import TextToVideoDiT
+from asymrnr_lab.sampling import SamplerConfig
+from asymrnr_lab.synthetic.config import MIN_CONTRAST, PALETTE, Caption, SyntheticTaskConfig, all_captions
+from asymrnr_lab.synthetic.generate import EVAL_SAMPLER, generate_videos
+from asymrnr_lab.synthetic.model import TextToVideoDiT
 
 #: Token classes, in the order of the ids :func:`token_content` returns.
 CONTENT_CLASSES = ("background", "edge", "interior")
@@ -50,7 +50,7 @@ def token_content(video: torch.Tensor, background: Sequence[float], patch: Seque
 
     Args:
         video: ``(3, F, H, W)`` in [-1, 1].
-        background: the background's RGB (an entry of :data:`~asymrnr_compile.synthetic.PALETTE`).
+        background: the background's RGB (an entry of :data:`~asymrnr_lab.synthetic.PALETTE`).
         patch: the transformer's ``(pt, ph, pw)`` patch size.
 
     A token whose patch has no object pixel is :data:`BACKGROUND`, one whose every pixel is object
@@ -143,7 +143,7 @@ def format_table(rows: Sequence[ContentDrop]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from asymrnr_compile.synthetic.model import CHECKPOINT_PATH, load_trained_model
+    from asymrnr_lab.synthetic.model import CHECKPOINT_PATH, load_trained_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=str(CHECKPOINT_PATH))

@@ -173,7 +173,7 @@ class E2ESpec:
             (CogVideoX: B, F, C, H, W) or ``"tokens"`` (LTX: B, F*H*W, C, already patchified).
         cfg_mode: how its diffusers pipeline runs classifier-free guidance: ``"batched"``
             (cond and uncond in one call of batch 2) or ``"split"`` (two calls per step, cond
-            then uncond, same timestep), as :class:`asymrnr_compile.sampling.SamplerConfig`.
+            then uncond, same timestep), as :class:`asymrnr_lab.sampling.SamplerConfig`.
         text_mask: the model takes ``encoder_attention_mask``.
         timesteps_count_up: the pipeline passes ``1000 - t`` (Mochi) and negates the output.
         description: one line for reports.

@@ -1,6 +1,6 @@
 """A small fixed word vocabulary for the synthetic captions (no external tokenizer).
 
-Word ids are fixed by the module tables of :mod:`asymrnr_compile.synthetic.config` (every colour,
+Word ids are fixed by the module tables of :mod:`asymrnr_lab.synthetic.config` (every colour,
 shape, direction, speed and count word), not by a task config, so a model trained on one config
 reads the captions of any other. Id 0 is padding; captions are padded to :attr:`max_length`.
 """
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from asymrnr_compile.synthetic.config import (
+from asymrnr_lab.synthetic.config import (
     COUNT_WORDS,
     DIRECTIONS,
     PALETTE,

@@ -1,7 +1,7 @@
 """The trained text-to-video model of the synthetic task, and the checkpoint shipped with it.
 
 :class:`TextToVideoDiT` is a learned caption-token embedding table (the "text encoder") in
-front of the bundled :class:`~asymrnr_compile.models.ReferenceDiT` (preset ``"synthetic"``:
+front of the bundled :class:`~asymrnr_lab.models.ReferenceDiT` (preset ``"synthetic"``:
 RGB pixels 8 x 32 x 32, patch (2, 4, 4) -> 256 video tokens, hidden 128, 4 heads, 4 blocks,
 adaLN on timestep + pooled caption). The transformer is the part a user compiles; the table runs
 once per prompt, like a text encoder in a diffusers pipeline.
@@ -10,7 +10,7 @@ The shipped checkpoint (:data:`CHECKPOINT_PATH`, safetensors with JSON metadata:
 task config, training step) loads with :func:`load_trained_model`, no network needed.
 
 The same task can be trained in a diffusers class (``arch="cogvideox"``, :data:`ARCHS`):
-:class:`~asymrnr_compile.synthetic.cogvideox.TextToVideoCogVideoX`, the same interface around a
+:class:`~asymrnr_lab.synthetic.cogvideox.TextToVideoCogVideoX`, the same interface around a
 small ``CogVideoXTransformer3DModel``, exported as a folder in diffusers' format that
 :func:`load_trained_model` also reads.
 """
@@ -26,10 +26,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from asymrnr_compile._validate import check_choice
-from asymrnr_compile.models import ReferenceDiT, ReferenceDiTConfig
-from asymrnr_compile.models.config import PRESETS
-from asymrnr_compile.sampling import TIMESTEP_SCALE
-from asymrnr_compile.synthetic.cogvideox import (
+from asymrnr_lab.models import ReferenceDiT, ReferenceDiTConfig
+from asymrnr_lab.models.config import PRESETS
+from asymrnr_lab.sampling import TIMESTEP_SCALE
+from asymrnr_lab.synthetic.cogvideox import (
     COGVIDEOX_ARCH,
     COGVIDEOX_PRESETS,
     TextToVideoCogVideoX,
@@ -38,9 +38,9 @@ from asymrnr_compile.synthetic.cogvideox import (
     load_cogvideox_model,
     save_cogvideox_model,
 )
-from asymrnr_compile.synthetic.config import SyntheticTaskConfig
-from asymrnr_compile.synthetic.text_to_video import PREDICTIONS, CaptionedVideoModel
-from asymrnr_compile.synthetic.vocab import Vocabulary
+from asymrnr_lab.synthetic.config import SyntheticTaskConfig
+from asymrnr_lab.synthetic.text_to_video import PREDICTIONS, CaptionedVideoModel
+from asymrnr_lab.synthetic.vocab import Vocabulary
 
 #: Name of the transformer preset the synthetic task trains by default (256 video tokens).
 SYNTHETIC_PRESET = "synthetic"
@@ -54,7 +54,7 @@ REFERENCE_ARCH = "reference"
 
 #: Architectures a text-to-video model of the synthetic task can be built in: ``"reference"``
 #: (:class:`TextToVideoDiT`) and ``"cogvideox"`` (a diffusers ``CogVideoXTransformer3DModel``,
-#: :mod:`asymrnr_compile.synthetic.cogvideox`).
+#: :mod:`asymrnr_lab.synthetic.cogvideox`).
 ARCHS = (REFERENCE_ARCH, COGVIDEOX_ARCH)
 
 #: The presets of each architecture; the first is its default.
@@ -115,7 +115,7 @@ def as_velocity_model(
 ) -> Callable[..., torch.Tensor]:
     """``transformer`` itself for ``"velocity"``; for ``"sample"``, a callable with the same
     keyword signature that returns :func:`velocity_from_sample` of its output (what the
-    samplers of :mod:`asymrnr_compile.sampling` expect)."""
+    samplers of :mod:`asymrnr_lab.sampling` expect)."""
     check_choice("prediction", prediction, PREDICTIONS)
     if prediction == "velocity":
         return transformer
@@ -135,7 +135,7 @@ def as_velocity_model(
 
 class TextToVideoDiT(CaptionedVideoModel):
     """Caption ids ``(B, T)`` -> embeddings ``(B, T, text_dim)`` -> :class:`ReferenceDiT` (see
-    :class:`~asymrnr_compile.synthetic.text_to_video.CaptionedVideoModel` for the interface)."""
+    :class:`~asymrnr_lab.synthetic.text_to_video.CaptionedVideoModel` for the interface)."""
 
     transformer: ReferenceDiT
 
@@ -158,13 +158,13 @@ def build_text_to_video_model(
     (see :data:`PREDICTIONS`).
 
     Presets of :data:`SYNTHETIC_PRESETS` give a :class:`TextToVideoDiT`: the transformer starts
-    from :func:`~asymrnr_compile.models.build_reference_model`'s seeded init; the embedding
+    from :func:`~asymrnr_lab.models.build_reference_model`'s seeded init; the embedding
     table from ``N(0, 1)`` drawn from the same seed. Presets of
-    :data:`~asymrnr_compile.synthetic.cogvideox.COGVIDEOX_PRESETS` give a
-    :class:`~asymrnr_compile.synthetic.cogvideox.TextToVideoCogVideoX`
-    (:func:`~asymrnr_compile.synthetic.cogvideox.build_cogvideox_model`).
+    :data:`~asymrnr_lab.synthetic.cogvideox.COGVIDEOX_PRESETS` give a
+    :class:`~asymrnr_lab.synthetic.cogvideox.TextToVideoCogVideoX`
+    (:func:`~asymrnr_lab.synthetic.cogvideox.build_cogvideox_model`).
     """
-    from asymrnr_compile.models import build_reference_model
+    from asymrnr_lab.models import build_reference_model
 
     if arch_of_preset(preset) == COGVIDEOX_ARCH:
         return build_cogvideox_model(seed, prediction, preset, len(Vocabulary()))
@@ -206,7 +206,7 @@ def save_trained_model(
     extra: dict | None = None,
 ) -> Path:
     """Export ``model`` to ``path``: :func:`save_checkpoint` (one safetensors file) for a
-    :class:`TextToVideoDiT`, :func:`~asymrnr_compile.synthetic.cogvideox.save_cogvideox_model`
+    :class:`TextToVideoDiT`, :func:`~asymrnr_lab.synthetic.cogvideox.save_cogvideox_model`
     (a folder in diffusers' format) for a CogVideoX one. Returns ``path``."""
     if isinstance(model, TextToVideoCogVideoX):
         return save_cogvideox_model(model, path, task, extra)
@@ -229,11 +229,11 @@ def _config_from_json(cls, text: str):
 def read_checkpoint_metadata(path: str | Path = CHECKPOINT_PATH) -> dict[str, object]:
     """The JSON metadata of a checkpoint, decoded (``model_config`` and ``task_config`` as
     dicts, training facts such as ``step`` as written). For an exported CogVideoX folder, that
-    of its :data:`~asymrnr_compile.synthetic.cogvideox.SIDECAR_NAME` file (``cogvideox_config``
+    of its :data:`~asymrnr_lab.synthetic.cogvideox.SIDECAR_NAME` file (``cogvideox_config``
     instead of ``model_config``)."""
     from safetensors import safe_open
 
-    from asymrnr_compile.synthetic.cogvideox import SIDECAR_NAME
+    from asymrnr_lab.synthetic.cogvideox import SIDECAR_NAME
 
     if Path(path).is_dir():
         path = Path(path) / SIDECAR_NAME
@@ -252,7 +252,7 @@ def load_trained_model(
 
     ``path`` is a safetensors file of a :class:`TextToVideoDiT` or a folder exported by
     ``train`` with ``arch="cogvideox"`` (diffusers format, see
-    :mod:`asymrnr_compile.synthetic.cogvideox`); either model has ``.transformer``,
+    :mod:`asymrnr_lab.synthetic.cogvideox`); either model has ``.transformer``,
     ``.embed_text``, ``.prediction`` and the same forward.
 
     Raises:

@@ -2,7 +2,7 @@
 ``diffusers.CogVideoXTransformer3DModel``.
 
 :class:`TextToVideoCogVideoX` has the interface of
-:class:`~asymrnr_compile.synthetic.model.TextToVideoDiT` (``.transformer``, ``.embed_text``,
+:class:`~asymrnr_lab.synthetic.model.TextToVideoDiT` (``.transformer``, ``.embed_text``,
 ``.prediction``, ``.config``, ``forward(hidden_states, token_ids, timestep)``): the same
 caption-token embedding table in front (the "text encoder", outside the transformer), and as
 ``.transformer`` a :class:`CogVideoXVideoTransformer`, which takes the task's videos
@@ -31,7 +31,7 @@ same 2 x p x p pixels as with ``patch_size_t`` 2.
 
 **Positions.** RoPE (``use_rotary_positional_embeddings=True``, computed outside the
 transformer like the pipeline's CogVideoX 1.0 branch, integer positions) with base 100, as the
-reference presets' :data:`~asymrnr_compile.models.config.SYNTHETIC_POSITION_BASE`, not diffusers'
+reference presets' :data:`~asymrnr_lab.models.config.SYNTHETIC_POSITION_BASE`, not diffusers'
 10000: with 4-6 frequencies per axis over 4-16 positions, base 10000 leaves all but two of them
 near zero. Plus CogVideoX's absolute 3-D sin-cos table (``use_learned_positional_embeddings=True``,
 which in diffusers is a *fixed* table saved with the weights, not a trained parameter;
@@ -54,7 +54,7 @@ The exported model (:func:`save_cogvideox_model`) is a folder in diffusers' own 
     FOLDER/text_to_video.safetensors                      # token table + task/prediction metadata
 
 ``CogVideoXTransformer3DModel.from_pretrained(FOLDER / "transformer")`` loads the transformer
-offline; :func:`~asymrnr_compile.synthetic.model.load_trained_model` loads all of it.
+offline; :func:`~asymrnr_lab.synthetic.model.load_trained_model` loads all of it.
 
 Requires ``diffusers`` (``pip install -e .[diffusers]``), imported lazily.
 """
@@ -74,9 +74,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from asymrnr_compile._validate import check_choice
-from asymrnr_compile.models.config import SYNTHETIC_POSITION_BASE
-from asymrnr_compile.synthetic.config import SyntheticTaskConfig
-from asymrnr_compile.synthetic.text_to_video import CaptionedVideoModel
+from asymrnr_lab.models.config import SYNTHETIC_POSITION_BASE
+from asymrnr_lab.synthetic.config import SyntheticTaskConfig
+from asymrnr_lab.synthetic.text_to_video import CaptionedVideoModel
 
 #: Value of ``TrainConfig.arch`` (and of the exported metadata's ``"arch"``) for this model.
 COGVIDEOX_ARCH = "cogvideox"
@@ -260,11 +260,11 @@ class CogVideoXVideoTransformer(nn.Module):
 
     ``forward(hidden_states (B, C, F, H, W), encoder_hidden_states (B, T, text_dim), timestep (B,))
     -> (B, C, F, H, W)``: the keyword signature of
-    :class:`~asymrnr_compile.models.ReferenceDiT`, so the samplers, the trainer and
+    :class:`~asymrnr_lab.models.ReferenceDiT`, so the samplers, the trainer and
     ``torch.compile(..., backend="asymrnr")`` take either. The video goes in as
     :func:`fold_frames` of it (``(B, F / t, C * t, H, W)``, CogVideoX's frames-first layout) and
     comes back through :func:`unfold_frames`. ``timestep`` is ``sigma * 1000``
-    (:data:`~asymrnr_compile.sampling.TIMESTEP_SCALE`), the scale CogVideoX's sinusoidal timestep
+    (:data:`~asymrnr_lab.sampling.TIMESTEP_SCALE`), the scale CogVideoX's sinusoidal timestep
     embedding was made for (its pipelines pass scheduler timesteps in [0, 1000)). The RoPE tables
     are computed from the input's token grid on every call (cheap; Dynamo folds them into the
     graph), in float32 as the pipeline does.
@@ -319,8 +319,8 @@ def _check_model_matches(model: nn.Module, config: CogVideoXTaskConfig) -> None:
 class TextToVideoCogVideoX(CaptionedVideoModel):
     """Caption ids ``(B, T)`` -> embeddings ``(B, T, text_dim)`` -> :class:`CogVideoXVideoTransformer`.
 
-    Same interface and math as :class:`~asymrnr_compile.synthetic.model.TextToVideoDiT` (see
-    :class:`~asymrnr_compile.synthetic.text_to_video.CaptionedVideoModel`); ``model`` is the
+    Same interface and math as :class:`~asymrnr_lab.synthetic.model.TextToVideoDiT` (see
+    :class:`~asymrnr_lab.synthetic.text_to_video.CaptionedVideoModel`); ``model`` is the
     diffusers transformer to wrap (None: a new one of ``config``).
     """
 
@@ -339,7 +339,7 @@ def _init_weights(model: nn.Module, generator: torch.Generator) -> None:
     (small but not zero); norm weights ones, biases zeros."""
     from diffusers.models.normalization import AdaLayerNorm, CogVideoXLayerNormZero
 
-    from asymrnr_compile.models.reference_dit import ADALN_INIT_GAIN
+    from asymrnr_lab.models.reference_dit import ADALN_INIT_GAIN
 
     modulation = {id(m.linear) for m in model.modules() if isinstance(m, (CogVideoXLayerNormZero, AdaLayerNorm))}
     for module in model.modules():
@@ -363,7 +363,7 @@ def build_cogvideox_model(seed: int = 0, prediction: str = "velocity",
     """A :class:`TextToVideoCogVideoX` of ``preset`` (a name of :data:`COGVIDEOX_PRESETS` or a
     config) with seeded initial weights (:func:`_init_weights` from a generator seeded with
     ``seed``; the embedding table ``N(0, 1)`` from the same seed), the caller's RNG untouched."""
-    from asymrnr_compile.synthetic.vocab import Vocabulary
+    from asymrnr_lab.synthetic.vocab import Vocabulary
 
     if not isinstance(preset, CogVideoXTaskConfig):
         preset = COGVIDEOX_PRESETS[check_choice("preset", preset, tuple(COGVIDEOX_PRESETS))]
@@ -429,7 +429,7 @@ def load_cogvideox_model(path: str | Path) -> tuple[TextToVideoCogVideoX, dict[s
     files only, no network)."""
     import diffusers
 
-    from asymrnr_compile.synthetic.model import read_checkpoint_metadata
+    from asymrnr_lab.synthetic.model import read_checkpoint_metadata
 
     path = Path(path)
     meta = read_checkpoint_metadata(path / SIDECAR_NAME)

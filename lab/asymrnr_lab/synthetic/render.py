@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from asymrnr_compile.synthetic.config import (
+from asymrnr_lab.synthetic.config import (
     DIRECTIONS,
     EDGE_MARGIN_PX,
     OBJECT_GAP_PX,
@@ -19,8 +19,8 @@ from asymrnr_compile.synthetic.config import (
     SyntheticTaskConfig,
     all_captions,
 )
-from asymrnr_compile.synthetic.geometry import coverage
-from asymrnr_compile.synthetic.vocab import Vocabulary
+from asymrnr_lab.synthetic.geometry import coverage
+from asymrnr_lab.synthetic.vocab import Vocabulary
 
 
 def seeded_generator(seed: int) -> torch.Generator:

@@ -2,8 +2,8 @@
 (the "text encoder", run once per prompt) in front of a video transformer (the compiled part).
 
 :class:`CaptionedVideoModel` is the base of
-:class:`~asymrnr_compile.synthetic.model.TextToVideoDiT` (the bundled ReferenceDiT) and
-:class:`~asymrnr_compile.synthetic.cogvideox.TextToVideoCogVideoX` (a diffusers
+:class:`~asymrnr_lab.synthetic.model.TextToVideoDiT` (the bundled ReferenceDiT) and
+:class:`~asymrnr_lab.synthetic.cogvideox.TextToVideoCogVideoX` (a diffusers
 ``CogVideoXTransformer3DModel``); each only builds its :attr:`transformer`.
 """
 
@@ -17,7 +17,7 @@ from asymrnr_compile._validate import check_choice
 #: What the transformer's output means. ``"velocity"``: the flow velocity ``noise - x_0``, what
 #: the sampler steps with. ``"sample"``: the clean video ``x_0`` itself ("x-prediction", Li & He
 #: 2025, *Back to Basics: Let Denoising Generative Models Denoise*), turned into a velocity by
-#: :func:`~asymrnr_compile.synthetic.model.velocity_from_sample`. A pixel-space model with
+#: :func:`~asymrnr_lab.synthetic.model.velocity_from_sample`. A pixel-space model with
 #: 48-96-value patches and a 128-wide trunk learns clean flat-coloured shapes far faster than it
 #: learns to pass noise through.
 PREDICTIONS = ("velocity", "sample")
@@ -29,7 +29,7 @@ class CaptionedVideoModel(nn.Module):
     ``forward(hidden_states (B, 3, F, H, W), token_ids (B, T) int64, timestep (B,) float)``
     returns the flow velocity ``noise - x_0`` ``(B, 3, F, H, W)`` whatever :attr:`prediction`
     the transformer was trained for (see :data:`PREDICTIONS`); sample through
-    :func:`~asymrnr_compile.synthetic.model.as_velocity_model` ``(transformer, model.prediction)``.
+    :func:`~asymrnr_lab.synthetic.model.as_velocity_model` ``(transformer, model.prediction)``.
     :meth:`embed_text` gives the text embeddings the sampler passes to :attr:`transformer`.
 
     Subclasses call ``super().__init__`` (which creates the token table first, so that a seeded
@@ -64,7 +64,7 @@ class CaptionedVideoModel(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, token_ids: torch.Tensor, timestep: torch.Tensor
     ) -> torch.Tensor:
-        from asymrnr_compile.synthetic.model import as_velocity_model
+        from asymrnr_lab.synthetic.model import as_velocity_model
 
         velocity = as_velocity_model(self.transformer, self.prediction)
         return velocity(

@@ -8,9 +8,9 @@ the default).
 
 from __future__ import annotations
 
-from asymrnr_compile.models.config import PRESETS, ReferenceDiTConfig
-from asymrnr_compile.models.inputs import reference_inputs, synthetic_latents
-from asymrnr_compile.models.reference_dit import ReferenceDiT, build_reference_model
+from asymrnr_lab.models.config import PRESETS, ReferenceDiTConfig
+from asymrnr_lab.models.inputs import reference_inputs, synthetic_latents
+from asymrnr_lab.models.reference_dit import ReferenceDiT, build_reference_model
 
 __all__ = [
     "PRESETS",

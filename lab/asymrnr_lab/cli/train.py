@@ -30,9 +30,9 @@ s/step (6000 steps ~1.1 h), cogvideox-fine 4.8 s/step (~8 h: use a GPU). See doc
 
 def add_train_command(commands: Any) -> None:
     """Register ``train`` on the CLI's subparsers."""
-    from asymrnr_compile.cli import add_command
-    from asymrnr_compile.synthetic.model import ARCH_PRESETS, ARCHS, REFERENCE_ARCH, TEXT_TO_VIDEO_PRESETS
-    from asymrnr_compile.synthetic.train import TrainConfig
+    from asymrnr_lab.cli import add_command
+    from asymrnr_lab.synthetic.model import ARCH_PRESETS, ARCHS, REFERENCE_ARCH, TEXT_TO_VIDEO_PRESETS
+    from asymrnr_lab.synthetic.train import TrainConfig
 
     defaults = TrainConfig()
     train = add_command(commands, "train", "train (or resume) the synthetic text-to-video model of the quality demo",
@@ -58,15 +58,15 @@ def add_train_command(commands: Any) -> None:
     train.add_argument("--max-steps-this-run", type=int, help="stop after this many steps (resume later)")
     train.add_argument("--init-from", metavar="MODEL",
                        help="start a new run from this trained model's weights (e.g. "
-                            "asymrnr_compile/assets/synthetic_cogvideox) with a fresh optimiser and schedule, "
+                            "lab/asymrnr_lab/assets/synthetic_cogvideox) with a fresh optimiser and schedule, "
                             "instead of the seeded init; same --arch and --preset")
     train.set_defaults(run=train_command)
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from asymrnr_compile.cli.progress import Progress
-    from asymrnr_compile.synthetic.model import ARCH_PRESETS, REFERENCE_ARCH
-    from asymrnr_compile.synthetic.train import TrainConfig, train
+    from asymrnr_lab.cli.progress import Progress
+    from asymrnr_lab.synthetic.model import ARCH_PRESETS, REFERENCE_ARCH
+    from asymrnr_lab.synthetic.train import TrainConfig, train
 
     if args.preset is not None and args.preset not in ARCH_PRESETS[args.arch]:
         raise ValueError(f"--preset {args.preset} is not a preset of --arch {args.arch} "
@@ -82,7 +82,7 @@ def train_command(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if config.arch == REFERENCE_ARCH:
-        print(f"EMA weights: {path} (copy it to asymrnr_compile/assets/synthetic_dit.safetensors to ship it)")
+        print(f"EMA weights: {path} (copy it to lab/asymrnr_lab/assets/synthetic_dit.safetensors to ship it)")
     else:
         print(f"EMA weights: {path} (diffusers format; score it with "
               f"python benchmarks/quality_synthetic.py --checkpoint {path})")

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asymrnr_compile.models.config import DEFAULT_PRESET, ReferenceDiTConfig, resolve_config
+from asymrnr_lab.models.config import DEFAULT_PRESET, ReferenceDiTConfig, resolve_config
 
 #: Channels of the sinusoidal timestep embedding (half cosines, half sines).
 TIMESTEP_FREQ_DIM = 256
@@ -402,7 +402,7 @@ def build_reference_model(
     state is left unchanged.
 
     Args:
-        preset: a name of :data:`~asymrnr_compile.models.PRESETS` (default ``"attention"``) or
+        preset: a name of :data:`~asymrnr_lab.models.PRESETS` (default ``"attention"``) or
             a :class:`ReferenceDiTConfig`.
         seed: weight seed.
         dtype: parameter dtype (default float32).

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from asymrnr_compile.models.config import DEFAULT_PRESET, ReferenceDiTConfig, resolve_config
+from asymrnr_lab.models.config import DEFAULT_PRESET, ReferenceDiTConfig, resolve_config
 
 #: Gaussian blobs per (batch element, channel).
 NUM_BLOBS = 3
@@ -185,7 +185,7 @@ def reference_inputs(
     device: torch.device | str | None = None,
     timestep: float = DEFAULT_TIMESTEP,
 ) -> dict[str, torch.Tensor]:
-    """Keyword inputs of :class:`~asymrnr_compile.models.ReferenceDiT` for a preset or config.
+    """Keyword inputs of :class:`~asymrnr_lab.models.ReferenceDiT` for a preset or config.
 
     Returns:
         ``{"hidden_states": (B, C, F, H, W)`` from :func:`synthetic_latents` (seed ``seed``),

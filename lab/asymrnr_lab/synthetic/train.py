@@ -1,7 +1,7 @@
 """Resumable rectified-flow training of the text-to-video model on the synthetic task.
 
 ``asymrnr-compile train --out DIR [--steps N]`` (or :func:`train`) trains
-:class:`~asymrnr_compile.synthetic.model.TextToVideoDiT` with flow matching: for a clean video
+:class:`~asymrnr_lab.synthetic.model.TextToVideoDiT` with flow matching: for a clean video
 ``x_0``, noise ``n`` and ``sigma ~ sigmoid(N(0.8, 1))`` (logit-normal as in SD3, shifted towards
 noise), the model sees ``x_sigma = (1 - sigma) x_0 + sigma n`` at timestep ``1000 sigma`` and
 regresses the velocity ``n - x_0``. The transformer predicts the clean video ``x_0`` and the
@@ -20,7 +20,7 @@ schedule and the result are the same as one uninterrupted run (given the same th
 
 ``arch="cogvideox"`` (``asymrnr-compile train --arch cogvideox``) trains the same task, loss and
 schedule in a small ``diffusers.CogVideoXTransformer3DModel``
-(:mod:`asymrnr_compile.synthetic.cogvideox`, presets ``"cogvideox"``: 256 video tokens and
+(:mod:`asymrnr_lab.synthetic.cogvideox`, presets ``"cogvideox"``: 256 video tokens and
 ``"cogvideox-fine"``: 1024) and exports ``DIR/model/`` instead of ``model.safetensors``: a folder in
 diffusers' format (``transformer/`` by ``save_pretrained``, EMA weights, plus the token table and
 metadata in ``text_to_video.safetensors``). Measured at batch 32 on the 2-core CI CPU (float32,
@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 
 from asymrnr_compile._validate import check_choice, check_int
-from asymrnr_compile.sampling import TIMESTEP_SCALE
-from asymrnr_compile.synthetic.config import SyntheticTaskConfig
-from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, evaluate
-from asymrnr_compile.synthetic.model import (
+from asymrnr_lab.sampling import TIMESTEP_SCALE
+from asymrnr_lab.synthetic.config import SyntheticTaskConfig
+from asymrnr_lab.synthetic.generate import EVAL_SAMPLER, evaluate
+from asymrnr_lab.synthetic.model import (
     ARCH_PRESETS,
     ARCHS,
     PREDICTIONS,
@@ -57,13 +57,13 @@ from asymrnr_compile.synthetic.model import (
     load_trained_model,
     save_trained_model,
 )
-from asymrnr_compile.synthetic.render import sample_batch
-from asymrnr_compile.synthetic.vocab import Vocabulary
+from asymrnr_lab.synthetic.render import sample_batch
+from asymrnr_lab.synthetic.vocab import Vocabulary
 
 CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_NAME = "model.safetensors"
 #: What an ``arch="cogvideox"`` run exports instead of :data:`EXPORT_NAME`: a folder in diffusers'
-#: format (see :func:`~asymrnr_compile.synthetic.cogvideox.save_cogvideox_model`).
+#: format (see :func:`~asymrnr_lab.synthetic.cogvideox.save_cogvideox_model`).
 EXPORT_FOLDER_NAME = "model"
 LOG_NAME = "log.jsonl"
 LOSS_PLOT_NAME = "loss.png"
@@ -85,7 +85,7 @@ class TrainConfig:
     Attributes:
         prediction: what the transformer learns to output, ``"sample"`` (the clean video; the
             loss is still the velocity error, via
-            :func:`~asymrnr_compile.synthetic.model.velocity_from_sample`) or ``"velocity"``.
+            :func:`~asymrnr_lab.synthetic.model.velocity_from_sample`) or ``"velocity"``.
             Default ``"sample"``: at the same step count the velocity-predicting model's
             samples were patchy blobs (see the module docstring).
         sigma_logit_mean: mean of the logit-normal noise-level distribution,
@@ -108,11 +108,11 @@ class TrainConfig:
             1000.
         eval_seeds: noise seeds per caption in the periodic evaluation. Default 1.
         preset: the transformer's size and token grid, one of the architecture's presets
-            (:data:`~asymrnr_compile.synthetic.model.ARCH_PRESETS`). Default ``"synthetic"``
+            (:data:`~asymrnr_lab.synthetic.model.ARCH_PRESETS`). Default ``"synthetic"``
             (256 video tokens, the shipped checkpoint); ``"synthetic-fine"`` has 1024 (GPU). With
             ``arch="cogvideox"`` the default stands for that architecture's default,
             ``"cogvideox"`` (256 video tokens); ``"cogvideox-fine"`` has 1024.
-        arch: the transformer class, one of :data:`~asymrnr_compile.synthetic.model.ARCHS`:
+        arch: the transformer class, one of :data:`~asymrnr_lab.synthetic.model.ARCHS`:
             ``"reference"`` (default: the bundled ReferenceDiT, exported as
             :data:`EXPORT_NAME`) or ``"cogvideox"`` (a diffusers
             ``CogVideoXTransformer3DModel``, exported as the folder :data:`EXPORT_FOLDER_NAME`).
@@ -257,7 +257,7 @@ def _init_weights_from(path: str | Path, model: torch.nn.Module, ema: torch.nn.M
                        task: SyntheticTaskConfig) -> dict:
     """Load the weights of the trained model at ``path`` into ``model`` and ``ema``; returns what
     the run history records about it. ValueError when it is of another preset, prediction or task."""
-    from asymrnr_compile.synthetic.model import read_checkpoint_metadata
+    from asymrnr_lab.synthetic.model import read_checkpoint_metadata
 
     loaded, loaded_task = load_trained_model(path)
     metadata = read_checkpoint_metadata(path)
@@ -297,7 +297,7 @@ def train(
     change what is trained. ``on_step(step, steps)`` is called after every optimiser step
     (progress display; ``step`` counts from 1 and includes resumed steps).
 
-    ``init_from`` (a model :func:`~asymrnr_compile.synthetic.model.load_trained_model` reads,
+    ``init_from`` (a model :func:`~asymrnr_lab.synthetic.model.load_trained_model` reads,
     e.g. a shipped one) starts a new run from its weights instead of the seeded init: model and
     EMA both start from them, with a fresh optimiser, warm-up and cosine schedule over ``steps``
     (a warm restart: the exported weights are not the training state, which a machine without a

@@ -16,7 +16,7 @@ Typical use::
 
 from __future__ import annotations
 
-from asymrnr_compile.synthetic.config import (
+from asymrnr_lab.synthetic.config import (
     COUNT_WORDS,
     DIRECTIONS,
     PALETTE,
@@ -27,7 +27,7 @@ from asymrnr_compile.synthetic.config import (
     all_captions,
     iter_captions,
 )
-from asymrnr_compile.synthetic.quality import (
+from asymrnr_lab.synthetic.quality import (
     DEFAULT_THRESHOLDS,
     DetectedAttributes,
     DetectorThresholds,
@@ -45,8 +45,8 @@ from asymrnr_compile.synthetic.quality import (
     temporal_consistency,
     validity,
 )
-from asymrnr_compile.synthetic.render import layout, render_video, sample_batch
-from asymrnr_compile.synthetic.vocab import Vocabulary
+from asymrnr_lab.synthetic.render import layout, render_video, sample_batch
+from asymrnr_lab.synthetic.vocab import Vocabulary
 
 __all__ = [
     "COUNT_WORDS",

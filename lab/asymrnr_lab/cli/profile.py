@@ -7,7 +7,7 @@ asymrnr_compile profile ...``) runs the bundled reference DiT (random seeded wei
 ``heatmap_<h|q|k|v>.png`` and ``schedule.safetensors`` (:func:`asymrnr_compile.calibrate` for
 ``--target-speedup``, default 1.5; the best reachable one, with a note, when the target is out of
 reach). ``--model synthetic`` profiles the shipped *trained* text-to-video model
-(:mod:`asymrnr_compile.synthetic`) sampling ``--prompts`` captions of its task with guidance: the
+(:mod:`asymrnr_lab.synthetic`) sampling ``--prompts`` captions of its task with guidance: the
 one model here whose redundancy is learned, not an accident of random weights.
 ``--model cogvideox|hunyuan|mochi|wan|ltx`` profiles the small *random-weight* diffusers configs
 instead (needs diffusers; their redundancy says nothing about the trained models).
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from asymrnr_compile.cli.progress import Progress
+from asymrnr_lab.cli.progress import Progress
 
 REFERENCE = "reference"
 SYNTHETIC = "synthetic"
@@ -51,10 +51,10 @@ Progress (step k/n, elapsed seconds) goes to stderr."""
 
 def add_profile_command(commands: Any) -> None:
     """Register ``profile`` on the CLI's subparsers."""
-    from asymrnr_compile.cli import add_command
-    from asymrnr_compile.models.config import PRESETS
     from asymrnr_compile.ops import SIMILARITIES
     from asymrnr_compile.profiling.calibrate import DAMAGES
+    from asymrnr_lab.cli import add_command
+    from asymrnr_lab.models.config import PRESETS
 
     parser = add_command(commands, "profile", "profile redundancy per site, step and feature; write a report, "
                                               "heatmaps and a calibrated schedule", DESCRIPTION)
@@ -86,10 +86,10 @@ def _progress(steps: int) -> tuple[Callable[[int], None], Progress]:
 
 
 def _reference_run(preset: str, steps: int, seed: int) -> tuple[torch.nn.Module, Callable[[Any], Any], list[str]]:
-    from asymrnr_compile.cli.demo import demo_inputs
-    from asymrnr_compile.models import build_reference_model
-    from asymrnr_compile.models.config import resolve_config
-    from asymrnr_compile.sampling import SamplerConfig, sample
+    from asymrnr_lab.cli.demo import demo_inputs
+    from asymrnr_lab.models import build_reference_model
+    from asymrnr_lab.models.config import resolve_config
+    from asymrnr_lab.sampling import SamplerConfig, sample
 
     config = resolve_config(preset)
     model = build_reference_model(preset, seed=seed)
@@ -107,9 +107,9 @@ def _reference_run(preset: str, steps: int, seed: int) -> tuple[torch.nn.Module,
 def _synthetic_run(steps: int, seed: int, prompts: int) -> tuple[torch.nn.Module, Callable[[Any], Any], list[str]]:
     from dataclasses import replace
 
-    from asymrnr_compile.synthetic.config import all_captions
-    from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, generate_videos
-    from asymrnr_compile.synthetic.model import CHECKPOINT_PATH, load_trained_model, read_checkpoint_metadata
+    from asymrnr_lab.synthetic.config import all_captions
+    from asymrnr_lab.synthetic.generate import EVAL_SAMPLER, generate_videos
+    from asymrnr_lab.synthetic.model import CHECKPOINT_PATH, load_trained_model, read_checkpoint_metadata
 
     if prompts < 1:
         raise ValueError(f"--prompts must be an int >= 1, got {prompts}")
@@ -135,7 +135,7 @@ def _diffusers_run(name: str, steps: int, seed: int) -> tuple[torch.nn.Module, C
     try:
         import diffusers  # noqa: F401
 
-        from asymrnr_compile.models.diffusers_models import build
+        from asymrnr_lab.models.diffusers_models import build
     except ImportError as error:
         raise ValueError(f"--model {name} needs diffusers (pip install -e '.[diffusers]'): {error}") from None
     model, inputs = build(name, seed=seed)

@@ -1,9 +1,9 @@
-"""The command line, ``asymrnr-compile`` (also ``python -m asymrnr_compile``).
+"""The command line, ``asymrnr-compile`` (also ``python -m asymrnr_lab``).
 
-Each subcommand lives in its own module (:mod:`~asymrnr_compile.cli.demo`,
-:mod:`~asymrnr_compile.cli.profile`, :mod:`~asymrnr_compile.cli.train`), which registers its
+Each subcommand lives in its own module (:mod:`~asymrnr_lab.cli.demo`,
+:mod:`~asymrnr_lab.cli.profile`, :mod:`~asymrnr_lab.cli.train`), which registers its
 parser and runs it; this module assembles the parser and runs the chosen command. Long steps
-show their progress on stderr (:mod:`~asymrnr_compile.cli.progress`).
+show their progress on stderr (:mod:`~asymrnr_lab.cli.progress`).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def add_command(commands: argparse._SubParsersAction, name: str, summary: str,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from asymrnr_compile.cli.demo import add_demo_command
-    from asymrnr_compile.cli.profile import add_profile_command
-    from asymrnr_compile.cli.train import add_train_command
+    from asymrnr_lab.cli.demo import add_demo_command
+    from asymrnr_lab.cli.profile import add_profile_command
+    from asymrnr_lab.cli.train import add_train_command
 
     parser = argparse.ArgumentParser(prog="asymrnr-compile", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=HelpFormatter)

@@ -29,17 +29,17 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.nn.functional as F
 
-from asymrnr_compile.synthetic.config import (
+from asymrnr_lab.synthetic.config import (
     DIRECTIONS,
     PALETTE,
     SPEEDS,
     Caption,
     SyntheticTaskConfig,
 )
-from asymrnr_compile.synthetic.geometry import CENTROID_OFFSET, FILL_RATIO, coverage
+from asymrnr_lab.synthetic.geometry import CENTROID_OFFSET, FILL_RATIO, coverage
 
 # ---------------------------------------------------------------------------------------------
-# Thresholds. Calibrated with `python -m asymrnr_compile.synthetic.validate` (ground truth of
+# Thresholds. Calibrated with `python -m asymrnr_lab.synthetic.validate` (ground truth of
 # every caption x 4 seeds, and each corruption); the numbers quoted are from that run.
 # ---------------------------------------------------------------------------------------------
 
@@ -222,7 +222,7 @@ class DetectedAttributes:
     """What the detectors read from one video (None: could not be determined).
 
     ``shape``/``colour``/``background``/``direction``/``count``/``speed`` are attribute names
-    comparable to a :class:`~asymrnr_compile.synthetic.config.Caption`'s (``speed`` stays None
+    comparable to a :class:`~asymrnr_lab.synthetic.config.Caption`'s (``speed`` stays None
     when the task has one speed). The rest are the measurements behind them.
     """
 

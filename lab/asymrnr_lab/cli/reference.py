@@ -1,6 +1,6 @@
 """The command-line reference, docs/cli.md, written from the argparse parsers.
 
-``python -m asymrnr_compile.cli.reference > docs/cli.md`` regenerates it; a test checks that the
+``python -m asymrnr_lab.cli.reference > docs/cli.md`` regenerates it; a test checks that the
 file equals what this module writes, so the page cannot drift from ``asymrnr-compile --help``.
 The help is formatted at a fixed width, so the page does not depend on the terminal.
 """
@@ -18,9 +18,9 @@ WIDTH = 100
 HEADER = """\
 # Command line
 
-`asymrnr-compile` (also `python -m asymrnr_compile`) has three commands: `demo`, `profile` and
+`asymrnr-compile` (also `python -m asymrnr_lab`) has three commands: `demo`, `profile` and
 `train`. This page is the `--help` text of each, written by
-`python -m asymrnr_compile.cli.reference > docs/cli.md` (a test checks that it is current). Long
+`python -m asymrnr_lab.cli.reference > docs/cli.md` (a test checks that it is current). Long
 steps (compiling, sampling, training, profiling) show their progress on stderr
 (`label: steps k/n, elapsed s`).
 """
@@ -47,7 +47,7 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def render() -> str:
     """docs/cli.md: a header, then each parser's help text in a text block."""
-    from asymrnr_compile.cli import build_parser
+    from asymrnr_lab.cli import build_parser
 
     with _columns(WIDTH):
         parser = build_parser()

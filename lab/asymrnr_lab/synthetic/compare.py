@@ -3,8 +3,8 @@
 :func:`compare_variants` samples the same captions from the same noise with the unaccelerated
 transformer and with each accelerated variant (e.g. asymrnr with matched reduction, a plain
 token-dropping baseline at the same attention FLOPs, or one of diffusers' cache hooks: any
-:class:`~asymrnr_compile.synthetic.accelerators.Accelerator`), then scores every variant's videos with
-:func:`~asymrnr_compile.synthetic.quality.score_samples`: prompt adherence from the pixels, and
+:class:`~asymrnr_lab.synthetic.accelerators.Accelerator`), then scores every variant's videos with
+:func:`~asymrnr_lab.synthetic.quality.score_samples`: prompt adherence from the pixels, and
 PSNR / SSIM against the unaccelerated videos. :func:`write_comparison_strip` and
 :func:`write_comparison_gif` draw one prompt's variants (PNG: one row per variant, top to
 bottom, frames left to right and numbered; GIF: the variants left to right, the frame number
@@ -22,12 +22,12 @@ from typing import Any
 import torch
 
 from asymrnr_compile.config import AsymRnRConfig
-from asymrnr_compile.sampling import SamplerConfig
-from asymrnr_compile.synthetic.accelerators import Accelerator, AsymRnR, Eager, PlainInductor
-from asymrnr_compile.synthetic.config import Caption, SyntheticTaskConfig
-from asymrnr_compile.synthetic.generate import EVAL_SAMPLER, generate_videos
-from asymrnr_compile.synthetic.model import TextToVideoDiT
-from asymrnr_compile.synthetic.quality import QualityReport, score_samples
+from asymrnr_lab.sampling import SamplerConfig
+from asymrnr_lab.synthetic.accelerators import Accelerator, AsymRnR, Eager, PlainInductor
+from asymrnr_lab.synthetic.config import Caption, SyntheticTaskConfig
+from asymrnr_lab.synthetic.generate import EVAL_SAMPLER, generate_videos
+from asymrnr_lab.synthetic.model import TextToVideoDiT
+from asymrnr_lab.synthetic.quality import QualityReport, score_samples
 
 #: Name of the unaccelerated variant every other variant is compared with.
 REFERENCE_VARIANT = "unaccelerated"
@@ -114,11 +114,11 @@ def compare_variants(
         captions, seeds: one noise seed per caption.
         configs: variant name -> asymrnr configuration (run as
             ``torch.compile(model.transformer, backend=AsymRnRBackend(config))``) or any
-            :class:`~asymrnr_compile.synthetic.accelerators.Accelerator` (e.g. a diffusers cache
-            hook, :func:`~asymrnr_compile.synthetic.accelerators.first_block_cache`); an
+            :class:`~asymrnr_lab.synthetic.accelerators.Accelerator` (e.g. a diffusers cache
+            hook, :func:`~asymrnr_lab.synthetic.accelerators.first_block_cache`); an
             accelerator's ``reset()`` runs before every batch.
         sampler: steps, guidance, CFG pattern (default
-            :data:`~asymrnr_compile.synthetic.generate.EVAL_SAMPLER`: 20 Euler steps, guidance 2).
+            :data:`~asymrnr_lab.synthetic.generate.EVAL_SAMPLER`: 20 Euler steps, guidance 2).
         batch_size: captions per sampler call.
         compile_reference: compile the unaccelerated transformer with plain Inductor (True) or
             run it eagerly (False: no compile time; the same math).

@@ -1,8 +1,8 @@
 """Validation of the quality detectors: accuracy on ground truth and on each corruption.
 
-``python -m asymrnr_compile.synthetic.validate [--seeds 4] [--counts 1 2] [--speeds ...]
+``python -m asymrnr_lab.synthetic.validate [--seeds 4] [--counts 1 2] [--speeds ...]
 [--json out.json]`` prints one row per video kind (ground truth, then every corruption of
-:data:`~asymrnr_compile.synthetic.corrupt.CORRUPTIONS`): validity, each attribute's accuracy,
+:data:`~asymrnr_lab.synthetic.corrupt.CORRUPTIONS`): validity, each attribute's accuracy,
 "valid and all right", and the temporal metrics, over every caption x seed.
 """
 
@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from asymrnr_compile.synthetic.config import Caption, SyntheticTaskConfig, all_captions
-from asymrnr_compile.synthetic.corrupt import CORRUPTIONS
-from asymrnr_compile.synthetic.quality import QualityReport, score_samples
-from asymrnr_compile.synthetic.render import render_video
+from asymrnr_lab.synthetic.config import Caption, SyntheticTaskConfig, all_captions
+from asymrnr_lab.synthetic.corrupt import CORRUPTIONS
+from asymrnr_lab.synthetic.quality import QualityReport, score_samples
+from asymrnr_lab.synthetic.render import render_video
 
 Renderer = Callable[[Caption, SyntheticTaskConfig, int], torch.Tensor]
 

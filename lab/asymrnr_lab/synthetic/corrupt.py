@@ -13,9 +13,9 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from asymrnr_compile.synthetic.config import DIRECTIONS, PALETTE, Caption, SyntheticTaskConfig
-from asymrnr_compile.synthetic.geometry import FILL_RATIO, blob_coverage
-from asymrnr_compile.synthetic.render import (
+from asymrnr_lab.synthetic.config import DIRECTIONS, PALETTE, Caption, SyntheticTaskConfig
+from asymrnr_lab.synthetic.geometry import FILL_RATIO, blob_coverage
+from asymrnr_lab.synthetic.render import (
     composite,
     layout,
     object_alpha,

@@ -23,7 +23,7 @@ SYNTHETIC_POSITION_BASE = 100.0
 
 @dataclass(frozen=True)
 class ReferenceDiTConfig:
-    """Size and layout of a :class:`~asymrnr_compile.models.ReferenceDiT`.
+    """Size and layout of a :class:`~asymrnr_lab.models.ReferenceDiT`.
 
     Latent video tensors are ``(B, C, F, H, W)``. The patch embedding turns them into a token
     grid ``(F', H', W') = (F // pt, H // ph, W // pw)`` of ``N = F' * H' * W'`` video tokens,
@@ -199,7 +199,7 @@ def _check_positive_int(name: str, value: object) -> None:
 #: attention-dominated like real video DiTs (2304 video tokens, head dim 64; attention matmuls
 #: are about 60% of the forward FLOPs). ``"cogvideox-2b-shape"``: GPU benchmarks at a real
 #: model's width and token count (17,550 video tokens). ``"synthetic"`` and
-#: ``"synthetic-fine"``: the trained text-to-video model of :mod:`asymrnr_compile.synthetic`.
+#: ``"synthetic-fine"``: the trained text-to-video model of :mod:`asymrnr_lab.synthetic`.
 PRESETS: dict[str, ReferenceDiTConfig] = {
     "tiny": ReferenceDiTConfig(
         hidden_size=64,
@@ -247,7 +247,7 @@ PRESETS: dict[str, ReferenceDiTConfig] = {
         latent_height=60,
         latent_width=90,
     ),
-    # The trained text-to-video model (asymrnr_compile.synthetic.model): RGB pixels of the
+    # The trained text-to-video model (asymrnr_lab.synthetic.model): RGB pixels of the
     # synthetic task, 8 x 32 x 32 -> 4 x 8 x 8 = 256 video tokens, 1.3M parameters. RoPE base
     # 100, not 10000: with 4-6 frequencies per axis over 4-8 positions, base 10000 leaves all but
     # two of them near zero; plus absolute sin-cos positions so tokens know the frame edges.

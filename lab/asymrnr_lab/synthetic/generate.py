@@ -1,7 +1,7 @@
 """Sampling videos from the trained text-to-video model, and scoring them.
 
 :func:`generate_videos` runs the flow-matching Euler sampler with classifier-free guidance
-(:mod:`asymrnr_compile.sampling`) on given captions and noise seeds; any callable with the
+(:mod:`asymrnr_lab.sampling`) on given captions and noise seeds; any callable with the
 transformer's signature (e.g. ``torch.compile(model.transformer, backend="asymrnr")``) can stand
 in for the transformer. :func:`evaluate` scores the result with :func:`score_samples`.
 """
@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from asymrnr_compile.sampling import SamplerConfig, sample
-from asymrnr_compile.synthetic.config import Caption, SyntheticTaskConfig, all_captions
-from asymrnr_compile.synthetic.model import TextToVideoDiT, as_velocity_model
-from asymrnr_compile.synthetic.quality import QualityReport, score_samples
-from asymrnr_compile.synthetic.vocab import Vocabulary
+from asymrnr_lab.sampling import SamplerConfig, sample
+from asymrnr_lab.synthetic.config import Caption, SyntheticTaskConfig, all_captions
+from asymrnr_lab.synthetic.model import TextToVideoDiT, as_velocity_model
+from asymrnr_lab.synthetic.quality import QualityReport, score_samples
+from asymrnr_lab.synthetic.vocab import Vocabulary
 
 #: Guidance scale of :data:`EVAL_SAMPLER`. Chosen on noise seed 7 (not one of the benchmark's
 #: seeds 0-3) with the shipped step-6000 model: ``evaluate(model, task, seeds=[7],

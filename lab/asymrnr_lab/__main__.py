@@ -1,0 +1,5 @@
+"""``python -m asymrnr_lab``: the command line."""
+
+from asymrnr_lab.cli import main
+
+raise SystemExit(main())
