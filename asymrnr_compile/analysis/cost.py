@@ -17,6 +17,11 @@ of :data:`SYMBOLS`) in the kept video tokens ``K_q``, ``K_kv``, ``K_h`` (paper S
 - the matching of each reduced feature, ``2 B_f H_f (N - N_dst) N_dst c_f``, amortised over the
   cache window ``W`` (paper Sec. 3.4), switched on by the indicators ``m_q``, ``m_kv``, ``m_h``.
 
+Every formula has one home, :mod:`asymrnr_compile.ops.flops` (pure arithmetic that the matcher
+uses too: ``ops`` may not import ``analysis``); the sympy expressions here are those functions
+called with symbols, and the scaling model (:mod:`.parallel_cost`) is built from them the same
+way. :func:`ideal_speedup` is the one full-over-reduced ratio of the package.
+
 The whole graph costs ``F_full - sum_sites (site_full - site_reduced)``
 (:class:`GraphCostModel`), for one plan (kept tokens per site and feature) or for a schedule
 (per-step kept tokens, summed over the steps). The ideal speedup is full over reduced
@@ -37,9 +42,13 @@ import torch.fx
 from asymrnr_compile.analysis.fx_nodes import nodes_between
 from asymrnr_compile.analysis.sdpa import is_sdpa, sdpa_arguments
 from asymrnr_compile.analysis.site import AttentionSite
-from asymrnr_compile.ops.match import projection_saves_flops
-
-FLOPS_PER_MAC = 2
+from asymrnr_compile.ops.flops import (
+    attention_flops,
+    matching_flops,
+    matmul_flops,
+    projected_matching_flops,
+    projection_saves_flops,
+)
 
 _LINEAR_TARGETS = {torch._C._nn.linear, torch.nn.functional.linear}
 _MATMUL_TARGETS = {torch.matmul, torch.bmm, torch.mm, torch.Tensor.matmul, torch.Tensor.bmm, torch.Tensor.mm,
@@ -55,10 +64,17 @@ BH, CH = sympy.symbols("B_h C_h", positive=True, integer=True)  # batch and chan
 SYMBOLS: dict[str, sympy.Symbol] = {s.name: s for s in (B, H, D, DV, TQ, TK, N, NDST, KQ, KKV, KH, W, PH, LH,
                                                          MQ, MKV, MH, BH, CH)}
 
-ATTENTION_EXPR = FLOPS_PER_MAC * B * H * (TQ + KQ) * (TK + KKV) * (D + DV)
+ATTENTION_EXPR = attention_flops(B * H, TQ + KQ, TK + KKV, D, DV)
 """Attention FLOPs, QK^T and PV, with ``K_q``/``K_kv`` video tokens kept on each axis."""
-MATCHING_EXPR = (FLOPS_PER_MAC * (N - NDST) * NDST * (MQ * B * H * D + MKV * B * H * DV + MH * BH * CH)) / W
-"""Matching FLOPs per call (src x dst similarity of each reduced feature) over the cache window."""
+MATCHED_ELEMENTS = MQ * B * H * D + MKV * B * H * DV + MH * BH * CH
+"""Leading size times channels of the matched tensors, summed over the reduced features: q and kv
+per head ``(B H, N, d)`` / ``(B H, N, d_v)``, h on the hidden states ``(B_h, N, C_h)``."""
+MATCHING_EXPR = matching_flops(leading=1, num_src=N - NDST, num_dst=NDST, channels=MATCHED_ELEMENTS) / W
+"""Matching FLOPs per call (src x dst similarity of each reduced feature) over the cache window.
+The features share ``N`` and ``N_dst`` and :func:`matching_flops` is linear in leading size x
+channels, so the sum of their matchings is one matching of :data:`MATCHED_ELEMENTS` channels
+over a leading size of 1 (this form keeps the lambdified arithmetic, and so every float, as it
+was: a sum of three matchings would reorder the float additions of :class:`SiteCostModel`)."""
 HIDDEN_PATH_EXPR = PH * (LH - N + KH) / LH
 """FLOPs of the projections around attention that h reduction shrinks."""
 
@@ -84,15 +100,10 @@ def _static_ints(*sizes: Any) -> tuple[int, ...] | None:
     return tuple(int(s) for s in sizes) if all(is_concrete_int(s) for s in sizes) else None
 
 
-def attention_flops(leading: int, q_tokens: int, kv_tokens: int, head_dim: int, value_dim: int | None = None) -> int:
-    """FLOPs of softmax(Q K^T) V over ``leading`` (batch x heads) independent problems."""
-    value_dim = head_dim if value_dim is None else value_dim
-    return FLOPS_PER_MAC * leading * q_tokens * kv_tokens * (head_dim + value_dim)
-
-
-def matching_flops(leading: int, num_src: int, num_dst: int, channels: int) -> int:
-    """FLOPs of the source-to-destination similarity matrix of one matching."""
-    return FLOPS_PER_MAC * leading * num_src * num_dst * channels
+def ideal_speedup(full: float, reduced: float) -> float:
+    """Full over reduced FLOPs: the ideal speedup (docs/measuring.md); 1.0 where nothing is
+    counted (``reduced`` 0)."""
+    return full / reduced if reduced else 1.0
 
 
 def node_flops(node: torch.fx.Node) -> int:
@@ -106,20 +117,20 @@ def node_flops(node: torch.fx.Node) -> int:
         numel = _static_numel(out.shape) if out is not None else None
         if weight is None or numel is None:
             return 0
-        return FLOPS_PER_MAC * numel * int(weight.shape[-1])
+        return matmul_flops(numel, int(weight.shape[-1]))
     if node.target in _CONV_TARGETS and len(args) > 1:
         weight = _value(args[1])
         numel = _static_numel(out.shape) if out is not None else None
         if weight is None or numel is None:
             return 0
-        return FLOPS_PER_MAC * numel * math.prod(int(s) for s in weight.shape[1:])
+        return matmul_flops(numel, math.prod(int(s) for s in weight.shape[1:]))
     if node.target in _MATMUL_TARGETS and out is not None:
         tensors = [_value(a) for a in args if _value(a) is not None]
         numel = _static_numel(out.shape)
         if len(tensors) < 2 or numel is None:
             return 0
         inner = int(tensors[-2].shape[-1]) if tensors[-2].dim() > 0 else 1
-        return FLOPS_PER_MAC * numel * inner
+        return matmul_flops(numel, inner)
     if is_sdpa(node):
         sdpa = sdpa_arguments(node)
         query, key, value = (_value(sdpa[name]) for name in ("query", "key", "value"))
@@ -157,7 +168,7 @@ class CostEstimate:
 
     @property
     def ideal_speedup(self) -> float:
-        return self.full_flops / self.reduced_flops if self.reduced_flops else 1.0
+        return ideal_speedup(self.full_flops, self.reduced_flops)
 
     def to_dict(self) -> dict[str, float]:
         return {"full_gflops": self.full_flops / 1e9, "reduced_gflops": self.reduced_flops / 1e9,
@@ -274,8 +285,7 @@ class SiteCostModel:
         n = self.num_tokens
         if not projection_saves_flops(n, num_dst, channels, match_dims):
             return float(matching_flops(leading, n - num_dst, num_dst, channels))
-        return float(FLOPS_PER_MAC * leading * n * channels * match_dims
-                     + matching_flops(leading, n - num_dst, num_dst, match_dims))
+        return float(projected_matching_flops(leading, n, num_dst, channels, match_dims))
 
     @property
     def full_flops(self) -> float:
@@ -328,11 +338,20 @@ class GraphCostModel:
         reduced = sum(self.reduced_flops(kept, cache_steps, match_dims, hidden_matched) for kept in steps)
         return float(self.full_flops * len(steps)), reduced
 
+    def schedule_estimate(self, steps: Sequence[Mapping[int, Mapping[str, tuple[int, int]]]],
+                          cache_steps: float, match_dims: int | None = None,
+                          hidden_matched: Collection[int] = ()) -> CostEstimate:
+        """One call's cost averaged over a run of at least one step (what a runtime under a
+        schedule reports): the reduced FLOPs of :meth:`schedule_flops` scaled by one call's share
+        of the run's full FLOPs."""
+        full, reduced = self.schedule_flops(steps, cache_steps, match_dims, hidden_matched)
+        return CostEstimate(self.full_flops, reduced * self.full_flops / full, self.attention_flops)
+
     def predicted_speedup(self, steps: Sequence[Mapping[int, Mapping[str, tuple[int, int]]]],
                           cache_steps: float) -> float:
         """Full over reduced FLOPs of a run (the ideal speedup, docs/measuring.md)."""
         full, reduced = self.schedule_flops(steps, cache_steps)
-        return full / reduced if reduced else 1.0
+        return ideal_speedup(full, reduced)
 
 
 def estimate_cost(gm: torch.fx.GraphModule, kept: Mapping[AttentionSite, Mapping[str, tuple[int, int]]],

@@ -16,11 +16,13 @@ Per step and per rank, for ``P`` ranks, it gives the attention FLOPs, the other 
   rank keeps ``K_q/P`` queries and ``K_kv/P`` keys and values, and the K/V rounds shrink with
   them.
 
-Conventions: FLOPs at 2 per multiply-add (as :mod:`.cost`); ``payload`` bytes are the input
-tensor bytes of the collective calls a rank makes (what a wrapper around ``all_to_all_single``
-counts); ``wire`` bytes are what leaves the rank: ``(P-1)/P`` of an all-to-all's or an
-all-gather's payload, all of a ring round's. Text tokens (``T``, joint attention) are split and
-exchanged like video tokens, and never reduced. Element-wise ops are not counted.
+Conventions: FLOPs at 2 per multiply-add, every count one of the formulas of
+:mod:`asymrnr_compile.ops.flops` (those :mod:`.cost` uses) called with sympy symbols; ``payload``
+bytes are the input tensor bytes of the collective calls a rank makes (what a wrapper around
+``all_to_all_single`` counts); ``wire`` bytes are what leaves the rank: ``(P-1)/P`` of an
+all-to-all's or an all-gather's payload, all of a ring round's. Text tokens (``T``, joint
+attention) are split and exchanged like video tokens, and never reduced. Element-wise ops are
+not counted.
 
 The predicted time of a step is ``flops / flop_rate + wire / link_bandwidth`` (no overlap of
 communication and compute: pessimistic for the parallel runs) with the rates of a
@@ -34,7 +36,7 @@ from typing import Literal
 
 import sympy
 
-from asymrnr_compile.analysis.cost import FLOPS_PER_MAC
+from asymrnr_compile.ops.flops import attention_flops, linear_flops, matching_flops
 
 Scheme = Literal["ulysses", "ring"]
 Placement = Literal["after_exchange", "shard_local"]
@@ -52,6 +54,12 @@ PARALLEL_SYMBOLS: dict[str, sympy.Symbol] = {
 
 #: All-to-alls per attention layer under Ulysses: q, k, v, and the output back.
 ULYSSES_EXCHANGES = 4
+#: Projections of a self-attention layer (q, k, v, out) and of a separate cross-attention
+#: (q and out on the video; k and v on the text), each ``C x C``.
+SELF_ATTENTION_PROJECTIONS = 4
+CROSS_VIDEO_PROJECTIONS = CROSS_TEXT_PROJECTIONS = 2
+#: The features the scaling model reduces and matches: q (on the queries) and kv (on the values).
+MATCHED_FEATURES = ("q", "kv")
 
 
 @dataclass(frozen=True)
@@ -127,30 +135,33 @@ class StepCost:
 def attention_flops_expr(scheme: Scheme) -> sympy.Expr:
     """Attention FLOPs per rank and step (all layers): QK^T and PV over the kept tokens."""
     if scheme == "ulysses":  # all tokens of H/P heads
-        per_layer = FLOPS_PER_MAC * B * (H / P) * (T + KQ) * (T + KKV) * 2 * D
+        per_layer = attention_flops(B * (H / P), T + KQ, T + KKV, D)
     else:  # L/P queries against all keys, all heads
-        per_layer = FLOPS_PER_MAC * B * H * ((T + KQ) / P) * (T + KKV) * 2 * D
-    cross = FLOPS_PER_MAC * B * H * (N / P) * TX * 2 * D
+        per_layer = attention_flops(B * H, (T + KQ) / P, T + KKV, D)
+    cross = attention_flops(B * H, N / P, TX, D)  # the rank's video queries against all text keys
     return LAYERS * (per_layer + cross)
 
 
 def other_flops_expr() -> sympy.Expr:
     """Projections and MLP per rank and step: token-wise, so ``1/P`` of the tokens each."""
-    tokens = (N + T) / P
-    self_attention = 4 * C * C  # q, k, v, out
-    cross = sympy.Piecewise((2 * C * C * N / P + 2 * C * C * TX, TX > 0), (0, True))  # q, out; k, v on text
-    mlp = 2 * C * CFF
-    return FLOPS_PER_MAC * B * (LAYERS * (tokens * (self_attention + mlp)) + LAYERS * cross + (N / P) * C * COUT)
+    rows = B * (N + T) / P
+    self_attention = SELF_ATTENTION_PROJECTIONS * linear_flops(rows, C, C)
+    mlp = linear_flops(rows, C, CFF) + linear_flops(rows, CFF, C)
+    cross_projections = (CROSS_VIDEO_PROJECTIONS * linear_flops(B * N / P, C, C)
+                         + CROSS_TEXT_PROJECTIONS * linear_flops(B * TX, C, C))
+    cross = sympy.Piecewise((cross_projections, TX > 0), (0, True))
+    final = linear_flops(B * N / P, C, COUT)
+    return LAYERS * (self_attention + mlp + cross) + final
 
 
 def matching_flops_expr(scheme: Scheme) -> sympy.Expr:
     """Matching FLOPs per rank and step, amortised over the cache window (q on queries, kv on
     values): per head over the whole sequence after a Ulysses exchange, per shard for ring."""
-    pairs = (N - NDST) * NDST
-    if scheme == "ulysses":
-        per_layer = FLOPS_PER_MAC * pairs * B * (H / P) * 2 * D
-    else:
-        per_layer = FLOPS_PER_MAC * (pairs / P**2) * B * H * 2 * D  # shard of N/P, dst N_dst/P
+    if scheme == "ulysses":  # all N tokens of H/P heads
+        one = matching_flops(B * (H / P), N - NDST, NDST, D)
+    else:  # the rank's shard: N/P tokens, N_dst/P of them dst, all heads
+        one = matching_flops(B * H, (N - NDST) / P, NDST / P, D)
+    per_layer = len(MATCHED_FEATURES) * one
     return LAYERS * per_layer / W
 
 

@@ -16,6 +16,15 @@ Typical use for one site and feature::
 
 from __future__ import annotations
 
+from .flops import (
+    FLOPS_PER_MAC,
+    attention_flops,
+    linear_flops,
+    matching_flops,
+    matmul_flops,
+    projected_matching_flops,
+    projection_saves_flops,
+)
 from .match import (
     DEFAULT_MATCH_CHUNK_BYTES,
     MATCH_KERNELS,
@@ -23,7 +32,6 @@ from .match import (
     Matching,
     match_chunk_size,
     match_tokens,
-    projection_saves_flops,
     random_projection,
 )
 from .reduce import (
@@ -52,6 +60,7 @@ from .split import (
 __all__ = [
     "DEFAULT_DST_STRIDE",
     "DEFAULT_MATCH_CHUNK_BYTES",
+    "FLOPS_PER_MAC",
     "MASK_DIMS",
     "MATCH_KERNELS",
     "REDUCE_MODES",
@@ -60,16 +69,21 @@ __all__ = [
     "Matching",
     "ReductionIndices",
     "TokenSplit",
+    "attention_flops",
     "count_dst_tokens",
     "gather_tokens",
     "indices_over_heads",
     "key_multiplicity",
+    "linear_flops",
     "match_chunk_size",
     "match_tokens",
+    "matching_flops",
+    "matmul_flops",
     "max_reduction_ratio",
     "num_kept_tokens",
     "proportional_attention_mask",
     "random_matching",
+    "projected_matching_flops",
     "projection_saves_flops",
     "random_projection",
     "reduce_mask",

@@ -34,11 +34,11 @@ projection that keeps distances and dot products in expectation, so the nearest 
 among ``k`` instead of ``c`` channels. The score matmul then costs ``k / c`` of the full one,
 plus ``N c k`` per leading index for the projection (for CogVideoX-2B's hidden states, ``c``
 1920 and ``N_dst`` 1,980: ~14x fewer multiply-adds at ``k`` 64, ~29x at 32). Where the
-projection would cost more than it saves (few dst tokens, :func:`projection_saves_flops`) the
-exact matching is run instead. The nearest dst may then differ from the exact one where two dst
-tokens are almost equally near: it is not the exact matching. The backend's default
-(``AsymRnRConfig.match_dims``, 32) was chosen by the quality benchmark; the published preset
-matches exactly.
+projection would cost more than it saves (few dst tokens,
+:func:`~asymrnr_compile.ops.flops.projection_saves_flops`) the exact matching is run instead.
+The nearest dst may then differ from the exact one where two dst tokens are almost equally
+near: it is not the exact matching. The backend's default (``AsymRnRConfig.match_dims``, 32)
+was chosen by the quality benchmark; the published preset matches exactly.
 
 Both run inside a custom op, ``torch.ops.asymrnr.match_tokens`` (registered on import, for every
 device), with a fake implementation for tracing: under ``torch.compile(fullgraph=True)`` the whole
@@ -63,6 +63,7 @@ from asymrnr_compile._validate import (
 )
 
 from . import match_triton
+from .flops import projection_saves_flops
 from .split import TokenSplit, check_split
 
 __all__ = [
@@ -72,7 +73,6 @@ __all__ = [
     "Matching",
     "match_chunk_size",
     "match_tokens",
-    "projection_saves_flops",
     "random_projection",
 ]
 
@@ -340,16 +340,6 @@ def _aten_nearest(
     else:
         distance = score.neg()
     return distance, nearest
-
-
-def projection_saves_flops(num_tokens: int, num_dst: int, channels: int, dims: int) -> bool:
-    """Whether matching on a ``dims``-dim projection takes fewer multiply-adds than the exact
-    matching, per leading index: ``N c k + N_src N_dst k < N_src N_dst c`` (the projection of
-    the ``N`` video tokens plus the smaller score matmul, against the full one). False for
-    ``k >= c``, and for few dst tokens (``N_dst`` below about ``k``), where the projection
-    alone costs more than it saves."""
-    num_src = num_tokens - num_dst
-    return num_tokens * channels * dims + num_src * num_dst * dims < num_src * num_dst * channels
 
 
 @functools.lru_cache(maxsize=16)
