@@ -47,7 +47,7 @@ import torch
 import torch.fx
 from torch._dynamo.exc import RestartAnalysis
 
-from asymrnr_compile.analysis.cost import CostEstimate, graph_flops
+from asymrnr_compile.analysis.cost import CostEstimate, graph_flops, ideal_speedup
 from asymrnr_compile.analysis.declared_layout import DeclaredLayout, declared_layout_seeds
 from asymrnr_compile.analysis.find_sites import analyse_graph
 from asymrnr_compile.analysis.fx_nodes import op_name
@@ -119,7 +119,7 @@ class AsymRnRReport:
         """FLOPs of all graphs unreduced over reduced (steady state, after warm-up)."""
         full = sum(g["cost"]["full_gflops"] for g in self.graphs)
         reduced = sum(g["cost"]["reduced_gflops"] for g in self.graphs)
-        return full / reduced if reduced else 1.0
+        return ideal_speedup(full, reduced)
 
     def to_dict(self) -> dict[str, Any]:
         return {

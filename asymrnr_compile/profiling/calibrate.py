@@ -29,6 +29,7 @@ import torch
 
 from asymrnr_compile import ops
 from asymrnr_compile._validate import check_choice
+from asymrnr_compile.analysis.cost import ideal_speedup
 from asymrnr_compile.ops import redundancy
 from asymrnr_compile.plan.schedule import Schedule
 from asymrnr_compile.profiling.profiler import ProfiledSite, RedundancyProfile
@@ -102,7 +103,7 @@ def predicted_speedup(profile: RedundancyProfile, schedule: Schedule, cache_step
         hidden_matched = {s.index for s in sites if s.hidden_matched}
         f, r = model.schedule_flops(steps, cache_steps, profile.config.match_dims, hidden_matched)
         full, reduced = full + f, reduced + r
-    return full / reduced if reduced else 1.0
+    return ideal_speedup(full, reduced)
 
 
 def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
@@ -177,9 +178,8 @@ def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
     full = sum(model.full_flops for model, _ in profile.cost_models) * steps
     saved = 0.0
     cell_saving: dict[tuple[int, int], float] = {}
-    best = 1.0
     for _, ratio, row, step, feature in moves:
-        if full / (full - saved) >= target_speedup:
+        if ideal_speedup(full, full - saved) >= target_speedup:
             break
         cell = {f: float(ratios[f][row, step]) for f in FEATURES}
         if ratio <= cell[feature]:
@@ -193,8 +193,7 @@ def calibrate(profile: RedundancyProfile, target_speedup: float = 1.5, *,
         ratios[feature][row, step] = ratio
         saved += new - cell_saving.get((row, step), 0.0)
         cell_saving[(row, step)] = new
-        best = full / (full - saved)
-    best = full / (full - saved) if full > saved else math.inf
+    best = ideal_speedup(full, full - saved) if full > saved else math.inf
     if best < target_speedup and not best_effort:
         raise ValueError(f"target_speedup {target_speedup} is not reachable: with the ladder {ladder} the cost "
                          f"model predicts at most {best:.3f}x")

@@ -293,10 +293,8 @@ class AsymRnRRuntime:
                 config.cache_steps, config.match_dims, hidden_matched,
             )
         else:  # mean over the scheduled steps
-            model = GraphCostModel(gm, sites)
-            full, reduced = model.schedule_flops(schedule.kept_per_step(reductions), config.cache_steps,
-                                                 config.match_dims, hidden_matched)
-            self.cost = CostEstimate(model.full_flops, reduced * model.full_flops / full, model.attention_flops)
+            self.cost = GraphCostModel(gm, sites).schedule_estimate(
+                schedule.kept_per_step(reductions), config.cache_steps, config.match_dims, hidden_matched)
 
     def reset(self) -> None:
         """Start a new video: every calling thread forgets its steps and cached matchings."""
