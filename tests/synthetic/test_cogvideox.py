@@ -267,3 +267,65 @@ def test_init_from_starts_a_new_run_from_a_trained_models_weights(runs, tmp_path
     assert history[0]["init_from"] == str(runs[0]) and history[0]["init_step"] == 3
     with pytest.raises(ValueError, match="init_from .* does not fit this run.*'arch'"):
         train(tmp_path / "other", CONFIG, log=lambda _: None, init_from=CHECKPOINT_PATH)
+
+
+#: :data:`TINY` at half the patch size: 4 x 4 pixels per token, a 4 x 8 x 8 grid of 256 tokens.
+TINY_FINE = CogVideoXTaskConfig(patch_size=4, num_heads=2, head_dim=16, num_blocks=1, time_embed_dim=32,
+                                text_dim=16)
+
+
+def test_transplant_patch_size_keeps_what_a_coarse_token_sees_and_predicts():
+    """On a video constant over each coarse patch, every fine token embeds exactly as the coarse
+    token around it; a fine token's output pixels are the means of the coarse token's over its
+    area; the transformer blocks are copied; the position table stays the fine model's."""
+    coarse = build_cogvideox_model(seed=0, preset=TINY, vocab_size=20)
+    fine = build_cogvideox_model(seed=1, preset=TINY_FINE, vocab_size=20)
+    weights = cogvideox.transplant_patch_size(coarse.state_dict(), fine.state_dict())
+    fine.load_state_dict(weights)
+
+    block = "transformer.model.transformer_blocks.0.attn1.to_q.weight"
+    assert torch.equal(weights[block], coarse.state_dict()[block])
+    assert torch.equal(weights[cogvideox.POSITION_TABLE], fine.state_dict()[cogvideox.POSITION_TABLE])
+
+    generator = torch.Generator().manual_seed(0)
+    channels = TINY.temporal_patch * 3
+    blocks = torch.randn(1, channels, 32 // TINY.patch_size, 32 // TINY.patch_size, generator=generator)
+    image = blocks.repeat_interleave(TINY.patch_size, dim=2).repeat_interleave(TINY.patch_size, dim=3)
+    with torch.no_grad():
+        coarse_embed = coarse.transformer.model.patch_embed.proj(image)      # (1, D, 4, 4)
+        fine_embed = fine.transformer.model.patch_embed.proj(image)          # (1, D, 8, 8)
+    ratio = TINY.patch_size // TINY_FINE.patch_size
+    expanded = coarse_embed.repeat_interleave(ratio, dim=2).repeat_interleave(ratio, dim=3)
+    assert max_relative_error(fine_embed, expanded) < 1e-5
+
+    hidden = torch.randn(5, TINY.num_heads * TINY.head_dim, generator=generator)
+    with torch.no_grad():
+        coarse_out = coarse.transformer.model.proj_out(hidden).view(5, channels, TINY.patch_size,
+                                                                    TINY.patch_size)
+        fine_out = fine.transformer.model.proj_out(hidden).view(5, channels, TINY_FINE.patch_size,
+                                                                TINY_FINE.patch_size)
+    assert max_relative_error(fine_out, torch.nn.functional.avg_pool2d(coarse_out, ratio)) < 1e-5
+
+
+def test_transplant_patch_size_refuses_other_differences():
+    coarse = build_cogvideox_model(seed=0, preset=TINY, vocab_size=20).state_dict()
+    from dataclasses import replace
+
+    wider = build_cogvideox_model(seed=0, preset=replace(TINY_FINE, text_dim=32), vocab_size=20).state_dict()
+    with pytest.raises(ValueError, match="only the patch embedding and the output projection may differ"):
+        cogvideox.transplant_patch_size(coarse, wider)
+
+
+def test_init_from_a_coarser_preset_transplants_the_patch_size(runs, tmp_path, monkeypatch):
+    """A run of the finer preset starts from the coarser preset's trained model: with a zero
+    learning rate its export is the transplanted model."""
+    from dataclasses import replace
+
+    monkeypatch.setitem(COGVIDEOX_PRESETS, "cogvideox", TINY)
+    monkeypatch.setitem(COGVIDEOX_PRESETS, "cogvideox-fine", TINY_FINE)
+    fine_config = replace(CONFIG, preset="cogvideox-fine", steps=1, lr=0.0)
+    exported = train(tmp_path / "fine", fine_config, log=lambda _: None, init_from=runs[0])
+    started_from = load_trained_model(runs[0])[0].state_dict()
+    fine = load_trained_model(exported)[0].state_dict()
+    _exact(fine, cogvideox.transplant_patch_size(started_from, fine))
+    assert read_checkpoint_metadata(exported)["runs"][0]["init_from"] == str(runs[0])

@@ -238,6 +238,64 @@ def rotary_tables(grid: tuple[int, int, int], head_dim: int, theta: float = SYNT
     )
 
 
+#: The tensors of a :class:`TextToVideoCogVideoX` state dict that depend on the patch size.
+PATCH_EMBEDDING_WEIGHT = "transformer.model.patch_embed.proj.weight"
+OUTPUT_PROJECTION = ("transformer.model.proj_out.weight", "transformer.model.proj_out.bias")
+#: CogVideoX's fixed sin-cos position table (a buffer saved with the weights, not trained): sized by
+#: the token grid, so a model of another patch size keeps its own.
+POSITION_TABLE = "transformer.model.patch_embed.pos_embedding"
+
+
+def transplant_patch_size(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights of a :class:`TextToVideoCogVideoX` of patch size ``p`` (``source``, a state
+    dict) for one of patch size ``p / r`` (``target``'s shapes; same width, blocks and text), so
+    that a model trained on coarse tokens starts a finer-token run where it left off.
+
+    Every tensor whose shape matches is copied. The patch embedding, a ``Conv2d`` of kernel
+    ``p``, ``(D, C, p, p)``, becomes kernel ``p / r`` by summing each ``r x r`` block of its
+    kernel: a fine token sees the pixels of its quarter of the coarse patch through the coarse
+    kernel's matching quarter, and on a video constant over each coarse patch every fine token
+    embeds exactly like the coarse token around it. The output projection ``(C * p * p, D)``
+    (rows ordered channel, row, column, as diffusers' unpatchify reads them) and its bias become
+    ``(C * (p / r)^2, D)`` by averaging each ``r x r`` block of output pixels, so a fine token
+    predicts the mean of what the coarse one predicted for its area. The position table stays
+    ``target``'s. ValueError when other tensors differ or the patch sizes do not divide.
+    """
+    weights = {}
+    for name, wanted in target.items():
+        have = source.get(name)
+        if have is None:
+            raise ValueError(f"transplant_patch_size: the source model has no {name!r}")
+        if have.shape == wanted.shape or name == POSITION_TABLE:
+            weights[name] = have if have.shape == wanted.shape else wanted
+            continue
+        if name == PATCH_EMBEDDING_WEIGHT:
+            width, channels, coarse, _ = have.shape
+            fine = wanted.shape[-1]
+            ratio = _patch_ratio(coarse, fine)
+            weights[name] = have.reshape(width, channels, fine, ratio, fine, ratio).sum(dim=(3, 5))
+        elif name in OUTPUT_PROJECTION:
+            rows = have.shape[0]
+            fine_rows = wanted.shape[0]
+            channels = target[PATCH_EMBEDDING_WEIGHT].shape[1]
+            coarse = math.isqrt(rows // channels)
+            fine = math.isqrt(fine_rows // channels)
+            ratio = _patch_ratio(coarse, fine)
+            grid = have.reshape(channels, fine, ratio, fine, ratio, *have.shape[1:])
+            weights[name] = grid.mean(dim=(2, 4)).reshape(wanted.shape)
+        else:
+            raise ValueError(f"transplant_patch_size: {name!r} is {tuple(have.shape)} in the source and "
+                             f"{tuple(wanted.shape)} in the target; only the patch embedding and the output "
+                             "projection may differ")
+    return weights
+
+
+def _patch_ratio(coarse: int, fine: int) -> int:
+    if fine <= 0 or coarse % fine:
+        raise ValueError(f"transplant_patch_size: patch size {coarse} is not a multiple of {fine}")
+    return coarse // fine
+
+
 def fold_frames(video: torch.Tensor, temporal_patch: int) -> torch.Tensor:
     """``(B, C, F, H, W) -> (B, F / t, C * t, H, W)``: every ``t`` frames into the channels
     (channel ``c * t + k`` holds frame ``k`` of colour ``c``)."""

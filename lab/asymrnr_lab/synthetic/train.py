@@ -49,6 +49,7 @@ from asymrnr_lab.synthetic.generate import EVAL_SAMPLER, evaluate
 from asymrnr_lab.synthetic.model import (
     ARCH_PRESETS,
     ARCHS,
+    COGVIDEOX_ARCH,
     PREDICTIONS,
     REFERENCE_ARCH,
     SYNTHETIC_PRESET,
@@ -262,15 +263,24 @@ def _init_weights_from(path: str | Path, model: torch.nn.Module, ema: torch.nn.M
     loaded, loaded_task = load_trained_model(path)
     metadata = read_checkpoint_metadata(path)
     trained = metadata.get("train_config", {})
+    trained_preset = trained.get("preset", SYNTHETIC_PRESET)
     mismatches = {name: (mine, theirs) for name, mine, theirs in (
-        ("preset", config.preset, trained.get("preset", SYNTHETIC_PRESET)),
+        ("preset", config.preset, trained_preset),
         ("arch", config.arch, trained.get("arch", REFERENCE_ARCH)),
         ("prediction", config.prediction, loaded.prediction),
         ("task", asdict(task), asdict(loaded_task)),
     ) if mine != theirs}
-    if mismatches:
+    # A CogVideoX model of another patch size (the 256-token preset for the 1024-token one) starts
+    # the run through transplant_patch_size; everything else must match.
+    other_patch_size = config.arch == COGVIDEOX_ARCH and set(mismatches) == {"preset"}
+    if mismatches and not other_patch_size:
         raise ValueError(f"init_from {path} does not fit this run (this run, that model): {mismatches}")
-    weights = {name: value.to(next(model.parameters()).device) for name, value in loaded.state_dict().items()}
+    state = loaded.state_dict()
+    if other_patch_size:
+        from asymrnr_lab.synthetic.cogvideox import transplant_patch_size
+
+        state = transplant_patch_size(state, model.state_dict())
+    weights = {name: value.to(next(model.parameters()).device) for name, value in state.items()}
     model.load_state_dict(weights)
     ema.load_state_dict(weights)
     return {"init_from": str(path), "init_step": metadata.get("step"), "init_runs": metadata.get("runs")}
