@@ -29,14 +29,9 @@ import asymrnr_compile
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
 from asymrnr_compile.profiling.calibrate import calibrate, predicted_speedup
 from asymrnr_lab.cli.demo import demo_inputs, timed_sample
+from asymrnr_lab.metrics import psnr_db, relative_l2
 from asymrnr_lab.models import build_reference_model
-from asymrnr_lab.sampling import (
-    SamplerConfig,
-    psnr_db,
-    relative_l2,
-    sample,
-    sample_lockstep,
-)
+from asymrnr_lab.sampling import SamplerConfig, sample, sample_lockstep
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,8 +41,8 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
+from asymrnr_lab.metrics import psnr_db, relative_l2
 from asymrnr_lab.models.diffusers_pipelines import SMALL_GRID, TinyPipeline, tiny_pipeline
-from asymrnr_lab.sampling import psnr_db, relative_l2
 
 
 @dataclass(frozen=True)

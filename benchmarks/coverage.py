@@ -52,7 +52,7 @@ from torch._dynamo.utils import counters
 from asymrnr_compile import AsymRnRBackend
 from asymrnr_compile.config import AsymRnRWarning
 from asymrnr_compile.runtime import AsymRnRRuntime
-from asymrnr_lab.sampling import relative_l2
+from asymrnr_lab.metrics import relative_l2
 
 #: The reduction measured: the paper's q / kv ratios, small sites allowed (the grids have 128 tokens).
 REDUCE_OPTIONS: dict[str, Any] = {"q_ratio": 0.5, "kv_ratio": 0.3, "min_video_tokens": 16}

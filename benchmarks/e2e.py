@@ -68,6 +68,7 @@ from results_md import machine_info
 from torch._dynamo.utils import counters
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
+from asymrnr_lab.metrics import loop_speedup, psnr_db, relative_l2
 from asymrnr_lab.models import (
     build_reference_model,
     reference_inputs,
@@ -75,14 +76,7 @@ from asymrnr_lab.models import (
 )
 from asymrnr_lab.models.config import PRESETS
 from asymrnr_lab.models.inputs import synthetic_text_embeddings
-from asymrnr_lab.sampling import (
-    SamplerConfig,
-    loop_speedup,
-    psnr_db,
-    relative_l2,
-    sample,
-    sample_lockstep,
-)
+from asymrnr_lab.sampling import SamplerConfig, sample, sample_lockstep
 
 FAMILIES = ("cogvideox", "hunyuan", "mochi", "wan", "ltx")
 MODELS = ("reference", *FAMILIES)

@@ -73,6 +73,7 @@ from torch._dynamo.utils import counters
 from torch.utils.flop_counter import FlopCounterMode
 
 from asymrnr_compile.config import AsymRnRConfig
+from asymrnr_lab.metrics import whole_loop_speedup
 from asymrnr_lab.synthetic.accelerators import (
     Accelerator,
     AsymRnR,
@@ -222,11 +223,6 @@ def time_loops(model, accelerators: dict[str, Accelerator], captions, seeds, tas
     return out
 
 
-def loop_speedup(base_seconds: list[float], seconds: list[float]) -> float:
-    """Median over rounds of the baseline's loop time over the row's."""
-    return statistics.median(b / s for b, s in zip(base_seconds, seconds, strict=True))
-
-
 def render_section(result: dict[str, Any]) -> str:
     """The RESULTS.md section of one run."""
     title = "## Speed and quality against diffusers' accelerators: the trained text-to-video model"
@@ -340,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 entry["flop_ideal"] = hook_flop_ratio(model, row.accelerator, timing_captions, timing_seeds, task,
                                                       base_flops)
-            entry.update(loop_speedup=loop_speedup(base_seconds, timing[name]["seconds"]),
+            entry.update(loop_speedup=whole_loop_speedup(base_seconds, timing[name]["seconds"]),
                          loop_seconds=statistics.median(timing[name]["seconds"]),
                          round_seconds=timing[name]["seconds"], graphs=timing[name]["graphs"],
                          recompiles_during_timing=timing[name]["recompiles_during_timing"])

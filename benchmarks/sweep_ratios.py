@@ -24,8 +24,9 @@ import torch
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
 from asymrnr_lab.cli.demo import demo_inputs, timed_sample
+from asymrnr_lab.metrics import loop_speedup, psnr_db, relative_l2
 from asymrnr_lab.models import build_reference_model
-from asymrnr_lab.sampling import SamplerConfig, loop_speedup, psnr_db, relative_l2, sample_lockstep
+from asymrnr_lab.sampling import SamplerConfig, sample_lockstep
 
 SETTINGS = [(0.0, 0.0), (0.3, 0.0), (0.0, 0.3), (0.3, 0.2), (0.5, 0.3), (0.6, 0.4), (0.7, 0.5)]
 QUICK_SETTINGS = [(0.5, 0.3)]

@@ -9,9 +9,8 @@ recompile.
 
 from __future__ import annotations
 
-import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -131,70 +130,3 @@ def sample_lockstep(
         if on_step is not None:
             on_step(step, config.steps)
     return latents, seconds
-
-
-@dataclass(frozen=True)
-class LoopSpeedup:
-    """A variant's speed against a baseline, from per-step times of interleaved loops.
-
-    The headline is :attr:`loop`: the baseline's whole-loop time over the variant's, matching
-    steps included (what a user waits for), the median over the timed rounds of the per-round
-    ratio. :attr:`median_step` is the ratio of median step times, a second column only: with a
-    cache window of 5 steps it never contains a step that computes matchings.
-
-    Attributes:
-        loop: whole-loop speedup (median over rounds).
-        median_step: median-step speedup.
-        loop_seconds: the variant's loop time (median over rounds).
-        matching_step_cost: median time of the variant's steps that computed matchings over the
-            median time of its other steps (None when the steps are not given or one kind is
-            missing): what a matching costs, as a fraction of a step.
-    """
-
-    loop: float
-    median_step: float
-    loop_seconds: float
-    matching_step_cost: float | None = None
-
-
-def loop_speedup(baseline_steps: list[float], variant_steps: list[float], steps_per_loop: int,
-                 matching_steps: Iterable[int] = ()) -> LoopSpeedup:
-    """Speed of a variant against a baseline from their step times (:class:`LoopSpeedup`).
-
-    Args:
-        baseline_steps, variant_steps: seconds of every timed step, round after round (as
-            :func:`sample_lockstep` returns them, concatenated over rounds); same length, a
-            multiple of ``steps_per_loop``.
-        steps_per_loop: denoising steps in one loop.
-        matching_steps: the steps (0-based within a loop) at which the variant computed
-            matchings (e.g. ``AsymRnRRuntime.matching_steps``), for :attr:`LoopSpeedup.matching_step_cost`.
-    """
-    if len(baseline_steps) != len(variant_steps) or not variant_steps or len(variant_steps) % steps_per_loop:
-        raise ValueError(f"need equal step lists, a multiple of steps_per_loop={steps_per_loop} long; got "
-                         f"{len(baseline_steps)} and {len(variant_steps)}")
-    rounds = len(variant_steps) // steps_per_loop
-    loops = [slice(r * steps_per_loop, (r + 1) * steps_per_loop) for r in range(rounds)]
-    loop = statistics.median(sum(baseline_steps[part]) / sum(variant_steps[part]) for part in loops)
-    median_step = statistics.median(baseline_steps) / statistics.median(variant_steps)
-    loop_seconds = statistics.median(sum(variant_steps[part]) for part in loops)
-    matching = set(matching_steps)
-    computing = [t for i, t in enumerate(variant_steps) if i % steps_per_loop in matching]
-    reusing = [t for i, t in enumerate(variant_steps) if i % steps_per_loop not in matching]
-    cost = statistics.median(computing) / statistics.median(reusing) if computing and reusing else None
-    return LoopSpeedup(loop, median_step, loop_seconds, cost)
-
-
-def relative_l2(value: torch.Tensor, reference: torch.Tensor) -> float:
-    """||value - reference|| / ||reference||, in float64."""
-    reference = reference.double()
-    return float((value.double() - reference).norm() / reference.norm().clamp_min(1e-30))
-
-
-def psnr_db(value: torch.Tensor, reference: torch.Tensor) -> float:
-    """PSNR of ``value`` against ``reference`` with the reference's peak-to-peak range as peak."""
-    reference = reference.double()
-    mse = float((value.double() - reference).pow(2).mean())
-    peak = float(reference.max() - reference.min())
-    if mse == 0.0:
-        return float("inf")
-    return 10.0 * torch.log10(torch.tensor(peak * peak / mse)).item()

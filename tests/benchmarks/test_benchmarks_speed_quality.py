@@ -46,12 +46,6 @@ def test_hook_rows_are_not_applicable_to_the_reference_model_and_say_why():
     assert all("diffusers model class" in row.reason and "ReferenceDiT" in row.reason for row in skipped)
 
 
-def test_loop_speedup_is_the_median_of_per_round_ratios():
-    assert speed_quality_table.loop_speedup([2.0, 2.0, 3.0], [1.0, 2.0, 1.0]) == 2.0
-    with pytest.raises(ValueError):
-        speed_quality_table.loop_speedup([1.0], [1.0, 2.0])
-
-
 def _row(name, all_correct, change, **extra):
     return {"row": name, "all_correct": all_correct, "change": change, "valid": 100.0, "psnr": None,
             "ssim": None, **extra}

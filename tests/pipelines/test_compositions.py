@@ -21,8 +21,8 @@ pytest.importorskip("diffusers", reason="diffusers is not installed (pip install
 pytest.importorskip("transformers", reason="the diffusers pipelines import transformers (pip install -e .[diffusers])")
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig  # noqa: E402
+from asymrnr_lab.metrics import psnr_db  # noqa: E402
 from asymrnr_lab.models.diffusers_pipelines import SMALL_GRID  # noqa: E402
-from asymrnr_lab.sampling import psnr_db  # noqa: E402
 
 _load = load_benchmark
 

@@ -36,20 +36,14 @@ from asymrnr_compile._validate import check_choice
 from asymrnr_compile.backend import AsymRnRBackend
 from asymrnr_compile.config import MATCH_SOURCES, AsymRnRConfig
 from asymrnr_lab.cli.progress import Progress
+from asymrnr_lab.metrics import loop_speedup, psnr_db, relative_l2
 from asymrnr_lab.models import (
     build_reference_model,
     reference_inputs,
     synthetic_latents,
 )
 from asymrnr_lab.models.config import PRESETS, resolve_config
-from asymrnr_lab.sampling import (
-    SamplerConfig,
-    loop_speedup,
-    psnr_db,
-    relative_l2,
-    sample,
-    sample_lockstep,
-)
+from asymrnr_lab.sampling import SamplerConfig, sample, sample_lockstep
 
 VARIANTS = ("eager", "inductor", "asymrnr")
 
@@ -130,7 +124,7 @@ class DemoResult:
 
     def loop_speedup(self, name: str, baseline: str = "inductor") -> float:
         """Whole-loop time of ``baseline`` over ``name``'s, the headline (matching steps included;
-        the median over rounds, :func:`~asymrnr_lab.sampling.loop_speedup`)."""
+        the median over rounds, :func:`~asymrnr_lab.metrics.loop_speedup`)."""
         return loop_speedup(self.timings[baseline].step_seconds, self.timings[name].step_seconds,
                             self.sampler.steps).loop
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.nn.functional as F
 
+from asymrnr_lab.metrics import psnr_db
 from asymrnr_lab.synthetic.config import (
     DIRECTIONS,
     PALETTE,
@@ -569,11 +570,11 @@ def _pair(a: torch.Tensor, b: torch.Tensor, name: str) -> tuple[torch.Tensor, to
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = DATA_RANGE):
-    """Peak signal-to-noise ratio in dB (inf when equal): a float for ``(3, F, H, W)``, a
+    """Peak signal-to-noise ratio in dB (inf when equal) of videos in [-1, 1]
+    (:func:`asymrnr_lab.metrics.psnr_db` with peak ``data_range``): a float for ``(3, F, H, W)``, a
     ``(B,)`` tensor for batches."""
     a, b, single = _pair(a, b, "psnr")
-    mse = (a - b).pow(2).flatten(1).mean(1)
-    out = 10 * torch.log10(data_range**2 / mse)  # mse == 0 -> inf
+    out = psnr_db(a, b, peak=data_range, per_sample=True)
     return float(out[0]) if single else out
 
 
