@@ -31,6 +31,14 @@ class ReasonKind(enum.Enum):
     NEEDS_REGIONAL_HOOK = "needs the regional hook"
     """A transformer block compiled alone without the hook that tells it the grid: always warned
     about, whatever the other sites' reasons."""
+    NO_VIDEO_TOKENS = "no video tokens"
+    """The attention holds no video tokens (text-only attention, or a graph where no video grid was
+    found): nothing to reduce; the analysis adds why no grid was found where that is the cause."""
+    NOT_APPLICABLE = "not applicable"
+    """The method does not apply to this attention by design (AsymRnR reduces the video tokens a
+    softmax attention runs over): temporal attention over a handful of frames, attention along
+    another axis than the grid's, other tokens attending to the video, linear attention. Warned
+    about only when no site of the graph is reduced."""
     PROBLEM = "problem"
     """Anything else the user did not choose: warned about once, with the fix where there is one."""
 
@@ -39,6 +47,11 @@ class ReasonKind(enum.Enum):
 GENERIC_FIX = "see backend.report().to_dict() for each site's reason"
 #: The fix for symbolic shapes (the analysis needs static token counts).
 DYNAMIC_FALSE_FIX = "compile with dynamic=False (or mark no dimension dynamic)"
+#: The fix when a graph shows no video grid: let the compiled graph see where the tokens come from.
+NO_GRID_FIX = ("compile the whole transformer (its patch embedding gives the grid), or, for blocks compiled alone, "
+               "asymrnr_compile.compile_repeated_blocks / apply_token_layout_hook (an InputLayout declares the grid)")
+#: The fix for attention written by hand: the backend reduces scaled_dot_product_attention calls.
+USE_SDPA_FIX = "compute the attention with torch.nn.functional.scaled_dot_product_attention"
 
 
 class Reason(str):
@@ -63,6 +76,14 @@ class Reason(str):
 
     def __reduce__(self):  # a str subclass with attributes: pickle it with its kind and fix
         return (Reason, (str(self), self.kind, self.fix))
+
+
+def joined(reason: str | None, note: str) -> Reason:
+    """``reason; note`` (or ``note`` alone when ``reason`` is None), keeping ``reason``'s kind and
+    fix; a typed ``note`` (:class:`Reason`) gives both where ``reason`` is None."""
+    if reason is None:
+        return note if isinstance(note, Reason) else Reason(note)
+    return Reason(f"{reason}; {note}", kind_of(reason), fix_of(reason) or fix_of(note))
 
 
 def prefixed(prefix: str, reason: str) -> Reason:

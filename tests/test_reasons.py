@@ -9,7 +9,7 @@ import pytest
 
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.plan.select_sites import NO_FEATURE_AT_THESE_RATIOS
-from asymrnr_compile.reasons import Reason, ReasonKind, fix_of, kind_of
+from asymrnr_compile.reasons import Reason, ReasonKind, fix_of, joined, kind_of
 from asymrnr_compile.reasons import prefixed as with_prefix
 
 
@@ -72,3 +72,14 @@ def test_reports_hold_plain_strings():
     buffer.seek(0)
     assert torch.load(buffer, weights_only=True) == report
     torch._dynamo.reset()
+
+
+def test_joined_keeps_the_first_reasons_kind_and_takes_a_fix_where_it_has_none():
+    first = Reason("text-only attention", ReasonKind.NO_VIDEO_TOKENS)
+    note = Reason("h unavailable: rope", fix="match on the features")
+    both = joined(first, note)
+    assert both == "text-only attention; h unavailable: rope"
+    assert (kind_of(both), fix_of(both)) == (ReasonKind.NO_VIDEO_TOKENS, "match on the features")
+    assert joined(None, note) is note
+    alone = joined(None, "a plain note")
+    assert (alone, kind_of(alone), fix_of(alone)) == ("a plain note", ReasonKind.PROBLEM, None)

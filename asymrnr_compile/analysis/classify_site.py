@@ -38,6 +38,7 @@ from asymrnr_compile.analysis.token_layout import (
     size_add,
     strip_units,
 )
+from asymrnr_compile.reasons import DYNAMIC_FALSE_FIX, Reason, ReasonKind
 
 #: Token axis of query, key and value at an SDPA call.
 SDPA_TOKEN_AXIS = -2
@@ -55,7 +56,7 @@ class TokenAxes:
     video_tokens: int | None = None
     grid: tuple[int, int, int] | None = None
     video_segment: Segment | None = None
-    reason: str | None = None
+    reason: Reason | None = None
     tokens_before: int = 0
 
     @property
@@ -118,7 +119,7 @@ def read_token_axes(query: Layout | None, key: Layout | None) -> TokenAxes:
     """Classify a site from the layouts of its query and key (see the module docstring)."""
     q_dim, k_dim = _token_dim(query), _token_dim(key)
     if q_dim is None or k_dim is None:
-        return TokenAxes("unknown", reason="could not find the token dimension (no shapes)")
+        return TokenAxes("unknown", reason=Reason("could not find the token dimension (no shapes)"))
     video_at = [k for k, seg in enumerate(q_dim) if segment_is_video(seg)]
     if not video_at:
         other = _video_elsewhere(query)
@@ -127,24 +128,26 @@ def read_token_axes(query: Layout | None, key: Layout | None) -> TokenAxes:
             count = "a symbolic number of" if n_q is None else str(n_q)
             return TokenAxes(
                 "unknown",
-                reason=f"attention along another axis than the video grid's: the grid's tokens are on query axis "
-                f"{other}, the attention axis holds {count} tokens (e.g. temporal attention over each position's "
-                "frames); not reduced",
+                reason=Reason(f"attention along another axis than the video grid's: the grid's tokens are on query "
+                              f"axis {other}, the attention axis holds {count} tokens (e.g. temporal attention over "
+                              "each position's frames); not reduced", ReasonKind.NOT_APPLICABLE),
             )
         if not any(segment_is_video(seg) for seg in k_dim):
             count = "a symbolic number of" if n_q is None else str(n_q)
             plural = "" if n_q == 1 else "s"
             return TokenAxes(
                 "unknown",
-                reason=f"{TEXT_ONLY_REASON} (no video tokens; {count} query token{plural})",
+                reason=Reason(f"{TEXT_ONLY_REASON} (no video tokens; {count} query token{plural})",
+                              ReasonKind.NO_VIDEO_TOKENS),
             )
-        return TokenAxes("unknown", reason="queries are not video tokens (keys are): other tokens attending to the "
-                                           "video, whose keys and values this backend does not reduce")
+        return TokenAxes("unknown", reason=Reason("queries are not video tokens (keys are): other tokens attending "
+                                                  "to the video, whose keys and values this backend does not reduce",
+                                                  ReasonKind.NOT_APPLICABLE))
     if len(video_at) > 1:
         primary = _primary_video_segment(q_dim, video_at)
         if primary is None:
-            return TokenAxes("unknown", reason="several separate video segments on the query axis, and no single "
-                                               "largest one with a recoverable grid")
+            return TokenAxes("unknown", reason=Reason("several separate video segments on the query axis, and no "
+                                                      "single largest one with a recoverable grid"))
         m = primary
     else:
         m = video_at[0]
@@ -155,7 +158,8 @@ def read_token_axes(query: Layout | None, key: Layout | None) -> TokenAxes:
     tokens_before = _text_length(before)
     if before and tokens_before is None:
         return TokenAxes("unknown", video_tokens=n_video, grid=grid, video_segment=segment,
-                         reason="a symbolic number of tokens precedes the video tokens")
+                         reason=Reason("a symbolic number of tokens precedes the video tokens",
+                                       fix=DYNAMIC_FALSE_FIX))
     if _same_axis(q_dim, k_dim):
         if before or after:
             kind: SiteKind = "joint"
@@ -169,21 +173,20 @@ def read_token_axes(query: Layout | None, key: Layout | None) -> TokenAxes:
             video_tokens=n_video,
             grid=grid,
             video_segment=segment,
-            reason="queries mix text and video but the keys are a different sequence",
+            reason=Reason("queries mix text and video but the keys are a different sequence"),
         )
     else:
         kind, position, text_tokens = "cross", None, None
     result = TokenAxes(kind, position, text_tokens, n_video, grid, segment, tokens_before=tokens_before or 0)
     if temporal:
-        return _unreducible(
-            result, f"only {n_video} tokens on the attention axis (temporal attention)"
-        )
+        return _unreducible(result, Reason(f"only {n_video} tokens on the attention axis (temporal attention)",
+                                           ReasonKind.NOT_APPLICABLE))
     if n_video is None:
-        return _unreducible(result, "the number of video tokens is symbolic")
+        return _unreducible(result, Reason("the number of video tokens is symbolic", fix=DYNAMIC_FALSE_FIX))
     return result
 
 
-def _unreducible(axes: TokenAxes, reason: str) -> TokenAxes:
+def _unreducible(axes: TokenAxes, reason: Reason) -> TokenAxes:
     return replace(axes, reason=reason)
 
 

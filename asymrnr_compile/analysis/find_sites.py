@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from asymrnr_compile.analysis.classify_site import TEXT_ONLY_REASON, TokenAxes, read_token_axes
+from asymrnr_compile.analysis.classify_site import TokenAxes, read_token_axes
 from asymrnr_compile.analysis.fx_nodes import node_value, op_name
 from asymrnr_compile.analysis.input_grid import input_grid_seeds
 from asymrnr_compile.analysis.other_attention import OtherAttention, find_other_attention
@@ -40,6 +40,7 @@ from asymrnr_compile.analysis.sdpa import is_sdpa, sdpa_arguments
 from asymrnr_compile.analysis.site import AttentionSite, Feature
 from asymrnr_compile.analysis.site_names import block_of, site_names
 from asymrnr_compile.analysis.token_layout import concrete, describe_dim, shape_of, video_factors
+from asymrnr_compile.reasons import NO_GRID_FIX, Reason, ReasonKind, fix_of, joined, kind_of
 
 logger = logging.getLogger("asymrnr_compile.analysis")
 
@@ -125,8 +126,8 @@ def _find_sites(gm: torch.fx.GraphModule, nodes: list[torch.fx.Node],
         except Exception as exc:  # noqa: BLE001 - one odd site must not hide the others
             logger.warning("analysis of attention site %s failed: %r", name, exc)
             site = _failed_site(node, index, name, exc)
-        if no_grid is not None and site.reason is not None and site.reason.startswith(TEXT_ONLY_REASON):
-            site.reason = f"{site.reason}: {no_grid}"
+        if no_grid is not None and kind_of(site.reason) is ReasonKind.NO_VIDEO_TOKENS and site.reason is not None:
+            site.reason = Reason(f"{site.reason}: {no_grid}", ReasonKind.NO_VIDEO_TOKENS, fix=fix_of(no_grid))
         logger.debug(
             "site %d %s: kind=%s video=%s grid=%s features=%s reason=%s",
             index, name, site.kind, site.video_tokens, site.grid, site.features, site.reason,
@@ -148,15 +149,16 @@ def _has_video(env: Mapping[torch.fx.Node, LayoutValue]) -> bool:
     return any(carries(value) for value in env.values())
 
 
-def no_grid_reason(gm: torch.fx.GraphModule) -> str:
-    """Why a graph has no video grid at all (the reason of its attention sites)."""
+def no_grid_reason(gm: torch.fx.GraphModule) -> Reason:
+    """Why a graph has no video grid at all (the reason of its attention sites), with the fix."""
     reason = ("no video grid in this graph: no patch-embedding convolution, coordinate meshgrid or patchified "
               "video input reaches its attention")
     placed = sorted({op_name(node, gm) for node in gm.graph.nodes} & set(INDEXED_PLACEMENT_OPS))
     if placed:
         reason += (f"; its sequence is assembled with index tensors ({', '.join(placed)}), so which tokens are video "
                    "is data, not graph structure")
-    return reason
+        return Reason(reason, ReasonKind.NO_VIDEO_TOKENS)  # no compile setting helps: the layout is data
+    return Reason(reason, ReasonKind.NO_VIDEO_TOKENS, fix=NO_GRID_FIX)
 
 
 def describe_layout(layout: LayoutValue) -> str:
@@ -197,7 +199,7 @@ def _analyse(
     )
     q_layout, k_layout = _layout(env.get(query)), _layout(env.get(key))
     if q_layout is None or k_layout is None:
-        site.reason = "could not find the token dimension (no shape metadata)"
+        site.reason = Reason("could not find the token dimension (no shape metadata)")
         return site
     axes = read_token_axes(q_layout, k_layout)
     if (
@@ -210,9 +212,9 @@ def _analyse(
         axes = replace(axes, kind="self")
     _apply_axes(site, axes)
     if not isinstance(args["is_causal"], bool):
-        _refuse(site, "is_causal is not a constant")
+        _refuse(site, Reason("is_causal is not a constant"))
     elif site.is_causal:
-        _refuse(site, "causal mask")
+        _refuse(site, Reason("causal mask"))
     if axes.kind == "unknown":
         return site
     targets = [query, key, value] if axes.kind in ("self", "joint") else [query]
@@ -222,7 +224,7 @@ def _analyse(
         if paths.h_problem is None:
             site.features = SELF_FEATURES + ("h",)
         else:
-            _note(site, f"h unavailable: {paths.h_problem}")
+            _note(site, Reason(f"h unavailable: {paths.h_problem}"))
             logger.info("site %s: h unavailable: %s", name, paths.h_problem)
     return site
 
@@ -238,14 +240,14 @@ def _apply_axes(site: AttentionSite, axes: TokenAxes) -> None:
         site.reducible = True
         site.features = CROSS_FEATURES if axes.kind == "cross" else SELF_FEATURES
         if axes.grid is None:
-            _note(site, "grid not recovered: reduction falls back to a 1-D split")
+            _note(site, Reason("grid not recovered: reduction falls back to a 1-D split"))
     else:
         site.reason = axes.reason
 
 
-def _note(site: AttentionSite, note: str) -> None:
+def _note(site: AttentionSite, note: Reason) -> None:
     """Add a note on an unavailable feature to a reducible site's reason."""
-    site.reason = note if site.reason is None else f"{site.reason}; {note}"
+    site.reason = joined(site.reason, note)
 
 
 def _apply_paths(site: AttentionSite, paths: ProjectionPaths) -> None:
@@ -256,7 +258,7 @@ def _apply_paths(site: AttentionSite, paths: ProjectionPaths) -> None:
     site.output_video_start = paths.output_video_start
 
 
-def _refuse(site: AttentionSite, reason: str) -> None:
+def _refuse(site: AttentionSite, reason: Reason) -> None:
     site.reducible = False
     site.features = ()
     site.reason = reason
@@ -284,5 +286,5 @@ def _failed_site(node: torch.fx.Node, index: int, name: str, exc: Exception) -> 
         query=q,
         key=k,
         value=v,
-        reason=f"analysis failed: {type(exc).__name__}: {exc}",
+        reason=Reason(f"analysis failed: {type(exc).__name__}: {exc}"),
     )

@@ -29,18 +29,20 @@ import torch.fx
 from asymrnr_compile.analysis.fx_nodes import arg, module_path, node_value, op_name
 from asymrnr_compile.analysis.propagate_layout import LayoutValue, is_layout
 from asymrnr_compile.analysis.token_layout import Dim, shape_of, video_factors
+from asymrnr_compile.reasons import USE_SDPA_FIX, Reason, ReasonKind
 
 #: Ops that multiply two matrices (the two operands are args 0 and 1; contraction: a[-1] with b[-2]).
 MATMUL_OPS = ("matmul", "bmm")
 #: A ``softmax`` this many ops or fewer before a token-mixing matmul makes it hand-written attention.
 SOFTMAX_LOOKBACK = 4
 
-FLEX_REASON = ("flex_attention over the video tokens: a block mask decides which query sees which key, and it would "
-               "have to be rebuilt for the kept tokens; not reduced")
-MANUAL_REASON = ("attention written by hand (softmax of a matmul, then a matmul with the values), not with "
-                 "torch.nn.functional.scaled_dot_product_attention; not reduced (use scaled_dot_product_attention)")
-LINEAR_REASON = ("linear attention (the tokens are mixed by a matmul without a softmax): AsymRnR reduces and restores "
-                 "around a softmax attention, so it does not apply here")
+FLEX_REASON = Reason("flex_attention over the video tokens: a block mask decides which query sees which key, and it "
+                     "would have to be rebuilt for the kept tokens; not reduced")
+MANUAL_REASON = Reason("attention written by hand (softmax of a matmul, then a matmul with the values), not with "
+                       "torch.nn.functional.scaled_dot_product_attention; not reduced (use "
+                       "scaled_dot_product_attention)", fix=USE_SDPA_FIX)
+LINEAR_REASON = Reason("linear attention (the tokens are mixed by a matmul without a softmax): AsymRnR reduces and "
+                       "restores around a softmax attention, so it does not apply here", ReasonKind.NOT_APPLICABLE)
 
 
 @dataclass(frozen=True)
@@ -51,16 +53,17 @@ class OtherAttention:
         name: the module path of the op (``"transformer_blocks.0.attn1"``), else the node's name.
         node: the op's node name in the graph.
         kind: ``"flex_attention"``, ``"manual"`` (softmax attention by hand) or ``"linear"``.
-        reason: why it is left alone.
+        reason: why it is left alone, with its kind and fix (:class:`~asymrnr_compile.reasons.Reason`;
+            :meth:`to_dict` gives its text).
     """
 
     name: str
     node: str
     kind: str
-    reason: str
+    reason: Reason
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "node": self.node, "kind": self.kind, "reason": self.reason}
+        return {"name": self.name, "node": self.node, "kind": self.kind, "reason": str(self.reason)}
 
 
 def _video_dim(layouts: Mapping[torch.fx.Node, LayoutValue], node: Any, axis: int) -> Dim | None:

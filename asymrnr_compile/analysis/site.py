@@ -27,6 +27,7 @@ import torch
 import torch.fx
 
 from asymrnr_compile.analysis.fx_nodes import node_value
+from asymrnr_compile.reasons import Reason
 from asymrnr_compile.vocabulary import Feature
 
 SiteKind = Literal["self", "joint", "cross", "unknown"]
@@ -70,8 +71,10 @@ class AttentionSite:
         output_projection: for h-reduction, the node holding the output projection's result
             (None when not found).
         reducible: whether any feature of this site can be reduced.
-        reason: human-readable reason when not reducible (or why a feature is unavailable,
-            e.g. ``"h unavailable: ..."`` on a reducible site).
+        reason: why the site is not reducible (or why a feature is unavailable, e.g.
+            ``"h unavailable: ..."`` on a reducible site), a :class:`~asymrnr_compile.reasons.Reason`:
+            its text with its kind (no video tokens, not applicable, a problem) and fix;
+            :meth:`to_dict` gives the text alone.
         features: which of ``"q"``, ``"kv"``, ``"h"`` can be reduced at this site.
         hidden_states_video_start: start of the video span on ``hidden_states``' token axis
             (``token_dim``); it differs from :attr:`video_start` when text joins the sequence
@@ -104,7 +107,7 @@ class AttentionSite:
     hidden_states: torch.fx.Node | None = None
     output_projection: torch.fx.Node | None = None
     reducible: bool = False
-    reason: str | None = None
+    reason: Reason | None = None
     features: tuple[Feature, ...] = field(default_factory=tuple)
     hidden_states_video_start: int | None = None
     output_video_start: int | None = None
@@ -170,7 +173,7 @@ class AttentionSite:
             "block": self.block,
             "block_index": self.block_index,
             "reducible": self.reducible,
-            "reason": self.reason,
+            "reason": None if self.reason is None else str(self.reason),  # plain data: reports become JSON
             "features": list(self.features),
             "has_mask": self.attn_mask is not None,
             "is_causal": self.is_causal,

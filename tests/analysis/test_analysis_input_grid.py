@@ -25,6 +25,7 @@ from asymrnr_compile.analysis.find_sites import analyse_graph
 from asymrnr_compile.analysis.input_grid import grid_axes_of, input_grid_seeds, seeded_layout
 from asymrnr_compile.analysis.propagate_layout import is_layout
 from asymrnr_compile.analysis.token_layout import PATCH_AXIS, Factor, opaque_dim, reshape_layout, video_factors
+from asymrnr_compile.reasons import NO_GRID_FIX, ReasonKind, fix_of, kind_of
 
 B, CHANNELS, DIM, HEADS = 2, 4, 16, 2
 HEAD_DIM = DIM // HEADS
@@ -225,6 +226,9 @@ def test_averaged_latent_and_text_only_attention_have_no_video_grid():
     assert (site.kind, site.reducible) == ("unknown", False)
     assert site.reason.startswith(TEXT_ONLY_REASON)
     assert "no video grid in this graph" in site.reason
+    # typed: the kind says there is nothing to reduce here, and the fix says how the grid is found
+    assert (kind_of(site.reason), fix_of(site.reason)) == (ReasonKind.NO_VIDEO_TOKENS, NO_GRID_FIX)
+    assert type(site.to_dict()["reason"]) is str  # reports hold plain text
     assert input_grid_seeds(gm).reason == "no attention's token axis is made of an input's axes"
     assert not any(video_factors(layout) for layout in analysis.layouts.values() if is_layout(layout))
     assert analysis.other_attention == []

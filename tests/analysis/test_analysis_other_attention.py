@@ -24,6 +24,7 @@ from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
 from asymrnr_compile.analysis.find_sites import analyse_graph
 from asymrnr_compile.analysis.other_attention import FLEX_REASON, LINEAR_REASON, MANUAL_REASON
 from asymrnr_compile.config import AsymRnRWarning
+from asymrnr_compile.reasons import USE_SDPA_FIX, ReasonKind, fix_of, kind_of
 
 DIM, HEADS, HEAD_DIM = toys.DIM, toys.HEADS, toys.HEAD_DIM
 
@@ -94,6 +95,12 @@ CASES = {
     "manual": (ManualSoftmaxAttention, MANUAL_REASON),
     "flex_attention": (FlexAttention, FLEX_REASON),
 }
+#: Each case's reason kind and fix: linear attention is outside the method; attention by hand has a fix.
+KINDS_AND_FIXES = {
+    "linear": (ReasonKind.NOT_APPLICABLE, None),
+    "manual": (ReasonKind.PROBLEM, USE_SDPA_FIX),
+    "flex_attention": (ReasonKind.PROBLEM, None),
+}
 
 
 def _model(attention: type[_HeadsAttention]) -> VideoModel:
@@ -124,6 +131,7 @@ def test_other_attention_has_one_entry_with_its_kind_and_reason(kind):
     (entry,) = analysis.other_attention
 
     assert (entry.kind, entry.reason) == (kind, reason)
+    assert (kind_of(entry.reason), fix_of(entry.reason)) == KINDS_AND_FIXES[kind]
     assert entry.name == "attn"  # the module path of the op
     node = next(n for n in gm.graph.nodes if n.name == entry.node)
     assert node.op == "call_function"
@@ -211,6 +219,7 @@ def test_attention_written_with_einsum_is_found_at_the_token_contracting_einsum(
     gm, analysis = _analysis(attention)
     (entry,) = analysis.other_attention
     assert (entry.kind, entry.reason) == (kind, reason)
+    assert (kind_of(entry.reason), fix_of(entry.reason)) == KINDS_AND_FIXES[kind]
     node = next(n for n in gm.graph.nodes if n.name == entry.node)
     equation = node.args[0]
     assert equation in ("bhnm,bhmd->bhnd", "bhnd,bhne->bhde")  # the product over the tokens

@@ -12,6 +12,7 @@ import torch.fx
 from analysis_helpers import capture, summary
 
 from asymrnr_compile.analysis import AttentionSite, describe, find_attention_sites
+from asymrnr_compile.reasons import ReasonKind, kind_of
 
 GRID = toys.GRID
 N = toys.N_VIDEO
@@ -58,6 +59,7 @@ def test_latte_spatial_attention_has_frames_in_batch_and_temporal_is_left_alone(
     assert summary([temporal]) == [("temporal", "self", None, None, 4, None, False, None)]
     assert temporal.features == ()
     assert temporal.reason == "only 4 tokens on the attention axis (temporal attention)"
+    assert kind_of(temporal.reason) is ReasonKind.NOT_APPLICABLE  # by design: no warning beside reduced sites
 
 
 def test_fused_qkv_projection_is_found_and_h_reducible(sites, graphs):
