@@ -63,9 +63,9 @@ from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatc
 from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction, unreduced_site_dict
 from asymrnr_compile.reasons import DYNAMIC_FALSE_FIX, GENERIC_FIX, Reason, ReasonKind, fix_of, kind_of, prefixed
 from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
+from asymrnr_compile.runtime.compile_subgraphs import Compiler, inductor_compiler, mode_uses_cudagraphs
 from asymrnr_compile.runtime.forward_context import ClaimSites, ForwardContext, current_forward
 from asymrnr_compile.runtime.layout_handoff import LayoutHandoff
-from asymrnr_compile.runtime.regions import Compiler, inductor_compiler, mode_uses_cudagraphs
 from asymrnr_compile.runtime.runtime import VideoStates
 from asymrnr_compile.runtime.steps import constant_timestep_argument, find_timestep_input
 from asymrnr_compile.runtime.video_scope import VideoScope, video

@@ -4,7 +4,7 @@ Each side runs in its own child process with its own, empty Inductor cache direc
 neither benefits from kernels the other compiled (cold start, as a user's first run).
 
 - inductor: seconds spent in ``compile_fx`` for the model's one Dynamo graph;
-- asymrnr: seconds spent compiling every region of every variant the loop needed (from the
+- asymrnr: seconds spent compiling every subgraph of every variant the loop needed (from the
   backend's report), plus the Dynamo capture and analysis are not counted on either side.
 
     python benchmarks/compile_time.py --json out/compile.json     # ~3-4 minutes on 2 cores
@@ -55,8 +55,8 @@ def _child(kind: str, preset: str, steps: int) -> dict:
         report = backend.report().to_dict()
         graph = report["graphs"][0]
         result.update(compile_seconds=report["compile_seconds"], graphs=len(report["graphs"]),
-                      variants=report["num_variants"], regions_compiled=graph.get("regions_compiled"),
-                      regions_reused=graph.get("regions_reused"))
+                      variants=report["num_variants"], subgraphs_compiled=graph.get("subgraphs_compiled"),
+                      subgraphs_reused=graph.get("subgraphs_reused"))
     return result
 
 

@@ -90,7 +90,7 @@ def child(backend_name: str, family: str, size: int, frames: int, steps: int, fr
         result.update(sites_reduced=sum(bool(site.get("applied")) for graph in report["graphs"]
                                         for site in graph["sites"]),
                       variants=report["num_variants"], compile_seconds=report["compile_seconds"],
-                      regions_compiled=sum(graph.get("regions_compiled", 0) for graph in report["graphs"]))
+                      subgraphs_compiled=sum(graph.get("subgraphs_compiled", 0) for graph in report["graphs"]))
     return result
 
 

@@ -35,9 +35,9 @@ def max_relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def eager_compiler(gm: torch.fx.GraphModule, mode: str | None = None):
-    """Stands in for :func:`asymrnr_compile.runtime.regions.inductor_compiler` (monkeypatch
+    """Stands in for :func:`asymrnr_compile.runtime.compile_subgraphs.inductor_compiler` (monkeypatch
     ``asymrnr_compile.backend.inductor_compiler``): every graph the backend would hand Inductor
-    (variants, regions) runs as it is. The same analysis, plans, seeds, state and rewrites, in
+    (variants, subgraphs) runs as it is. The same analysis, plans, seeds, state and rewrites, in
     seconds instead of a minute of compiling."""
 
     def compile_graph(graph: torch.fx.GraphModule, example_inputs: Any):

@@ -1,7 +1,7 @@
 """What an attention call looks like in a graph: its targets and its normalised arguments.
 
 The one place that says which FX targets are ``scaled_dot_product_attention`` (the analysis,
-the cost model, the rewrite and the region split all ask :func:`is_sdpa`), and how to read its
+the cost model, the rewrite and the split at attention calls all ask :func:`is_sdpa`), and how to read its
 arguments: diffusers passes ``query=, key=, value=`` as keywords, other code positionally;
 :func:`sdpa_arguments` gives both as one dict with every parameter of
 ``F.scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,

@@ -4,8 +4,8 @@ For each profiled site, right after its SDPA call, the pass inserts per feature 
 the video tokens (``ops.match_tokens`` on the split given as graph inputs) and the statistics of
 the nearest-destination distances (``ops.redundancy``), and appends the statistics vector to the
 graph's outputs. The model's own outputs are untouched (the inserted nodes only read features). The inserted
-nodes are tagged as part of the site's attention region (``REGION_META``), so that
-``split_attention_regions`` keeps them with the attention call and identical blocks compile once.
+nodes are tagged as part of the site's attention subgraph (``ATTENTION_SUBGRAPH_META``), so that
+``split_at_attention`` keeps them with the attention call and identical blocks compile once.
 The pass only edits graphs; the numbers come from ``ops/``.
 
 Features (paper Sec. 3.2 and 3.4; the published schedules record tiers of the same four):
@@ -45,7 +45,7 @@ from asymrnr_compile.analysis.sdpa import sdpa_arguments
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.ops import redundancy
 from asymrnr_compile.passes.graph_utils import copy_graph_module, graph_output
-from asymrnr_compile.passes.split_attention_regions import REGION_META
+from asymrnr_compile.passes.split_at_attention import ATTENTION_SUBGRAPH_META
 
 PROFILE_FEATURES: tuple[str, ...] = ("h", "q", "k", "v")
 """Features whose redundancy is recorded, in the order of a profile's feature axis."""
@@ -172,7 +172,7 @@ def record_redundancy(gm: torch.fx.GraphModule, sites: list[AttentionSite], prob
                 stats = graph.call_function(torch.cat, ([stats, errors],))
                 inserted += [errors, stats]
         for node in inserted:
-            node.meta[REGION_META] = site.index  # part of the site's attention region (regional compile)
+            node.meta[ATTENTION_SUBGRAPH_META] = site.index  # part of the site's attention subgraph
         new_outputs.append(stats)
         result.extra_outputs.append(probe)
     output_node.args = (tuple(output_node.args[0]) + tuple(new_outputs),)

@@ -54,7 +54,7 @@ from asymrnr_compile.analysis.fx_nodes import nodes_between
 from asymrnr_compile.analysis.sdpa import sdpa_arguments
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.passes.graph_utils import copy_graph_module, graph_output
-from asymrnr_compile.passes.split_attention_regions import REGION_META
+from asymrnr_compile.passes.split_at_attention import ATTENTION_SUBGRAPH_META
 from asymrnr_compile.plan.reduction_plan import (
     INDEX_FIELDS,
     MATCHING_FIELDS,
@@ -96,7 +96,7 @@ class _SiteRewriter:
         self.result = result
         self.first_compute_node = first_compute_node
         self.new_outputs: list[torch.fx.Node] = []
-        self.region: int | None = None  # site whose nodes are being inserted
+        self.current_site: int | None = None  # site whose nodes are being inserted
 
     def placeholder(self, slot: CacheSlot) -> torch.fx.Node:
         with self.graph.inserting_before(self.first_compute_node):
@@ -105,9 +105,9 @@ class _SiteRewriter:
         return node
 
     def call(self, target, *args, **kwargs) -> torch.fx.Node:
-        """Insert a call, tagged as part of the current site's attention region."""
+        """Insert a call, tagged as part of the current site's attention subgraph."""
         node = self.graph.call_function(target, args, kwargs)
-        node.meta[REGION_META] = self.region
+        node.meta[ATTENTION_SUBGRAPH_META] = self.current_site
         return node
 
     def output(self, node: torch.fx.Node, slot: CacheSlot) -> None:
@@ -166,7 +166,7 @@ def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SiteP
     else:
         matched_q, matched_kv, matched_start = query, value, start
 
-    rewriter.region = site.index
+    rewriter.current_site = site.index
     with graph.inserting_before(sdpa):
         q_indices = kv_indices = None
         if site_plan.q is not None:
@@ -223,11 +223,11 @@ def _rewrite_site_hidden_states(rewriter: _SiteRewriter, site: AttentionSite, si
         raise ValueError(f"site {site.name}: h reduction with an attention mask is not supported")
     sdpa_kwargs = sdpa_arguments(sdpa)
     on_path = nodes_between(hidden, [sdpa_kwargs["query"], sdpa_kwargs["key"], sdpa_kwargs["value"]])
-    rewriter.region = site.index
+    rewriter.current_site = site.index
     with graph.inserting_before(hidden.next):  # right after hidden, in creation order
         indices = rewriter.indices(site.index, "h", plan, hidden, start_in)
         reduced = rewriter.call(ops.reduce_tokens, hidden, indices, rewriter.plan.reduce_mode, start=start_in)
-        # Only tensors cross from this region to the restore region (compiled separately).
+        # Only tensors cross from this subgraph to the restore's (compiled separately).
         index_tensors = [rewriter.call(operator.getitem, indices, position) for position in range(len(INDEX_FIELDS))]
     for user in list(hidden.users):
         if user in on_path:

@@ -14,8 +14,8 @@ video tokens of every (site, feature) at each step. The driver
   switches ``q`` and ``kv`` off there),
 - records, per step, the ratios actually applied (for the report and tests).
 
-Plans differ between steps, so a scheduled run compiles one variant per distinct plan; regions
-shared by variants (the segments between attention calls) compile once.
+Plans differ between steps, so a scheduled run compiles one variant per distinct plan; the
+subgraphs between attention calls, shared by variants, compile once.
 """
 
 from __future__ import annotations

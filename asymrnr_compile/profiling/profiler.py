@@ -17,8 +17,8 @@ the matching the backend would make. Steps come from the timestep input as in th
 (:class:`~asymrnr_compile.runtime.steps.StepSignal`); calls within one step (cond / uncond) and
 repeated videos are averaged. The sites profiled are those the backend would reduce
 (:func:`~asymrnr_compile.plan.select_sites.site_skip_reason`: ``min_video_tokens``,
-``skip_blocks`` and the split's grid apply alike), compiled region by region as the backend's
-variants are (:mod:`~asymrnr_compile.runtime.regions`).
+``skip_blocks`` and the split's grid apply alike), compiled subgraph by subgraph as the backend's
+variants are (:mod:`~asymrnr_compile.runtime.compile_subgraphs`).
 
 Sites map to schedule rows with :func:`~asymrnr_compile.plan.schedule.site_rows`.
 """
@@ -49,7 +49,7 @@ from asymrnr_compile.passes.record_redundancy import (
 from asymrnr_compile.plan.schedule import site_rows
 from asymrnr_compile.plan.seeds import site_seed
 from asymrnr_compile.plan.select_sites import site_dst_stride, site_skip_reason, split_grid
-from asymrnr_compile.runtime.regions import Compiler, RegionCompiler, compile_regions, inductor_compiler
+from asymrnr_compile.runtime.compile_subgraphs import Compiler, SubgraphCompiler, compile_subgraphs, inductor_compiler
 from asymrnr_compile.runtime.steps import StepSignal, StepTracker
 from asymrnr_compile.vocabulary import Feature
 
@@ -118,8 +118,8 @@ class _ProfiledGraph:
         self.calls += 1
         event = self.steps.observe(args)
         extra = self._extra()
-        if self.fn is None:  # regional compile: identical blocks share their compiled regions
-            self.fn = compile_regions(self.rewrite.gm, RegionCompiler(self.compile_graph))
+        if self.fn is None:  # split at attention: identical blocks share their compiled subgraphs
+            self.fn = compile_subgraphs(self.rewrite.gm, SubgraphCompiler(self.compile_graph))
         outputs = self.fn(*args, *extra)
         original = self.rewrite.num_original_outputs
         for probe, stats in zip(self.rewrite.extra_outputs, outputs[original:]):

@@ -3,8 +3,8 @@
 - :mod:`~asymrnr_compile.runtime.steps`: timestep -> denoising step, call in step, new video.
 - :mod:`~asymrnr_compile.runtime.matching_cache`: matchings kept for a cache window, and the
   :class:`~asymrnr_compile.runtime.matching_cache.MatchingRecord` an observer receives.
-- :mod:`~asymrnr_compile.runtime.regions`: regional Inductor compilation, shared by variants
-  (and by the profiler).
+- :mod:`~asymrnr_compile.runtime.compile_subgraphs`: Inductor compilation of a graph split at
+  its attention calls, subgraph by subgraph, shared by variants (and by the profiler).
 - :mod:`~asymrnr_compile.runtime.video_scope`: the video scope, one video's step counter and
   states, set by the loop or a pipeline (:func:`~asymrnr_compile.runtime.video_scope.video`).
 - :mod:`~asymrnr_compile.runtime.runtime`: :class:`AsymRnRRuntime`, the callable returned to

@@ -8,8 +8,8 @@ One :class:`AsymRnRRuntime` exists per captured graph. On every call it
    per site and feature the kept token count, and whether the matching is computed now (first
    step of a ``cache_steps`` window) or reused from the
    :class:`~asymrnr_compile.runtime.matching_cache.MatchingCache`,
-3. runs the variant of that plan, compiled region by region with Inductor
-   (:mod:`~asymrnr_compile.runtime.regions`; lazily, once per distinct plan),
+3. runs the variant of that plan, compiled subgraph by subgraph with Inductor
+   (:mod:`~asymrnr_compile.runtime.compile_subgraphs`; lazily, once per distinct plan),
 4. stores the matchings the variant returned and hands the model's own outputs back.
 
 Under regional compilation (:mod:`asymrnr_compile.regional`) one runtime serves every block of
@@ -46,9 +46,9 @@ from asymrnr_compile.passes.reduce_attention_tokens import RewriteResult, reduce
 from asymrnr_compile.plan.reduction_plan import CacheSlot, FeaturePlan, ReductionPlan, SitePlan
 from asymrnr_compile.plan.seeds import site_seed
 from asymrnr_compile.plan.select_sites import Grid, SiteReduction, unreduced_site_dict
+from asymrnr_compile.runtime.compile_subgraphs import Compiler, SubgraphCompiler, compile_subgraphs
 from asymrnr_compile.runtime.forward_context import current_forward
 from asymrnr_compile.runtime.matching_cache import CacheKey, MatchingCache, MatchingRecord
-from asymrnr_compile.runtime.regions import Compiler, RegionCompiler, compile_regions
 from asymrnr_compile.runtime.steps import StepEvent, StepTracker, find_timestep_input, read_timestep
 from asymrnr_compile.runtime.video_scope import current_video
 from asymrnr_compile.vocabulary import Feature
@@ -61,7 +61,7 @@ logger = logging.getLogger("asymrnr_compile")
 
 @dataclass
 class CompiledVariant:
-    """One compiled version of the graph for one plan (a driver over compiled regions)."""
+    """One compiled version of the graph for one plan (a driver over compiled subgraphs)."""
 
     plan: ReductionPlan
     fn: Callable[..., Any]
@@ -269,7 +269,7 @@ class AsymRnRRuntime:
         self.timestep_position = find_timestep_input(gm, config.timestep_args)
         self.weights_position = find_weights_input(gm)
         self.variants: dict[ReductionPlan, CompiledVariant] = {}
-        self.regions = RegionCompiler(compile_graph)
+        self.subgraphs = SubgraphCompiler(compile_graph)
         # Per calling thread, block instance and model instance, all reachable for reset() and reports.
         self.video_states = video_states if video_states is not None else VideoStates()
         self.continues_earlier_compile = video_states is not None
@@ -389,10 +389,10 @@ class AsymRnRRuntime:
         return getattr(indices, slot.field)
 
     def _compile(self, plan: ReductionPlan) -> CompiledVariant:
-        """Rewrite for ``plan`` and split into regions; regions compile on the first call."""
+        """Rewrite for ``plan`` and split at attention calls; the subgraphs compile on their first call."""
         rewrite = None if plan.is_identity else reduce_attention_tokens(self.gm, self.sites, plan)
         graph = self.gm if rewrite is None else rewrite.gm
-        return CompiledVariant(plan, compile_regions(graph, self.regions), rewrite)
+        return CompiledVariant(plan, compile_subgraphs(graph, self.subgraphs), rewrite)
 
     def _fall_back(self, reason: str) -> ReductionPlan:
         self.fallback_reason = reason
@@ -493,9 +493,9 @@ class AsymRnRRuntime:
 
     def _run(self, variant: CompiledVariant, args: Sequence[Any], event: StepEvent, device: torch.device) -> Any:
         extra = [self._extra_input(slot, variant.plan, event, device) for slot in variant.extra_inputs]
-        compiled_before = self.regions.seconds
+        compiled_before = self.subgraphs.seconds
         outputs = variant.fn(*args, *extra)
-        variant.compile_seconds += self.regions.seconds - compiled_before
+        variant.compile_seconds += self.subgraphs.seconds - compiled_before
         variant.calls += 1
         if variant.rewrite is None:
             return outputs
@@ -554,8 +554,8 @@ class AsymRnRRuntime:
             "other_attention": self.other_attention,
             "variants": [variant.describe() for variant in self.variants.values()],
             "compile_seconds": round(sum(v.compile_seconds for v in self.variants.values()), 3),
-            "regions_compiled": len(self.regions.compiled),
-            "regions_reused": self.regions.reused,
+            "subgraphs_compiled": len(self.subgraphs.compiled),
+            "subgraphs_reused": self.subgraphs.reused,
             "calls": self.calls,
             # steps of the longest video: in a video scope, or (outside one) counted from timesteps
             "steps": max([self.scope_steps, *(state.tracker.steps_seen for state in self.video_states.all())]),

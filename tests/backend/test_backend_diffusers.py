@@ -32,7 +32,7 @@ from asymrnr_compile.analysis import AttentionSite, find_attention_sites
 from asymrnr_compile.passes.reduce_attention_tokens import reduce_attention_tokens
 from asymrnr_compile.plan.reduction_plan import FeaturePlan, ReductionPlan, SitePlan
 from asymrnr_compile.runtime import StepTracker
-from asymrnr_compile.runtime.regions import inductor_compiler
+from asymrnr_compile.runtime.compile_subgraphs import inductor_compiler
 
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers]); CI installs it")
 

@@ -237,8 +237,8 @@ def test_a_recompile_without_a_scope_still_continues_its_video(model, inputs):
     assert_reduced(backend)
 
 
-#: A config patch every compile_fx call of ``runtime.regions.inductor_compiler`` carries.
-REGION_MARKER = "unsafe_marked_cacheable_functions"
+#: A config patch every compile_fx call of ``runtime.compile_subgraphs.inductor_compiler`` carries.
+SUBGRAPH_MARKER = "unsafe_marked_cacheable_functions"
 
 
 def test_cuda_graph_modes_compile_the_reduced_graphs_without_cuda_graphs(model, inputs, monkeypatch):
@@ -262,16 +262,16 @@ def test_cuda_graph_modes_compile_the_reduced_graphs_without_cuda_graphs(model, 
     assert_reduced(backend)
     messages = [str(w.message) for w in caught if issubclass(w.category, AsymRnRWarning)]
     assert sum("without CUDA graphs" in m for m in messages) == 1
-    # the regions' compile_fx calls (those marking this package's ops cacheable) carry the mode's
+    # the subgraphs' compile_fx calls (those marking this package's ops cacheable) carry the mode's
     # options with CUDA graphs turned off; Inductor's own nested calls pass other patches
-    region_patches = [p for p in patches_seen if REGION_MARKER in p]
-    assert region_patches and all(p.get("triton.cudagraphs") is False for p in region_patches)
+    subgraph_patches = [p for p in patches_seen if SUBGRAPH_MARKER in p]
+    assert subgraph_patches and all(p.get("triton.cudagraphs") is False for p in subgraph_patches)
     patches_seen.clear()
     torch._dynamo.reset()
     backend = AsymRnRBackend(**OPTIONS)
     _video(_compile(model, backend, mode="max-autotune-no-cudagraphs"), inputs, _noise(inputs, 0))
-    region_patches = [p for p in patches_seen if REGION_MARKER in p]
-    assert region_patches and all(p.get("max_autotune") for p in region_patches)
+    subgraph_patches = [p for p in patches_seen if SUBGRAPH_MARKER in p]
+    assert subgraph_patches and all(p.get("max_autotune") for p in subgraph_patches)
 
 
 def test_a_scope_declares_the_step_and_rejects_bad_values(model, inputs):

@@ -1,6 +1,6 @@
 """Warm starts across processes (benchmarks/warm_start.py, docs/deployment.md).
 
-A second process with the first one's Inductor cache directory compiles nothing: every region of
+A second process with the first one's Inductor cache directory compiles nothing: every subgraph of
 every variant asymrnr compiles is an FX graph cache hit and an AOTAutograd cache hit, and the
 frames are identical. Each process compiles a tiny CogVideoX pipeline (about a minute cold on 2
 cores), so this is ``slow``; the table formatting is checked on made-up numbers by default.
@@ -40,9 +40,9 @@ def test_a_second_process_reuses_the_compile_cache(tmp_path):
     cold = warm_start.run_child("asymrnr", cache, args, str(tmp_path / "cold.pt"))
     warm = warm_start.run_child("asymrnr", cache, args, str(tmp_path / "warm.pt"))
     assert cold["sites_reduced"] >= 1 and warm["sites_reduced"] == cold["sites_reduced"]
-    regions = cold["fxgraph"]["miss"]
-    assert regions >= 3 and cold["regions_compiled"] == regions  # segments and attention regions of 2 variants
-    assert warm["fxgraph"] == {"hit": regions}, warm["fxgraph"]
-    assert warm["aot_autograd"] == {"hit": regions}, warm["aot_autograd"]  # nothing bypassed, nothing traced
+    subgraphs = cold["fxgraph"]["miss"]
+    assert subgraphs >= 3 and cold["subgraphs_compiled"] == subgraphs  # shared and attention subgraphs of 2 variants
+    assert warm["fxgraph"] == {"hit": subgraphs}, warm["fxgraph"]
+    assert warm["aot_autograd"] == {"hit": subgraphs}, warm["aot_autograd"]  # nothing bypassed, nothing traced
     assert warm["first_call_seconds"] < cold["first_call_seconds"]
     torch.testing.assert_close(torch.load(tmp_path / "warm.pt"), torch.load(tmp_path / "cold.pt"), rtol=0, atol=0)

@@ -53,7 +53,7 @@ TESTS = Path(__file__).resolve().parents[1]  # reduction_checks.py
 class CPCase:
     """One run: the family (a key of ``diffusers_models.BUILDERS``), its builder options,
     input overrides (``None`` removes an optional input), the asymrnr options and the step
-    timesteps (one model call per step). ``eager_regions``: the graphs asymrnr would hand
+    timesteps (one model call per step). ``eager_graphs``: the graphs asymrnr would hand
     Inductor run as they are (the same capture, analysis, rewrite and exchange; seconds instead
     of a minute of compiling per rank)."""
 
@@ -62,12 +62,12 @@ class CPCase:
     input_overrides: dict[str, Any] = field(default_factory=dict)
     asymrnr: dict[str, Any] = field(default_factory=dict)
     timesteps: tuple[float, ...] = (999.0, 749.0)
-    eager_regions: bool = False
+    eager_graphs: bool = False
 
 
-def use_eager_regions(case: CPCase) -> None:
-    """In this process, make asymrnr run its graphs uncompiled when ``case.eager_regions``."""
-    if case.eager_regions:
+def use_eager_graphs(case: CPCase) -> None:
+    """In this process, make asymrnr run its graphs uncompiled when ``case.eager_graphs``."""
+    if case.eager_graphs:
         from helpers import eager_compiler
 
         import asymrnr_compile.backend
@@ -147,7 +147,7 @@ def _rank(rank: int, world_size: int, port: int, case: CPCase, out_dir: str) -> 
             torch.accelerator.device_count = lambda: 1
         from diffusers import ContextParallelConfig
 
-        use_eager_regions(case)
+        use_eager_graphs(case)
         model, inputs = build_case(case)
         model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world_size))
         with torch.no_grad():

@@ -18,7 +18,7 @@ Asserted per case, on every rank:
     asymrnr error to the unreduced output (with a margin).
 
 Cost: the default cases are Wan (one block, kv only, one compiled variant) through Inductor and
-LTX-Video (q and kv) with the rewritten graphs run uncompiled (``eager_regions``: the same
+LTX-Video (q and kv) with the rewritten graphs run uncompiled (``eager_graphs``: the same
 capture, analysis, rewrite and exchange, without Inductor's code generation); the others are
 ``slow``. LTX-Video runs without ``encoder_attention_mask``: in diffusers 0.42.1 its per-head
 mask is all-gathered over the key axis but not scattered over heads, and Ulysses fails eagerly
@@ -64,12 +64,12 @@ CASES = {
                        asymrnr={"q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2, **SMALL},
                        timesteps=(1000.0, 750.0, 500.0)),
     # the same without Inductor's code generation, so that LTX-Video runs in the default suite
-    "ltx_q_kv_eager_regions": CPCase("ltx", input_overrides={"encoder_attention_mask": None},
+    "ltx_q_kv_eager_graphs": CPCase("ltx", input_overrides={"encoder_attention_mask": None},
                                      asymrnr={"q_ratio": 0.5, "kv_ratio": 0.3, "cache_steps": 2, **SMALL},
-                                     timesteps=(1000.0, 750.0, 500.0), eager_regions=True),
+                                     timesteps=(1000.0, 750.0, 500.0), eager_graphs=True),
 }
-EXACT_CASES = {"wan_kv", "ltx_q_kv", "ltx_q_kv_eager_regions"}
-DEFAULT_CASES = {"wan_kv", "ltx_q_kv_eager_regions"}
+EXACT_CASES = {"wan_kv", "ltx_q_kv", "ltx_q_kv_eager_graphs"}
+DEFAULT_CASES = {"wan_kv", "ltx_q_kv_eager_graphs"}
 
 
 def _single_process(case: CPCase) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -114,7 +114,7 @@ def _self_sites(report: dict[str, Any]) -> list[dict[str, Any]]:
                                   for n in CASES])
 def test_ulysses_two_ranks_reduce_every_video_self_attention_site(name, tmp_path, monkeypatch):
     case = CASES[name]
-    if case.eager_regions:  # the single-process reference too (the ranks do it in their processes)
+    if case.eager_graphs:  # the single-process reference too (the ranks do it in their processes)
         import asymrnr_compile.backend
 
         monkeypatch.setattr(asymrnr_compile.backend, "inductor_compiler", eager_compiler)

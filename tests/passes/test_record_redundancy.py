@@ -27,7 +27,7 @@ from asymrnr_compile.passes.record_redundancy import (
     ProfileRewrite,
     record_redundancy,
 )
-from asymrnr_compile.passes.split_attention_regions import REGION_META
+from asymrnr_compile.passes.split_at_attention import ATTENTION_SUBGRAPH_META
 from asymrnr_compile.plan.seeds import site_seed
 from asymrnr_compile.profiling.profiler import SPLIT_OF_FEATURE
 from asymrnr_lab.models import build_reference_model, reference_inputs
@@ -68,8 +68,8 @@ def _extra_inputs(rewrite: ProfileRewrite, sites) -> list[torch.Tensor]:
 
 
 def _graph_snapshot(gm: torch.fx.GraphModule):
-    return (gm.code, [(n.name, n.op, str(n.target), str(n.args), str(n.kwargs), dict(n.meta).get(REGION_META))
-                      for n in gm.graph.nodes])
+    return (gm.code, [(n.name, n.op, str(n.target), str(n.args), str(n.kwargs),
+                       dict(n.meta).get(ATTENTION_SUBGRAPH_META)) for n in gm.graph.nodes])
 
 
 class _Recorder(torch.fx.Interpreter):
@@ -169,11 +169,11 @@ def test_one_extra_output_and_two_extra_inputs_per_probe_in_order(captured):
         assert match.target is ops.match_tokens and match.kwargs["start"] == probe.start
         split_args = [a.name for a in match.args[1].args]
         assert split_args == [f"{probe.placeholder_prefix}_dst", f"{probe.placeholder_prefix}_src"]
-    # Each inserted node belongs to its site's attention region; the model's nodes are untagged.
+    # Each inserted node belongs to its site's attention subgraph; the model's nodes are untagged.
     for node in outputs_stats:
-        assert node.meta[REGION_META] == node.args[0].args[1].args[0].meta[REGION_META]
-    assert {n.meta[REGION_META] for n in nodes if REGION_META in n.meta} == {0, 1}
-    assert not any(REGION_META in n.meta for n in gm.graph.nodes)
+        assert node.meta[ATTENTION_SUBGRAPH_META] == node.args[0].args[1].args[0].meta[ATTENTION_SUBGRAPH_META]
+    assert {n.meta[ATTENTION_SUBGRAPH_META] for n in nodes if ATTENTION_SUBGRAPH_META in n.meta} == {0, 1}
+    assert not any(ATTENTION_SUBGRAPH_META in n.meta for n in gm.graph.nodes)
 
     with torch.no_grad():
         outputs = rewrite.gm(*example_inputs, *_extra_inputs(rewrite, sites))
@@ -270,7 +270,7 @@ def test_error_ratios_append_the_reduction_errors_of_q_and_v(captured):
     nodes = list(rewrite.gm.graph.nodes)
     errors = [n for n in nodes if n.target is redundancy.reduction_errors]
     # One error measurement per q and v probe (graph order within a site is not probe order).
-    assert sorted((n.meta[REGION_META], n.args[6]) for n in errors) == \
+    assert sorted((n.meta[ATTENTION_SUBGRAPH_META], n.args[6]) for n in errors) == \
         sorted((p.site_index, ERROR_REDUCTION[p.feature]) for p in probes if p.feature in ("q", "v"))
     assert sorted(n.args[6] for n in errors) == ["kv", "kv", "q", "q"]
     assert all(n.args[7] == ERROR_RATIOS for n in errors)

@@ -243,7 +243,7 @@ def test_pipeline_two_videos_reduced(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", [name for name in CASES if name != DEFAULT_CASE])
-def test_pipeline_two_videos_reduced_with_eager_regions(name: str, monkeypatch) -> None:
+def test_pipeline_two_videos_reduced_with_eager_graphs(name: str, monkeypatch) -> None:
     """Every family's pipeline in the default run: the same Dynamo capture, analysis, plans, step
     and call counting and cache as above, with the rewritten graphs run as they are instead of
     through Inductor (whose code is what makes the slow cases slow; CogVideoX runs it above)."""

@@ -1,10 +1,10 @@
-"""Every region asymrnr compiles is cacheable by AOTAutograd's cache (warm starts, docs/deployment.md).
+"""Every subgraph asymrnr compiles is cacheable by AOTAutograd's cache (warm starts, docs/deployment.md).
 
 AOTAutograd's cache bypasses a graph that calls a Python function it does not know or calls a
-method on a node without an example value. The rewritten regions did both (``ReductionIndices``,
+method on a node without an example value. The rewritten subgraphs did both (``ReductionIndices``,
 ``reduce_tokens``...; placeholders for values the rewrite made): a warm start then skipped
-Inductor (FX graph cache hit) but still traced those regions with AOTAutograd. Here Inductor is
-stubbed out: each region is only checked with AOTAutograd's own ``check_cacheable`` under the
+Inductor (FX graph cache hit) but still traced those subgraphs with AOTAutograd. Here Inductor is
+stubbed out: each subgraph is only checked with AOTAutograd's own ``check_cacheable`` under the
 config the backend compiles with, then run eagerly, so the test takes seconds. The warm start
 across processes itself is tested in ``tests/benchmarks/test_benchmarks_warm_start.py`` (slow).
 """
@@ -17,7 +17,7 @@ import torch._dynamo
 from torch._functorch._aot_autograd import autograd_cache
 
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, ops
-from asymrnr_compile.runtime.regions import _cacheable_ops
+from asymrnr_compile.runtime.compile_subgraphs import _cacheable_ops
 from asymrnr_lab.models import build_reference_model, reference_inputs
 
 
@@ -33,7 +33,7 @@ def _fresh_dynamo():
     pytest.param({"q_ratio": 0.5, "kv_ratio": 0.3, "token_selection": "random", "proportional_attention": True},
                  id="random-proportional"),
 ])
-def test_every_region_of_every_variant_is_aot_cacheable(monkeypatch, options):
+def test_every_subgraph_of_every_variant_is_aot_cacheable(monkeypatch, options):
     import torch._inductor.compile_fx as compile_fx_module
 
     checked: list[torch.fx.GraphModule] = []
@@ -58,7 +58,7 @@ def test_every_region_of_every_variant_is_aot_cacheable(monkeypatch, options):
             compiled(**{**inputs, "timestep": torch.full((2,), 900.0 - 100 * step)})
     report = backend.report().to_dict()
     assert report["cache_misses"] > 0 and report["cache_hits"] > 0, backend.report().summary()
-    assert len(checked) >= 4  # segments and the attention regions of both variants
+    assert len(checked) >= 4  # the shared subgraphs and the attention subgraphs of both variants
     assert not bypassed, bypassed
 
 

@@ -1,5 +1,8 @@
-"""Regional compilation with Inductor: every attention region and every segment between them is
-compiled on its own, once per distinct code and input layout, and shared between variants.
+"""Compilation subgraph by subgraph with Inductor: a graph split at its attention calls
+(:func:`~asymrnr_compile.passes.split_at_attention.split_at_attention`), every attention subgraph
+and every subgraph between them compiled on its own, once per distinct code and input layout, and
+shared between variants. (Not regional compilation, :mod:`asymrnr_compile.regional`, which
+compiles one transformer block per graph.)
 
 Used by the backend's runtime (one driver per compiled variant) and by the profiler (one driver
 per profiled graph). :func:`inductor_compiler` makes the ``compile_fx`` call that works both
@@ -16,7 +19,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from asymrnr_compile.passes.split_attention_regions import split_attention_regions
+from asymrnr_compile.passes.split_at_attention import split_at_attention
 
 Compiler = Callable[[torch.fx.GraphModule, Sequence[Any]], Callable[..., Any]]
 """Compiles a graph module for given example inputs (``compile_fx``)."""
@@ -46,22 +49,22 @@ def mode_uses_cudagraphs(mode: str | None) -> bool:
 
 
 def inductor_compiler(gm: torch.fx.GraphModule, mode: str | None = None, *, cudagraphs: bool = True) -> Compiler:
-    """``compile_fx`` for ``gm`` and for graphs derived from it (rewrites, regions).
+    """``compile_fx`` for ``gm`` and for graphs derived from it (rewrites, subgraphs).
 
     Dynamo hands a backend a tracing context holding its fake-tensor mode, and ``compile_fx``
-    traces with it. The runtime compiles variants and regions later, at call time, where no such
+    traces with it. The runtime compiles variants and subgraphs later, at call time, where no such
     context exists: ``compile_fx`` would then make a fake mode without a shape environment, in
     which (1) ops with data-dependent output shapes (``nonzero``, as in Mochi's attention over
     its unpadded text) cannot be traced, and (2) Inductor's FX graph cache is bypassed ("No
-    shape env"), so identical regions of different blocks and variants never hit it. Outside a
+    shape env"), so identical subgraphs of different blocks and variants never hit it. Outside a
     tracing context the returned function therefore compiles under Dynamo's fake mode (taken
     from the graph's example values), with the inputs made fake with static shapes (the graph
     was captured with ``dynamic=False``). ``mode`` (e.g. ``"max-autotune"``) is forwarded to
     Inductor for these compilations only; with ``cudagraphs=False`` without the CUDA graphs it
     may ask for (:func:`mode_uses_cudagraphs`).
 
-    Every region is also made cacheable by AOTAutograd's cache, so that a warm start (a new
-    process with the same Inductor cache) skips AOT tracing as well as Inductor: the regions'
+    Every subgraph is also made cacheable by AOTAutograd's cache, so that a warm start (a new
+    process with the same Inductor cache) skips AOT tracing as well as Inductor: the subgraphs'
     placeholders get the example values AOTAutograd checks for (:func:`_describe_placeholders`),
     and this package's graph functions are marked cacheable (:func:`_cacheable_ops`).
     """
@@ -138,16 +141,17 @@ def _input_signature(value: Any) -> Any:
     return ("value", type(value).__name__, value if isinstance(value, (int, float, bool)) else None)
 
 
-class RegionCompiler:
-    """Compiles graph regions with Inductor, once per distinct code and input layout.
+class SubgraphCompiler:
+    """Compiles subgraphs with Inductor, once per distinct code and input layout.
 
-    Variants share their segments (the code between attention regions is the same in every
-    variant), so only the attention regions of a new plan are compiled. Structurally identical
-    segments of different blocks also hit Inductor's FX graph cache.
+    Variants share the subgraphs between their attention calls (that code is the same in every
+    variant), so only the attention subgraphs of a new plan are compiled. Structurally identical
+    subgraphs of different blocks also hit Inductor's FX graph cache.
 
     Attributes:
+        compiled: the compiled functions, by ``(code, input signature)``.
         seconds: total time spent compiling.
-        reused: how many times an already compiled region was handed out again.
+        reused: how many times an already compiled subgraph was handed out again.
     """
 
     def __init__(self, compile_graph: Compiler) -> None:
@@ -156,40 +160,39 @@ class RegionCompiler:
         self.seconds = 0.0
         self.reused = 0
 
-    def get(self, region: torch.fx.GraphModule, args: Sequence[Any]) -> Callable[..., Any]:
-        """The compiled function of ``region`` for inputs laid out like ``args``."""
-        key = (region.code, tuple(_input_signature(a) for a in args))
+    def get(self, subgraph: torch.fx.GraphModule, args: Sequence[Any]) -> Callable[..., Any]:
+        """The compiled function of ``subgraph`` for inputs laid out like ``args``."""
+        key = (subgraph.code, tuple(_input_signature(a) for a in args))
         fn = self.compiled.get(key)
         if fn is None:
             start = time.perf_counter()
-            fn = self.compiled[key] = self.compile_graph(region, list(args))
+            fn = self.compiled[key] = self.compile_graph(subgraph, list(args))
             self.seconds += time.perf_counter() - start
         else:
             self.reused += 1
         return fn
 
 
-class CompiledRegion(torch.nn.Module):
+class CompiledSubgraph(torch.nn.Module):
     """Stands in for one submodule of a split graph; compiles it on its first call."""
 
-    def __init__(self, region: torch.fx.GraphModule, compiler: RegionCompiler) -> None:
+    def __init__(self, subgraph: torch.fx.GraphModule, compiler: SubgraphCompiler) -> None:
         super().__init__()
-        self.region = region
+        self.subgraph = subgraph
         self.compiler = compiler
         self.fn: Callable[..., Any] | None = None
 
     def forward(self, *args: Any) -> Any:
         if self.fn is None:
-            self.fn = self.compiler.get(self.region, args)
+            self.fn = self.compiler.get(self.subgraph, args)
         return self.fn(*args)
 
 
-def compile_regions(gm: torch.fx.GraphModule, compiler: RegionCompiler) -> torch.fx.GraphModule:
-    """``gm`` split into attention regions and segments
-    (:func:`~asymrnr_compile.passes.split_attention_regions.split_attention_regions`), each
-    compiled by ``compiler`` on its first call. Returns the driver: same inputs and outputs as
-    ``gm``."""
-    split = split_attention_regions(gm)
-    for name in [*split.attention_submodules, *split.segment_submodules]:
-        setattr(split.driver, name, CompiledRegion(getattr(split.driver, name), compiler))
+def compile_subgraphs(gm: torch.fx.GraphModule, compiler: SubgraphCompiler) -> torch.fx.GraphModule:
+    """``gm`` split at its attention calls into subgraphs
+    (:func:`~asymrnr_compile.passes.split_at_attention.split_at_attention`), each compiled by
+    ``compiler`` on its first call. Returns the driver: same inputs and outputs as ``gm``."""
+    split = split_at_attention(gm)
+    for name in [*split.attention_submodules, *split.between_submodules]:
+        setattr(split.driver, name, CompiledSubgraph(getattr(split.driver, name), compiler))
     return split.driver
