@@ -25,6 +25,8 @@ def test_defaults_are_the_attention_preset():
         ("tiny", 64, 2, 2, (2, 4, 4), 8),
         ("small", 128, 4, 2, (4, 12, 12), 16),
         ("attention", 256, 4, 4, (4, 24, 24), 32),
+        ("attention-4096", 256, 4, 4, (4, 32, 32), 32),
+        ("attention-16384", 256, 4, 4, (4, 64, 64), 32),
     ],
 )
 def test_presets(name, hidden, heads, blocks, grid, text_tokens):

@@ -200,6 +200,8 @@ def _check_positive_int(name: str, value: object) -> None:
 #: are about 60% of the forward FLOPs). ``"cogvideox-2b-shape"``: GPU benchmarks at a real
 #: model's width and token count (17,550 video tokens). ``"synthetic"`` and
 #: ``"synthetic-fine"``: the trained text-to-video model of :mod:`asymrnr_lab.synthetic`.
+#: ``"attention-4096"`` and ``"attention-16384"``: the ``"attention"`` model at 4096 and 16,384
+#: video tokens.
 PRESETS: dict[str, ReferenceDiTConfig] = {
     "tiny": ReferenceDiTConfig(
         hidden_size=64,
@@ -272,6 +274,11 @@ PRESETS: dict[str, ReferenceDiTConfig] = {
 # tokens (the redundancy AsymRnR removes). About 16x the attention FLOPs of "synthetic": trained on
 # a GPU (benchmarks/gpu_checks.sh).
 PRESETS["synthetic-fine"] = replace(PRESETS["synthetic"], patch_size=(2, 2, 2))
+# The "attention" model on larger videos, for the trend toward real model sizes: 4 x 32 x 32 =
+# 4096 and 4 x 64 x 64 = 16,384 video tokens (CogVideoX-2B has 17,550). The attention matmuls'
+# share of the FLOPs grows with the token count (about 73% and 91% of a forward, against 60%).
+PRESETS["attention-4096"] = replace(PRESETS["attention"], latent_height=64, latent_width=64)
+PRESETS["attention-16384"] = replace(PRESETS["attention"], latent_height=128, latent_width=128)
 
 
 def resolve_config(preset: str | ReferenceDiTConfig) -> ReferenceDiTConfig:
