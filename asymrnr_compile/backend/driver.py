@@ -1,23 +1,12 @@
-"""The ``torch.compile`` backend: analysis -> plan -> rewrite -> Inductor.
+"""The backend object: per captured graph, analysis -> plan -> rewrite -> Inductor.
 
-Two ways to use it::
-
-    # 1. by name (registered through the ``torch_dynamo_backends`` entry point; no import needed)
-    compiled = torch.compile(model, backend="asymrnr", options={"q_ratio": 0.5, "kv_ratio": 0.3})
-    asymrnr_compile.last_backend().report()        # the report of the string form
-
-    # 2. as an object, to keep a handle on its report and state
-    backend = asymrnr_compile.AsymRnRBackend(asymrnr_compile.AsymRnRConfig(q_ratio=0.5))
-    compiled = torch.compile(model, backend=backend)
-    backend.report().to_dict(); backend.reset()    # new video: forget cached matchings
-
-Per captured graph, the backend finds the attention sites
+Per captured graph :class:`AsymRnRBackend` finds the attention sites
 (:func:`asymrnr_compile.analysis.find_attention_sites`), decides which sites and features to reduce
 and how many tokens to keep (:func:`asymrnr_compile.plan.select_sites.plan_site_reduction`), and
 returns an :class:`~asymrnr_compile.runtime.AsymRnRRuntime` that compiles one Inductor variant per
-distinct step plan. A graph with nothing to reduce, or
-one the backend cannot handle, is compiled unchanged by Inductor, with the reason logged and
-reported.
+distinct step plan. A graph with nothing to reduce, or one the backend cannot handle
+(:mod:`~asymrnr_compile.backend.graph_checks`), is compiled unchanged by Inductor, with the reason
+logged and reported (:mod:`~asymrnr_compile.backend.report`).
 
 A graph compiled inside a model call's
 :class:`~asymrnr_compile.runtime.forward_context.ForwardContext` (regional compilation through
@@ -26,8 +15,9 @@ no video source of its own; its inputs are seeded with the grid the context decl
 (:mod:`asymrnr_compile.analysis.declared_layout`) and its runtime reads steps and the block
 instance from the context of each call.
 
-This module must not call ``torch._dynamo.register_backend("asymrnr")``: the entry point
-registers it, and a second registration raises "duplicate name".
+``inductor_compiler`` and ``analyse_graph`` are read from the package,
+``asymrnr_compile.backend``, on every call (``seams`` below), so that a test or benchmark can
+stand in for Inductor or the analysis with ``monkeypatch.setattr("asymrnr_compile.backend.inductor_compiler", ...)``.
 """
 
 from __future__ import annotations
@@ -39,7 +29,6 @@ import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from types import CodeType
 from typing import Any
 
@@ -47,23 +36,30 @@ import torch
 import torch.fx
 from torch._dynamo.exc import RestartAnalysis
 
-from asymrnr_compile.analysis.cost import CostEstimate, graph_flops, ideal_speedup
+import asymrnr_compile.backend as seams
+from asymrnr_compile.analysis.cost import CostEstimate, graph_flops
 from asymrnr_compile.analysis.declared_layout import DeclaredLayout, declared_layout_seeds
-from asymrnr_compile.analysis.find_sites import analyse_graph
-from asymrnr_compile.analysis.fx_nodes import op_name
 from asymrnr_compile.analysis.graph_outputs import handed_off_seeds, video_output_layouts
 from asymrnr_compile.analysis.other_attention import OtherAttention
 from asymrnr_compile.analysis.site import AttentionSite
+from asymrnr_compile.backend.graph_checks import (
+    WITHOUT_SDPA,
+    computes_attention_by_hand,
+    has_symbolic_shapes,
+    regional_refusal,
+)
+from asymrnr_compile.backend.recompiles import has_compiled_entries, video_state_key
+from asymrnr_compile.backend.report import AsymRnRReport, PlainGraph
 from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
 from asymrnr_compile.passes.decompose_multi_head_attention import (
     decompose_multi_head_attention,
     is_multi_head_attention,
 )
 from asymrnr_compile.plan.schedule_driver import ScheduleDriver, ScheduleMismatchError
-from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction, unreduced_site_dict
+from asymrnr_compile.plan.select_sites import SiteReduction, plan_site_reduction
 from asymrnr_compile.reasons import DYNAMIC_FALSE_FIX, GENERIC_FIX, Reason, ReasonKind, fix_of, kind_of, prefixed
 from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
-from asymrnr_compile.runtime.compile_subgraphs import Compiler, inductor_compiler, mode_uses_cudagraphs
+from asymrnr_compile.runtime.compile_subgraphs import Compiler, mode_uses_cudagraphs
 from asymrnr_compile.runtime.forward_context import ClaimSites, ForwardContext, current_forward
 from asymrnr_compile.runtime.layout_handoff import LayoutHandoff
 from asymrnr_compile.runtime.runtime import VideoStates
@@ -73,100 +69,6 @@ from asymrnr_compile.vocabulary import FEATURES
 
 logger = logging.getLogger("asymrnr_compile")
 
-
-def _has_symbolic_shapes(gm: torch.fx.GraphModule) -> bool:
-    for node in gm.graph.nodes:
-        if node.op != "placeholder":
-            continue
-        value = node.meta.get("example_value")
-        if isinstance(value, torch.SymInt):
-            return True
-        if isinstance(value, torch.Tensor) and any(isinstance(s, torch.SymInt) for s in value.shape):
-            return True
-    return False
-
-
-@dataclass
-class _PlainGraph:
-    """A graph compiled unchanged, kept for the report."""
-
-    sites: list[AttentionSite]
-    reason: str
-    compile_seconds: float
-    cost: CostEstimate
-    config: AsymRnRConfig
-    other_attention: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"sites": [unreduced_site_dict(site, self.config, self.reason) for site in self.sites],
-                "other_attention": self.other_attention, "variants": [],
-                "compile_seconds": round(self.compile_seconds, 3), "fallback_reason": str(self.reason),
-                "cost": self.cost.to_dict()}
-
-
-@dataclass
-class AsymRnRReport:
-    """What the backend did: per captured graph its sites, variants, calls, steps and cache use.
-
-    ``str(report)`` / :meth:`summary` is a few readable lines; :meth:`to_dict` has everything.
-    """
-
-    config: AsymRnRConfig
-    graphs: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def ideal_speedup(self) -> float:
-        """FLOPs of all graphs unreduced over reduced (steady state, after warm-up)."""
-        full = sum(g["cost"]["full_gflops"] for g in self.graphs)
-        reduced = sum(g["cost"]["reduced_gflops"] for g in self.graphs)
-        return ideal_speedup(full, reduced)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "ideal_speedup": self.ideal_speedup,
-            "graphs": self.graphs,
-            "num_variants": sum(len(g.get("variants", [])) for g in self.graphs),
-            "compile_seconds": round(sum(g.get("compile_seconds", 0.0) for g in self.graphs), 3),
-            "calls": sum(g.get("calls", 0) for g in self.graphs),
-            "steps": max((g.get("steps", 0) for g in self.graphs), default=0),
-            "cache_hits": sum(g.get("cache_hits", 0) for g in self.graphs),
-            "cache_misses": sum(g.get("cache_misses", 0) for g in self.graphs),
-        }
-
-    def summary(self) -> str:
-        """A few lines: sites reduced and their kept tokens, steps, calls, matchings computed and
-        reused, compiled variants, the predicted (ideal) speedup, and why a graph was left alone."""
-        data = self.to_dict()
-        sites = [site for graph in self.graphs for site in graph.get("sites", [])]
-        reduced = [site for site in sites if site.get("applied")]
-        # a regional graph's sites run once per block instance it serves
-        count = sum(len(graph.get("sites", [])) * graph.get("instances", 1) for graph in self.graphs)
-        count_reduced = sum(sum(1 for site in graph.get("sites", []) if site.get("applied")) * graph.get("instances", 1)
-                            for graph in self.graphs)
-        regional = [graph.get("instances", 1) for graph in self.graphs if graph.get("regional")]
-        served = f" ({sum(regional)} block instances)" if regional else ""
-        lines = [f"asymrnr: {count_reduced} of {count} attention sites reduced in {len(self.graphs)} graph(s){served}; "
-                 f"predicted speedup {self.ideal_speedup:.2f}x (FLOP ratio, matching counted)"]
-        kept = sorted({(feature, applied["kept_tokens"], applied["video_tokens"])
-                       for site in reduced for feature, applied in site["applied"].items()})
-        if kept:
-            lines.append("  kept tokens: " + ", ".join(f"{feature} {keep} of {total}" for feature, keep, total in kept))
-        lines.append(f"  {data['steps']} steps, {data['calls']} calls; matchings {data['cache_misses']} computed, "
-                     f"{data['cache_hits']} reused; {data['num_variants']} compiled variants "
-                     f"({data['compile_seconds']:.1f} s compiling)")
-        for graph in self.graphs:
-            if graph.get("fallback_reason"):
-                lines.append(f"  a graph runs unreduced: {graph['fallback_reason']}")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.summary()
-
-
-#: A graph whose attention is written out by hand (matmul, softmax, matmul).
-WITHOUT_SDPA = Reason("attention is computed without scaled_dot_product_attention",
-                      fix="compute attention with torch.nn.functional.scaled_dot_product_attention")
 #: A block graph under regional compilation without the hook that declares the grid.
 REGIONAL_HOOK_FIX = ("compile the repeated blocks with asymrnr_compile.compile_repeated_blocks(model, "
                      "options=...), which tells each block graph the video grid and the step")
@@ -206,7 +108,7 @@ class AsymRnRBackend:
         self.config = config if config is not None else AsymRnRConfig.from_options(options)
         if not isinstance(self.config, AsymRnRConfig):
             raise TypeError(f"config must be an AsymRnRConfig, got {type(self.config).__name__}")
-        self.graphs: list[AsymRnRRuntime | _PlainGraph] = []
+        self.graphs: list[AsymRnRRuntime | PlainGraph] = []
         # Steps and matchings (outside a video scope) per compiled code object, then shapes and sites,
         # shared by Dynamo's recompiles of that code; code objects held weakly.
         self._video_states: weakref.WeakKeyDictionary[CodeType, dict[tuple[Any, ...], VideoStates]] = \
@@ -229,14 +131,14 @@ class AsymRnRBackend:
                 logger.info("asymrnr: nn.MultiheadAttention left as is: %s", reason)
             if decomposition.decomposed:
                 gm = decomposition.gm
-        compile_graph = inductor_compiler(gm, mode)
+        compile_graph = seams.inductor_compiler(gm, mode)
         forward = current_forward()  # set while a model call runs under the regional layout hook
         if forward is None:
             self._check_step_signal(gm)
         video_outputs: dict[int, Any] = {}
         others: list[OtherAttention] = []
         try:
-            analysis = analyse_graph(gm)
+            analysis = seams.analyse_graph(gm)
             sites = analysis.sites
             reasons: list[str] = []
             declared = None
@@ -245,7 +147,7 @@ class AsymRnRBackend:
                 # regional compilation the model call declares the grid instead, checked on every call)
                 handed = handed_off_seeds(gm, example_inputs, self._handoff.layout_of)
                 if handed.seeds:
-                    analysis = analyse_graph(gm, seeds=handed.seeds)
+                    analysis = seams.analyse_graph(gm, seeds=handed.seeds)
                     sites = analysis.sites
             # (a regional graph's inputs come from the model call's declared grid: nothing to hand off)
             video_outputs = video_output_layouts(gm, analysis.layouts) if forward is None else {}
@@ -257,12 +159,12 @@ class AsymRnRBackend:
                 if why:
                     reasons.append(why)
             if forward is not None and any(site.video_tokens for site in sites) and \
-                    (refusal := _regional_refusal(self.config)):
+                    (refusal := regional_refusal(self.config)):
                 return self._plain(gm, example_inputs, sites, compile_graph, refusal, video_outputs=video_outputs,
                                    others=others)
             driver = None if self.config.schedule is None else \
                 ScheduleDriver(self.config.schedule, sites, self.config.num_steps)
-            if _has_symbolic_shapes(gm):
+            if has_symbolic_shapes(gm):
                 return self._plain(gm, example_inputs, sites, compile_graph,
                                    Reason("graph has symbolic (dynamic) shapes; compile with dynamic=False to reduce",
                                           fix=DYNAMIC_FALSE_FIX),
@@ -277,7 +179,7 @@ class AsymRnRBackend:
                 else:
                     reductions.append(planned)
             if not reductions:
-                if not sites and _computes_attention_by_hand(gm):
+                if not sites and computes_attention_by_hand(gm):
                     reason = Reason(WITHOUT_SDPA + (f" ({'; '.join(left_alone)})" if left_alone else ""),
                                     fix=_first_fix([*left_alone, WITHOUT_SDPA]))
                     return self._plain(gm, example_inputs, sites, compile_graph, reason, video_outputs=video_outputs,
@@ -299,11 +201,11 @@ class AsymRnRBackend:
                         kind_of(site_reason) not in (ReasonKind.CHOSEN, ReasonKind.TOO_SMALL):  # small: by design
                     self._warn_once(f"site unreduced: {site_reason}",
                                     f"asymrnr: attention {site.name} over video tokens runs unreduced: {site_reason}.")
-            code, video_key = _video_state_key(example_inputs, reductions, regional=forward is not None)
+            code, video_key = video_state_key(example_inputs, reductions, regional=forward is not None)
             shared = None
             if code is not None:
                 states_of_code = self._video_states.get(code)
-                if states_of_code is None or not _has_compiled_entries(code):
+                if states_of_code is None or not has_compiled_entries(code):
                     # the code's first compile since Dynamo started or was reset: no earlier video to continue
                     states_of_code = self._video_states[code] = {}
                 shared = states_of_code.get(video_key)
@@ -316,7 +218,7 @@ class AsymRnRBackend:
                     "next steps of its window and CUDA graph trees reuse the memory of earlier outputs (torch would "
                     "fail with 'accessing tensor output of CUDAGraphs that has been overwritten by a subsequent "
                     "run'). Pass mode='max-autotune-no-cudagraphs' or no mode to silence this."))
-                compile_graph = inductor_compiler(gm, mode, cudagraphs=False)
+                compile_graph = seams.inductor_compiler(gm, mode, cudagraphs=False)
             runtime = AsymRnRRuntime(gm, sites, reductions, self.config, compile_graph, driver,
                                      on_matching=self.on_matching, regional=forward is not None,
                                      declared_layout=declared, video_states=shared)
@@ -364,7 +266,7 @@ class AsymRnRBackend:
         if not seeded.seeds:
             logger.info("asymrnr: no declared layout for this graph: %s", seeded.reason)
             return sites, None, None
-        return analyse_graph(gm, seeds=seeded.seeds).sites, forward.layout, None
+        return seams.analyse_graph(gm, seeds=seeded.seeds).sites, forward.layout, None
 
     def _plain(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any], sites: list[AttentionSite],
                compile_graph: Compiler, reason: str, *, warn: bool = True,
@@ -381,7 +283,7 @@ class AsymRnRBackend:
         start = time.perf_counter()
         compiled = compile_graph(gm, list(example_inputs))
         flops = graph_flops(gm)
-        self.graphs.append(_PlainGraph(sites, reason, time.perf_counter() - start, CostEstimate(flops, flops, 0),
+        self.graphs.append(PlainGraph(sites, reason, time.perf_counter() - start, CostEstimate(flops, flops, 0),
                                        self.config, [other.to_dict() for other in others]))
         # The wrapper holds the backend as long as Dynamo keeps this graph (see asymrnr()): Dynamo does
         # not keep the function compile_fx returns, so an attribute on it would not. Under regional
@@ -425,107 +327,3 @@ class AsymRnRBackend:
 
     def report(self) -> AsymRnRReport:
         return AsymRnRReport(self.config, [graph.to_dict() for graph in self.graphs])
-
-
-def _video_state_key(example_inputs: Sequence[Any], reductions: Sequence[SiteReduction], *,
-                     regional: bool) -> tuple[CodeType | None, tuple[Any, ...]]:
-    """What makes a graph a recompile of an earlier one of the same sampling loop: the code
-    object Dynamo is compiling (the same for every recompile of a function), and then the
-    input shapes and the reduced sites with their kept counts. ``(None, key)`` outside a Dynamo
-    compile (the backend called directly): nothing is shared.
-
-    Outside a video scope, a recompile mid-video (a guard failed: a new stride, a Python flag)
-    then continues the video's steps and matchings instead of starting at step 0 with a matching
-    of its own. Inside a scope the scope holds the step, and this is not needed."""
-    shapes = tuple(tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                   for value in example_inputs)
-    sites = tuple((r.site.index, r.site.video_tokens, tuple(sorted(r.num_keep.items()))) for r in reductions)
-    return _compiling_code(), (regional, shapes, sites)
-
-
-def _compiling_code() -> CodeType | None:
-    """The code object Dynamo is compiling now, or None (not inside a Dynamo compile)."""
-    try:
-        from torch._dynamo.symbolic_convert import InstructionTranslator
-
-        translator = InstructionTranslator.current_tx()
-    except (ImportError, AttributeError, IndexError, AssertionError):
-        return None
-    code = getattr(translator, "f_code", None)
-    return code if isinstance(code, CodeType) else None
-
-
-def _has_compiled_entries(code: CodeType) -> bool:
-    """Whether Dynamo's cache holds compiled entries for ``code``: a compile while it does is a
-    recompile (a guard failed); without any, the first compile since Dynamo started or since
-    ``torch._dynamo.reset()`` (nothing of an earlier video may be continued then)."""
-    try:
-        from torch._dynamo.eval_frame import _debug_get_cache_entry_list
-    except ImportError:  # another torch: never share rather than share a stale state
-        return False
-    return bool(_debug_get_cache_entry_list(code))
-
-
-def _regional_refusal(config: AsymRnRConfig) -> str | None:
-    """Why a graph compiled under regional compilation cannot be reduced with ``config``, or None.
-    One compiled block graph serves every block of its class, so settings that differ per block
-    in the graph itself (a schedule's rows, skipped blocks, random-selection seeds baked into the
-    graph) cannot be honoured."""
-    whole_model = "compile the whole model: torch.compile(model, backend='asymrnr', ...)"
-    if config.schedule is not None:
-        return Reason("schedules are not supported under regional compilation (compile the whole model)",
-                      fix=whole_model)
-    if config.skip_blocks:
-        return Reason("skip_blocks is not supported under regional compilation (compile the whole model)",
-                      fix=whole_model)
-    if config.token_selection == "random":
-        return Reason("token_selection='random' is not supported under regional compilation: its seeds are "
-                      "compiled into the graph all blocks share (compile the whole model)", fix=whole_model)
-    return None
-
-
-def _computes_attention_by_hand(gm: torch.fx.GraphModule) -> bool:
-    """Whether the graph computes attention without SDPA: a softmax between two matrix products,
-    or torch's fused ``multi_head_attention_forward``."""
-    names = [op_name(node, gm) for node in gm.graph.nodes]
-    if "multi_head_attention_forward" in names:
-        return True
-    matmuls = {"matmul", "bmm", "baddbmm", "einsum"}
-    return "softmax" in names and sum(name in matmuls for name in names) >= 2
-
-
-# The string form: one backend per options object, alive as long as a graph it compiled is (the
-# runtimes hold it); so torch._dynamo.reset() frees backends, their graphs and device caches.
-_string_form_backends: weakref.WeakValueDictionary[int, AsymRnRBackend] = weakref.WeakValueDictionary()
-_last_backend: list[weakref.ref[AsymRnRBackend]] = []
-
-
-def asymrnr(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
-            options: Mapping[str, Any] | None = None, mode: str | None = None) -> Callable[..., Any]:
-    """The backend behind ``torch.compile(..., backend="asymrnr", options=...)``.
-
-    All graphs compiled with the same ``options`` object share one :class:`AsymRnRBackend` (so all
-    ``options=None`` compilations share one; use an :class:`AsymRnRBackend` object per model for
-    separate reports); :func:`last_backend` returns the one used most recently. Options are
-    validated on the first call, when Dynamo hands over the first graph; errors name the option.
-    """
-    backend = _string_form_backends.get(id(options))
-    if backend is None or backend.options is not options:
-        try:
-            config = AsymRnRConfig.from_options(options)
-        except (ValueError, TypeError) as error:
-            raise type(error)(f"torch.compile(backend='asymrnr', options=...): {error}") from None
-        backend = AsymRnRBackend(config)
-        backend.options = options  # held, so id(options) stays unique while the backend lives
-        _string_form_backends[id(options)] = backend
-    _last_backend[:] = [weakref.ref(backend)]
-    return backend(gm, example_inputs, mode=mode)
-
-
-def last_backend() -> AsymRnRBackend:
-    """The backend that served the most recent ``backend="asymrnr"`` compilation."""
-    backend = _last_backend[0]() if _last_backend else None
-    if backend is None:
-        raise RuntimeError('no model compiled with backend="asymrnr" is alive in this process (none was compiled, '
-                           "or torch._dynamo.reset() released it)")
-    return backend
