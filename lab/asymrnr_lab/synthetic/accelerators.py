@@ -14,7 +14,13 @@ An :class:`Accelerator` builds, from a model of the synthetic task, an
   Inductor as a whole (``fullgraph=False``: the hooks break the graph on purpose) or, stacked with
   asymrnr, block by block with :func:`asymrnr_compile.compile_repeated_blocks`. The hooks need a
   transformer of a diffusers class: the CogVideoX text-to-video model (``arch="cogvideox"``),
-  not the bundled ReferenceDiT.
+  not the bundled ReferenceDiT;
+- :class:`CacheDiT`: cache-dit's DBCache (optional dependency ``asymrnr-lab[cachedit]``), alone
+  or with its TaylorSeer calibrator (:func:`dbcache`, :func:`cache_dit_taylorseer`), on a copy of
+  the model's transformer, compiled with Inductor as a whole (``fullgraph=False``). It attaches
+  to both model kinds: to CogVideoX's diffusers transformer through ``cache_dit.enable_cache``
+  (cache-dit's registered CogVideoX adapter) and to the bundled ReferenceDiT through a
+  ``cache_dit.BlockAdapter`` naming its blocks.
 
 Every accelerator compiles with ``isolate_recompiles=True``: Dynamo caches compiled code per code
 object, shared by every ``torch.compile`` of the same class, and ``backend="inductor"`` wrappers
@@ -31,6 +37,8 @@ does; ``reset()`` clears the hooks' state, as a pipeline does at the end of a ca
 from __future__ import annotations
 
 import copy
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,11 +63,16 @@ class AcceleratedTransformer:
         fn: the transformer's keyword signature; returns what ``model.transformer`` returns.
         reset: call before each new batch of videos (clears state that must not carry over).
         backend: the asymrnr backend inside, if any (its report gives the cost model's ideal).
+        stats: for a step cache that counts its own work (:class:`CacheDiT`), a callable returning
+            ``{"steps": model calls since the last reset, "cached_steps": [indices of the calls
+            whose middle blocks were skipped], "residual_diffs": {call index: the relative change
+            the cache decided on}}``; None (default) otherwise.
     """
 
     fn: Callable[..., torch.Tensor]
     reset: Callable[[], None] = _no_reset
     backend: Any = None
+    stats: Callable[[], dict[str, Any]] | None = None
 
     def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
         return self.fn(**inputs)
@@ -240,3 +253,224 @@ def taylorseer(cache_interval: int, disable_before_step: int = 3) -> DiffusersCa
                                      max_order=1, taylor_factors_dtype=torch.float32, use_lite_mode=True)
 
     return DiffusersCache(make)
+
+
+#: cache-dit's log level while this module imports it, unless ``CACHE_DIT_LOG_LEVEL`` is set: its
+#: default ("info") logs every adapter, block and context it creates.
+CACHE_DIT_LOG_LEVEL = "warning"
+#: ``max_cached_steps`` / ``max_continuous_cached_steps`` value meaning "no limit" (cache-dit's -1).
+NO_LIMIT = -1
+#: Compute blocks ahead of the cache decision by default: the first block, as the first-block
+#: cache does (cache-dit's default of 8 is more than the synthetic models' 4 blocks).
+DEFAULT_COMPUTE_FIRST = 1
+#: Full steps of every video before DBCache may skip one (cache-dit's default is 8 of 28+).
+DEFAULT_WARMUP_STEPS = 4
+#: Full steps beyond its order that cache-dit's TaylorSeer needs before it predicts: its state of
+#: a stream is created at the first full step, after that step's counter advanced, so it counts
+#: one step behind the context; it takes the first difference only at its own step 2
+#: (``TaylorSeerState.derivative``: ``current_step > 1``), i.e. the video's step 3, and the n-th at
+#: step n + 2. With fewer full steps the first skipped steps reuse the last residual as DBCache.
+TAYLORSEER_EXTRA_WARMUP = 3
+
+
+def _import_cache_dit():
+    """``import cache_dit`` at :data:`CACHE_DIT_LOG_LEVEL` (unless ``CACHE_DIT_LOG_LEVEL`` is set);
+    an ImportError naming the extra when it is not installed."""
+    quiet = "CACHE_DIT_LOG_LEVEL" not in os.environ
+    if quiet:
+        os.environ["CACHE_DIT_LOG_LEVEL"] = CACHE_DIT_LOG_LEVEL
+    try:
+        import cache_dit
+    except ImportError as error:
+        raise ImportError("the cache-dit rows need cache-dit: pip install -e './lab[cachedit]'") from error
+    if quiet:  # imported earlier (at its default level), its loggers exist already
+        level = getattr(logging, CACHE_DIT_LOG_LEVEL.upper())
+        for name, logger in list(logging.root.manager.loggerDict.items()):
+            if name.startswith("cache_dit") and isinstance(logger, logging.Logger):
+                logger.setLevel(level)
+    return cache_dit
+
+
+def _check_int(name: str, value: object, minimum: int, *, allow: tuple[int, ...] = ()) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum and value not in allow:
+        also = "".join(f" or {v}" for v in allow)
+        raise ValueError(f"{name} must be >= {minimum}{also}, got {value}")
+
+
+@dataclass(frozen=True)
+class CacheDiT:
+    """cache-dit's DBCache (Dual Block Cache), optionally with its TaylorSeer calibrator, on a copy
+    of the model's transformer.
+
+    Every model call runs the first ``compute_first`` blocks, then compares their output residual
+    with the last full step's (relative mean absolute difference); under ``threshold`` the middle
+    blocks are skipped and their last residual is reused (or, with ``taylorseer_order``, predicted
+    by a Taylor expansion over the last full steps), then the last ``compute_last`` blocks run.
+    The video and text streams are cached alike (both blocks' outputs, ``ForwardPattern.Pattern_0``).
+    The batched CFG call counts as one step (``enable_separate_cfg=False``, as cache-dit sets for
+    CogVideoX, whose pipeline batches CFG too).
+
+    Attaches to the CogVideoX model's diffusers transformer (``cache_dit.enable_cache`` on
+    ``model.transformer.model``; cache-dit's registered adapter for ``CogVideoX*``) and to the
+    bundled :class:`~asymrnr_lab.models.ReferenceDiT` (a ``cache_dit.BlockAdapter`` over its
+    ``blocks``); both in cache-dit's transformer-only mode, whose context persists across calls:
+    ``reset()`` refreshes it (``cache_dit.refresh_context``), and so does a call whose timestep is
+    above the previous call's (a new video started without a reset). ``stats()`` of the built
+    transformer reports the steps skipped since the last reset.
+
+    Attributes:
+        threshold: DBCache's ``residual_diff_threshold`` (>= 0; 0 caches nothing).
+        compute_first: ``Fn_compute_blocks`` (>= 1, default :data:`DEFAULT_COMPUTE_FIRST`).
+        compute_last: ``Bn_compute_blocks`` (>= 0, default 0); ``compute_first + compute_last``
+            must not exceed the model's blocks.
+        warmup_steps: ``max_warmup_steps``: the first steps of every video always compute (>= 1,
+            default :data:`DEFAULT_WARMUP_STEPS`).
+        max_cached_steps: at most this many skipped steps per video (default :data:`NO_LIMIT`).
+        max_continuous_cached_steps: at most this many skipped steps in a row (default
+            :data:`NO_LIMIT`).
+        taylorseer_order: None (default): reuse the last residual; n >= 1: cache-dit's
+            ``TaylorSeerCalibratorConfig(taylorseer_order=n)`` predicts it.
+    """
+
+    threshold: float
+    compute_first: int = DEFAULT_COMPUTE_FIRST
+    compute_last: int = 0
+    warmup_steps: int = DEFAULT_WARMUP_STEPS
+    max_cached_steps: int = NO_LIMIT
+    max_continuous_cached_steps: int = NO_LIMIT
+    taylorseer_order: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
+            raise TypeError(f"threshold must be a float, got {type(self.threshold).__name__}")
+        if not self.threshold >= 0:
+            raise ValueError(f"threshold must be >= 0, got {self.threshold}")
+        _check_int("compute_first", self.compute_first, 1)
+        _check_int("compute_last", self.compute_last, 0)
+        _check_int("warmup_steps", self.warmup_steps, 1)
+        _check_int("max_cached_steps", self.max_cached_steps, 0, allow=(NO_LIMIT,))
+        _check_int("max_continuous_cached_steps", self.max_continuous_cached_steps, 1, allow=(NO_LIMIT,))
+        if self.taylorseer_order is not None:
+            _check_int("taylorseer_order", self.taylorseer_order, 1)
+            needed = self.taylorseer_order + TAYLORSEER_EXTRA_WARMUP
+            if self.warmup_steps < needed:
+                raise ValueError(
+                    f"TaylorSeer of order {self.taylorseer_order} needs warmup_steps >= {needed}, got "
+                    f"{self.warmup_steps}: cache-dit's calibrator takes its first difference at a video's step 3, "
+                    f"so with fewer full steps the first skipped steps reuse the last residual as plain DBCache")
+
+    def configs(self) -> tuple[Any, Any]:
+        """cache-dit's ``(DBCacheConfig, TaylorSeerCalibratorConfig or None)`` of these settings."""
+        cache_dit = _import_cache_dit()
+        cache = cache_dit.DBCacheConfig(
+            Fn_compute_blocks=self.compute_first, Bn_compute_blocks=self.compute_last,
+            residual_diff_threshold=float(self.threshold), max_warmup_steps=self.warmup_steps,
+            max_cached_steps=self.max_cached_steps, max_continuous_cached_steps=self.max_continuous_cached_steps,
+            enable_separate_cfg=False)
+        calibrator = None if self.taylorseer_order is None else cache_dit.TaylorSeerCalibratorConfig(
+            taylorseer_order=self.taylorseer_order)
+        return cache, calibrator
+
+    def build(self, model: torch.nn.Module, *, compile: bool = True) -> AcceleratedTransformer:
+        """The cached copy, compiled with Inductor (default, ``fullgraph=False``: cache-dit decides
+        per step in eager code) or eager (``compile=False``, e.g. for ``FlopCounterMode``).
+
+        Raises ImportError without cache-dit, TypeError for a transformer that is neither a
+        diffusers model cache-dit has an adapter for nor a ReferenceDiT (:func:`cache_dit_problem`
+        says which), and ValueError when ``compute_first + compute_last`` exceeds its blocks.
+        """
+        from asymrnr_lab.models import ReferenceDiT
+
+        cache_dit = _import_cache_dit()
+        problem = cache_dit_problem(model)
+        if problem:
+            raise TypeError(problem)
+        wrapper = copy.deepcopy(model.transformer)
+        if isinstance(wrapper, ReferenceDiT):
+            target, blocks = wrapper, wrapper.blocks
+            attach: Any = cache_dit.BlockAdapter(transformer=wrapper, blocks=wrapper.blocks,
+                                                 forward_pattern=cache_dit.ForwardPattern.Pattern_0,
+                                                 check_forward_pattern=True, has_separate_cfg=False)
+        else:
+            target = attach = wrapper.model
+            blocks = cache_dit.get_adapter(target).blocks
+        if self.compute_first + self.compute_last > len(blocks):
+            raise ValueError(
+                f"compute_first + compute_last ({self.compute_first} + {self.compute_last}) exceeds the "
+                f"model's {len(blocks)} blocks")
+        cache, calibrator = self.configs()
+        cache_dit.enable_cache(attach, cache_config=cache, calibrator_config=calibrator)
+        compiled = wrapper if not compile else torch.compile(
+            wrapper, backend="inductor", fullgraph=False, dynamic=False, isolate_recompiles=True)
+        last = {"timestep": float("inf")}
+
+        def context() -> Any:
+            (name,) = target._context_names
+            return target._context_manager.get_context(name)
+
+        def reset() -> None:
+            cache_dit.refresh_context(target)
+            last["timestep"] = float("inf")
+
+        def run(hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                timestep: torch.Tensor) -> torch.Tensor:
+            now = float(timestep.reshape(-1)[0])
+            if now > last["timestep"]:
+                reset()
+            last["timestep"] = now
+            return compiled(hidden_states=hidden_states, encoder_hidden_states=encoder_hidden_states,
+                            timestep=timestep)
+
+        def stats() -> dict[str, Any]:
+            current = context()
+            return {"steps": current.transformer_executed_steps, "cached_steps": current.get_cached_steps(),
+                    "residual_diffs": {int(step): diff for step, diff in current.get_residual_diffs().items()}}
+
+        return AcceleratedTransformer(run, reset, stats=stats)
+
+
+def cache_dit_problem(model: torch.nn.Module) -> str:
+    """Why :class:`CacheDiT` cannot attach to ``model``'s transformer; ``""`` when it can.
+
+    It attaches to a :class:`~asymrnr_lab.models.ReferenceDiT` (through a ``BlockAdapter``) and to
+    a wrapper whose ``.model`` is a diffusers transformer cache-dit has a registered adapter for
+    (CogVideoX's, through ``cache_dit.enable_cache``); it needs cache-dit installed.
+    """
+    from asymrnr_lab.models import ReferenceDiT
+
+    try:
+        cache_dit = _import_cache_dit()
+    except ImportError as error:
+        return str(error)
+    transformer = model.transformer
+    if isinstance(transformer, ReferenceDiT):
+        return ""
+    inner = getattr(transformer, "model", None)
+    if isinstance(inner, torch.nn.Module) and cache_dit.BlockAdapterRegister.is_supported(inner):
+        return ""
+    around = "" if inner is None else f" around {type(inner).__name__}"
+    return (f"cache-dit attaches to a ReferenceDiT or to a diffusers transformer it has an adapter for "
+            f"(arch='cogvideox'); this model's transformer is {type(transformer).__name__}{around}")
+
+
+def dbcache(threshold: float, warmup_steps: int = DEFAULT_WARMUP_STEPS, **settings: Any) -> CacheDiT:
+    """cache-dit's DBCache alone, ``F1B0`` by default: after ``warmup_steps`` full steps, skip the
+    blocks after the first while the first block's output residual changed by less than
+    ``threshold`` since the last full step. ``settings``: the other fields of :class:`CacheDiT`."""
+    return CacheDiT(threshold, warmup_steps=warmup_steps, **settings)
+
+
+def cache_dit_taylorseer(order: int, threshold: float, warmup_steps: int | None = None,
+                         **settings: Any) -> CacheDiT:
+    """cache-dit's DBCache with its TaylorSeer calibrator of ``order``: DBCache decides which
+    steps to skip (``threshold``, ``warmup_steps``: see :func:`dbcache`), and on those a Taylor
+    expansion over the last full steps predicts the skipped blocks' residual instead of reusing
+    the last one. ``warmup_steps`` None (default): :data:`DEFAULT_WARMUP_STEPS` or the
+    ``order + TAYLORSEER_EXTRA_WARMUP`` the calibrator needs, whichever is more. ``settings``: the
+    other fields of :class:`CacheDiT`."""
+    if warmup_steps is None:
+        warmup_steps = max(DEFAULT_WARMUP_STEPS, order + TAYLORSEER_EXTRA_WARMUP) if isinstance(order, int) \
+            else DEFAULT_WARMUP_STEPS
+    return CacheDiT(threshold, warmup_steps=warmup_steps, taylorseer_order=order, **settings)
