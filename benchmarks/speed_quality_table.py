@@ -8,8 +8,8 @@ sampler (20 Euler steps, guidance 2, batched CFG) and gets:
 - **all right** (valid video, every caption attribute detected from the pixels), its change
   against unaccelerated, and PSNR / SSIM against the unaccelerated videos from the same noise;
 - **FLOP ideal**: unaccelerated FLOPs over the row's, for the whole sampling loop. asymrnr rows:
-  the backend's cost model (matching counted). diffusers hooks: ``FlopCounterMode`` over one
-  eager sampling loop of the timing batch, hooked against unhooked (their skipping is
+  the backend's cost model (matching counted). diffusers hooks and cache-dit: ``FlopCounterMode``
+  over one eager sampling loop of the timing batch, hooked against unhooked (their skipping is
   data-dependent). asymrnr stacked with the first-block cache: the product of the two, an
   estimate (marked ``~``);
 - **loop speedup**: the whole sampling loop (20 steps, matching steps included) of plain
@@ -27,14 +27,18 @@ settings each (first-block cache, pyramid attention broadcast, FasterCache, Tayl
 transformer compiled with Inductor (``fullgraph=False``, the hooks break the graph), and asymrnr
 with the quality options (cache 2) stacked with the first-block cache (blocks compiled by
 ``asymrnr_compile.compile_repeated_blocks``). On the reference model the hook rows are listed as
-not applicable, with the reason.
+not applicable, with the reason. On both models cache-dit's DBCache alone and with its TaylorSeer
+calibrator (order 1), each at thresholds :data:`CACHE_DIT_THRESHOLDS` (optional dependency
+``asymrnr-lab[cachedit]``; without it the rows are listed as not applicable), compiled like the
+hook rows.
 
     python benchmarks/speed_quality_table.py --checkpoint runs/cogvideox/model --seeds 1 --results
     python benchmarks/speed_quality_table.py --checkpoint lab/asymrnr_lab/assets/synthetic_dit_fine.safetensors \\
         --seeds 1 --results
 
-Each row samples 96 videos per seed (on 2 CPU cores, AMD EPYC, with --seeds 1: the 15 rows of
-the CogVideoX model about 28 minutes in all, the 6 rows of the 1024-token model about 31 minutes);
+Each row samples 96 videos per seed (on 2 CPU cores, AMD EPYC, with --seeds 1, before the
+cache-dit rows: the 15 rows of the CogVideoX model about 28 minutes in all, the 6 rows of the
+1024-token model about 31 minutes);
 ``--only REGEX`` picks rows. Dynamo's recompile limit is raised
 to :data:`RECOMPILE_LIMIT` inside this script: all rows are compiled at once for the interleaved
 timing, and the hooks' graph breaks give some rows many small graphs (TaylorSeer recompiles on
@@ -77,9 +81,13 @@ from asymrnr_lab.metrics import whole_loop_speedup
 from asymrnr_lab.synthetic.accelerators import (
     Accelerator,
     AsymRnR,
+    CacheDiT,
     DiffusersCache,
     Eager,
     PlainInductor,
+    cache_dit_problem,
+    cache_dit_taylorseer,
+    dbcache,
     faster_cache,
     first_block_cache,
     pyramid_attention_broadcast,
@@ -96,6 +104,14 @@ RECOMPILE_LIMIT = 64
 DEFAULT_TIMING_CAPTIONS = 16
 #: Noise seed of the timing batch (not one of the quality seeds 0-3).
 TIMING_SEED = 9
+#: cache-dit DBCache thresholds of the table: at 20 Euler steps (4 full warm-up steps, the first
+#: block deciding) they skip 9 and 11 of the 20 steps of the shipped CogVideoX model, 7 and 11 of
+#: the reference model (timing batch seed, 8 captions); cache-dit's default 0.08 is made for 28-50
+#: steps, whose per-step change is smaller.
+CACHE_DIT_THRESHOLDS = (0.12, 0.2)
+#: Order of the cache-dit TaylorSeer rows (cache-dit's default; at these thresholds order 2 changed
+#: the videos by as much as order 1).
+CACHE_DIT_TAYLORSEER_ORDER = 1
 
 
 @dataclass(frozen=True)
@@ -127,7 +143,8 @@ def is_diffusers_model(model: torch.nn.Module) -> bool:
 
 def rows(model: torch.nn.Module, q_ratio: float, kv_ratio: float) -> list[Row]:
     """The table's rows for ``model`` (see the module docstring); hook rows have a reason and no
-    accelerator on a model that is not of a diffusers class."""
+    accelerator on a model that is not of a diffusers class, cache-dit rows where cache-dit is not
+    installed or cannot attach (:func:`cache_dit_problem`)."""
     ratios = {"q_ratio": q_ratio, "kv_ratio": kv_ratio}
     out = [
         Row("asymrnr, defaults", AsymRnRConfig()),
@@ -137,6 +154,11 @@ def rows(model: torch.nn.Module, q_ratio: float, kv_ratio: float) -> list[Row]:
         Row("asymrnr, quality options (cache 1)", published_with(**ratios, cache_steps=1, **HIDDEN_MATCHING)),
         Row("token dropping (published's FLOPs)", published_with(**ratios, cache_steps=5, token_selection="random")),
     ]
+    cache_dit_rows = {
+        **{f"cache-dit DBCache (threshold {t})": dbcache(t) for t in CACHE_DIT_THRESHOLDS},
+        **{f"cache-dit TaylorSeer (order {CACHE_DIT_TAYLORSEER_ORDER}, threshold {t})":
+           cache_dit_taylorseer(CACHE_DIT_TAYLORSEER_ORDER, t) for t in CACHE_DIT_THRESHOLDS},
+    }
     hooks = {
         "first-block cache (threshold 0.05)": first_block_cache(0.05),
         "first-block cache (threshold 0.1)": first_block_cache(0.1),
@@ -157,6 +179,8 @@ def rows(model: torch.nn.Module, q_ratio: float, kv_ratio: float) -> list[Row]:
         reason = (f"diffusers' cache hooks attach to a diffusers model class (CacheMixin); this model's transformer "
                   f"is {type(model.transformer).__name__}")
         out += [Row(name, None, reason) for name in [*hooks, STACK_ROW]]
+    problem = cache_dit_problem(model)
+    out += [Row(name, None if problem else cache, problem) for name, cache in cache_dit_rows.items()]
     return out
 
 
@@ -169,8 +193,9 @@ def count_loop_flops(model: torch.nn.Module, transformer: Callable[..., torch.Te
     return counter.get_total_flops()
 
 
-def hook_flop_ratio(model, hook: DiffusersCache, captions, seeds, task, base_flops: int) -> float:
-    """Unhooked over hooked FLOPs of one eager sampling loop of the timing batch."""
+def hook_flop_ratio(model, hook: DiffusersCache | CacheDiT, captions, seeds, task, base_flops: int) -> float:
+    """Unhooked over hooked FLOPs of one eager sampling loop of the timing batch (a diffusers hook
+    or a cache-dit cache)."""
     hooked = hook.build(model, compile=False)
     hooked.reset()
     return base_flops / count_loop_flops(model, hooked, captions, seeds, task)
@@ -236,8 +261,8 @@ def render_section(result: dict[str, Any]) -> str:
          "batched CFG; \"all right\" = a valid video with every caption attribute detected from the pixels; "
          "\"change\" = points against unaccelerated; PSNR/SSIM against the unaccelerated videos from the same noise. "
          "\"FLOP ideal\" = unaccelerated over the row's FLOPs for the whole loop (asymrnr: cost model, matching "
-         "counted; hooks: FlopCounterMode over one eager loop of the timing batch; `~` = product of the two, an "
-         f"estimate). \"loop speedup\" = plain Inductor's whole 20-step sampling loop over the row's, on "
+         "counted; hooks and cache-dit: FlopCounterMode over one eager loop of the timing batch; `~` = product of "
+         f"the two, an estimate). \"loop speedup\" = plain Inductor's whole 20-step sampling loop over the row's, on "
          f"{result['timing_captions']} captions (CFG batch {2 * result['timing_captions']}), every row compiled and "
          f"warmed up (one loop each, then one untimed round), then {result['rounds']} rounds interleaved loop by "
          "loop, median of the per-round ratios. "

@@ -3,6 +3,7 @@ the RESULTS.md section."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ sys.path.insert(0, str(BENCHMARKS))
 import speed_quality_table  # noqa: E402
 
 from asymrnr_compile.config import AsymRnRConfig  # noqa: E402
-from asymrnr_lab.synthetic.accelerators import DiffusersCache  # noqa: E402
+from asymrnr_lab.synthetic import accelerators  # noqa: E402
+from asymrnr_lab.synthetic.accelerators import CacheDiT, DiffusersCache  # noqa: E402
 from asymrnr_lab.synthetic.cogvideox import CogVideoXTaskConfig, build_cogvideox_model  # noqa: E402
 from asymrnr_lab.synthetic.model import build_text_to_video_model  # noqa: E402
 
@@ -25,12 +27,19 @@ TINY = CogVideoXTaskConfig(patch_size=8, num_heads=2, head_dim=16, num_blocks=2,
 ASYMRNR_ROWS = 6
 #: diffusers hook rows: four hooks at two settings each, plus asymrnr stacked with one.
 HOOK_ROWS = 4 * 2 + 1
+#: cache-dit rows: DBCache and DBCache + TaylorSeer at two thresholds each, on either model.
+CACHE_DIT_ROWS = 2 * 2
+HAS_CACHE_DIT = importlib.util.find_spec("cache_dit") is not None
 
 
 def test_every_row_runs_on_a_diffusers_model():
     rows = speed_quality_table.rows(build_cogvideox_model(0, preset=TINY), 0.5, 0.3)
-    assert len(rows) == ASYMRNR_ROWS + HOOK_ROWS
-    assert all(row.accelerator is not None and not row.reason for row in rows)
+    assert len(rows) == ASYMRNR_ROWS + HOOK_ROWS + CACHE_DIT_ROWS
+    cache_dit_rows = [row for row in rows if row.name.startswith("cache-dit")]
+    assert len(cache_dit_rows) == CACHE_DIT_ROWS
+    if HAS_CACHE_DIT:
+        assert all(row.accelerator is not None and not row.reason for row in rows)
+        assert all(isinstance(row.accelerator, CacheDiT) for row in cache_dit_rows)
     assert sum(isinstance(row.accelerator, AsymRnRConfig) for row in rows) == ASYMRNR_ROWS
     stack = next(row for row in rows if row.name == speed_quality_table.STACK_ROW)
     assert isinstance(stack.accelerator, DiffusersCache) and stack.accelerator.asymrnr is not None
@@ -40,10 +49,29 @@ def test_every_row_runs_on_a_diffusers_model():
 
 def test_hook_rows_are_not_applicable_to_the_reference_model_and_say_why():
     rows = speed_quality_table.rows(build_text_to_video_model(0), 0.5, 0.3)
-    assert len(rows) == ASYMRNR_ROWS + HOOK_ROWS
-    skipped = [row for row in rows if row.accelerator is None]
+    assert len(rows) == ASYMRNR_ROWS + HOOK_ROWS + CACHE_DIT_ROWS
+    skipped = [row for row in rows if row.accelerator is None and not row.name.startswith("cache-dit")]
     assert len(skipped) == HOOK_ROWS
     assert all("diffusers model class" in row.reason and "ReferenceDiT" in row.reason for row in skipped)
+
+
+@pytest.mark.skipif(not HAS_CACHE_DIT, reason="cache-dit is not installed (pip install -e './lab[cachedit]')")
+def test_cache_dit_rows_apply_to_the_reference_model_too():
+    rows = speed_quality_table.rows(build_text_to_video_model(0), 0.5, 0.3)
+    cache_dit_rows = [row for row in rows if row.name.startswith("cache-dit")]
+    assert len(cache_dit_rows) == CACHE_DIT_ROWS
+    assert all(isinstance(row.accelerator, CacheDiT) and not row.reason for row in cache_dit_rows)
+
+
+def test_cache_dit_rows_without_cache_dit_are_not_applicable_and_say_why(monkeypatch):
+    def missing():
+        raise ImportError("the cache-dit rows need cache-dit: pip install -e './lab[cachedit]'")
+
+    monkeypatch.setattr(accelerators, "_import_cache_dit", missing)
+    rows = speed_quality_table.rows(build_text_to_video_model(0), 0.5, 0.3)
+    cache_dit_rows = [row for row in rows if row.name.startswith("cache-dit")]
+    assert len(cache_dit_rows) == CACHE_DIT_ROWS
+    assert all(row.accelerator is None and "lab[cachedit]" in row.reason for row in cache_dit_rows)
 
 
 def _row(name, all_correct, change, **extra):
