@@ -9,7 +9,7 @@ Hypothesis profiles:
 
 ``--asymrnr-force-fallback`` (off by default): every rewrite fails, so every asymrnr graph falls
 back to plain Inductor (``AsymRnRRuntime._fall_back``) and runs unreduced. An autouse session fixture
-monkeypatches ``asymrnr_compile.runtime.runtime.reduce_attention_tokens`` to raise
+monkeypatches ``asymrnr_compile.runtime.variants.reduce_attention_tokens`` to raise
 ``RuntimeError("forced fallback (--asymrnr-force-fallback)")`` in every test
 (``reduction_checks.force_fallback``), and sets ``ASYMRNR_FORCE_FALLBACK=1`` so that the
 processes a test spawns do the same where they check it (the context-parallel ranks,

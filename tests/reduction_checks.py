@@ -28,12 +28,12 @@ def force_fallback(setattr_: Callable[[Any, str, Any], None] = setattr) -> None:
     ``AsymRnRRuntime`` then falls back to the unchanged graph (plain Inductor), silently.
     ``setattr_``: ``monkeypatch.setattr`` in a test (undone after it); plain ``setattr`` in a
     spawned process."""
-    import asymrnr_compile.runtime.runtime
+    import asymrnr_compile.runtime.variants
 
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(FORCED_FALLBACK_MESSAGE)
 
-    setattr_(asymrnr_compile.runtime.runtime, "reduce_attention_tokens", fail)
+    setattr_(asymrnr_compile.runtime.variants, "reduce_attention_tokens", fail)
 
 
 def rewritten_sites(runtime: AsymRnRRuntime) -> set[int]:

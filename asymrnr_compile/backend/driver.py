@@ -62,9 +62,9 @@ from asymrnr_compile.runtime import AsymRnRRuntime, MatchingRecord
 from asymrnr_compile.runtime.compile_subgraphs import Compiler, mode_uses_cudagraphs
 from asymrnr_compile.runtime.forward_context import ClaimSites, ForwardContext, current_forward
 from asymrnr_compile.runtime.layout_handoff import LayoutHandoff
-from asymrnr_compile.runtime.runtime import VideoStates
 from asymrnr_compile.runtime.steps import constant_timestep_argument, find_timestep_input
 from asymrnr_compile.runtime.video_scope import VideoScope, video
+from asymrnr_compile.runtime.video_state import VideoStates
 from asymrnr_compile.vocabulary import FEATURES
 
 logger = logging.getLogger("asymrnr_compile")

@@ -12,6 +12,12 @@ One :class:`AsymRnRRuntime` exists per captured graph. On every call it
    (:mod:`~asymrnr_compile.runtime.compile_subgraphs`; lazily, once per distinct plan),
 4. stores the matchings the variant returned and hands the model's own outputs back.
 
+Its parts, by concern: the callers' video states (:mod:`~asymrnr_compile.runtime.video_state`)
+and model instances (:mod:`~asymrnr_compile.runtime.model_instances`), per-call planning
+(:mod:`~asymrnr_compile.runtime.plan_call`), the token splits and extra inputs
+(:mod:`~asymrnr_compile.runtime.token_splits`), and the compiled variants and the fallback
+(:mod:`~asymrnr_compile.runtime.variants`).
+
 Under regional compilation (:mod:`asymrnr_compile.regional`) one runtime serves every block of
 a repeated class: the step signal and the block instance come from the model call's
 :class:`~asymrnr_compile.runtime.forward_context.ForwardContext`, and each block instance has its
@@ -27,197 +33,36 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 import warnings
-import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.fx
 
-from asymrnr_compile import ops
 from asymrnr_compile.analysis.cost import CostEstimate, GraphCostModel, estimate_cost
 from asymrnr_compile.analysis.declared_layout import DeclaredLayout
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
-from asymrnr_compile.passes.reduce_attention_tokens import RewriteResult, reduce_attention_tokens
-from asymrnr_compile.plan.reduction_plan import CacheSlot, FeaturePlan, ReductionPlan, SitePlan
-from asymrnr_compile.plan.seeds import site_seed
-from asymrnr_compile.plan.select_sites import Grid, SiteReduction, unreduced_site_dict
-from asymrnr_compile.runtime.compile_subgraphs import Compiler, SubgraphCompiler, compile_subgraphs
+from asymrnr_compile.plan.reduction_plan import ReductionPlan
+from asymrnr_compile.plan.select_sites import SiteReduction, unreduced_site_dict
+from asymrnr_compile.runtime.compile_subgraphs import Compiler, SubgraphCompiler
 from asymrnr_compile.runtime.forward_context import current_forward
 from asymrnr_compile.runtime.matching_cache import CacheKey, MatchingCache, MatchingRecord
-from asymrnr_compile.runtime.steps import StepEvent, StepTracker, find_timestep_input, read_timestep
+from asymrnr_compile.runtime.model_instances import find_weights_input, weights_of
+from asymrnr_compile.runtime.plan_call import ScheduleDrivers, matching_window, plan_call
+from asymrnr_compile.runtime.steps import StepEvent, find_timestep_input, read_timestep
+from asymrnr_compile.runtime.token_splits import draw_split, slot_input
+from asymrnr_compile.runtime.variants import CompiledVariant, compile_unchanged, compile_variant
 from asymrnr_compile.runtime.video_scope import current_video
-from asymrnr_compile.vocabulary import Feature
+from asymrnr_compile.runtime.video_state import VideoState, VideoStates
 
 if TYPE_CHECKING:
     from asymrnr_compile.plan.schedule_driver import ScheduleDriver
 
 logger = logging.getLogger("asymrnr_compile")
 
-
-@dataclass
-class CompiledVariant:
-    """One compiled version of the graph for one plan (a driver over compiled subgraphs)."""
-
-    plan: ReductionPlan
-    fn: Callable[..., Any]
-    rewrite: RewriteResult | None
-    compile_seconds: float = 0.0
-    calls: int = 0
-
-    @property
-    def extra_inputs(self) -> list[CacheSlot]:
-        return self.rewrite.extra_inputs if self.rewrite else []
-
-    @property
-    def extra_outputs(self) -> list[CacheSlot]:
-        return self.rewrite.extra_outputs if self.rewrite else []
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "sites": [
-                {"site": site.site_index, **{name: {"keep": p.num_keep, "of": p.num_tokens,
-                                                    "compute_matching": p.compute_matching}
-                                             for name, p in site.items()}}
-                for site in self.plan.sites
-            ],
-            "compile_seconds": round(self.compile_seconds, 3),
-            "calls": self.calls,
-        }
-
-
-@dataclass(eq=False)
-class VideoState:
-    """What one caller's sampling loop builds up: its steps, matchings and splits.
-
-    Each thread calling a compiled model has its own (two threads sampling two videos through one
-    model do not share steps or matchings); compiled variants are shared. Under regional
-    compilation each block instance has its own too, named by ``site_offset``: the global index
-    of its first attention call in the model call (0 for a whole-model graph), which the split
-    seeds add to the graph's own site indices.
-    """
-
-    tracker: StepTracker = field(default_factory=StepTracker)
-    cache: MatchingCache = field(default_factory=MatchingCache)
-    splits: dict[tuple[int, Feature], tuple[int, ops.TokenSplit]] = field(default_factory=dict)
-    # The steps of the current video at which a matching was computed.
-    matching_steps: list[int] = field(default_factory=list)
-    site_offset: int = 0
-
-    def reset(self) -> None:
-        """A new video: forget steps, matchings and splits."""
-        self.tracker.reset()
-        self.new_video()
-
-    def new_video(self) -> None:
-        self.cache.reset()
-        self.splits.clear()
-        self.matching_steps.clear()
-
-
-class _HeldState(NamedTuple):
-    """A video state and the parameter object (held weakly) of the model instance it belongs to;
-    None: an unknown model."""
-
-    weights: weakref.ref[torch.Tensor] | None
-    state: VideoState
-
-
-class VideoStates:
-    """The video states of one sampling loop's callers: one :class:`VideoState` per calling
-    thread, block instance (``offset``) and model instance (``weights``), all reachable for
-    :meth:`reset` and reports.
-
-    Model instances: Dynamo shares compiled code per code object, so a second model of the same
-    class compiled with equal ``backend="asymrnr"`` options runs this graph too (its guards pass);
-    its weights come in as other tensors. Keyed by them, each model keeps its own steps and
-    matchings (Wan 2.2's ``transformer_2`` taking over mid-window computes its own matching
-    instead of reusing the first transformer's).
-
-    A runtime owns one; the runtimes of the graphs Dynamo compiles again for the same code (a
-    recompile mid-video, after a guard failed) share it, so the new graph continues the video's
-    steps and reuses its matchings instead of starting over at step 0.
-    """
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._all: weakref.WeakSet[VideoState] = weakref.WeakSet()
-        self._lock = threading.Lock()
-
-    def get(self, offset: int, weights: torch.Tensor | None = None) -> VideoState:
-        """The calling thread's state of block instance ``offset`` of the model whose first lifted
-        parameter is ``weights`` (:func:`weights_of`; None: unknown, one state for all; made on
-        first use).
-
-        A model instance is known by that parameter object, held weakly, so that two live models
-        keep two states. A parameter object seen for the first time takes over the state at this
-        block instance whose parameter is gone, if there is one: the same model whose parameters
-        offloading hooks re-create for every call (accelerate's sequential offload), or a model
-        loaded in place of a deleted one (whose first call, a timestep rise, starts a new video).
-        Other states whose parameters are gone are dropped then.
-        """
-        states: dict[tuple[int, int], _HeldState] | None = getattr(self._local, "states", None)
-        if states is None:
-            states = self._local.states = {}
-        key = (offset, 0 if weights is None else id(weights))
-        entry = states.get(key)
-        if entry is not None and (entry.weights is None or entry.weights() is weights):
-            return entry.state
-        state = None
-        if weights is not None:
-            # insertion order: the last one is the state most recently made or taken over
-            gone = [k for k, held in states.items()
-                    if k[0] == offset and held.weights is not None and held.weights() is None]
-            if gone:
-                state = states[gone[-1]].state
-                for stale in gone:
-                    del states[stale]
-        if state is None:
-            state = VideoState(site_offset=offset)
-            with self._lock:
-                self._all.add(state)
-        states[key] = _HeldState(None if weights is None else weakref.ref(weights), state)
-        return state
-
-    def all(self) -> list[VideoState]:
-        """Every live state, of every thread and block instance."""
-        with self._lock:
-            return list(self._all)
-
-    def reset(self) -> None:
-        """Start a new video: every state forgets its steps and cached matchings."""
-        for state in self.all():
-            state.reset()
-
-
-#: Marks a lifted parameter's placeholder: Dynamo names it after the module path,
-#: ``L_self_modules_<path>_parameters_<name>_``.
-PARAMETER_PLACEHOLDER_MARK = "_parameters_"
-
-
-def find_weights_input(gm: torch.fx.GraphModule) -> int | None:
-    """Position among the graph's inputs of its first lifted parameter (the model's weights come
-    in as inputs under Dynamo's ``inline_inbuilt_nn_modules``), or None (no lifted parameter:
-    e.g. weights frozen into the graph)."""
-    placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"]
-    for position, node in enumerate(placeholders):
-        if PARAMETER_PLACEHOLDER_MARK in str(node.target) and isinstance(node.meta.get("example_value"), torch.Tensor):
-            return position
-    return None
-
-
-def weights_of(args: Sequence[Any], position: int | None) -> torch.Tensor | None:
-    """Which model instance makes this call: its first lifted parameter (two models of one class
-    running one graph pass different parameter objects; known by identity, not by storage, so
-    that tensor subclasses without storage, e.g. quantised weights, work too), None when
-    unknown."""
-    if position is None or position >= len(args) or not isinstance(args[position], torch.Tensor):
-        return None
-    return args[position]
+__all__ = ["AsymRnRRuntime", "CompiledVariant", "VideoState", "VideoStates"]
 
 
 class AsymRnRRuntime:
@@ -284,7 +129,7 @@ class AsymRnRRuntime:
         # The backend that made this runtime: kept alive as long as Dynamo keeps this graph.
         self.owner: object | None = None
         self.schedule = schedule
-        self._drivers_by_steps: dict[int, ScheduleDriver] = {}  # per video step count declared by a scope
+        self.schedule_drivers = ScheduleDrivers(config, sites, schedule)  # per video step count of a scope
         self.scope_steps = 0  # the most steps of a video scope this graph ran up to (for the report)
         hidden_matched = {r.site.index for r in reductions if r.site.matches_on_hidden_states(config.match_on)}
         if schedule is None:
@@ -323,76 +168,14 @@ class AsymRnRRuntime:
     def plan(self, event: StepEvent, num_steps: int | None = None) -> ReductionPlan:
         """The reduction plan of one call (empty during warm-up or after a fallback);
         ``num_steps``: the video's step count where a video scope declares it (a schedule is
-        then read at the video's progress), else ``config.num_steps``."""
-        config = self.config
-        site_plans: list[SitePlan] = []
-        schedule = self._schedule_for(num_steps)
-        if self.fallback_reason is None and event.step >= config.warmup_steps:
-            window = self._window(event.step)
-            for reduction in self.reductions:
-                features: dict[str, FeaturePlan] = {}
-                keeps = reduction.num_keep if schedule is None else \
-                    schedule.keeps(reduction, event.step, record=event.call_index == 0)
-                for feature, keep in keeps.items():
-                    key = (event.call_index, reduction.site.index, feature)
-                    features[feature] = FeaturePlan(
-                        num_tokens=reduction.site.video_tokens,  # type: ignore[arg-type]
-                        num_keep=keep,
-                        compute_matching=not self.cache.has(key, window),
-                    )
-                if features:
-                    site_plans.append(SitePlan(reduction.site.index, **features))
-        return ReductionPlan.for_config(config, tuple(site_plans))
-
-    def _schedule_for(self, num_steps: int | None) -> ScheduleDriver | None:
-        """The schedule driver for a video of ``num_steps`` steps (None: the config's)."""
-        if self.schedule is None or num_steps is None or num_steps == self.config.num_steps:
-            return self.schedule
-        with self._lock:
-            driver = self._drivers_by_steps.get(num_steps)
-            if driver is None:
-                from asymrnr_compile.plan.schedule_driver import ScheduleDriver
-
-                driver = self._drivers_by_steps[num_steps] = ScheduleDriver(self.config.schedule, self.sites,
-                                                                            num_steps)
-            return driver
+        then read at the video's progress), else ``config.num_steps``
+        (:func:`~asymrnr_compile.runtime.plan_call.plan_call`)."""
+        schedule = self.schedule_drivers.for_steps(num_steps)
+        if self.fallback_reason is not None:
+            return ReductionPlan.for_config(self.config)
+        return plan_call(self.config, self.reductions, event, self.cache, schedule)
 
     # -- compilation --------------------------------------------------------------------------
-
-    def _split(self, site: AttentionSite, feature: Feature, grid: Grid | None, stride: tuple[int, int, int],
-               device: torch.device, window: int) -> ops.TokenSplit:
-        """The dst/src split of one (site, feature): one for the whole run, or with
-        ``config.redraw_split`` one per matching window (only the current window's is kept)."""
-        window = window if self.config.redraw_split else 0
-        key = (site.index, feature)
-        splits = self.state.splits
-        held = splits.get(key)
-        if held is None or held[0] != window:
-            seed = site_seed(self.config.seed, self.state.site_offset + site.index, feature, window)
-            held = splits[key] = (window, ops.split_tokens(site.video_tokens, grid, stride,
-                                                                seed=seed, device=device))
-        return held[1]
-
-    def _window(self, step: int) -> int:
-        """Index of the matching window holding denoising step ``step`` (after warm-up)."""
-        return (step - self.config.warmup_steps) // self.config.cache_steps
-
-    def _extra_input(self, slot: CacheSlot, plan: ReductionPlan, step: StepEvent,
-                     device: torch.device) -> torch.Tensor:
-        reduction = self.reduction_by_site[slot.site_index]
-        split = self._split(reduction.site, slot.feature, reduction.grid, reduction.dst_stride, device,
-                            self._window(step.step))
-        if slot.field in ("dst", "src"):
-            return getattr(split, slot.field)
-        num_keep = plan.feature_plan(slot.site_index, slot.feature).num_keep
-        indices = self.cache.indices((step.call_index, slot.site_index, slot.feature), num_keep, split)
-        return getattr(indices, slot.field)
-
-    def _compile(self, plan: ReductionPlan) -> CompiledVariant:
-        """Rewrite for ``plan`` and split at attention calls; the subgraphs compile on their first call."""
-        rewrite = None if plan.is_identity else reduce_attention_tokens(self.gm, self.sites, plan)
-        graph = self.gm if rewrite is None else rewrite.gm
-        return CompiledVariant(plan, compile_subgraphs(graph, self.subgraphs), rewrite)
 
     def _fall_back(self, reason: str) -> ReductionPlan:
         self.fallback_reason = reason
@@ -460,12 +243,12 @@ class AsymRnRRuntime:
             variant = self.variants.get(plan)
             if variant is None:
                 try:
-                    variant = self.variants[plan] = self._compile(plan)
+                    variant = self.variants[plan] = compile_variant(self.gm, self.sites, plan, self.subgraphs)
                     return self._run(variant, args, event, device)
                 except Exception as error:  # never break the user's model because of a rewrite
                     self.variants.pop(plan, None)
                     plan = self._fall_back(f"{type(error).__name__}: {error}")
-                    variant = self.variants[plan] = self._compile_whole(plan, args)
+                    variant = self.variants[plan] = compile_unchanged(self.gm, plan, args, self.compile_graph)
                     return self._run(variant, args, event, device)
         return self._run(variant, args, event, device)
 
@@ -485,21 +268,17 @@ class AsymRnRRuntime:
                 "Call backend.reset() (asymrnr_compile.last_backend().reset() with backend='asymrnr') after "
                 "warming up, so that the video starts clean.", AsymRnRWarning, stacklevel=2)
 
-    def _compile_whole(self, plan: ReductionPlan, args: Sequence[Any]) -> CompiledVariant:
-        """The unchanged graph compiled in one piece (the fallback: plain Inductor)."""
-        start = time.perf_counter()
-        fn = self.compile_graph(self.gm, list(args))
-        return CompiledVariant(plan, fn, None, time.perf_counter() - start)
-
     def _run(self, variant: CompiledVariant, args: Sequence[Any], event: StepEvent, device: torch.device) -> Any:
-        extra = [self._extra_input(slot, variant.plan, event, device) for slot in variant.extra_inputs]
+        state = self.state
+        extra = [slot_input(slot, self.reduction_by_site[slot.site_index], variant.plan, event, state, self.config,
+                            device) for slot in variant.extra_inputs]
         compiled_before = self.subgraphs.seconds
         outputs = variant.fn(*args, *extra)
         variant.compile_seconds += self.subgraphs.seconds - compiled_before
         variant.calls += 1
         if variant.rewrite is None:
             return outputs
-        window = self._window(event.step)
+        window = matching_window(self.config, event.step)
         original = variant.rewrite.num_original_outputs
         returned: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
         for slot, tensor in zip(variant.extra_outputs, outputs[original:]):
@@ -524,8 +303,7 @@ class AsymRnRRuntime:
     def _report_matching(self, key: CacheKey, event: StepEvent, num_keep: int, device: torch.device) -> None:
         call_index, site_index, feature = key
         reduction = self.reduction_by_site[site_index]
-        split = self._split(reduction.site, feature, reduction.grid, reduction.dst_stride, device,
-                            self._window(event.step))
+        split = draw_split(self.state, self.config, reduction, feature, device, event.step)
         site = reduction.site
         offset = self.state.site_offset
         if offset:  # a block instance under regional compilation: the site's whole-model index

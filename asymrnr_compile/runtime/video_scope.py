@@ -22,7 +22,7 @@ A scope holds
   middle of a video, continues at the pipeline's step instead of starting at 0 (so
   ``warmup_steps``, schedules and matching windows are read at the global step);
 - **one video state per compiled graph, block instance and model instance**
-  (:class:`~asymrnr_compile.runtime.runtime.VideoState`: its matching cache and splits), made
+  (:class:`~asymrnr_compile.runtime.video_state.VideoState`: its matching cache and splits), made
   fresh on first use: two experts keep their own matchings, and nothing from an earlier video,
   a warm-up call made before the scope, or another scope leaks in. A model instance is known by
   its first parameter object, held weakly; a model whose parameters offloading hooks re-create

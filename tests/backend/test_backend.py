@@ -164,12 +164,12 @@ def test_bad_options_raise_naming_the_key(model, inputs):
 
 
 def test_a_failing_rewrite_falls_back_to_the_unchanged_graph(model, inputs, monkeypatch, caplog):
-    import asymrnr_compile.runtime.runtime as runtime_module
+    import asymrnr_compile.runtime.variants as variants_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated rewrite failure")
 
-    monkeypatch.setattr(runtime_module, "reduce_attention_tokens", broken)
+    monkeypatch.setattr(variants_module, "reduce_attention_tokens", broken)
     backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, **TINY))
     with torch.no_grad(), caplog.at_level(logging.WARNING, logger="asymrnr_compile"):
         out = _compile(model, backend)(**inputs)
@@ -181,7 +181,7 @@ def test_a_failing_rewrite_falls_back_to_the_unchanged_graph(model, inputs, monk
 
 
 def test_a_failing_variant_falls_back_once_and_stays_there_with_every_configured_field(model, inputs, monkeypatch):
-    import asymrnr_compile.runtime.runtime as runtime_module
+    import asymrnr_compile.runtime.variants as variants_module
     from asymrnr_compile.plan.reduction_plan import ReductionPlan
 
     attempts = []
@@ -190,7 +190,7 @@ def test_a_failing_variant_falls_back_once_and_stays_there_with_every_configured
         attempts.append(args)
         raise RuntimeError("simulated rewrite failure")
 
-    monkeypatch.setattr(runtime_module, "reduce_attention_tokens", broken)
+    monkeypatch.setattr(variants_module, "reduce_attention_tokens", broken)
     config = AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, cache_steps=2, similarity="cosine", reduce_mode="mean",
                            token_selection="random", seed=5, proportional_attention=True,
                            match_on="hidden_states", match_chunk_bytes=2**20, match_kernel="aten",

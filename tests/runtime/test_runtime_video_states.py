@@ -13,7 +13,8 @@ import weakref
 
 import torch
 
-from asymrnr_compile.runtime.runtime import VideoStates, weights_of
+from asymrnr_compile.runtime.model_instances import weights_of
+from asymrnr_compile.runtime.video_state import VideoStates
 
 
 def test_one_state_per_block_instance_and_model_instance():
