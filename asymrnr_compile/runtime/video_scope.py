@@ -26,7 +26,8 @@ A scope holds
   fresh on first use: two experts keep their own matchings, and nothing from an earlier video,
   a warm-up call made before the scope, or another scope leaks in. A model instance is known by
   its first parameter object, held weakly; a model whose parameters offloading hooks re-create
-  for every call continues its state (:meth:`VideoScope.state_for`).
+  for every call continues its state (:meth:`VideoScope.state_for`,
+  :class:`~asymrnr_compile.runtime.model_instances.PerModelInstance`).
 
 Scopes live in a :class:`contextvars.ContextVar`: an asyncio task or a thread started with a
 copied context (``contextvars.copy_context().run``, ``asyncio.to_thread``) sees the scope it was
@@ -39,12 +40,12 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from asymrnr_compile.runtime.model_instances import PerModelInstance
 from asymrnr_compile.runtime.steps import StepEvent
 
 
@@ -66,16 +67,12 @@ class _CallCounter:
 
 @dataclass(eq=False)
 class _ScopeEntry:
-    """A video state in a scope: its graph (held, so that its id stays unique), its model's
-    first parameter object (weakly; None: unknown), the state and its call counter."""
+    """A video state in a scope: its graph (held, so that its id stays unique), the state and
+    its call counter (kept per model instance by :class:`PerModelInstance`)."""
 
     owner: Any
-    model: weakref.ref | None
     state: Any
     counter: _CallCounter
-
-    def holds(self, model: Any) -> bool:
-        return self.model is None if model is None else (self.model is not None and self.model() is model)
 
 
 @dataclass(eq=False)
@@ -94,7 +91,8 @@ class VideoScope:
     step: int = -1
     explicit: bool = False
     _last_timestep: float | None = field(default=None, repr=False)
-    _states: dict[tuple[int, int, int], _ScopeEntry] = field(default_factory=dict, repr=False)
+    # per (id(graph), block instance) and model instance
+    _states: PerModelInstance[_ScopeEntry] = field(default_factory=PerModelInstance, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -145,26 +143,11 @@ class VideoScope:
             return self._entry(owner, offset, model, make).state
 
     def _entry(self, owner: Any, offset: int, model: Any, make: Any = None) -> _ScopeEntry:
-        key = (id(owner), offset, 0 if model is None else id(model))
-        entry = self._states.get(key)
-        if entry is not None and entry.holds(model):
-            return entry
-        taken = None
-        if model is not None:  # insertion order: the last gone entry is the most recently used
-            gone = [k for k, held in self._states.items()
-                    if k[:2] == key[:2] and held.model is not None and held.model() is None]
-            if gone:
-                taken = self._states[gone[-1]]
-                for stale in gone:
-                    del self._states[stale]
-        if taken is None:
-            if make is None:
-                raise KeyError("no video state for this graph, block instance and model: call state_for first")
-            entry = _ScopeEntry(owner, None if model is None else weakref.ref(model), make(), _CallCounter())
-        else:
-            entry = _ScopeEntry(owner, weakref.ref(model), taken.state, taken.counter)
-        self._states[key] = entry
-        return entry
+        try:
+            return self._states.get((id(owner), offset), model,
+                                    None if make is None else lambda: _ScopeEntry(owner, make(), _CallCounter()))
+        except KeyError:
+            raise KeyError("no video state for this graph, block instance and model: call state_for first") from None
 
     def event_for(self, owner: Any, offset: int, model: Any, timestep: float | None,
                   fallback_step: int) -> StepEvent:
@@ -178,7 +161,7 @@ class VideoScope:
     def states_of(self, owner: Any) -> list[Any]:
         """The video states graph ``owner`` made in this scope."""
         with self._lock:
-            return [held.state for key, held in self._states.items() if key[0] == id(owner)]
+            return [entry.state for (graph, _), entry in self._states.items() if graph == id(owner)]
 
     def close(self) -> None:
         """Drop every state (the video is over)."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import torch
 
 from asymrnr_compile import ops
 from asymrnr_compile.runtime.matching_cache import MatchingCache
+from asymrnr_compile.runtime.model_instances import PerModelInstance
 from asymrnr_compile.runtime.steps import StepTracker
 from asymrnr_compile.vocabulary import Feature
 
@@ -56,14 +56,6 @@ class VideoState:
         self.matching_steps.clear()
 
 
-class _HeldState(NamedTuple):
-    """A video state and the parameter object (held weakly) of the model instance it belongs to;
-    None: an unknown model."""
-
-    weights: weakref.ref[torch.Tensor] | None
-    state: VideoState
-
-
 class VideoStates:
     """The video states of one sampling loop's callers: one :class:`VideoState` per calling
     thread, block instance (``offset``) and model instance (``weights``), all reachable for
@@ -92,32 +84,21 @@ class VideoStates:
 
         A model instance is known by that parameter object, held weakly, so that two live models
         keep two states. A parameter object seen for the first time takes over the state at this
-        block instance whose parameter is gone, if there is one: the same model whose parameters
-        offloading hooks re-create for every call (accelerate's sequential offload), or a model
-        loaded in place of a deleted one (whose first call, a timestep rise, starts a new video).
-        Other states whose parameters are gone are dropped then.
+        block instance whose parameter is gone, if there is one
+        (:class:`~asymrnr_compile.runtime.model_instances.PerModelInstance`): the same model whose
+        parameters offloading hooks re-create for every call (accelerate's sequential offload),
+        or a model loaded in place of a deleted one (whose first call, a timestep rise, starts a
+        new video). Other states whose parameters are gone are dropped then.
         """
-        states: dict[tuple[int, int], _HeldState] | None = getattr(self._local, "states", None)
+        states: PerModelInstance[VideoState] | None = getattr(self._local, "states", None)
         if states is None:
-            states = self._local.states = {}
-        key = (offset, 0 if weights is None else id(weights))
-        entry = states.get(key)
-        if entry is not None and (entry.weights is None or entry.weights() is weights):
-            return entry.state
-        state = None
-        if weights is not None:
-            # insertion order: the last one is the state most recently made or taken over
-            gone = [k for k, held in states.items()
-                    if k[0] == offset and held.weights is not None and held.weights() is None]
-            if gone:
-                state = states[gone[-1]].state
-                for stale in gone:
-                    del states[stale]
-        if state is None:
-            state = VideoState(site_offset=offset)
-            with self._lock:
-                self._all.add(state)
-        states[key] = _HeldState(None if weights is None else weakref.ref(weights), state)
+            states = self._local.states = PerModelInstance()
+        return states.get(offset, weights, lambda: self._make(offset))
+
+    def _make(self, offset: int) -> VideoState:
+        state = VideoState(site_offset=offset)
+        with self._lock:
+            self._all.add(state)
         return state
 
     def all(self) -> list[VideoState]:
