@@ -492,8 +492,8 @@ def profile_matching_step(workload: Workload, variant: Variant, repeats: int) ->
     }
 
 
-#: Profiler keys that name one compiled graph by its hash: counted together, so that the regions
-#: of a computing and of a reusing variant compare.
+#: Profiler keys that name one compiled graph by its hash: counted together, so that the subgraphs
+#: (split at attention calls) of a computing and of a reusing variant compare.
 _GRAPH_KEY_PREFIXES = ("## Call CompiledFxGraph", "Torch-Compiled Region")
 
 
