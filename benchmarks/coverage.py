@@ -158,7 +158,7 @@ def call_inputs(inputs: dict[str, Any], timestep_arg: str) -> list[dict[str, Any
 
 
 def eager_compiler(gm: torch.fx.GraphModule, mode: str | None = None) -> Callable[..., Any]:
-    """Stands in for Inductor: the backend's graphs (variants, regions) run as they are."""
+    """Stands in for Inductor: the backend's graphs (variants, attention subgraphs) run as they are."""
 
     def compile_graph(graph: torch.fx.GraphModule, example_inputs: Any) -> Callable[..., Any]:
         return graph.forward

@@ -33,7 +33,7 @@ def test_demo_speed_part_on_the_tiny_preset(tmp_path, capsys):
     assert "steps 3/3" not in printed
     # the compile line says what it counts, against the warm-up line it is part of
     warmup = re.search(r"^warm-up asymrnr \(one whole loop, compiling included\): (\d+\.\d) s$", printed, flags=re.M)
-    compiled = re.search(r"^asymrnr: 0 compiled variants .* Inductor compiled their regions in \d+\.\d s, part of "
+    compiled = re.search(r"^asymrnr: 0 compiled variants .* Inductor compiled their subgraphs in \d+\.\d s, part of "
                          r"the (\d+\.\d) s asymrnr warm-up above", printed, flags=re.M)
     assert warmup and compiled and warmup.group(1) == compiled.group(1)
     header = next(line for line in printed.splitlines() if line.startswith("variant"))

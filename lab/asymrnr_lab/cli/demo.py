@@ -483,7 +483,7 @@ def compile_line(result: DemoResult) -> str:
     """The asymrnr backend's compile work, set against its warm-up time (which contains it)."""
     report = result.report
     return (f"asymrnr: {report['num_variants']} compiled variants (one per distinct reduction plan, e.g. computing "
-            f"vs reusing matchings); Inductor compiled their regions in {report['compile_seconds']:.1f} s, part of "
+            f"vs reusing matchings); Inductor compiled their subgraphs in {report['compile_seconds']:.1f} s, part of "
             f"the {result.timings['asymrnr'].warmup_seconds:.1f} s asymrnr warm-up above (which also counts Dynamo's "
             f"graph capture, the analysis and running the {result.sampler.steps} steps); {report['calls']} calls, "
             f"matching cache {report['cache_hits']} hits / {report['cache_misses']} misses")
