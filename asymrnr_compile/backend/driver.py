@@ -69,6 +69,12 @@ from asymrnr_compile.vocabulary import FEATURES
 
 logger = logging.getLogger("asymrnr_compile")
 
+#: Why a video site may stay unreduced beside reduced ones without a warning: the settings chose
+#: it, it is below ``min_video_tokens``, or the method does not apply there (temporal attention,
+#: other tokens attending to the video). Any other reason warns once with its fix.
+SITE_REASONS_BY_DESIGN = (ReasonKind.CHOSEN, ReasonKind.TOO_SMALL, ReasonKind.NOT_APPLICABLE,
+                          ReasonKind.NO_VIDEO_TOKENS)
+
 #: A block graph under regional compilation without the hook that declares the grid.
 REGIONAL_HOOK_FIX = ("compile the repeated blocks with asymrnr_compile.compile_repeated_blocks(model, "
                      "options=...), which tells each block graph the video grid and the step")
@@ -198,7 +204,7 @@ class AsymRnRBackend:
             # Some sites reduced: a video site left alone for a reason the user did not choose still says so.
             for site, site_reason in zip(sites, site_reasons):
                 if site_reason and site.video_tokens and \
-                        kind_of(site_reason) not in (ReasonKind.CHOSEN, ReasonKind.TOO_SMALL):  # small: by design
+                        kind_of(site_reason) not in SITE_REASONS_BY_DESIGN:
                     self._warn_once(f"site unreduced: {site_reason}",
                                     f"asymrnr: attention {site.name} over video tokens runs unreduced: {site_reason}.")
             code, video_key = video_state_key(example_inputs, reductions, regional=forward is not None)

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +26,7 @@ import asymrnr_compile
 from asymrnr_compile import AsymRnRBackend, AsymRnRConfig
 from asymrnr_compile.config import AsymRnRWarning
 from asymrnr_compile.plan.select_sites import site_dst_stride
+from asymrnr_compile.reasons import ReasonKind, kind_of
 from asymrnr_compile.runtime import AsymRnRRuntime
 
 
@@ -139,6 +142,36 @@ def test_a_video_site_left_alone_beside_reduced_ones_warns_with_its_reason(monke
     assert rewritten_sites(backend.graphs[0]) == {0}
     messages = [str(w.message) for w in caught if issubclass(w.category, AsymRnRWarning)]
     assert messages == ["asymrnr: attention blocks.1 over video tokens runs unreduced: causal mask."], messages
+
+
+def _analysis_toys():
+    """tests/analysis/analysis_toys.py (torch only), loaded by path: the analysis tests' toys."""
+    path = Path(__file__).resolve().parents[1] / "analysis" / "analysis_toys.py"
+    spec = importlib.util.spec_from_file_location("analysis_toys", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_temporal_attention_beside_reduced_spatial_attention_is_by_design_and_does_not_warn():
+    """Latte-style blocks: the spatial site is reduced; the temporal one (4 frames on its axis)
+    stays, with a NOT_APPLICABLE reason in the report and no warning."""
+    toys = _analysis_toys()
+    torch.manual_seed(0)
+    model = toys.LatteStyle().eval()
+    torch._dynamo.reset()
+    backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, min_video_tokens=16))
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AsymRnRWarning)
+        torch.compile(model, backend=backend, dynamic=False)(toys.video_input())
+    torch._dynamo.reset()
+    runtime = backend.graphs[0]
+    spatial, temporal = runtime.sites
+    assert rewritten_sites(runtime) == {spatial.index}
+    assert kind_of(temporal.reason) is ReasonKind.NOT_APPLICABLE and temporal.video_tokens == 4
+    report = backend.report().to_dict()
+    assert "temporal attention" in report["graphs"][0]["sites"][temporal.index]["reason"]
+    assert [str(w.message) for w in caught if issubclass(w.category, AsymRnRWarning)] == []
 
 
 def test_dynamos_restart_signal_is_not_taken_for_a_failed_analysis(monkeypatch):
