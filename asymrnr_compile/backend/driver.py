@@ -119,6 +119,12 @@ class AsymRnRBackend:
         # shared by Dynamo's recompiles of that code; code objects held weakly.
         self._video_states: weakref.WeakKeyDictionary[CodeType, dict[tuple[Any, ...], VideoStates]] = \
             weakref.WeakKeyDictionary()
+        # Under regional compilation, per reduced sites (with their kept counts): the block instances'
+        # steps and matchings, shared by every graph compiled inside a model call with those sites.
+        # One block instance (global attention offset) may run several graphs: its first call's
+        # strided input, recompiles, and the graphs a step cache's hooks break it into, which Dynamo
+        # compiles from other code objects (resume functions), at steps the cache decides.
+        self._regional_video_states: dict[tuple[Any, ...], VideoStates] = {}
         self._warned: set[str] = set()
         # Outputs that carry video tokens into graphs compiled after a graph break.
         self._handoff = LayoutHandoff()
@@ -209,14 +215,18 @@ class AsymRnRBackend:
                                     f"asymrnr: attention {site.name} over video tokens runs unreduced: {site_reason}.")
             code, video_key = video_state_key(example_inputs, reductions, regional=forward is not None)
             shared = None
-            if code is not None:
+            regional_key = video_key[2]  # the reduced sites and their kept counts
+            if forward is not None:
+                shared = self._regional_video_states.get(regional_key)
+            elif code is not None:
                 states_of_code = self._video_states.get(code)
                 if states_of_code is None or not has_compiled_entries(code):
                     # the code's first compile since Dynamo started or was reset: no earlier video to continue
                     states_of_code = self._video_states[code] = {}
                 shared = states_of_code.get(video_key)
             if shared is not None:
-                logger.info("asymrnr: a recompile of %s continues its video's steps and matchings", code.co_name)
+                logger.info("asymrnr: a graph of %s continues its video's steps and matchings",
+                            getattr(code, "co_name", "a block"))
             if mode_uses_cudagraphs(mode):
                 self._warn_once("cudagraphs", (
                     f"asymrnr: mode={mode!r} asks for CUDA graphs; the graphs asymrnr reduces are compiled with the "
@@ -228,7 +238,9 @@ class AsymRnRBackend:
             runtime = AsymRnRRuntime(gm, sites, reductions, self.config, compile_graph, driver,
                                      on_matching=self.on_matching, regional=forward is not None,
                                      declared_layout=declared, video_states=shared)
-            if code is not None:
+            if forward is not None:
+                self._regional_video_states.setdefault(regional_key, runtime.video_states)
+            elif code is not None:
                 self._video_states[code].setdefault(video_key, runtime.video_states)
         except ScheduleMismatchError:  # the user's schedule does not fit: say so, do not hide it
             raise

@@ -9,7 +9,14 @@ the duration of each call, the pre-hook opens a
   and the number of text tokens;
 - the step signal: the timestep argument, read once per call as a float (its maximum: per-token
   timesteps). On a CUDA tensor this waits for the device once per call, as whole-model
-  compilation does.
+  compilation does;
+- the step of the call, counted over the model's calls (one
+  :class:`~asymrnr_compile.runtime.steps.StepTracker` per model and thread), and the video it
+  belongs to. The blocks read this step rather than counting their own calls: a step cache that
+  skips the blocks at some steps (diffusers' first-block cache and TaylorSeer, cache-dit's DBCache)
+  leaves the model's step count, and so the blocks' matching windows, where they are. Inside an open
+  video scope (:func:`asymrnr_compile.video`) the call's timestep also advances the scope's count
+  when nothing sets its step, for the same reason.
 
 The forward hook closes it, also when the call raised (``always_call=True``). While Dynamo
 traces the model (whole-model ``torch.compile`` of a hooked model) the hooks do nothing.
@@ -18,6 +25,7 @@ traces the model (whole-model ``torch.compile`` of a hooked model) the hooks do 
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -28,13 +36,16 @@ import torch
 from asymrnr_compile.analysis.declared_layout import DeclaredLayout
 from asymrnr_compile.regional.input_layouts import InputLayout, input_layout_of, text_tokens, token_grid
 from asymrnr_compile.runtime.forward_context import ForwardContext, close_forward, open_forward
-from asymrnr_compile.runtime.steps import read_timestep
+from asymrnr_compile.runtime.steps import StepTracker, read_timestep
+from asymrnr_compile.runtime.video_scope import current_video
 from asymrnr_compile.vocabulary import DEFAULT_TIMESTEP_ARGS
 
 logger = logging.getLogger("asymrnr_compile")
 
 #: Attribute of a hooked model holding its :class:`TokenLayoutHook`.
 HOOK_ATTRIBUTE = "_asymrnr_token_layout_hook"
+#: Numbers of the videos the hooks see, unique in the process (``ForwardContext.video``).
+_VIDEO_NUMBERS = itertools.count()
 
 
 class TokenLayoutHook:
@@ -100,8 +111,32 @@ class TokenLayoutHook:
                                "blocks run unreduced", type(module).__name__, error)
         stack.append(context)
         if context is not None:
+            self._count_step(context)
             self.calls += 1
             open_forward(context)
+
+    def _count_step(self, context: ForwardContext) -> None:
+        """Give ``context`` the step of this model call (see the module docstring)."""
+        scope = current_video()
+        if scope is not None:  # the scope counts steps over every call of the video, skipped blocks or not
+            scope.step_of(context.timestep)
+        self._observe(context)
+
+        def restart() -> None:
+            self._local.tracker = StepTracker()
+            self._observe(context)
+
+        context.restart = restart
+
+    def _observe(self, context: ForwardContext) -> None:
+        tracker = getattr(self._local, "tracker", None)
+        if tracker is None:
+            tracker = self._local.tracker = StepTracker()
+        event = tracker.observe(context.timestep)
+        if event.new_video or getattr(self._local, "video", None) is None:
+            self._local.video = next(_VIDEO_NUMBERS)
+        context.event, context.video = event, self._local.video
+        context.first_step_calls = tuple(tracker.first_step_calls[:2])
 
     def _close(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         if torch.compiler.is_compiling():

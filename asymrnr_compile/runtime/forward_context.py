@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asymrnr_compile.analysis.declared_layout import DeclaredLayout
+from asymrnr_compile.runtime.steps import StepEvent
 
 
 @dataclass(eq=False)
@@ -38,11 +39,25 @@ class ForwardContext:
         timestep: the step signal of this call (the timestep argument read as a float, its
             maximum for per-token timesteps), or None when the model call had none.
         sites_seen: attention calls claimed so far in this model call (see :meth:`claim_sites`).
+        event: the step of this model call, counted over the model's calls (the layout hook's
+            :class:`~asymrnr_compile.runtime.steps.StepTracker`), or None. Blocks read it instead
+            of counting their own calls: a step cache that skips blocks at some steps (diffusers'
+            first-block cache, cache-dit's DBCache) must not shift their steps and matching windows.
+        video: which video of the model this call belongs to (a number unique in the process, new
+            whenever ``event.new_video``), or None with ``event``.
+        first_step_calls: calls of the video's first two steps, once known (``StepTracker``):
+            more in the first than the second means a warm-up call at the first timestep.
+        restart: makes this call the first of a new video in the hook's count (after
+            ``backend.reset()``), updating ``event`` and ``video``; None without a hook.
     """
 
     layout: DeclaredLayout
     timestep: float | None = None
     sites_seen: int = field(default=0)
+    event: StepEvent | None = None
+    video: int | None = None
+    first_step_calls: tuple[int, ...] = ()
+    restart: Callable[[], None] | None = field(default=None, repr=False)
 
     def claim_sites(self, count: int) -> int:
         """Record that a graph with ``count`` attention calls runs now; returns the global index

@@ -47,7 +47,7 @@ from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
 from asymrnr_compile.plan.reduction_plan import ReductionPlan
 from asymrnr_compile.plan.select_sites import SiteReduction, unreduced_site_dict
 from asymrnr_compile.runtime.compile_subgraphs import Compiler, SubgraphCompiler
-from asymrnr_compile.runtime.forward_context import current_forward
+from asymrnr_compile.runtime.forward_context import ForwardContext, current_forward
 from asymrnr_compile.runtime.matching_cache import CacheKey, MatchingCache, MatchingRecord
 from asymrnr_compile.runtime.model_instances import find_weights_input, weights_of
 from asymrnr_compile.runtime.plan_call import ScheduleDrivers, matching_window, plan_call
@@ -55,7 +55,7 @@ from asymrnr_compile.runtime.steps import StepEvent, find_timestep_input, read_t
 from asymrnr_compile.runtime.token_splits import draw_split, slot_input
 from asymrnr_compile.runtime.variants import CompiledVariant, compile_unchanged, compile_variant
 from asymrnr_compile.runtime.video_scope import current_video
-from asymrnr_compile.runtime.video_state import VideoState, VideoStates
+from asymrnr_compile.runtime.video_state import RESET_VIDEO, VideoState, VideoStates
 
 if TYPE_CHECKING:
     from asymrnr_compile.plan.schedule_driver import ScheduleDriver
@@ -130,7 +130,7 @@ class AsymRnRRuntime:
         self.owner: object | None = None
         self.schedule = schedule
         self.schedule_drivers = ScheduleDrivers(config, sites, schedule)  # per video step count of a scope
-        self.scope_steps = 0  # the most steps of a video scope this graph ran up to (for the report)
+        self.scope_steps = 0  # the most steps of a video this graph ran up to, scope or model call (for the report)
         hidden_matched = {r.site.index for r in reductions if r.site.matches_on_hidden_states(config.match_on)}
         if schedule is None:
             self.cost: CostEstimate = estimate_cost(
@@ -185,21 +185,22 @@ class AsymRnRRuntime:
 
     # -- calling ----------------------------------------------------------------------------
 
-    def _call_context(self, args: Sequence[Any]) -> tuple[int, float | None, str | None]:
-        """``(site offset, timestep, why this call runs unreduced or None)`` of one call: from
-        the graph's own timestep input, or for a regional graph from the model call's context."""
+    def _call_context(self, args: Sequence[Any]) -> tuple[int, float | None, str | None, ForwardContext | None]:
+        """``(site offset, timestep, why this call runs unreduced or None, the model call's
+        context)`` of one call: from the graph's own timestep input, or for a regional graph from
+        the model call's context (None for a whole-model graph)."""
         if not self.regional:
             position = self.timestep_position
-            return 0, read_timestep(args[position]) if position is not None else None, None
+            return 0, read_timestep(args[position]) if position is not None else None, None, None
         forward = current_forward()
         if forward is None:
-            return 0, None, "called outside a call of the model its layout hook is on"
+            return 0, None, "called outside a call of the model its layout hook is on", None
         offset = forward.claim_sites(len(self.sites))
         declared = self.declared_layout
         if declared is not None and forward.layout.grid != declared.grid:
             return offset, forward.timestep, (f"the model call's grid {forward.layout.grid} is not the grid "
-                                              f"{declared.grid} this graph was analysed with")
-        return offset, forward.timestep, None
+                                              f"{declared.grid} this graph was analysed with"), forward
+        return offset, forward.timestep, None, forward
 
     def _run_unreduced(self, reason: str) -> None:
         with self._lock:
@@ -215,15 +216,36 @@ class AsymRnRRuntime:
         return outputs
 
     def _call(self, *args: Any) -> Any:
-        offset, timestep, unreduced = self._call_context(args)
+        offset, timestep, unreduced, forward = self._call_context(args)
         weights = weights_of(args, self.weights_position)
         scope = current_video()
         self.served_offsets.add(offset)
         if scope is not None:  # the video scope says which step, and holds this video's state
-            state = self._local.state = scope.state_for(self, offset, weights, lambda: VideoState(site_offset=offset))
+            # keyed by the video states this graph shares with its recompiles and, under regional
+            # compilation, with the other graphs of its block instances (a block whose hooks break
+            # it into graphs, or recompile it at a cached step, continues its matchings)
+            state = self._local.state = scope.state_for(self.video_states, offset, weights,
+                                                        lambda: VideoState(site_offset=offset))
             own_count = state.tracker.observe(timestep).step  # only used when the scope cannot tell
-            event = scope.event_for(self, offset, weights, timestep, own_count)
+            event = scope.event_for(self.video_states, offset, weights, timestep, own_count)
             with self._lock:  # steps reached in the video (a second expert joins at a later step)
+                self.scope_steps = max(self.scope_steps, event.step + 1)
+        elif forward is not None and forward.event is not None:
+            # regional, no scope: the model call's step, counted by the layout hook over every model
+            # call, so that steps at which a step cache skipped this block keep their place
+            state = self._local.state = self.video_states.get(offset, weights)
+            if state.video == RESET_VIDEO and not forward.event.new_video and forward.restart is not None:
+                forward.restart()  # backend.reset(): this call starts a new video (and the model's count)
+            event = forward.event
+            first_calls = forward.first_step_calls
+            if state.video != forward.video:
+                state.new_video()
+                state.video = forward.video
+            elif len(first_calls) == 2 and first_calls[0] > first_calls[1] and event.call_index == 0 \
+                    and event.step >= 2 and not state.forgot_warmup_call:
+                state.forgot_warmup_call = True
+                self._forget_warmup_call(state, first_calls)
+            with self._lock:
                 self.scope_steps = max(self.scope_steps, event.step + 1)
         else:  # no scope: steps and new videos guessed from the timestep (runtime/steps.py)
             state = self._local.state = self.video_states.get(offset, weights)
@@ -252,12 +274,13 @@ class AsymRnRRuntime:
                     return self._run(variant, args, event, device)
         return self._run(variant, args, event, device)
 
-    def _forget_warmup_call(self, state: VideoState) -> None:
+    def _forget_warmup_call(self, state: VideoState, first_step_calls: tuple[int, ...] | None = None) -> None:
         """The video's first step had more calls than its second: the extra ones (a warm-up call
         at the first timestep) were counted as part of the video, and steps since reused a
         matching computed on them. Recompute the matchings from this step on, and say how to
-        avoid it."""
-        first, second = state.tracker.first_step_calls[:2]
+        avoid it. ``first_step_calls``: the calls of the video's first two steps where the model
+        call's context counted them (regional compilation); None: from ``state``'s own tracker."""
+        first, second = (state.tracker.first_step_calls if first_step_calls is None else first_step_calls)[:2]
         state.cache.reset()
         if not self.warned_warmup:
             self.warned_warmup = True

@@ -19,6 +19,9 @@ from asymrnr_compile.runtime.model_instances import PerModelInstance
 from asymrnr_compile.runtime.steps import StepTracker
 from asymrnr_compile.vocabulary import Feature
 
+#: ``VideoState.video`` after :meth:`VideoState.reset`: the next model call starts a new video.
+RESET_VIDEO = -1
+
 
 @dataclass(eq=False)
 class VideoState:
@@ -37,6 +40,10 @@ class VideoState:
             (:mod:`~asymrnr_compile.runtime.token_splits`).
         matching_steps: the steps of the current video at which a matching was computed.
         site_offset: global index of the block instance's first attention call. Default 0.
+        video: under regional compilation outside a video scope, the model call's video
+            (``ForwardContext.video``) this state holds; :data:`RESET_VIDEO` after :meth:`reset`;
+            None otherwise.
+        forgot_warmup_call: the matchings computed on a warm-up call were dropped in this video.
     """
 
     tracker: StepTracker = field(default_factory=StepTracker)
@@ -44,16 +51,20 @@ class VideoState:
     splits: dict[tuple[int, Feature], tuple[int, ops.TokenSplit]] = field(default_factory=dict)
     matching_steps: list[int] = field(default_factory=list)
     site_offset: int = 0
+    video: int | None = None
+    forgot_warmup_call: bool = False
 
     def reset(self) -> None:
         """A new video: forget steps, matchings and splits."""
         self.tracker.reset()
+        self.video = RESET_VIDEO
         self.new_video()
 
     def new_video(self) -> None:
         self.cache.reset()
         self.splits.clear()
         self.matching_steps.clear()
+        self.forgot_warmup_call = False
 
 
 class VideoStates:
