@@ -9,7 +9,8 @@ Public API: :class:`AsymRnRConfig`, :class:`AsymRnRBackend`, :class:`AsymRnRRepo
 grid and step from the model's calls; :func:`apply_token_layout_hook`, :class:`InputLayout`),
 :func:`video` (a video scope: one video's steps and matchings, :class:`VideoScope`),
 :func:`enable_asymrnr` / :func:`disable_asymrnr` (a diffusers pipeline compiled with asymrnr,
-each pipeline call one video scope). They load
+each pipeline call one video scope; ``step_cache=`` stacks a step cache, :class:`CacheDiTConfig`
+for cache-dit's with a calibrator). They load
 lazily, so that ``import asymrnr_compile.ops`` stays light.
 Importing this package does not register the backend: the ``torch_dynamo_backends`` entry point
 does (registering twice would raise "duplicate name" in torch).
@@ -39,6 +40,7 @@ _LAZY = {
     "VideoScope": "asymrnr_compile.runtime.video_scope",
     "enable_asymrnr": "asymrnr_compile.pipelines",
     "disable_asymrnr": "asymrnr_compile.pipelines",
+    "CacheDiTConfig": "asymrnr_compile.pipelines",
 }
 
 __all__ = [*_LAZY, "__version__"]

@@ -24,6 +24,16 @@ inside a video scope (:mod:`asymrnr_compile.runtime.video_scope`):
 - ``num_inference_steps``, when passed by name, is the scope's step count (schedules made for
   another step count are read at the video's progress).
 
+A step cache (``step_cache=``: diffusers' first-block cache, TaylorSeer, FasterCache or pyramid
+attention broadcast, or cache-dit's DBCache with an optional calibrator) is enabled on every
+transformer before it is compiled, and needs ``regional=True``: the caches decide per step in
+eager code, so a whole-model compile breaks the graph at their decision and no graph holds both
+the patch embedding (where asymrnr finds the video grid) and an attention; compiled block by
+block, the layout hook gives every block the grid and the model call's step. The steps at which
+the cache skips blocks keep their place in asymrnr's matching windows (the step is the pipeline's,
+not the count of a block's calls), and the cache's state is cleared at the start of every
+pipeline call.
+
 How the call is wrapped: the pipeline object's class is replaced by a subclass of it with the
 same name whose ``__call__`` opens the scope (Python looks ``__call__`` up on the class, so an
 instance attribute would not be called); :func:`disable_asymrnr` puts the original class back
@@ -36,7 +46,7 @@ import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -49,6 +59,95 @@ INTEGRATION_ATTRIBUTE = "_asymrnr_integration"
 #: Components whose names start with this are the denoisers compiled (``transformer``,
 #: ``transformer_2``).
 TRANSFORMER_PREFIX = "transformer"
+#: The diffusers cache configs ``step_cache`` accepts (``transformer.enable_cache(config)``),
+#: by class name in ``diffusers.hooks``.
+DIFFUSERS_STEP_CACHES = ("FirstBlockCacheConfig", "TaylorSeerCacheConfig", "FasterCacheConfig",
+                         "PyramidAttentionBroadcastConfig")
+#: The cache-dit cache configs ``step_cache`` accepts (alone, or in a :class:`CacheDiTConfig`).
+CACHE_DIT_STEP_CACHES = ("DBCacheConfig",)
+#: What ``step_cache`` may be, for the error message.
+STEP_CACHE_ALLOWED = (f"None, a diffusers cache config ({', '.join(DIFFUSERS_STEP_CACHES)}), a cache-dit "
+                      f"{' or '.join(CACHE_DIT_STEP_CACHES)}, or asymrnr_compile.CacheDiTConfig(cache, calibrator)")
+
+
+@dataclass(frozen=True)
+class CacheDiTConfig:
+    """cache-dit's step cache for :func:`enable_asymrnr` (``step_cache=``): its cache config and,
+    optionally, a calibrator, as ``cache_dit.enable_cache(transformer, cache_config=cache,
+    calibrator_config=calibrator)`` takes them. A bare ``DBCacheConfig`` is the same without a
+    calibrator.
+
+    Attributes:
+        cache: a ``cache_dit.DBCacheConfig`` (which steps skip the middle blocks:
+            ``Fn_compute_blocks``, ``residual_diff_threshold``, ``max_warmup_steps``...).
+        calibrator: a ``cache_dit.TaylorSeerCalibratorConfig`` (or another
+            ``cache_dit.CalibratorConfig``) predicting the skipped blocks' residual; None
+            (default): the last residual is reused.
+    """
+
+    cache: Any
+    calibrator: Any = None
+
+    def __post_init__(self) -> None:
+        if _cache_kind(self.cache) != "cache-dit":
+            raise TypeError(f"CacheDiTConfig.cache must be a cache-dit {' or '.join(CACHE_DIT_STEP_CACHES)}, "
+                            f"got {type(self.cache).__name__}")
+        if self.calibrator is not None:
+            import cache_dit
+
+            if not isinstance(self.calibrator, cache_dit.CalibratorConfig):
+                raise TypeError(f"CacheDiTConfig.calibrator must be a cache_dit CalibratorConfig (e.g. "
+                                f"TaylorSeerCalibratorConfig) or None, got {type(self.calibrator).__name__}")
+
+
+def _cache_kind(step_cache: Any) -> Literal["diffusers", "cache-dit"] | None:
+    """``"diffusers"`` or ``"cache-dit"`` for a config ``step_cache`` accepts, else None. Neither
+    package is imported unless the object comes from it."""
+    module = type(step_cache).__module__ or ""
+    name = type(step_cache).__name__
+    if module.split(".")[0] == "diffusers" and name in DIFFUSERS_STEP_CACHES:
+        import diffusers.hooks
+
+        return "diffusers" if isinstance(step_cache, getattr(diffusers.hooks, name)) else None
+    if module.split(".")[0] == "cache_dit" and name in CACHE_DIT_STEP_CACHES:
+        import cache_dit
+
+        return "cache-dit" if isinstance(step_cache, getattr(cache_dit, name)) else None
+    return None
+
+
+def _enable_step_cache(module: torch.nn.Module, step_cache: Any) -> None:
+    """Enable ``step_cache`` (checked by :func:`enable_asymrnr`) on one transformer."""
+    if isinstance(step_cache, CacheDiTConfig) or _cache_kind(step_cache) == "cache-dit":
+        import cache_dit
+
+        cache, calibrator = (step_cache.cache, step_cache.calibrator) if isinstance(step_cache, CacheDiTConfig) \
+            else (step_cache, None)
+        cache_dit.enable_cache(module, cache_config=cache, calibrator_config=calibrator)
+        return
+    if not callable(getattr(module, "enable_cache", None)):
+        raise TypeError(f"step_cache: diffusers' cache hooks attach to a diffusers model (CacheMixin.enable_cache); "
+                        f"{type(module).__name__} has no enable_cache")
+    module.enable_cache(step_cache)
+
+
+def _clear_step_cache(module: torch.nn.Module, kind: str) -> None:
+    """Forget the step cache's state of ``module`` (a new video)."""
+    if kind == "cache-dit":
+        import cache_dit
+
+        cache_dit.refresh_context(module)
+    else:
+        module._reset_stateful_cache()
+
+
+def _disable_step_cache(module: torch.nn.Module, kind: str) -> None:
+    if kind == "cache-dit":
+        import cache_dit
+
+        cache_dit.disable_cache(module)
+    else:
+        module.disable_cache()
 
 
 @dataclass
@@ -60,12 +159,26 @@ class PipelineIntegration:
         original_class: the pipeline's class before.
         transformers: the names of the compiled components.
         regional: compiled block by block.
+        step_cache: the step cache enabled on the transformers (``enable_asymrnr``'s
+            ``step_cache``), or None.
+        step_cache_kind: ``"diffusers"`` or ``"cache-dit"`` with a step cache, else None.
     """
 
     backend: AsymRnRBackend
     original_class: type
     transformers: tuple[str, ...]
     regional: bool
+    step_cache: Any = None
+    step_cache_kind: str | None = None
+
+    def clear_step_cache(self, pipe: Any) -> None:
+        """Forget the step cache's state of every transformer of ``pipe`` (a new video)."""
+        if self.step_cache_kind is None:
+            return
+        for name in self.transformers:
+            module = getattr(pipe, name, None)
+            if isinstance(module, torch.nn.Module):
+                _clear_step_cache(module, self.step_cache_kind)
 
 
 def pipeline_transformers(pipe: Any) -> dict[str, torch.nn.Module]:
@@ -109,6 +222,9 @@ def _call_in_video_scope(call: Any) -> Any:
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
         num_steps = kwargs.get("num_inference_steps")
         valid = isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps >= 1
+        integration = getattr(self, INTEGRATION_ATTRIBUTE, None)
+        if isinstance(integration, PipelineIntegration):  # the step cache starts the video clean too
+            integration.clear_step_cache(self)
         with video(num_steps if valid else None) as scope:
             scope.set_step(0)
             with _counting_scheduler_steps(getattr(self, "scheduler", None), scope):
@@ -126,7 +242,7 @@ def _scoped_class(cls: type) -> type:
 
 def enable_asymrnr(pipe: Any, options: Mapping[str, Any] | AsymRnRConfig | None = None, *,
                    backend: AsymRnRBackend | None = None, regional: bool = False, dynamic: bool | None = False,
-                   **compile_kwargs: Any) -> AsymRnRBackend:
+                   step_cache: Any = None, **compile_kwargs: Any) -> AsymRnRBackend:
     """Compile ``pipe``'s transformers with asymrnr and make each pipeline call one video scope
     (see the module docstring). Returns the backend (``backend.report()`` after a call).
 
@@ -140,18 +256,35 @@ def enable_asymrnr(pipe: Any, options: Mapping[str, Any] | AsymRnRConfig | None 
             transformer whole. Default False.
         dynamic: ``torch.compile``'s ``dynamic``. Default False (symbolic shapes are left
             unreduced).
+        step_cache: a step cache enabled on every transformer before compiling (see the module
+            docstring): a diffusers config ``transformer.enable_cache`` takes
+            (:data:`DIFFUSERS_STEP_CACHES`: ``FirstBlockCacheConfig(threshold=0.05)``...), a
+            cache-dit ``DBCacheConfig``, or a :class:`CacheDiTConfig` (a ``DBCacheConfig`` and a
+            calibrator such as ``TaylorSeerCalibratorConfig``). Needs ``regional=True``. Default
+            None: no step cache. :func:`disable_asymrnr` removes it.
         **compile_kwargs: other ``torch.compile`` arguments (``fullgraph``, ``mode``...).
 
     Raises:
         TypeError: ``pipe`` is not a pipeline, ``options`` not a mapping or config, ``backend``
-            not an AsymRnRBackend, ``regional`` not a bool.
+            not an AsymRnRBackend, ``regional`` not a bool, ``step_cache`` not one of the configs
+            above (or a diffusers cache on a transformer that is no diffusers model).
         ValueError: a bad option (named), both ``options`` and ``backend``, the pipeline already
-            enabled, or no transformer in it.
+            enabled, no transformer in it, or a ``step_cache`` without ``regional=True``.
     """
     if getattr(pipe, INTEGRATION_ATTRIBUTE, None) is not None:
         raise ValueError("asymrnr is already enabled on this pipeline; call disable_asymrnr(pipe) first")
     if not isinstance(regional, bool):
         raise TypeError(f"regional must be a bool, got {regional!r}")
+    cache_kind = None
+    if step_cache is not None:
+        cache_kind = "cache-dit" if isinstance(step_cache, CacheDiTConfig) else _cache_kind(step_cache)
+        if cache_kind is None:
+            raise TypeError(f"step_cache must be {STEP_CACHE_ALLOWED}; got {type(step_cache).__name__}")
+        if not regional:
+            raise ValueError(
+                "step_cache needs regional=True: a step cache decides per step in eager code, so a whole-model "
+                "compile breaks the graph at its decision and no graph holds both the video grid and an attention "
+                "(asymrnr would reduce nothing); compiled block by block, every block is reduced")
     transformers = pipeline_transformers(pipe)
     if not transformers:
         raise ValueError(f"{type(pipe).__name__} has no transformer component (names starting with "
@@ -165,6 +298,9 @@ def enable_asymrnr(pipe: Any, options: Mapping[str, Any] | AsymRnRConfig | None 
         config = options if isinstance(options, AsymRnRConfig) else AsymRnRConfig.from_options(options)
         backend = AsymRnRBackend(config)
     for module in transformers.values():
+        if step_cache is not None:
+            _enable_step_cache(module, step_cache)
+    for module in transformers.values():
         if regional:
             from asymrnr_compile.regional import compile_repeated_blocks
 
@@ -172,14 +308,15 @@ def enable_asymrnr(pipe: Any, options: Mapping[str, Any] | AsymRnRConfig | None 
         else:
             module.compile(backend=backend, dynamic=dynamic, **compile_kwargs)
     original = type(pipe)
-    setattr(pipe, INTEGRATION_ATTRIBUTE, PipelineIntegration(backend, original, tuple(transformers), regional))
+    setattr(pipe, INTEGRATION_ATTRIBUTE, PipelineIntegration(backend, original, tuple(transformers), regional,
+                                                             step_cache, cache_kind))
     pipe.__class__ = _scoped_class(original)
     return backend
 
 
 def disable_asymrnr(pipe: Any) -> bool:
     """Undo :func:`enable_asymrnr`: the pipeline's class back, its transformers (and blocks)
-    uncompiled, the layout hooks removed. Returns whether it was enabled."""
+    uncompiled, the layout hooks and the step cache removed. Returns whether it was enabled."""
     integration = getattr(pipe, INTEGRATION_ATTRIBUTE, None)
     if not isinstance(integration, PipelineIntegration):
         return False
@@ -193,9 +330,11 @@ def disable_asymrnr(pipe: Any) -> bool:
             if getattr(submodule, "_compiled_call_impl", None) is not None:
                 submodule._compiled_call_impl = None
         remove_token_layout_hook(module)
+        if integration.step_cache_kind is not None:
+            _disable_step_cache(module, integration.step_cache_kind)
     pipe.__class__ = integration.original_class
     delattr(pipe, INTEGRATION_ATTRIBUTE)
     return True
 
 
-__all__ = ["PipelineIntegration", "disable_asymrnr", "enable_asymrnr", "pipeline_transformers"]
+__all__ = ["CacheDiTConfig", "PipelineIntegration", "disable_asymrnr", "enable_asymrnr", "pipeline_transformers"]
