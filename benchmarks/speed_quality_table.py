@@ -10,8 +10,8 @@ sampler (20 Euler steps, guidance 2, batched CFG) and gets:
 - **FLOP ideal**: unaccelerated FLOPs over the row's, for the whole sampling loop. asymrnr rows:
   the backend's cost model (matching counted). diffusers hooks and cache-dit: ``FlopCounterMode``
   over one eager sampling loop of the timing batch, hooked against unhooked (their skipping is
-  data-dependent). asymrnr stacked with the first-block cache: the product of the two, an
-  estimate (marked ``~``);
+  data-dependent). asymrnr stacked with the first-block cache or cache-dit: the product of the
+  two, an estimate (marked ``~``);
 - **loop speedup**: the whole sampling loop (20 steps, matching steps included) of plain
   Inductor over the row's, measured in this process on ``--timing-captions`` captions, after one
   warm-up loop of every row and one untimed round, the rows interleaved loop by loop for
@@ -30,7 +30,9 @@ with the quality options (cache 2) stacked with the first-block cache (blocks co
 not applicable, with the reason. On both models cache-dit's DBCache alone and with its TaylorSeer
 calibrator (order 1), each at thresholds :data:`CACHE_DIT_THRESHOLDS` (optional dependency
 ``asymrnr-lab[cachedit]``; without it the rows are listed as not applicable), compiled like the
-hook rows.
+hook rows, and asymrnr's defaults stacked with each (DBCache and TaylorSeer at the first
+threshold; blocks compiled by ``compile_repeated_blocks``, ``CacheDiT(asymrnr=...)``); where
+cache-dit cannot attach the stacked rows are not applicable with the same reason.
 
     python benchmarks/speed_quality_table.py --checkpoint runs/cogvideox/model --seeds 1 --results
     python benchmarks/speed_quality_table.py --checkpoint lab/asymrnr_lab/assets/synthetic_dit_fine.safetensors \\
@@ -55,7 +57,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -122,18 +124,25 @@ class Row:
         name: the row's label.
         accelerator: how it runs (an asymrnr config or an accelerator); None: not applicable.
         reason: why it is not applicable (with ``accelerator`` None).
-        stacked_hook: for asymrnr stacked with a hook, the hook alone (its FLOP ratio times the
-            backend's ideal is the row's estimated ideal).
+        stacked_hook: for asymrnr stacked with a hook or a cache-dit cache, the cache alone (its
+            FLOP ratio times the backend's ideal is the row's estimated ideal).
     """
 
     name: str
     accelerator: AsymRnRConfig | Accelerator | None
     reason: str = ""
-    stacked_hook: DiffusersCache | None = None
+    stacked_hook: DiffusersCache | CacheDiT | None = None
 
 
 #: The row of asymrnr stacked with a diffusers hook.
 STACK_ROW = "asymrnr quality options (cache 2) + first-block cache (0.05)"
+#: The rows of asymrnr's defaults stacked with cache-dit (DBCache, TaylorSeer) at the table's first
+#: threshold, by name.
+CACHE_DIT_STACK_ROWS = {
+    "DBCache": f"asymrnr defaults + cache-dit DBCache (threshold {CACHE_DIT_THRESHOLDS[0]})",
+    "TaylorSeer": f"asymrnr defaults + cache-dit TaylorSeer (order {CACHE_DIT_TAYLORSEER_ORDER}, "
+                  f"threshold {CACHE_DIT_THRESHOLDS[0]})",
+}
 
 
 def is_diffusers_model(model: torch.nn.Module) -> bool:
@@ -181,6 +190,13 @@ def rows(model: torch.nn.Module, q_ratio: float, kv_ratio: float) -> list[Row]:
         out += [Row(name, None, reason) for name in [*hooks, STACK_ROW]]
     problem = cache_dit_problem(model)
     out += [Row(name, None if problem else cache, problem) for name, cache in cache_dit_rows.items()]
+    # stacked with asymrnr's defaults, blocks compiled regionally (CacheDiT(asymrnr=...))
+    cache_dit_alone = {"DBCache": dbcache(CACHE_DIT_THRESHOLDS[0]),
+                       "TaylorSeer": cache_dit_taylorseer(CACHE_DIT_TAYLORSEER_ORDER, CACHE_DIT_THRESHOLDS[0])}
+    for kind, name in CACHE_DIT_STACK_ROWS.items():
+        alone = cache_dit_alone[kind]
+        out.append(Row(name, None, problem) if problem else
+                   Row(name, replace(alone, asymrnr=AsymRnRConfig()), stacked_hook=alone))
     return out
 
 

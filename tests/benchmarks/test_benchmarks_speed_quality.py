@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,12 +30,14 @@ ASYMRNR_ROWS = 6
 HOOK_ROWS = 4 * 2 + 1
 #: cache-dit rows: DBCache and DBCache + TaylorSeer at two thresholds each, on either model.
 CACHE_DIT_ROWS = 2 * 2
+#: asymrnr's defaults stacked with cache-dit's DBCache and with its TaylorSeer, on either model.
+CACHE_DIT_STACK_ROWS = 2
 HAS_CACHE_DIT = importlib.util.find_spec("cache_dit") is not None
 
 
 def test_every_row_runs_on_a_diffusers_model():
     rows = speed_quality_table.rows(build_cogvideox_model(0, preset=TINY), 0.5, 0.3)
-    assert len(rows) == ASYMRNR_ROWS + HOOK_ROWS + CACHE_DIT_ROWS
+    assert len(rows) == ASYMRNR_ROWS + HOOK_ROWS + CACHE_DIT_ROWS + CACHE_DIT_STACK_ROWS
     cache_dit_rows = [row for row in rows if row.name.startswith("cache-dit")]
     assert len(cache_dit_rows) == CACHE_DIT_ROWS
     if HAS_CACHE_DIT:
@@ -45,12 +48,25 @@ def test_every_row_runs_on_a_diffusers_model():
     assert isinstance(stack.accelerator, DiffusersCache) and stack.accelerator.asymrnr is not None
     assert stack.stacked_hook is not None and stack.stacked_hook.asymrnr is None
     assert next(row for row in rows if row.name == "asymrnr, defaults").accelerator == AsymRnRConfig()
+    if HAS_CACHE_DIT:
+        _assert_cache_dit_stacks(rows)
+
+
+def _assert_cache_dit_stacks(rows) -> None:
+    """The stacked cache-dit rows: asymrnr's defaults on the cache alone (the row's stacked_hook)."""
+    stacks = [row for row in rows if row.name in speed_quality_table.CACHE_DIT_STACK_ROWS.values()]
+    assert len(stacks) == CACHE_DIT_STACK_ROWS
+    for row in stacks:
+        assert isinstance(row.accelerator, CacheDiT) and row.accelerator.asymrnr == AsymRnRConfig()
+        assert isinstance(row.stacked_hook, CacheDiT) and row.stacked_hook.asymrnr is None
+        assert row.stacked_hook == replace(row.accelerator, asymrnr=None)
+    assert {row.accelerator.taylorseer_order for row in stacks} == {None, 1}
 
 
 def test_hook_rows_are_not_applicable_to_the_reference_model_and_say_why():
     rows = speed_quality_table.rows(build_text_to_video_model(0), 0.5, 0.3)
-    assert len(rows) == ASYMRNR_ROWS + HOOK_ROWS + CACHE_DIT_ROWS
-    skipped = [row for row in rows if row.accelerator is None and not row.name.startswith("cache-dit")]
+    assert len(rows) == ASYMRNR_ROWS + HOOK_ROWS + CACHE_DIT_ROWS + CACHE_DIT_STACK_ROWS
+    skipped = [row for row in rows if row.accelerator is None and "cache-dit" not in row.name]
     assert len(skipped) == HOOK_ROWS
     assert all("diffusers model class" in row.reason and "ReferenceDiT" in row.reason for row in skipped)
 
@@ -61,6 +77,7 @@ def test_cache_dit_rows_apply_to_the_reference_model_too():
     cache_dit_rows = [row for row in rows if row.name.startswith("cache-dit")]
     assert len(cache_dit_rows) == CACHE_DIT_ROWS
     assert all(isinstance(row.accelerator, CacheDiT) and not row.reason for row in cache_dit_rows)
+    _assert_cache_dit_stacks(rows)
 
 
 def test_cache_dit_rows_without_cache_dit_are_not_applicable_and_say_why(monkeypatch):
@@ -72,6 +89,9 @@ def test_cache_dit_rows_without_cache_dit_are_not_applicable_and_say_why(monkeyp
     cache_dit_rows = [row for row in rows if row.name.startswith("cache-dit")]
     assert len(cache_dit_rows) == CACHE_DIT_ROWS
     assert all(row.accelerator is None and "lab[cachedit]" in row.reason for row in cache_dit_rows)
+    stacks = [row for row in rows if row.name in speed_quality_table.CACHE_DIT_STACK_ROWS.values()]
+    assert len(stacks) == CACHE_DIT_STACK_ROWS
+    assert all(row.accelerator is None and "lab[cachedit]" in row.reason for row in stacks)
 
 
 def _row(name, all_correct, change, **extra):

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch._dynamo
 
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers]); CI installs it")
 pytest.importorskip("cache_dit", reason="cache-dit is not installed (pip install -e './lab[cachedit]'); CI installs it")
@@ -214,3 +215,26 @@ def test_compiled_matches_eager(models, task, kind):
     got = generate_videos(model, all_captions(task)[:2], [0, 1], task, SAMPLER, transformer=compiled, batch_size=2)
     assert compiled.stats()["cached_steps"] == list(range(WARMUP, STEPS))
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_stacked_row_reduces_and_skips(kind, models, task, monkeypatch):
+    """``CacheDiT(asymrnr=...)``: the blocks compiled regionally under asymrnr (variants run eagerly
+    here), every block reduced while cache-dit skips the steps after its warm-up."""
+    from helpers import eager_compiler
+    from reduction_checks import assert_reduced
+
+    import asymrnr_compile.backend
+    from asymrnr_compile import AsymRnRConfig
+
+    monkeypatch.setattr(asymrnr_compile.backend, "inductor_compiler", eager_compiler)
+    torch._dynamo.reset()
+    config = AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, min_video_tokens=8, dst_stride=(1, 2, 2), cache_steps=2)
+    stacked = replace(LOOSE["DBCache"], asymrnr=config).build(models[kind])
+    stacked.reset()
+    captions = all_captions(task)[:2]  # not under FlopCounterMode, which compiled code does not run in
+    videos = generate_videos(models[kind], captions, [0, 1], task, SAMPLER, transformer=stacked, batch_size=2)
+    assert torch.isfinite(videos).all()
+    assert_reduced(stacked.backend)
+    assert len(stacked.stats()["cached_steps"]) == STEPS - WARMUP
+    torch._dynamo.reset()

@@ -20,7 +20,9 @@ An :class:`Accelerator` builds, from a model of the synthetic task, an
   the model's transformer, compiled with Inductor as a whole (``fullgraph=False``). It attaches
   to both model kinds: to CogVideoX's diffusers transformer through ``cache_dit.enable_cache``
   (cache-dit's registered CogVideoX adapter) and to the bundled ReferenceDiT through a
-  ``cache_dit.BlockAdapter`` naming its blocks.
+  ``cache_dit.BlockAdapter`` naming its blocks. Stacked with asymrnr (``asymrnr=``), the blocks
+  are compiled with :func:`asymrnr_compile.compile_repeated_blocks` instead, as for
+  :class:`DiffusersCache`.
 
 Every accelerator compiles with ``isolate_recompiles=True``: Dynamo caches compiled code per code
 object, shared by every ``torch.compile`` of the same class, and ``backend="inductor"`` wrappers
@@ -332,6 +334,11 @@ class CacheDiT:
             :data:`NO_LIMIT`).
         taylorseer_order: None (default): reuse the last residual; n >= 1: cache-dit's
             ``TaylorSeerCalibratorConfig(taylorseer_order=n)`` predicts it.
+        asymrnr: also reduce tokens with asymrnr (this config), compiling the repeated blocks
+            with :func:`asymrnr_compile.compile_repeated_blocks` (a whole-model compile breaks the
+            graph at cache-dit's per-step decision, so no graph would hold both the grid and an
+            attention site); the steps cache-dit skips keep their place in asymrnr's matching
+            windows (the layout hook counts the model's calls). None (default): Inductor, whole.
     """
 
     threshold: float
@@ -341,8 +348,11 @@ class CacheDiT:
     max_cached_steps: int = NO_LIMIT
     max_continuous_cached_steps: int = NO_LIMIT
     taylorseer_order: int | None = None
+    asymrnr: AsymRnRConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.asymrnr is not None and not isinstance(self.asymrnr, AsymRnRConfig):
+            raise TypeError(f"asymrnr must be an AsymRnRConfig or None, got {type(self.asymrnr).__name__}")
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
             raise TypeError(f"threshold must be a float, got {type(self.threshold).__name__}")
         if not self.threshold >= 0:
@@ -402,8 +412,21 @@ class CacheDiT:
                 f"model's {len(blocks)} blocks")
         cache, calibrator = self.configs()
         cache_dit.enable_cache(attach, cache_config=cache, calibrator_config=calibrator)
-        compiled = wrapper if not compile else torch.compile(
-            wrapper, backend="inductor", fullgraph=False, dynamic=False, isolate_recompiles=True)
+        backend = None
+        if not compile:
+            if self.asymrnr is not None:
+                raise ValueError("asymrnr runs only compiled: build(model, compile=False) of a stack with asymrnr")
+            compiled = wrapper
+        elif self.asymrnr is None:
+            compiled = torch.compile(wrapper, backend="inductor", fullgraph=False, dynamic=False,
+                                     isolate_recompiles=True)
+        else:
+            from asymrnr_compile.backend import AsymRnRBackend
+            from asymrnr_compile.regional import compile_repeated_blocks
+
+            backend = AsymRnRBackend(self.asymrnr)
+            compile_repeated_blocks(target, backend=backend)
+            compiled = wrapper
         last = {"timestep": float("inf")}
 
         def context() -> Any:
@@ -413,6 +436,8 @@ class CacheDiT:
         def reset() -> None:
             cache_dit.refresh_context(target)
             last["timestep"] = float("inf")
+            if backend is not None:
+                backend.reset()
 
         def run(hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 timestep: torch.Tensor) -> torch.Tensor:
@@ -428,7 +453,7 @@ class CacheDiT:
             return {"steps": current.transformer_executed_steps, "cached_steps": current.get_cached_steps(),
                     "residual_diffs": {int(step): diff for step, diff in current.get_residual_diffs().items()}}
 
-        return AcceleratedTransformer(run, reset, stats=stats)
+        return AcceleratedTransformer(run, reset, backend, stats=stats)
 
 
 def cache_dit_problem(model: torch.nn.Module) -> str:
@@ -474,3 +499,4 @@ def cache_dit_taylorseer(order: int, threshold: float, warmup_steps: int | None 
         warmup_steps = max(DEFAULT_WARMUP_STEPS, order + TAYLORSEER_EXTRA_WARMUP) if isinstance(order, int) \
             else DEFAULT_WARMUP_STEPS
     return CacheDiT(threshold, warmup_steps=warmup_steps, taylorseer_order=order, **settings)
+
