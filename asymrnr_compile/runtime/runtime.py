@@ -130,7 +130,10 @@ class AsymRnRRuntime:
         self.owner: object | None = None
         self.schedule = schedule
         self.schedule_drivers = ScheduleDrivers(config, sites, schedule)  # per video step count of a scope
-        self.scope_steps = 0  # the most steps of a video this graph ran up to, scope or model call (for the report)
+        self.scope_steps = 0  # the most steps of a video scope this graph ran up to (for the report)
+        # regional graphs outside a scope: steps of the model's calls run, over every video (for the report)
+        self.model_steps = 0
+        self._last_model_step: tuple[int | None, int] | None = None
         hidden_matched = {r.site.index for r in reductions if r.site.matches_on_hidden_states(config.match_on)}
         if schedule is None:
             self.cost: CostEstimate = estimate_cost(
@@ -245,8 +248,10 @@ class AsymRnRRuntime:
                     and event.step >= 2 and not state.forgot_warmup_call:
                 state.forgot_warmup_call = True
                 self._forget_warmup_call(state, first_calls)
-            with self._lock:
-                self.scope_steps = max(self.scope_steps, event.step + 1)
+            with self._lock:  # steps of the model's calls this graph ran in, over every video (for the report)
+                if self._last_model_step != (forward.video, event.step):
+                    self._last_model_step = (forward.video, event.step)
+                    self.model_steps += 1
         else:  # no scope: steps and new videos guessed from the timestep (runtime/steps.py)
             state = self._local.state = self.video_states.get(offset, weights)
             event = state.tracker.observe(timestep)
@@ -359,7 +364,8 @@ class AsymRnRRuntime:
             "subgraphs_reused": self.subgraphs.reused,
             "calls": self.calls,
             # steps of the longest video: in a video scope, or (outside one) counted from timesteps
-            "steps": max([self.scope_steps, *(state.tracker.steps_seen for state in self.video_states.all())]),
+            "steps": max([self.scope_steps, self.model_steps,
+                          *(state.tracker.steps_seen for state in self.video_states.all())]),
             # block instances served (regional compilation; 1 for a whole-model graph)
             "instances": max(1, len(self.served_offsets)),
             "regional": self.regional,
