@@ -153,21 +153,7 @@ class DiffusersCache:
                 f"arch='cogvideox'); this model's transformer is {type(model.transformer).__name__}")
         current = {"timestep": float("nan")}
         diffusers_model.enable_cache(self.make_config(lambda: current["timestep"]))
-        backend = None
-        if not compile:
-            if self.asymrnr is not None:
-                raise ValueError("asymrnr runs only compiled: build(model, compile=False) of a stack with asymrnr")
-            compiled = wrapper
-        elif self.asymrnr is None:
-            compiled = torch.compile(wrapper, backend="inductor", fullgraph=False, dynamic=False,
-                                     isolate_recompiles=True)
-        else:
-            from asymrnr_compile.backend import AsymRnRBackend
-            from asymrnr_compile.regional import compile_repeated_blocks
-
-            backend = AsymRnRBackend(self.asymrnr)
-            compile_repeated_blocks(diffusers_model, backend=backend)
-            compiled = wrapper
+        compiled, backend = _compile_cached(wrapper, diffusers_model, self.asymrnr, compile)
 
         def run(hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 timestep: torch.Tensor) -> torch.Tensor:
@@ -187,6 +173,30 @@ class DiffusersCache:
                 backend.reset()
 
         return AcceleratedTransformer(run, reset, backend)
+
+
+def _compile_cached(wrapper: torch.nn.Module, blocks_owner: torch.nn.Module, asymrnr: AsymRnRConfig | None,
+                    compile: bool) -> tuple[Callable[..., Any], Any]:
+    """A step-cached transformer ``wrapper``, compiled: ``(callable, asymrnr backend or None)``.
+
+    Eager when ``compile`` is False (no asymrnr then: it runs only compiled); with Inductor as a
+    whole (``fullgraph=False``: the cache's hooks break the graph on purpose) when ``asymrnr`` is
+    None; else the repeated blocks of ``blocks_owner`` compiled alone with an asymrnr backend
+    (:func:`asymrnr_compile.compile_repeated_blocks`), since a whole-model compile broken at the
+    hooks leaves no graph holding both the grid and an attention site."""
+    if not compile:
+        if asymrnr is not None:
+            raise ValueError("asymrnr runs only compiled: build(model, compile=False) of a stack with asymrnr")
+        return wrapper, None
+    if asymrnr is None:
+        return torch.compile(wrapper, backend="inductor", fullgraph=False, dynamic=False,
+                             isolate_recompiles=True), None
+    from asymrnr_compile.backend import AsymRnRBackend
+    from asymrnr_compile.regional import compile_repeated_blocks
+
+    backend = AsymRnRBackend(asymrnr)
+    compile_repeated_blocks(blocks_owner, backend=backend)
+    return wrapper, backend
 
 
 def _swap_halves(batch: torch.Tensor) -> torch.Tensor:
@@ -412,21 +422,7 @@ class CacheDiT:
                 f"model's {len(blocks)} blocks")
         cache, calibrator = self.configs()
         cache_dit.enable_cache(attach, cache_config=cache, calibrator_config=calibrator)
-        backend = None
-        if not compile:
-            if self.asymrnr is not None:
-                raise ValueError("asymrnr runs only compiled: build(model, compile=False) of a stack with asymrnr")
-            compiled = wrapper
-        elif self.asymrnr is None:
-            compiled = torch.compile(wrapper, backend="inductor", fullgraph=False, dynamic=False,
-                                     isolate_recompiles=True)
-        else:
-            from asymrnr_compile.backend import AsymRnRBackend
-            from asymrnr_compile.regional import compile_repeated_blocks
-
-            backend = AsymRnRBackend(self.asymrnr)
-            compile_repeated_blocks(target, backend=backend)
-            compiled = wrapper
+        compiled, backend = _compile_cached(wrapper, target, self.asymrnr, compile)
         last = {"timestep": float("inf")}
 
         def context() -> Any:
