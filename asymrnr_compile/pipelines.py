@@ -116,9 +116,16 @@ def _cache_kind(step_cache: Any) -> Literal["diffusers", "cache-dit"] | None:
     return None
 
 
-def _enable_step_cache(module: torch.nn.Module, step_cache: Any) -> None:
-    """Enable ``step_cache`` (checked by :func:`enable_asymrnr`) on one transformer."""
-    if isinstance(step_cache, CacheDiTConfig) or _cache_kind(step_cache) == "cache-dit":
+def _step_cache_kind(step_cache: Any) -> Literal["diffusers", "cache-dit"] | None:
+    """What ``enable_asymrnr``'s ``step_cache`` is: :func:`_cache_kind`, and ``"cache-dit"`` for a
+    :class:`CacheDiTConfig`."""
+    return "cache-dit" if isinstance(step_cache, CacheDiTConfig) else _cache_kind(step_cache)
+
+
+def _enable_step_cache(module: torch.nn.Module, step_cache: Any, kind: str) -> None:
+    """Enable ``step_cache`` of ``kind`` (``"diffusers"`` or ``"cache-dit"``, from
+    :func:`_step_cache_kind`) on one transformer."""
+    if kind == "cache-dit":
         import cache_dit
 
         cache, calibrator = (step_cache.cache, step_cache.calibrator) if isinstance(step_cache, CacheDiTConfig) \
@@ -277,7 +284,7 @@ def enable_asymrnr(pipe: Any, options: Mapping[str, Any] | AsymRnRConfig | None 
         raise TypeError(f"regional must be a bool, got {regional!r}")
     cache_kind = None
     if step_cache is not None:
-        cache_kind = "cache-dit" if isinstance(step_cache, CacheDiTConfig) else _cache_kind(step_cache)
+        cache_kind = _step_cache_kind(step_cache)
         if cache_kind is None:
             raise TypeError(f"step_cache must be {STEP_CACHE_ALLOWED}; got {type(step_cache).__name__}")
         if not regional:
@@ -299,7 +306,7 @@ def enable_asymrnr(pipe: Any, options: Mapping[str, Any] | AsymRnRConfig | None 
         backend = AsymRnRBackend(config)
     for module in transformers.values():
         if step_cache is not None:
-            _enable_step_cache(module, step_cache)
+            _enable_step_cache(module, step_cache, cache_kind)
     for module in transformers.values():
         if regional:
             from asymrnr_compile.regional import compile_repeated_blocks
