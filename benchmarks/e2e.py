@@ -32,6 +32,8 @@ eager runs one step), then the timed loop runs the variants interleaved step by 
     python benchmarks/e2e.py --model all --quick                                # smoke run, ~2 min
     python benchmarks/e2e.py --model cogvideox --device cuda --dtype bfloat16   # GPU: Triton
     python benchmarks/e2e.py --variants inductor,asymrnr_q0.5_kv0.3 --profile-matching-step 2 --threads 1
+    python benchmarks/e2e.py --preset synthetic-fine --batch 16 --threads 1 \\
+        --variants inductor,asymrnr_default,random_q0.5_kv0.3     # the speed/quality table's batch (CFG 32)
 
 ``--profile-matching-step LOOPS`` adds, per compiled variant, the CPU self time of every op in a
 matching step against the loop's other steps (:func:`profile_matching_step`; plain Inductor's
@@ -165,15 +167,15 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _reference_workload(quick: bool, steps: int, device: torch.device, dtype: torch.dtype,
-                        preset: str | None = None) -> Workload:
+                        preset: str | None = None, batch: int = 1) -> Workload:
     from asymrnr_lab.models.config import resolve_config
 
     preset = preset if preset is not None else QUICK_REFERENCE_PRESET if quick else REFERENCE_PRESET
     config = resolve_config(preset)
     model = build_reference_model(preset, seed=0).to(device=device, dtype=dtype).eval()
-    inputs = reference_inputs(preset, seed=0, batch_size=1, device=device)
+    inputs = reference_inputs(preset, seed=0, batch_size=batch, device=device)
     noise = synthetic_latents(tuple(inputs["hidden_states"].shape), seed=1, device=device)
-    null_text = reference_inputs(preset, seed=NULL_TEXT_SEED_OFFSET, batch_size=1,
+    null_text = reference_inputs(preset, seed=NULL_TEXT_SEED_OFFSET, batch_size=batch,
                                  device=device)["encoder_hidden_states"]
 
     def call(fn: Callable[..., Any]) -> Callable[..., torch.Tensor]:
@@ -188,11 +190,12 @@ def _reference_workload(quick: bool, steps: int, device: torch.device, dtype: to
     return Workload(
         "reference", model, noise, inputs["encoder_hidden_states"], null_text,
         SamplerConfig(steps=steps, cfg_mode="batched"), call,
-        f"bundled reference DiT, preset {preset!r}: joint attention, text first; batched CFG",
+        f"bundled reference DiT, preset {preset!r}: joint attention, text first; batched CFG, "
+        f"{batch} prompt(s) per batch",
         QUICK_MIN_VIDEO_TOKENS if quick else 256,
         {"grid": list(grid), "video_tokens": config.video_tokens, "text_tokens": config.text_tokens,
          "hidden": config.hidden_size, "heads": config.num_heads, "blocks": config.num_blocks,
-         "cfg_mode": "batched"},
+         "cfg_mode": "batched", "prompts_per_batch": batch},
     )
 
 
@@ -269,21 +272,26 @@ def _diffusers_workload(name: str, quick: bool, steps: int, device: torch.device
 
 def build_workload(name: str, *, quick: bool = False, steps: int | None = None,
                    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                   preset: str | None = None) -> Workload:
+                   preset: str | None = None, batch: int = 1) -> Workload:
     """The model ``name`` (one of :data:`MODELS`) and its sampling inputs.
 
     ``steps`` defaults to 10 (3 with ``quick``); ``quick`` uses the tiny reference preset or a
     2 x 8 x 8 token grid with 2 blocks for the diffusers families. ``preset`` picks the
-    reference DiT's size (default ``"attention"``; e.g. ``"cogvideox-2b-shape"`` on a GPU).
+    reference DiT's size (default ``"attention"``; e.g. ``"cogvideox-2b-shape"`` on a GPU);
+    ``batch`` its prompts per model call (default 1; batched CFG doubles it).
     """
     if preset is not None and name != "reference":
         raise ValueError(f"preset applies to the reference model only, not to {name!r}")
+    if batch != 1 and name != "reference":
+        raise ValueError(f"batch applies to the reference model only, not to {name!r}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     if name not in MODELS:
         raise ValueError(f"model must be one of {MODELS} or 'all', got {name!r}")
     steps = steps if steps is not None else (QUICK_STEPS if quick else DEFAULT_STEPS)
     device = torch.device(device)
     if name == "reference":
-        return _reference_workload(quick, steps, device, dtype, preset)
+        return _reference_workload(quick, steps, device, dtype, preset, batch)
     return _diffusers_workload(name, quick, steps, device, dtype)
 
 
@@ -630,14 +638,15 @@ def results_rows(workload: Workload, variants: list[Variant], skipped: dict[str,
 def run_model(name: str, *, quick: bool = False, steps: int | None = None, cache_steps: int | None = None,
               rounds: int = 1, device: str = "cpu", dtype: torch.dtype = torch.float32,
               variants: tuple[str, ...] = DEFAULT_RUN_VARIANTS, log: Callable[[str], None] = print,
-              preset: str | None = None, profile_repeats: int = 0) -> dict[str, Any]:
+              preset: str | None = None, profile_repeats: int = 0, batch: int = 1) -> dict[str, Any]:
     """Benchmark one model; returns ``{"model_info": ..., "rows": [...]}`` (see module docstring).
     With ``profile_repeats``, every compiled row also gets ``matching_step_profile``
     (:func:`profile_matching_step`, after the timed rounds)."""
     cache_steps = cache_steps if cache_steps is not None else (QUICK_CACHE_STEPS if quick else DEFAULT_CACHE_STEPS)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     torch._dynamo.reset()
-    workload = build_workload(name, quick=quick, steps=steps, device=device, dtype=dtype, preset=preset)
+    workload = build_workload(name, quick=quick, steps=steps, device=device, dtype=dtype, preset=preset,
+                              batch=batch)
     log(f"{name}: {workload.description}; {workload.info['video_tokens']} video + {workload.info['text_tokens']} "
         f"text tokens, {workload.sampler.steps} steps ({workload.sampler.cfg_mode} CFG), cache_steps {cache_steps}")
     skipped: dict[str, str] = {}
@@ -699,7 +708,7 @@ def run(models: list[str], *, quick: bool = False, steps: int | None = None, cac
         rounds: int = 1, device: str = "cpu", dtype: str = "float32", variants: tuple[str, ...] = DEFAULT_RUN_VARIANTS,
         command: str | None = None, log: Callable[[str], None] = print,
         on_model: Callable[[dict[str, Any]], None] | None = None, preset: str | None = None,
-        profile_repeats: int = 0) -> dict[str, Any]:
+        profile_repeats: int = 0, batch: int = 1) -> dict[str, Any]:
     """Benchmark ``models`` and return the JSON document (``results``, ``models``, ``machine``,
     ``command``, ``date``). A model that fails is recorded as an ``error`` row and the run goes
     on; ``on_model(document_so_far)`` is called after every model (incremental JSON)."""
@@ -715,7 +724,8 @@ def run(models: list[str], *, quick: bool = False, steps: int | None = None, cac
         try:
             out = run_model(name, quick=quick, steps=steps, cache_steps=cache_steps, rounds=rounds, device=device,
                             dtype=DTYPES[dtype], variants=variants, log=log,
-                            preset=preset if name == "reference" else None, profile_repeats=profile_repeats)
+                            preset=preset if name == "reference" else None, profile_repeats=profile_repeats,
+                            batch=batch if name == "reference" else 1)
         except Exception as error:  # noqa: BLE001  (one failing family must not lose the others' numbers)
             log(f"  {name} FAILED: {type(error).__name__}: {error}")
             results.append({"model": name, "variant": "all", "error": f"{type(error).__name__}: {error}"})
@@ -757,6 +767,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
                         help=f"reference DiT size (default {REFERENCE_PRESET}; cogvideox-2b-shape on a GPU)")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="prompts per model call on the reference model (default 1; batched CFG doubles "
+                             "it; the speed/quality table times 16)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny reference preset / 2x8x8 token grids, 2 blocks, 3 steps")
     parser.add_argument("--threads", type=int, default=None,
@@ -777,6 +790,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps must be >= 1")
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    if args.batch < 1:
+        parser.error("--batch must be >= 1")
     if args.profile_matching_step < 0:
         parser.error("--profile-matching-step must be >= 0")
     if args.threads is not None:
@@ -796,7 +811,7 @@ def main(argv: list[str] | None = None) -> int:
     document = run(models, quick=args.quick, steps=args.steps, cache_steps=args.cache_steps, rounds=args.rounds,
                    device=args.device, dtype=args.dtype, variants=variants, command=command,
                    log=lambda line: print(line, flush=True), on_model=write, preset=args.preset,
-                   profile_repeats=args.profile_matching_step)
+                   profile_repeats=args.profile_matching_step, batch=args.batch)
     print()
     print(table(document["results"]))
     print(f"\n{document['machine']}; {document['wall_seconds'] / 60:.1f} min")

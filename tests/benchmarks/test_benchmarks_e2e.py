@@ -119,6 +119,18 @@ def test_preset_sizes_the_reference_workload():
     assert workload.info["video_tokens"] == 576 and "'small'" in workload.description
 
 
+def test_batch_sets_the_prompts_per_call_of_the_reference_workload():
+    workload = e2e.build_workload("reference", quick=True, steps=2, batch=3)
+    assert workload.noise.shape[0] == 3 and workload.text.shape[0] == 3 and workload.null_text.shape[0] == 3
+    assert workload.info["prompts_per_batch"] == 3
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        e2e.build_workload("reference", quick=True, batch=0)
+    with pytest.raises(ValueError, match="reference model only"):
+        e2e.build_workload("wan", quick=True, batch=2)
+    with pytest.raises(SystemExit):
+        e2e.main(["--batch", "0"])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", e2e.FAMILIES)
 def test_quick_diffusers_family_runs_reduced_without_recompiles(name):
