@@ -41,22 +41,36 @@ cache-dit cannot attach the stacked rows are not applicable with the same reason
 Each row samples 96 videos per seed (on 2 CPU cores, AMD EPYC, with --seeds 1, before the
 cache-dit rows: the 15 rows of the CogVideoX model about 28 minutes in all, the 6 rows of the
 1024-token model about 31 minutes);
-``--only REGEX`` picks rows. Dynamo's recompile limit is raised
+``--only REGEX`` picks rows; ``--json PATH`` writes the numbers. Dynamo's recompile limit is raised
 to :data:`RECOMPILE_LIMIT` inside this script: all rows are compiled at once for the interleaved
 timing, and the hooks' graph breaks give some rows many small graphs (TaylorSeer recompiles on
 every new input stride and would otherwise fall back to eager after 8).
+
+``--plot PATH`` also draws the table as a PNG: whole-loop speedup over quality loss (points of
+"all right" below unaccelerated, on a symmetric log axis), one labelled marker per measured row,
+the frontier (:func:`frontier`: the rows no other row beats on both) as a step line and the
+1-point bound dashed. With ``--results`` it is drawn by default to
+``benchmarks/figures/speed_quality_<model>.png`` (:func:`model_slug`: architecture and video
+tokens, ``reference_1024``, ``cogvideox_256``). ``--plot-from JSON [JSON ...]`` samples nothing
+and redraws it from files written by ``--json`` (default path as with ``--results``); several
+files of runs on the same model, captions and machine are merged (:func:`merge_results`):
+
+    python benchmarks/speed_quality_table.py --plot-from table.json cache_dit_rows.json \\
+        --plot benchmarks/figures/speed_quality_reference_1024.png
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -95,6 +109,7 @@ from asymrnr_lab.synthetic.accelerators import (
     pyramid_attention_broadcast,
     taylorseer,
 )
+from asymrnr_lab.synthetic.cogvideox import COGVIDEOX_PRESETS
 from asymrnr_lab.synthetic.compare import REFERENCE_VARIANT, compare_variants
 from asymrnr_lab.synthetic.generate import EVAL_SAMPLER, caption_grid, generate_videos
 
@@ -114,6 +129,62 @@ CACHE_DIT_THRESHOLDS = (0.12, 0.2)
 #: Order of the cache-dit TaylorSeer rows (cache-dit's default; at these thresholds order 2 changed
 #: the videos by as much as order 1).
 CACHE_DIT_TAYLORSEER_ORDER = 1
+#: Where ``--results`` draws the speed/quality plot unless ``--plot`` says otherwise.
+FIGURES = Path(__file__).resolve().parent / "figures"
+#: Size (inches) and resolution of the plot: small enough that the PNG stays under ~150 KB.
+PLOT_SIZE_INCHES = (7.0, 4.5)
+PLOT_DPI = 120
+#: The quality bound the plot marks: points of "all right" lost against unaccelerated.
+QUALITY_BOUND_POINTS = 1.0
+#: The plot's x axis is linear within this many points of zero and logarithmic beyond (symlog):
+#: the rows that keep the videos sit within a few points, the broken ones tens of points away.
+LOSS_LINEAR_RANGE = 1.0
+#: The x ticks the plot may show (those within its limits): quality loss in points.
+LOSS_TICKS = (-50, -20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50, 100)
+#: Room beside the outermost rows: points of loss to the left (linear region), a factor to the right
+#: (log region), and a share of the speedup range above and below.
+LOSS_MARGIN_LEFT = 2.0
+LOSS_MARGIN_RIGHT_FACTOR = 2.0
+SPEEDUP_MARGIN_SHARE = 0.1
+#: Font size of the row labels and the legend, of the title, and the markers' area (points^2).
+LABEL_FONT_SIZE = 6
+TITLE_FONT_SIZE = 8
+MARKER_AREA = 18
+#: Typographic points per inch (matplotlib's unit of offsets and font sizes).
+POINTS_PER_INCH = 72
+#: How far (points) a label sits from its marker; when every nearby place is taken the label goes
+#: this many times farther, with a leader line.
+LABEL_OFFSET = 5
+LABEL_FAR_FACTOR = 3
+#: Half the width (display pixels) of the band around a drawn line that labels keep out of.
+LINE_HALF_WIDTH = 2
+#: How much worse a label's area outside the axes counts than its area over another label or a
+#: marker (outside, it runs into the tick labels or off the figure).
+OUTSIDE_WEIGHT = 10
+#: A label nearer another row's marker than its own counts as overlapping by this share of its area:
+#: worse than touching a line, better than covering another label.
+AMBIGUOUS_SHARE = 0.25
+#: Line styles of the plot: grid, frontier, 1-point bound, label leader lines, and the legend's frame.
+GRID_STYLE = {"lw": 0.3, "alpha": 0.5}
+FRONTIER_STYLE = {"color": "tab:red", "lw": 1.0, "alpha": 0.7}
+BOUND_STYLE = {"ls": "--", "color": "gray", "lw": 0.8}
+LEADER_STYLE = {"arrowstyle": "-", "lw": 0.4, "color": "gray"}
+LEGEND_ALPHA = 0.8
+#: Fields that must agree for ``--plot-from`` to merge the rows of several JSON files: the same
+#: model, captions, noise seeds, ratios, timing batch and machine.
+MERGE_FIELDS = ("checkpoint", "preset", "video_tokens", "samples", "seeds", "q_ratio", "kv_ratio",
+                "timing_captions", "machine")
+#: How the plot shortens row names (regular expression, replacement), applied in turn.
+SHORT_NAMES = (
+    (r"threshold ", ""),
+    (r"asymrnr, ", "asymrnr "),
+    (r"quality options", "quality"),
+    (r"split seed", "seed"),
+    (r" \(published's FLOPs\)", ""),
+    (r"(?<=\+ )cache-dit ", ""),
+    (r"first-block cache", "FBCache"),
+    (r"pyramid attention broadcast", "PAB"),
+)
 
 
 @dataclass(frozen=True)
@@ -306,10 +377,247 @@ def render_section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def model_slug(result: Mapping[str, Any]) -> str:
+    """A short, stable name of the result's model for file names, one per preset like the RESULTS.md
+    sections: its architecture and video tokens (``reference_1024``, ``cogvideox_256``); for a model
+    of no preset, the checkpoint's name instead of the architecture."""
+    preset = result.get("preset")
+    if preset in COGVIDEOX_PRESETS:
+        arch = "cogvideox"
+    elif preset in SECTION_SUFFIX:
+        arch = "reference"
+    else:
+        arch = re.sub(r"[^a-z0-9]+", "_", Path(result["checkpoint"]).stem.lower()).strip("_") or "model"
+    return f"{arch}_{result['video_tokens']}"
+
+
+def default_plot_path(result: Mapping[str, Any]) -> Path:
+    """Where the plot of ``result`` goes without ``--plot``: ``benchmarks/figures/speed_quality_<slug>.png``."""
+    return FIGURES / f"speed_quality_{model_slug(result)}.png"
+
+
+def plotted(row: Mapping[str, Any]) -> bool:
+    """Whether a row of the JSON has a place on the plot: applicable, with a measured loop speedup
+    and a change of "all right"."""
+    return bool(row.get("applicable", True)) and row.get("loop_speedup") is not None \
+        and row.get("change") is not None
+
+
+def quality_loss(row: Mapping[str, Any]) -> float:
+    """Points of "all right" the row lost against unaccelerated (unaccelerated's minus the row's,
+    ``-change``; negative: it gained)."""
+    return -row["change"]
+
+
+def dominates(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether row ``a`` is at least as fast as ``b`` and loses at most as much quality, and is
+    strictly better on one of the two."""
+    speed_a, speed_b, loss_a, loss_b = a["loop_speedup"], b["loop_speedup"], quality_loss(a), quality_loss(b)
+    return speed_a >= speed_b and loss_a <= loss_b and (speed_a > speed_b or loss_a < loss_b)
+
+
+def frontier(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The Pareto-optimal rows of ``points`` (rows of the JSON that ``--json`` writes): those that
+    no other row dominates (:func:`dominates`: ``loop_speedup`` at least as high and quality loss at
+    most as high, one strictly). Rows that are not applicable or have no measured speedup are left
+    out; rows at the same place are all kept. Sorted by quality loss, then speedup."""
+    candidates = [row for row in points if plotted(row)]
+    kept = [row for row in candidates if not any(dominates(other, row) for other in candidates)]
+    return sorted(kept, key=lambda row: (quality_loss(row), row["loop_speedup"]))
+
+
+def merge_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One result from the JSON files of several runs on the same model, captions and machine
+    (:data:`MERGE_FIELDS`): the first file's fields and unaccelerated row; of every other row name
+    the first occurrence, except that a not-applicable entry gives way to a later measured one;
+    every row's change against the first file's unaccelerated row; ``merged_from`` the number of
+    files. ValueError when the files disagree on a merge field or the first has no unaccelerated row."""
+    first = results[0]
+    for index, other in enumerate(results[1:], start=2):
+        differing = [field for field in MERGE_FIELDS if other.get(field) != first.get(field)]
+        if differing:
+            raise ValueError(f"JSON file {index} is not of the first file's run: they differ in "
+                             f"{', '.join(differing)}")
+    reference = next((row for row in first["rows"] if row["row"] == REFERENCE_VARIANT), None)
+    if reference is None:
+        raise ValueError(f"the first JSON file has no {REFERENCE_VARIANT!r} row")
+    merged: dict[str, Mapping[str, Any]] = {}
+    for result in results:
+        for row in result["rows"]:
+            known = merged.get(row["row"])
+            if known is None or (not known.get("applicable", True) and row.get("applicable", True)):
+                merged[row["row"]] = row
+    rows_out = [{**row, "change": row["all_correct"] - reference["all_correct"]}
+                if row.get("applicable", True) and row.get("all_correct") is not None else dict(row)
+                for row in merged.values()]
+    return {**first, "rows": rows_out, "merged_from": len(results)}
+
+
+def short_name(name: str) -> str:
+    """A row's name shortened for the plot's labels (:data:`SHORT_NAMES`)."""
+    for pattern, replacement in SHORT_NAMES:
+        name = re.sub(pattern, replacement, name)
+    return name
+
+
+#: The plot's row families, in legend order: (label, marker, colour).
+FAMILIES = {
+    REFERENCE_VARIANT: ("unaccelerated (plain Inductor)", "s", "black"),
+    "asymrnr": ("asymrnr", "o", "tab:blue"),
+    "dropping": ("token dropping", "v", "tab:gray"),
+    "cache": ("step caches (diffusers, cache-dit)", "D", "tab:orange"),
+    "stacked": ("asymrnr + a step cache", "^", "tab:green"),
+}
+
+
+def row_family(name: str) -> str:
+    """Which of :data:`FAMILIES` the row named ``name`` belongs to."""
+    if name == REFERENCE_VARIANT:
+        return REFERENCE_VARIANT
+    if "+" in name:
+        return "stacked"
+    if name.startswith("asymrnr"):
+        return "asymrnr"
+    return "dropping" if name.startswith("token dropping") else "cache"
+
+
+def model_title(result: Mapping[str, Any]) -> str:
+    """How the plot's title names the model: checkpoint, architecture and video tokens."""
+    arch = "diffusers CogVideoX" if result.get("preset") in COGVIDEOX_PRESETS else "reference DiT"
+    return f"{result['checkpoint']} ({arch}, {result['video_tokens']} video tokens)"
+
+
+def _overlap(a, b) -> float:
+    """Area (display units) shared by two bounding boxes."""
+    return max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+
+
+def _distance(box, point) -> float:
+    """Distance (display units) from ``point`` to the nearest point of ``box``."""
+    x, y = point
+    return math.hypot(max(box.x0 - x, 0.0, x - box.x1), max(box.y0 - y, 0.0, y - box.y1))
+
+
+def _place_labels(fig, ax, rows: Sequence[Mapping[str, Any]], lines: Sequence[Sequence[tuple[float, float]]]) -> None:
+    """Label every row's marker with its short name, each at the first offset around the marker
+    (nearest first, then farther out with a leader line) whose text overlaps no marker, no label
+    placed before it, none of the axis-parallel ``lines`` (data coordinates) and nothing outside
+    the axes, and (without a leader line) is nearer its own marker than any other; else at the
+    offset that overlaps least (area outside the axes weighted :data:`OUTSIDE_WEIGHT`; a label
+    nearer another marker counts as overlapping by :data:`AMBIGUOUS_SHARE` of its own area)."""
+    from matplotlib.transforms import Bbox
+
+    renderer = fig.canvas.get_renderer()
+    half = LABEL_OFFSET * fig.dpi / POINTS_PER_INCH / 2  # about half a marker, display units
+    area = ax.get_window_extent(renderer).padded(-half)  # clear of the spines by half a marker
+    step = LABEL_OFFSET
+    # beside, diagonal, then above and below (twice as far: past the marker's height) the marker
+    offsets = [(dx * scale, dy * scale, scale > 1)
+               for scale in (1, LABEL_FAR_FACTOR)
+               for dx, dy in ((step, 0), (-step, 0), (step, step), (step, -step), (-step, step),
+                              (-step, -step), (0, 2 * step), (0, -2 * step))]
+    centres = [ax.transData.transform((quality_loss(row), row["loop_speedup"])) for row in rows]
+    taken = [Bbox.from_extents(x - half, y - half, x + half, y + half) for x, y in centres]
+    for line in lines:
+        for start, end in zip(line, line[1:]):
+            (x0, y0), (x1, y1) = ax.transData.transform(start), ax.transData.transform(end)
+            taken.append(Bbox.from_extents(min(x0, x1) - LINE_HALF_WIDTH, min(y0, y1) - LINE_HALF_WIDTH,
+                                           max(x0, x1) + LINE_HALF_WIDTH, max(y0, y1) + LINE_HALF_WIDTH))
+    # the frontier's rows first (they matter most), then the rest by speedup
+    on_frontier = {id(row) for row in frontier(rows)}
+    order = sorted(range(len(rows)), key=lambda i: (id(rows[i]) not in on_frontier, -rows[i]["loop_speedup"]))
+    for index in order:
+        row = rows[index]
+        best = None
+        for dx, dy, far in offsets:
+            label = ax.annotate(
+                short_name(row["row"]), (quality_loss(row), row["loop_speedup"]), xytext=(dx, dy),
+                textcoords="offset points", fontsize=LABEL_FONT_SIZE,
+                ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                arrowprops=LEADER_STYLE if far else None)
+            box = label.get_window_extent(renderer)
+            outside = box.width * box.height - _overlap(box, area)
+            cost = OUTSIDE_WEIGHT * outside + sum(_overlap(box, other) for other in taken)
+            own = _distance(box, centres[index])
+            if not far and any(_distance(box, centre) < own for other, centre in enumerate(centres) if other != index):
+                cost += AMBIGUOUS_SHARE * box.width * box.height
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, label, box)
+            else:
+                label.remove()
+            if cost == 0:
+                break
+        taken.append(best[2])
+
+
+def draw_plot(result: Mapping[str, Any], path: str | Path) -> Path:
+    """Draw ``result`` (what ``--json`` writes, or :func:`merge_results` of several) as a PNG at
+    ``path``: whole-loop speedup against plain Inductor over quality loss in points of "all right",
+    one labelled marker per measured row, the frontier (:func:`frontier`) as a step line, the
+    1-point bound dashed; the title names the model, the videos per row and the machine."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    rows = [row for row in result["rows"] if plotted(row)]
+    best = frontier(rows)
+    losses = [quality_loss(row) for row in rows] + [0.0, QUALITY_BOUND_POINTS]
+    speeds = [row["loop_speedup"] for row in rows] + [1.0]
+    fig, ax = plt.subplots(figsize=PLOT_SIZE_INCHES)
+    try:
+        ax.set_xscale("symlog", linthresh=LOSS_LINEAR_RANGE)
+        low, high = min(losses) - LOSS_MARGIN_LEFT, LOSS_MARGIN_RIGHT_FACTOR * max(losses)
+        ax.set_xlim(low, high)
+        pad = SPEEDUP_MARGIN_SHARE * (max(speeds) - min(speeds) or 1.0)  # 1x: every row at one speed
+        ax.set_ylim(min(speeds) - pad, max(speeds) + pad)
+        ax.xaxis.set_major_locator(FixedLocator([t for t in LOSS_TICKS if low <= t <= high]))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.grid(True, **GRID_STYLE)
+        steps = [(quality_loss(row), row["loop_speedup"]) for row in best]
+        # the step line's corners (where="post": each frontier row's speedup until the next row's loss)
+        corners = [corner for (x, y), (next_x, _) in zip(steps, steps[1:]) for corner in ((x, y), (next_x, y))]
+        corners += steps[-1:]
+        if best:
+            ax.step(*zip(*steps), where="post", label="frontier (rows no other row beats)", zorder=1,
+                    **FRONTIER_STYLE)
+        ax.axvline(QUALITY_BOUND_POINTS, label=f"{QUALITY_BOUND_POINTS:g}-point bound", **BOUND_STYLE)
+        for family, (label, marker, colour) in FAMILIES.items():
+            members = [row for row in rows if row_family(row["row"]) == family]
+            if members:
+                ax.scatter([quality_loss(row) for row in members], [row["loop_speedup"] for row in members],
+                           marker=marker, color=colour, s=MARKER_AREA, label=label, zorder=2)
+        ax.set_xlabel('quality loss: points of "all right" below unaccelerated (lower is better; symlog)')
+        ax.set_ylabel("whole-loop speedup vs plain Inductor")
+        runs = result.get("merged_from", 1)
+        title = [f"Speed vs quality: {model_title(result)}, {result['samples']} videos per row",
+                 result.get("machine", ""), f"rows merged from {runs} runs, each timed separately" if runs > 1 else ""]
+        ax.set_title("\n".join(line for line in title if line), fontsize=TITLE_FONT_SIZE)
+        fig.tight_layout()
+        bound = [(QUALITY_BOUND_POINTS, y) for y in ax.get_ylim()]
+        _place_labels(fig, ax, rows, [corners, bound])
+        ax.legend(loc="best", fontsize=LABEL_FONT_SIZE, framealpha=LEGEND_ALPHA)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=PLOT_DPI)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint",
                         help="a reference checkpoint (safetensors) or a folder exported by `train --arch cogvideox`")
+    source.add_argument("--plot-from", nargs="+", metavar="JSON",
+                        help="sample nothing: redraw the plot from JSON files written by --json (several: runs on "
+                             "the same model and captions, their rows merged, the first file's row of a name kept)")
     parser.add_argument("--seeds", type=int, default=4, help="noise seeds per caption for quality (default 4)")
     parser.add_argument("--captions", type=int, default=None,
                         help="quality on the first N captions only (default: all 96; a smoke run)")
@@ -324,8 +632,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="cpu (default) or cuda (Inductor then generates Triton; each loop ends with a copy "
                              "to the host, so its time is real)")
     parser.add_argument("--json", help="write the numbers here")
-    parser.add_argument("--results", action="store_true", help="regenerate this model's section of RESULTS.md")
+    parser.add_argument("--results", action="store_true",
+                        help="regenerate this model's section of RESULTS.md (and draw the plot)")
+    parser.add_argument("--plot", metavar="PATH",
+                        help="draw the speed/quality plot here (PNG; default with --results or --plot-from: "
+                             "benchmarks/figures/speed_quality_<model>.png, e.g. reference_1024, cogvideox_256)")
     args = parser.parse_args(argv)
+    if args.plot_from:
+        return redraw(parser, args)
     for flag in ("seeds", "timing_captions", "rounds", "captions"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
@@ -407,6 +721,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.results:
         name = SECTION + SECTION_SUFFIX[preset]
         print(f"wrote {replace_section(name, render_section(result))}")
+    if args.plot or args.results:
+        print(f"wrote {draw_plot(result, args.plot or default_plot_path(result))}")
+    return 0
+
+
+def redraw(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--plot-from``: draw the plot of the JSON files' merged rows (:func:`merge_results`)."""
+    if args.results or args.json:
+        parser.error("--plot-from only draws the plot; --results and --json need a run (--checkpoint)")
+    try:
+        result = merge_results([json.loads(Path(path).read_text()) for path in args.plot_from])
+    except (OSError, ValueError, KeyError) as error:
+        parser.error(f"--plot-from: {error}")
+    print(f"wrote {draw_plot(result, args.plot or default_plot_path(result))}")
     return 0
 
 
