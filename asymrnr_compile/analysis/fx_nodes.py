@@ -189,3 +189,27 @@ def nodes_between(source: torch.fx.Node, targets: list[torch.fx.Node]) -> set[to
             between.add(node)
             stack.extend(parent for parent in node.all_input_nodes if parent in below)
     return between
+
+
+def permutation_of(node: torch.fx.Node, source: torch.fx.Node, ndim: int) -> tuple[int, ...] | None:
+    """The dim permutation ``node`` applies to ``source`` (an ``ndim``-dim tensor) when it is a
+    transpose (``transpose``, ``swapaxes``, ``swapdims``; method or function) or a ``permute``
+    of it with int dims, as ``x.permute(result)`` would write it; else None."""
+    if first_input(node) is not source:
+        return None
+    name = op_name(node)
+    dims: list[Any]
+    if name in ("transpose", "swapaxes", "swapdims"):
+        dims = [arg(node, 1, "dim0"), arg(node, 2, "dim1")]
+    elif name == "permute":
+        dims = list(rest_args(node)) or list(node.kwargs.get("dims", ()))
+    else:
+        return None
+    if not dims or not all(isinstance(dim, int) and -ndim <= dim < ndim for dim in dims):
+        return None
+    dims = [dim % ndim for dim in dims]
+    if name == "permute":
+        return tuple(dims) if sorted(dims) == list(range(ndim)) else None
+    order = list(range(ndim))
+    order[dims[0]], order[dims[1]] = order[dims[1]], order[dims[0]]
+    return tuple(order)

@@ -25,6 +25,7 @@ from .flops import (
     projected_matching_flops,
     projection_saves_flops,
 )
+from .layout import dim_order, with_dim_order
 from .match import (
     DEFAULT_MATCH_CHUNK_BYTES,
     MATCH_KERNELS,
@@ -58,6 +59,8 @@ from .split import (
 )
 
 __all__ = [
+    "dim_order",
+    "with_dim_order",
     "DEFAULT_DST_STRIDE",
     "DEFAULT_MATCH_CHUNK_BYTES",
     "FLOPS_PER_MAC",

@@ -21,6 +21,12 @@ After (q reduced with a fresh matching, kv reduced with a cached one)::
     mask_rows   = reduce_mask(mask_cols, q_indices, start=T, dim=-2)           # query axis
     attn_small  = scaled_dot_product_attention(query=q_reduced, key=k_reduced, ...)
     attn        = restore_tokens(attn_small, q_indices, start=T)               # (B, H, T+N, d)
+    attn        = with_dim_order(attn, (0, 2, 1, 3))   # the layout its reader's transpose wants
+
+The last line appears when the attention output's only reader is a transpose or a permute
+(diffusers' ``out.transpose(1, 2).reshape(B, L, H * d)``): the restore then writes its result in
+the layout that makes the reader's view contiguous, so the reshape after it is a view instead of
+a strided copy of the whole output (the restore and the layout are one fused kernel).
 
 With ``plan.proportional_attention`` the kv-reduced call also gets the kept keys'
 log-multiplicity as a bias (``mask = proportional_attention_mask(mask_cols, k_reduced,
@@ -50,7 +56,7 @@ import torch
 import torch.fx
 
 from asymrnr_compile import ops
-from asymrnr_compile.analysis.fx_nodes import nodes_between
+from asymrnr_compile.analysis.fx_nodes import node_value, nodes_between, permutation_of
 from asymrnr_compile.analysis.sdpa import sdpa_arguments
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.passes.graph_utils import copy_graph_module, graph_output
@@ -148,6 +154,18 @@ class _SiteRewriter:
         return indices
 
 
+def _consumer_dim_order(site: AttentionSite) -> tuple[int, ...] | None:
+    """The layout in which the model reads the site's attention output: when its only reader is
+    a transpose or a permute (diffusers' ``out.transpose(1, 2).reshape(B, L, H * d)``), that
+    permutation, so that the restored output laid out in it makes the reader's view contiguous
+    and the reshape after it free (:mod:`asymrnr_compile.ops.layout`); else None."""
+    value = node_value(site.node)
+    users = list(site.node.users)
+    if not isinstance(value, torch.Tensor) or len(users) != 1:
+        return None
+    return permutation_of(users[0], site.node, value.dim())
+
+
 def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SitePlan,
                   node_map: dict[torch.fx.Node, torch.fx.Node]) -> None:
     graph = rewriter.graph
@@ -190,6 +208,9 @@ def _rewrite_site(rewriter: _SiteRewriter, site: AttentionSite, site_plan: SiteP
         attention = reduced_attention
         if q_indices is not None:
             attention = rewriter.call(ops.restore_tokens, reduced_attention, q_indices, start=start)
+            order = _consumer_dim_order(site)
+            if order is not None and order != tuple(range(len(order))):
+                attention = rewriter.call(ops.with_dim_order, attention, order)
     sdpa.replace_all_uses_with(attention)
     graph.erase_node(sdpa)
 

@@ -13,6 +13,7 @@ from helpers import capture_graph, max_relative_error
 from torch._inductor.compile_fx import compile_fx
 
 from asymrnr_compile import ops
+from asymrnr_compile.analysis.fx_nodes import permutation_of
 from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.passes.reduce_attention_tokens import reduce_attention_tokens
 from asymrnr_compile.plan.reduction_plan import INDEX_FIELDS, MATCHING_FIELDS, FeaturePlan, ReductionPlan, SitePlan
@@ -325,3 +326,42 @@ def test_matching_on_hidden_states_falls_back_to_the_features_where_none_were_fo
     outputs = _run(result, example_inputs, _split_inputs(result))
     returned = {s.field: t for s, t in zip(result.extra_outputs, outputs[result.num_original_outputs:])}
     assert returned["keep"].shape == (BATCH, HEADS, 12)  # matched per head, on the queries
+
+
+class JointAttentionThenMerge(JointAttention):
+    """:class:`JointAttention` followed by the heads merge diffusers does after attention."""
+
+    def forward(self, video: torch.Tensor, text: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = super().forward(video, text, mask)
+        return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
+
+
+def test_restored_output_is_laid_out_for_the_heads_merge_after_attention():
+    """The restore writes (B, H, L, d) in (B, L, H, d) memory order when the output's only reader
+    transposes it so: the merge's reshape is then a view, not a strided copy (ops.with_dim_order)."""
+    plan = _plan(SitePlan(0, q=FeaturePlan(VIDEO, 16, True), kv=FeaturePlan(VIDEO, 24, True)))
+    merged, inputs = capture_graph(JointAttentionThenMerge().eval(), _inputs())
+    result = reduce_attention_tokens(merged, _manual_site(merged, True), plan)
+    (layout,) = [n for n in result.gm.graph.nodes if n.target is ops.with_dim_order]
+    assert layout.args[0].target is ops.restore_tokens and layout.args[1] == (0, 2, 1, 3)
+    extra = _split_inputs(result)
+    (reader,) = layout.users
+    assert permutation_of(reader, layout, 4) == (0, 2, 1, 3)
+    outputs = _run(result, inputs, extra)
+    assert outputs[0].shape == (BATCH, VIDEO + TEXT, HEADS * HEAD_DIM)
+
+    plain, _ = capture_graph(JointAttention().eval(), _inputs())  # returns the SDPA output itself
+    result = reduce_attention_tokens(plain, _manual_site(plain, True), plan)
+    assert not [n for n in result.gm.graph.nodes if n.target is ops.with_dim_order]
+
+
+def test_permutation_of_reads_transposes_and_permutes_of_their_source():
+    def f(x, y):
+        return (x.transpose(1, 2), torch.transpose(x, -1, 0), x.permute(0, 2, 1, 3), x.swapaxes(2, 1),
+                x.view(-1), y.transpose(1, 2))
+
+    graph = torch.fx.symbolic_trace(f).graph
+    x, y = [n for n in graph.nodes if n.op == "placeholder"]
+    readers = [n for n in graph.nodes if n.op in ("call_method", "call_function")]
+    found = [permutation_of(node, x, 4) for node in readers]
+    assert found == [(0, 2, 1, 3), (3, 1, 2, 0), (0, 2, 1, 3), (0, 2, 1, 3), None, None]
