@@ -9,6 +9,7 @@ import torch
 
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers]); CI installs it")
 
+from tiny_cogvideox import TWO_BLOCKS  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from asymrnr_lab.sampling import SamplerConfig  # noqa: E402
@@ -22,16 +23,12 @@ from asymrnr_lab.synthetic.accelerators import (  # noqa: E402
     pyramid_attention_broadcast,
     taylorseer,
 )
-from asymrnr_lab.synthetic.cogvideox import CogVideoXTaskConfig, build_cogvideox_model  # noqa: E402
+from asymrnr_lab.synthetic.cogvideox import build_cogvideox_model  # noqa: E402
 from asymrnr_lab.synthetic.compare import compare_variants  # noqa: E402
 from asymrnr_lab.synthetic.config import SyntheticTaskConfig, all_captions  # noqa: E402
 from asymrnr_lab.synthetic.generate import generate_videos  # noqa: E402
 from asymrnr_lab.synthetic.model import build_text_to_video_model  # noqa: E402
 
-#: A tiny CogVideoX with 2 blocks (a first-block cache needs a block after the first): 64 video
-#: tokens, 2 heads of 16.
-TWO_BLOCKS = CogVideoXTaskConfig(patch_size=8, num_heads=2, head_dim=16, num_blocks=2, time_embed_dim=32,
-                                 text_dim=16)
 #: Steps of the test loops: enough for every hook's warm-up and a few cached steps.
 STEPS = 8
 SAMPLER = SamplerConfig(steps=STEPS, guidance_scale=2.0)

@@ -15,6 +15,7 @@ import torch._dynamo
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers]); CI installs it")
 pytest.importorskip("cache_dit", reason="cache-dit is not installed (pip install -e './lab[cachedit]'); CI installs it")
 
+from tiny_cogvideox import TWO_BLOCKS  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from asymrnr_lab.models import PRESETS  # noqa: E402
@@ -26,15 +27,12 @@ from asymrnr_lab.synthetic.accelerators import (  # noqa: E402
     cache_dit_taylorseer,
     dbcache,
 )
-from asymrnr_lab.synthetic.cogvideox import CogVideoXTaskConfig, build_cogvideox_model  # noqa: E402
+from asymrnr_lab.synthetic.cogvideox import build_cogvideox_model  # noqa: E402
 from asymrnr_lab.synthetic.config import SyntheticTaskConfig, all_captions  # noqa: E402
 from asymrnr_lab.synthetic.generate import generate_videos  # noqa: E402
 from asymrnr_lab.synthetic.model import TextToVideoDiT  # noqa: E402
 from asymrnr_lab.synthetic.vocab import Vocabulary  # noqa: E402
 
-#: A tiny CogVideoX with 2 blocks (one decides, one can be skipped): 64 video tokens.
-TWO_BLOCKS = CogVideoXTaskConfig(patch_size=8, num_heads=2, head_dim=16, num_blocks=2, time_embed_dim=32,
-                                 text_dim=16)
 #: A tiny ReferenceDiT of the task's layout with 2 blocks: 4 x 4 x 4 = 64 video tokens, width 32.
 TWO_BLOCK_REFERENCE = replace(PRESETS["synthetic"], patch_size=(2, 8, 8), hidden_size=32, num_heads=2,
                               num_blocks=2, text_dim=16)
