@@ -9,8 +9,7 @@ import torch
 
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers]); CI installs it")
 
-from tiny_cogvideox import TWO_BLOCKS  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from accelerator_helpers import SAMPLER, STEPS, TWO_BLOCKS, sample_counting_flops  # noqa: E402
 
 from asymrnr_lab.sampling import SamplerConfig  # noqa: E402
 from asymrnr_lab.synthetic import accelerators  # noqa: E402
@@ -29,9 +28,6 @@ from asymrnr_lab.synthetic.config import SyntheticTaskConfig, all_captions  # no
 from asymrnr_lab.synthetic.generate import generate_videos  # noqa: E402
 from asymrnr_lab.synthetic.model import build_text_to_video_model  # noqa: E402
 
-#: Steps of the test loops: enough for every hook's warm-up and a few cached steps.
-STEPS = 8
-SAMPLER = SamplerConfig(steps=STEPS, guidance_scale=2.0)
 #: A first-block-cache threshold no step's change stays under, and one every step's does.
 NEVER, ALWAYS = 1e-9, 1e9
 
@@ -50,12 +46,7 @@ def tiny():
 
 
 def _loop(tiny, transformer, captions=2):
-    model, task = tiny
-    chosen = all_captions(task)[:captions]
-    with FlopCounterMode(display=False) as counter:
-        videos = generate_videos(model, chosen, list(range(captions)), task, SAMPLER, transformer=transformer,
-                                 batch_size=captions)
-    return videos, counter.get_total_flops()
+    return sample_counting_flops(*tiny, transformer, captions)
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,9 @@ import torch._dynamo
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e .[diffusers]); CI installs it")
 pytest.importorskip("cache_dit", reason="cache-dit is not installed (pip install -e './lab[cachedit]'); CI installs it")
 
-from tiny_cogvideox import TWO_BLOCKS  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from accelerator_helpers import SAMPLER, STEPS, TWO_BLOCKS, sample_counting_flops  # noqa: E402
 
 from asymrnr_lab.models import PRESETS  # noqa: E402
-from asymrnr_lab.sampling import SamplerConfig  # noqa: E402
 from asymrnr_lab.synthetic.accelerators import (  # noqa: E402
     CacheDiT,
     Eager,
@@ -36,9 +34,6 @@ from asymrnr_lab.synthetic.vocab import Vocabulary  # noqa: E402
 #: A tiny ReferenceDiT of the task's layout with 2 blocks: 4 x 4 x 4 = 64 video tokens, width 32.
 TWO_BLOCK_REFERENCE = replace(PRESETS["synthetic"], patch_size=(2, 8, 8), hidden_size=32, num_heads=2,
                               num_blocks=2, text_dim=16)
-#: Steps of the test loops: a warm-up and several skippable steps.
-STEPS = 8
-SAMPLER = SamplerConfig(steps=STEPS, guidance_scale=2.0)
 #: A threshold every step's change stays under.
 ALWAYS = 1e9
 #: Full steps before skipping in the loose settings (TaylorSeer of order 1 needs 4).
@@ -70,11 +65,7 @@ def task():
 
 
 def _loop(model, task, transformer, captions=2):
-    chosen = all_captions(task)[:captions]
-    with FlopCounterMode(display=False) as counter:
-        videos = generate_videos(model, chosen, list(range(captions)), task, SAMPLER, transformer=transformer,
-                                 batch_size=captions)
-    return videos, counter.get_total_flops()
+    return sample_counting_flops(model, task, transformer, captions)
 
 
 @pytest.fixture(scope="module")
