@@ -32,7 +32,9 @@ calibrator (order 1), each at thresholds :data:`CACHE_DIT_THRESHOLDS` (optional 
 ``asymrnr-lab[cachedit]``; without it the rows are listed as not applicable), compiled like the
 hook rows, and asymrnr's defaults stacked with each (DBCache and TaylorSeer at the first
 threshold; blocks compiled by ``compile_repeated_blocks``, ``CacheDiT(asymrnr=...)``); where
-cache-dit cannot attach the stacked rows are not applicable with the same reason.
+cache-dit cannot attach the stacked rows are not applicable with the same reason. One more
+stacked row puts asymrnr's quality options matching every step (the asymrnr row that keeps the
+videos) on DBCache at the first threshold (the cache row that keeps them).
 
     python benchmarks/speed_quality_table.py --checkpoint runs/cogvideox/model --seeds 1 --results
     python benchmarks/speed_quality_table.py --checkpoint lab/asymrnr_lab/assets/synthetic_dit_fine.safetensors \\
@@ -215,6 +217,11 @@ CACHE_DIT_STACK_ROWS = {
                   f"threshold {CACHE_DIT_THRESHOLDS[0]})",
 }
 
+#: asymrnr's quality options matching every step (the asymrnr row that kept every video) stacked
+#: with cache-dit's DBCache at the table's first threshold (the cache row that kept every video).
+QUALITY_CACHE_DIT_STACK_ROW = (f"asymrnr quality options (cache 1) + cache-dit DBCache "
+                               f"(threshold {CACHE_DIT_THRESHOLDS[0]})")
+
 
 def is_diffusers_model(model: torch.nn.Module) -> bool:
     """Whether the model's transformer wraps a diffusers model the cache hooks apply to."""
@@ -268,6 +275,10 @@ def rows(model: torch.nn.Module, q_ratio: float, kv_ratio: float) -> list[Row]:
         alone = cache_dit_alone[kind]
         out.append(Row(name, None, problem) if problem else
                    Row(name, replace(alone, asymrnr=AsymRnRConfig()), stacked_hook=alone))
+    quality = published_with(**ratios, cache_steps=1, **HIDDEN_MATCHING)
+    alone = cache_dit_alone["DBCache"]
+    out.append(Row(QUALITY_CACHE_DIT_STACK_ROW, None, problem) if problem else
+               Row(QUALITY_CACHE_DIT_STACK_ROW, replace(alone, asymrnr=quality), stacked_hook=alone))
     return out
 
 

@@ -30,8 +30,9 @@ ASYMRNR_ROWS = 6
 HOOK_ROWS = 4 * 2 + 1
 #: cache-dit rows: DBCache and DBCache + TaylorSeer at two thresholds each, on either model.
 CACHE_DIT_ROWS = 2 * 2
-#: asymrnr's defaults stacked with cache-dit's DBCache and with its TaylorSeer, on either model.
-CACHE_DIT_STACK_ROWS = 2
+#: asymrnr's defaults stacked with cache-dit's DBCache and with its TaylorSeer, and its quality
+#: options (cache 1) stacked with DBCache, on either model.
+CACHE_DIT_STACK_ROWS = 2 + 1
 HAS_CACHE_DIT = importlib.util.find_spec("cache_dit") is not None
 
 
@@ -55,7 +56,10 @@ def test_every_row_runs_on_a_diffusers_model():
 def _assert_cache_dit_stacks(rows) -> None:
     """The stacked cache-dit rows: asymrnr's defaults on the cache alone (the row's stacked_hook)."""
     stacks = [row for row in rows if row.name in speed_quality_table.CACHE_DIT_STACK_ROWS.values()]
-    assert len(stacks) == CACHE_DIT_STACK_ROWS
+    quality = next(row for row in rows if row.name == speed_quality_table.QUALITY_CACHE_DIT_STACK_ROW)
+    assert len(stacks) + 1 == CACHE_DIT_STACK_ROWS
+    assert quality.accelerator.asymrnr.cache_steps == 1 and quality.accelerator.asymrnr.match_on == "hidden_states"
+    assert quality.stacked_hook == replace(quality.accelerator, asymrnr=None) == stacks[0].stacked_hook
     for row in stacks:
         assert isinstance(row.accelerator, CacheDiT) and row.accelerator.asymrnr == AsymRnRConfig()
         assert isinstance(row.stacked_hook, CacheDiT) and row.stacked_hook.asymrnr is None
@@ -89,7 +93,8 @@ def test_cache_dit_rows_without_cache_dit_are_not_applicable_and_say_why(monkeyp
     cache_dit_rows = [row for row in rows if row.name.startswith("cache-dit")]
     assert len(cache_dit_rows) == CACHE_DIT_ROWS
     assert all(row.accelerator is None and "lab[cachedit]" in row.reason for row in cache_dit_rows)
-    stacks = [row for row in rows if row.name in speed_quality_table.CACHE_DIT_STACK_ROWS.values()]
+    stack_names = {*speed_quality_table.CACHE_DIT_STACK_ROWS.values(), speed_quality_table.QUALITY_CACHE_DIT_STACK_ROW}
+    stacks = [row for row in rows if row.name in stack_names]
     assert len(stacks) == CACHE_DIT_STACK_ROWS
     assert all(row.accelerator is None and "lab[cachedit]" in row.reason for row in stacks)
 
