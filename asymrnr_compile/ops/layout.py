@@ -1,12 +1,11 @@
 """Memory layout of a restored tensor: the order its dims are laid out in memory.
 
-An SDPA kernel returns ``(B, H, L, d)`` whose memory is often ``(B, L, H, d)`` (ATen's CPU flash
-attention allocates it so; the model's next step, ``transpose(1, 2).reshape(B, L, H * d)``, is
-then free). :func:`~asymrnr_compile.ops.restore_tokens` builds its result by a gather and a
-concatenation, which a compiler lays out row-major ``(B, H, L, d)``: the model's transpose then
-becomes a strided copy of the whole attention output. :func:`with_dim_order` gives the restored
-tensor the unreduced output's layout instead, so the gather writes it in place and the transpose
-stays free.
+Models merge the heads right after attention: ``out.transpose(1, 2).reshape(B, L, H * d)``.
+:func:`~asymrnr_compile.ops.restore_tokens` builds ``out`` by a gather and a concatenation, which a
+compiler lays out row-major ``(B, H, L, d)``; the transpose then makes the reshape a strided copy
+of the whole attention output. :func:`with_dim_order` lays the restored tensor out in the order
+its reader's transpose reads contiguously (``(0, 2, 1, 3)``), so the gather writes it so in one
+fused kernel and the reshape is a view. :func:`dim_order` reads a tensor's layout back.
 """
 
 from __future__ import annotations
