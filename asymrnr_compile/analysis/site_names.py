@@ -39,8 +39,13 @@ def site_names(nodes: Sequence[torch.fx.Node]) -> list[str]:
 def block_of(node: torch.fx.Node) -> tuple[str | None, int | None]:
     """``(block path, block index)`` of the module that produced ``node``, or ``(None, None)``."""
     path = module_path(node)
-    if not path:
-        return None, None
+    return block_of_path(path) if path else (None, None)
+
+
+def block_of_path(path: str) -> tuple[str | None, int | None]:
+    """``(block path, block index)`` of the module at ``path``: the path up to and including its
+    first integer part, and that integer (``"blocks.3.attn"`` -> ``("blocks.3", 3)``); ``(None,
+    None)`` when it has none."""
     parts = path.split(".")
     for k, part in enumerate(parts):
         if part.isdigit():

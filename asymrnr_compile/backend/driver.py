@@ -171,7 +171,7 @@ class AsymRnRBackend:
                 if why:
                     reasons.append(why)
             if forward is not None and any(site.video_tokens for site in sites) and \
-                    (refusal := regional_refusal(self.config)):
+                    (refusal := regional_refusal(self.config, forward.block is not None)):
                 return self._plain(gm, example_inputs, sites, compile_graph, refusal, video_outputs=video_outputs,
                                    others=others)
             driver = None if self.config.schedule is None else \

@@ -33,18 +33,21 @@ def has_symbolic_shapes(gm: torch.fx.GraphModule) -> bool:
     return False
 
 
-def regional_refusal(config: AsymRnRConfig) -> str | None:
+def regional_refusal(config: AsymRnRConfig, names_blocks: bool) -> str | None:
     """Why a graph compiled under regional compilation cannot be reduced with ``config``, or None.
     One compiled block graph serves every block of its class, so settings that differ per block
-    in the graph itself (a schedule's rows, skipped blocks, random-selection seeds baked into the
-    graph) cannot be honoured."""
+    in the graph itself (a schedule's rows, random-selection seeds baked into the graph) cannot be
+    honoured; ``skip_blocks`` can where the block calls say which block they are
+    (``names_blocks``: compiled by :func:`asymrnr_compile.compile_repeated_blocks`)."""
     whole_model = "compile the whole model: torch.compile(model, backend='asymrnr', ...)"
     if config.schedule is not None:
         return Reason("schedules are not supported under regional compilation (compile the whole model)",
                       fix=whole_model)
-    if config.skip_blocks:
-        return Reason("skip_blocks is not supported under regional compilation (compile the whole model)",
-                      fix=whole_model)
+    if config.skip_blocks and not names_blocks:
+        return Reason("skip_blocks under regional compilation needs the blocks compiled by "
+                      "asymrnr_compile.compile_repeated_blocks (which names each block's calls)",
+                      fix="compile with asymrnr_compile.compile_repeated_blocks(model, ...), or compile the whole "
+                          "model")
     if config.token_selection == "random":
         return Reason("token_selection='random' is not supported under regional compilation: its seeds are "
                       "compiled into the graph all blocks share (compile the whole model)", fix=whole_model)

@@ -18,6 +18,7 @@ import torch
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.regional.hooks import apply_token_layout_hook
 from asymrnr_compile.regional.input_layouts import InputLayout, input_layout_of
+from asymrnr_compile.runtime.forward_context import BlockCall, EnterBlock
 
 #: Backend name of ``torch.compile(backend="asymrnr")``.
 BACKEND_NAME = "asymrnr"
@@ -88,12 +89,14 @@ def compile_repeated_blocks(model: torch.nn.Module, options: Mapping[str, Any] |
         raise ValueError(f"backend must be {BACKEND_NAME!r} or an AsymRnRBackend, got {backend!r}")
     layout = layout if layout is not None else input_layout_of(model)
     classes = repeated_block_classes(model, layout)
-    blocks = [module for module in model.modules() if type(module).__name__ in classes]
+    blocks = [(path, module) for path, module in model.named_modules() if type(module).__name__ in classes]
     if not blocks:
         raise ValueError(f"no module of the repeated block classes {classes} in {type(model).__name__}")
     apply_token_layout_hook(model, layout, timestep_arg=timestep_arg)
-    for block in blocks:
+    for path, block in blocks:
         block.compile(backend=backend, dynamic=dynamic, **compile_kwargs)
+        # each call says which block instance runs (``skip_blocks`` is matched against it)
+        block._compiled_call_impl = EnterBlock(block._compiled_call_impl, BlockCall.from_path(path))
     return model
 
 

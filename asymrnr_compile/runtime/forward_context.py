@@ -13,6 +13,9 @@ model call; the backend reads it when it analyses a block graph, and the runtime
   attention calls of the model call so far. Blocks run in a fixed order, so this offset names
   the block instance (its matching cache, splits and seeds) and equals the global index the same
   attention has under whole-model compilation.
+- ``block``: the block instance running now (its module path and index), set by
+  :class:`EnterBlock`, the wrapper :func:`~asymrnr_compile.compile_repeated_blocks` puts around
+  each block's compiled call: what ``skip_blocks`` is matched against.
 
 Contexts are per thread (two threads calling one model each have their own) and nest (a model
 called inside another model's forward restores the outer context on exit).
@@ -27,7 +30,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asymrnr_compile.analysis.declared_layout import DeclaredLayout
+from asymrnr_compile.analysis.site_names import block_of_path
 from asymrnr_compile.runtime.steps import StepEvent
+
+
+@dataclass(frozen=True)
+class BlockCall:
+    """Which block instance of the model a compiled block call is.
+
+    Attributes:
+        path: the block's module path in the model (``"transformer_blocks.3"``), as
+            ``AttentionSite.block`` names it under whole-model compilation.
+        index: the integer in that path (``3``), as ``AttentionSite.block_index``; None when the
+            path has none.
+    """
+
+    path: str
+    index: int | None
+
+    @classmethod
+    def from_path(cls, path: str) -> BlockCall:
+        """The block of the module at ``path``: up to and including its first integer part, as
+        the analysis names the block of a node (``"blocks.3.attn"`` -> ``("blocks.3", 3)``)."""
+        block, index = block_of_path(path)
+        return cls(path, None) if block is None else cls(block, index)
+
+    def is_in(self, blocks: tuple[int | str, ...]) -> bool:
+        """Whether ``blocks`` (``AsymRnRConfig.skip_blocks``: indices and module paths) names this one."""
+        return any((isinstance(block, int) and not isinstance(block, bool) and block == self.index)
+                   or (isinstance(block, str) and block == self.path) for block in blocks)
 
 
 @dataclass(eq=False)
@@ -49,6 +80,8 @@ class ForwardContext:
             more in the first than the second means a warm-up call at the first timestep.
         restart: makes this call the first of a new video in the hook's count (after
             ``backend.reset()``), updating ``event`` and ``video``; None without a hook.
+        block: the block instance whose compiled call runs now (:class:`EnterBlock`), or None
+            (between blocks, or blocks compiled without the wrapper).
     """
 
     layout: DeclaredLayout
@@ -58,6 +91,7 @@ class ForwardContext:
     video: int | None = None
     first_step_calls: tuple[int, ...] = ()
     restart: Callable[[], None] | None = field(default=None, repr=False)
+    block: BlockCall | None = None
 
     def claim_sites(self, count: int) -> int:
         """Record that a graph with ``count`` attention calls runs now; returns the global index
@@ -135,6 +169,35 @@ class ClaimSites:
         return outputs
 
 
+class EnterBlock:
+    """A block's compiled call that says which block it is: for its duration the current
+    :class:`ForwardContext`'s ``block`` is ``block`` (the previous value is restored after, also
+    when the call raises). Outside a model call it only calls ``fn``.
+
+    Args:
+        fn: the block's compiled call (``module._compiled_call_impl``).
+        block: the block instance.
+    """
+
+    def __init__(self, fn: Callable[..., Any], block: BlockCall) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        if not isinstance(block, BlockCall):
+            raise TypeError(f"block must be a BlockCall, got {type(block).__name__}")
+        self.fn = fn
+        self.block = block
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        context = current_forward()
+        if context is None:
+            return self.fn(*args, **kwargs)
+        previous, context.block = context.block, self.block
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            context.block = previous
+
+
 @contextmanager
 def forward_scope(context: ForwardContext) -> Iterator[ForwardContext]:
     """``with forward_scope(ctx):`` opens ``ctx`` for the block, and closes it even on error."""
@@ -145,4 +208,5 @@ def forward_scope(context: ForwardContext) -> Iterator[ForwardContext]:
         close_forward(context)
 
 
-__all__ = ["ClaimSites", "ForwardContext", "close_forward", "current_forward", "forward_scope", "open_forward"]
+__all__ = ["BlockCall", "ClaimSites", "EnterBlock", "ForwardContext", "close_forward", "current_forward",
+           "forward_scope", "open_forward"]

@@ -46,6 +46,7 @@ from asymrnr_compile.analysis.site import AttentionSite
 from asymrnr_compile.config import AsymRnRConfig, AsymRnRWarning
 from asymrnr_compile.plan.reduction_plan import ReductionPlan
 from asymrnr_compile.plan.select_sites import SiteReduction, unreduced_site_dict
+from asymrnr_compile.reasons import Reason, ReasonKind, kind_of
 from asymrnr_compile.runtime.compile_subgraphs import Compiler, SubgraphCompiler
 from asymrnr_compile.runtime.forward_context import ForwardContext, current_forward
 from asymrnr_compile.runtime.matching_cache import CacheKey, MatchingCache, MatchingRecord
@@ -120,6 +121,7 @@ class AsymRnRRuntime:
         self.continues_earlier_compile = video_states is not None
         self._local = threading.local()  # the calling thread's video state (its last call's)
         self.served_offsets: set[int] = set()  # block instances this graph ran (regional)
+        self.skipped_offsets: set[int] = set()  # of those, the ones run unreduced by choice (skip_blocks)
         self._lock = threading.RLock()  # variants, counters
         self.calls = 0
         self.cache_hits = 0
@@ -199,6 +201,9 @@ class AsymRnRRuntime:
         if forward is None:
             return 0, None, "called outside a call of the model its layout hook is on", None
         offset = forward.claim_sites(len(self.sites))
+        if self.config.skip_blocks and forward.block is not None and forward.block.is_in(self.config.skip_blocks):
+            return offset, forward.timestep, Reason(f"block {forward.block.path!r} is in skip_blocks",
+                                                    ReasonKind.CHOSEN), forward
         declared = self.declared_layout
         if declared is not None and forward.layout.grid != declared.grid:
             return offset, forward.timestep, (f"the model call's grid {forward.layout.grid} is not the grid "
@@ -209,7 +214,7 @@ class AsymRnRRuntime:
         with self._lock:
             self.unreduced_calls[reason] = self.unreduced_calls.get(reason, 0) + 1
             first = self.unreduced_calls[reason] == 1
-        if first:
+        if first and kind_of(reason) is not ReasonKind.CHOSEN:
             logger.warning("asymrnr: a regional graph runs unreduced: %s", reason)
 
     def __call__(self, *args: Any) -> Any:
@@ -262,6 +267,8 @@ class AsymRnRRuntime:
         if unreduced is None:
             plan = self.plan(event, None if scope is None else scope.num_steps)
         else:
+            if kind_of(unreduced) is ReasonKind.CHOSEN:
+                self.skipped_offsets.add(offset)
             self._run_unreduced(unreduced)
             plan = ReductionPlan.for_config(self.config)
         device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
@@ -350,6 +357,18 @@ class AsymRnRRuntime:
         return {index for variant in self.variants.values() if variant.rewrite is not None
                 for index in variant.rewrite.rewritten_sites}
 
+    def _cost_per_model_call(self) -> dict[str, float]:
+        """The cost estimate of this graph's calls in one model call: one call for a whole-model
+        graph; under regional compilation one per block instance served, those in ``skip_blocks``
+        at their full cost."""
+        if not self.regional:
+            return self.cost.to_dict()
+        instances = max(1, len(self.served_offsets))
+        skipped = len(self.skipped_offsets)
+        full = self.cost.full_flops * instances
+        reduced = self.cost.reduced_flops * (instances - skipped) + self.cost.full_flops * skipped
+        return CostEstimate(full, reduced, self.cost.attention_flops * instances).to_dict()
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "sites": [
@@ -375,6 +394,6 @@ class AsymRnRRuntime:
             "timestep_input": self.timestep_position is not None,
             "fallback_reason": self.fallback_reason,
             "continues_earlier_compile": self.continues_earlier_compile,
-            "cost": self.cost.to_dict(),
+            "cost": self._cost_per_model_call(),
             **({"schedule": self.schedule.to_dict()} if self.schedule is not None else {}),
         }

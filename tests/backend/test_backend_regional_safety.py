@@ -4,6 +4,7 @@ broken model). The variants run eagerly (``helpers.eager_compiler``): no Inducto
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from helpers import eager_compiler, max_relative_error
 
 import asymrnr_compile.backend
-from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, compile_repeated_blocks
+from asymrnr_compile import AsymRnRBackend, AsymRnRConfig, apply_token_layout_hook, compile_repeated_blocks
 from asymrnr_compile.config import AsymRnRWarning
 from asymrnr_compile.runtime import AsymRnRRuntime
 from asymrnr_lab.models import build_reference_model
@@ -75,10 +76,43 @@ def test_a_block_compiled_without_the_hook_warns_with_the_fix(model, inputs):
     assert "no video tokens in this graph" in backend.report().to_dict()["graphs"][0]["fallback_reason"]
 
 
-def test_settings_that_differ_per_block_leave_block_graphs_unreduced_with_the_reason(model, inputs):
+def test_skip_blocks_under_regional_compilation_matches_the_whole_model(model, inputs):
+    """compile_repeated_blocks names each block call, so the skipped block runs unreduced (a chosen
+    reason: no warning) while the other instance of the same graph is reduced, as whole-model
+    compilation does; the report prices the skipped instance at its full cost."""
+    config = dataclasses.replace(CONFIG, skip_blocks=(1,))
+    records = {"whole": [], "regional": []}
+    whole = AsymRnRBackend(config, on_matching=records["whole"].append)
+    expected = _loop(torch.compile(model, backend=whole, fullgraph=True, dynamic=False), inputs)
+    torch._dynamo.reset()
+    regional = AsymRnRBackend(config, on_matching=records["regional"].append)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AsymRnRWarning)
+        outputs = _loop(compile_repeated_blocks(model, backend=regional, fullgraph=True), inputs)
+
+    def kept(label):
+        return {(r.step, r.site.index, r.feature): r.indices.keep.sort(-1).values for r in records[label]}
+
+    assert kept("whole").keys() == kept("regional").keys() and {k[1] for k in kept("whole")} == {0}
+    assert all(torch.equal(kept("whole")[key], value) for key, value in kept("regional").items())
+    assert all(max_relative_error(out, ref) <= 1e-5 for out, ref in zip(outputs, expected, strict=True))
+    (runtime,) = _runtimes(regional)
+    graph = runtime.to_dict()
+    assert graph["unreduced_calls"] == {"block 'blocks.1' is in skip_blocks": len(TIMESTEPS)}
+    assert graph["instances"] == 2 and runtime.cache_misses > 0
+    full, reduced = runtime.cost.full_flops, runtime.cost.reduced_flops
+    assert reduced < full
+    assert regional.report().ideal_speedup == pytest.approx(2 * full / (full + reduced))
+
+
+def test_skip_blocks_on_blocks_compiled_without_names_leaves_them_unreduced_with_the_fix(model, inputs):
     backend = AsymRnRBackend(AsymRnRConfig(q_ratio=0.5, min_video_tokens=16, skip_blocks=(1,)))
-    with pytest.warns(AsymRnRWarning, match="skip_blocks is not supported under regional compilation"):
-        _loop(compile_repeated_blocks(model, backend=backend, fullgraph=True), inputs, TIMESTEPS[:1])
+    apply_token_layout_hook(model)
+    for block in model.blocks:  # diffusers' compile_repeated_blocks does just this
+        block.compile(backend=backend, dynamic=False, fullgraph=True)
+    with pytest.warns(AsymRnRWarning, match="skip_blocks under regional compilation needs the blocks compiled by "
+                                            "asymrnr_compile.compile_repeated_blocks"):
+        _loop(model, inputs, TIMESTEPS[:1])
     assert not _runtimes(backend)
 
 

@@ -1,4 +1,4 @@
-"""The model call's context its regionally compiled blocks read: offsets, nesting, threads."""
+"""The model call's context its regionally compiled blocks read: offsets, block names, nesting, threads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import pytest
 
 from asymrnr_compile.analysis.declared_layout import DeclaredLayout
 from asymrnr_compile.runtime.forward_context import (
+    BlockCall,
     ClaimSites,
+    EnterBlock,
     ForwardContext,
     close_forward,
     current_forward,
@@ -59,3 +61,44 @@ def test_a_graph_compiled_unchanged_still_claims_its_attention_calls():
     assert calls == [(1, 2), (3,)] and context.sites_seen == 2
     with pytest.raises(TypeError, match="fn must be callable"):
         ClaimSites(None, 1)
+
+
+@pytest.mark.parametrize(("path", "block", "index"), [
+    ("blocks.3", "blocks.3", 3),
+    ("transformer_blocks.12.attn1", "transformer_blocks.12", 12),
+    ("single_transformer_blocks.0", "single_transformer_blocks.0", 0),
+    ("final_layer", "final_layer", None),
+])
+def test_a_block_is_named_by_its_path_up_to_its_first_integer_as_the_analysis_names_it(path, block, index):
+    call = BlockCall.from_path(path)
+    assert (call.path, call.index) == (block, index)
+
+
+def test_skip_blocks_entries_name_a_block_by_index_or_path():
+    call = BlockCall("transformer_blocks.3", 3)
+    assert call.is_in((3,)) and call.is_in(("transformer_blocks.3",)) and call.is_in((0, 3))
+    assert not call.is_in(()) and not call.is_in((2, "transformer_blocks.30", "blocks.3"))
+    assert not BlockCall("final_layer", None).is_in((0,))
+    assert not BlockCall("blocks.1", 1).is_in((True,))  # a bool is not the index 1
+
+
+def test_a_named_block_call_sets_the_context_block_for_its_duration_only():
+    seen = []
+    inner = EnterBlock(lambda: seen.append(current_forward().block), BlockCall("blocks.1", 1))
+    outer = EnterBlock(lambda: (seen.append(current_forward().block), inner(), seen.append(current_forward().block)),
+                       BlockCall("blocks.0", 0))
+    context = ForwardContext(LAYOUT, 999.0)
+    with forward_scope(context):
+        outer()
+        assert context.block is None
+
+        def boom():
+            raise RuntimeError("block failed")
+
+        with pytest.raises(RuntimeError, match="block failed"):
+            EnterBlock(boom, BlockCall("blocks.2", 2))()
+        assert context.block is None
+    assert [call.index for call in seen] == [0, 1, 0]
+    assert EnterBlock(lambda x: x + 1, BlockCall("blocks.0", 0))(1) == 2  # outside a model call: just the call
+    with pytest.raises(TypeError, match="block must be a BlockCall"):
+        EnterBlock(lambda: None, "blocks.0")
