@@ -69,10 +69,10 @@ class AsymRnRReport:
         data = self.to_dict()
         sites = [site for graph in self.graphs for site in graph.get("sites", [])]
         reduced = [site for site in sites if site.get("applied")]
-        # a regional graph's sites run once per block instance it serves
+        # a regional graph's sites run once per block instance it serves (those in skip_blocks unreduced)
         count = sum(len(graph.get("sites", [])) * graph.get("instances", 1) for graph in self.graphs)
-        count_reduced = sum(sum(1 for site in graph.get("sites", []) if site.get("applied")) * graph.get("instances", 1)
-                            for graph in self.graphs)
+        count_reduced = sum(sum(1 for site in graph.get("sites", []) if site.get("applied"))
+                            * (graph.get("instances", 1) - graph.get("skipped_instances", 0)) for graph in self.graphs)
         regional = [graph.get("instances", 1) for graph in self.graphs if graph.get("regional")]
         served = f" ({sum(regional)} block instances)" if regional else ""
         lines = [f"asymrnr: {count_reduced} of {count} attention sites reduced in {len(self.graphs)} graph(s){served}; "

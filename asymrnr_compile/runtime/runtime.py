@@ -387,6 +387,8 @@ class AsymRnRRuntime:
                           *(state.tracker.steps_seen for state in self.video_states.all())]),
             # block instances served (regional compilation; 1 for a whole-model graph)
             "instances": max(1, len(self.served_offsets)),
+            # of those, the ones in skip_blocks, run unreduced (regional compilation)
+            "skipped_instances": len(self.skipped_offsets),
             "regional": self.regional,
             "unreduced_calls": dict(self.unreduced_calls),
             "cache_hits": self.cache_hits,

@@ -103,6 +103,7 @@ def test_skip_blocks_under_regional_compilation_matches_the_whole_model(model, i
     full, reduced = runtime.cost.full_flops, runtime.cost.reduced_flops
     assert reduced < full
     assert regional.report().ideal_speedup == pytest.approx(2 * full / (full + reduced))
+    assert "1 of 2 attention sites reduced in 1 graph(s) (2 block instances)" in regional.report().summary()
 
 
 def test_skip_blocks_on_blocks_compiled_without_names_leaves_them_unreduced_with_the_fix(model, inputs):
