@@ -42,7 +42,9 @@ and uncompiles the transformers.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +55,8 @@ import torch
 from asymrnr_compile.backend import AsymRnRBackend
 from asymrnr_compile.config import AsymRnRConfig
 from asymrnr_compile.runtime.video_scope import VideoScope, video
+
+logger = logging.getLogger("asymrnr_compile")
 
 #: Attribute of an enabled pipeline holding its :class:`PipelineIntegration`.
 INTEGRATION_ATTRIBUTE = "_asymrnr_integration"
@@ -138,6 +142,43 @@ def _enable_step_cache(module: torch.nn.Module, step_cache: Any, kind: str) -> N
     module.enable_cache(step_cache)
 
 
+#: diffusers' name of the hook on the first-block cache's leader block (the block whose output
+#: change decides whether the others run), ``diffusers.hooks.first_block_cache._FBC_LEADER_BLOCK_HOOK``.
+FIRST_BLOCK_CACHE_LEADER_HOOK = "fbc_leader_block_hook"
+
+
+def step_cache_probe_blocks(module: torch.nn.Module, step_cache: Any, kind: str) -> tuple[str, ...]:
+    """Module paths of the blocks whose output ``step_cache`` (enabled on ``module``) compares
+    between steps to decide whether to skip the others: the first-block cache's leader block;
+    DBCache's first ``Fn_compute_blocks`` blocks (of the first block list cache-dit's adapter
+    names). ``()`` for the caches that decide by a schedule (TaylorSeer, FasterCache, pyramid
+    attention broadcast) and when the blocks cannot be found."""
+    paths = {id(sub): name for name, sub in module.named_modules()}
+    if kind == "diffusers":
+        if type(step_cache).__name__ != "FirstBlockCacheConfig":
+            return ()
+        return tuple(name for name, sub in module.named_modules()
+                     if getattr(sub, "_diffusers_hook", None) is not None
+                     and sub._diffusers_hook.get_hook(FIRST_BLOCK_CACHE_LEADER_HOOK) is not None)
+    import cache_dit
+
+    cache = step_cache.cache if isinstance(step_cache, CacheDiTConfig) else step_cache
+    adapter = cache_dit.get_adapter(module)
+    blocks = getattr(adapter, "blocks", None)
+    if isinstance(blocks, (list, tuple)) and blocks and isinstance(blocks[0], torch.nn.ModuleList):
+        blocks = blocks[0]  # several block lists: the first decides
+    if not isinstance(blocks, torch.nn.ModuleList):
+        return ()
+    probes = list(blocks)[: cache.Fn_compute_blocks]
+    return tuple(paths[id(block)] for block in probes if id(block) in paths)
+
+
+def _with_probe_blocks(config: AsymRnRConfig, probes: tuple[str, ...]) -> AsymRnRConfig:
+    """``config`` with ``probes`` added to its ``skip_blocks`` (those not already named)."""
+    added = tuple(path for path in probes if path not in config.skip_blocks)
+    return dataclasses.replace(config, skip_blocks=(*config.skip_blocks, *added)) if added else config
+
+
 def _clear_step_cache(module: torch.nn.Module, kind: str) -> None:
     """Forget the step cache's state of ``module`` (a new video)."""
     if kind == "cache-dit":
@@ -169,6 +210,10 @@ class PipelineIntegration:
         step_cache: the step cache enabled on the transformers (``enable_asymrnr``'s
             ``step_cache``), or None.
         step_cache_kind: ``"diffusers"`` or ``"cache-dit"`` with a step cache, else None.
+        probe_blocks: the step cache's probe blocks left unreduced (``exact_probe_blocks``),
+            module paths per transformer name; empty otherwise.
+        original_config: the backend's config before the probe blocks were added to it (put
+            back by :func:`disable_asymrnr`), or None when it was not changed.
     """
 
     backend: AsymRnRBackend
@@ -177,6 +222,8 @@ class PipelineIntegration:
     regional: bool
     step_cache: Any = None
     step_cache_kind: str | None = None
+    probe_blocks: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    original_config: AsymRnRConfig | None = None
 
     def clear_step_cache(self, pipe: Any) -> None:
         """Forget the step cache's state of every transformer of ``pipe`` (a new video)."""
@@ -249,7 +296,7 @@ def _scoped_class(cls: type) -> type:
 
 def enable_asymrnr(pipe: Any, options: Mapping[str, Any] | AsymRnRConfig | None = None, *,
                    backend: AsymRnRBackend | None = None, regional: bool = False, dynamic: bool | None = False,
-                   step_cache: Any = None, **compile_kwargs: Any) -> AsymRnRBackend:
+                   step_cache: Any = None, exact_probe_blocks: bool = True, **compile_kwargs: Any) -> AsymRnRBackend:
     """Compile ``pipe``'s transformers with asymrnr and make each pipeline call one video scope
     (see the module docstring). Returns the backend (``backend.report()`` after a call).
 
@@ -269,6 +316,15 @@ def enable_asymrnr(pipe: Any, options: Mapping[str, Any] | AsymRnRConfig | None 
             cache-dit ``DBCacheConfig``, or a :class:`CacheDiTConfig` (a ``DBCacheConfig`` and a
             calibrator such as ``TaylorSeerCalibratorConfig``). Needs ``regional=True``. Default
             None: no step cache. :func:`disable_asymrnr` removes it.
+        exact_probe_blocks: with a step cache that decides from some blocks' output change (the
+            first-block cache's first block, DBCache's first ``Fn_compute_blocks``:
+            :func:`step_cache_probe_blocks`), leave those blocks unreduced (added to the config's
+            ``skip_blocks``), so that the cache compares exact outputs and skips the steps it would
+            skip alone. Reduced, their output changes also by asymrnr's new matchings, and the cache
+            skips fewer steps (measured on the 1024-token reference model with DBCache 0.12: 6 of 20
+            steps instead of 10; docs/comparing_accelerators.md). Default True. With ``backend=``,
+            the backend's config is replaced by one with those blocks added (before it compiles
+            anything).
         **compile_kwargs: other ``torch.compile`` arguments (``fullgraph``, ``mode``...).
 
     Raises:
@@ -276,12 +332,15 @@ def enable_asymrnr(pipe: Any, options: Mapping[str, Any] | AsymRnRConfig | None 
             not an AsymRnRBackend, ``regional`` not a bool, ``step_cache`` not one of the configs
             above (or a diffusers cache on a transformer that is no diffusers model).
         ValueError: a bad option (named), both ``options`` and ``backend``, the pipeline already
-            enabled, no transformer in it, or a ``step_cache`` without ``regional=True``.
+            enabled, no transformer in it, a ``step_cache`` without ``regional=True``, or probe
+            blocks to leave exact with a ``backend`` that has compiled graphs already.
     """
     if getattr(pipe, INTEGRATION_ATTRIBUTE, None) is not None:
         raise ValueError("asymrnr is already enabled on this pipeline; call disable_asymrnr(pipe) first")
     if not isinstance(regional, bool):
         raise TypeError(f"regional must be a bool, got {regional!r}")
+    if not isinstance(exact_probe_blocks, bool):
+        raise TypeError(f"exact_probe_blocks must be a bool, got {exact_probe_blocks!r}")
     cache_kind = None
     if step_cache is not None:
         cache_kind = _step_cache_kind(step_cache)
@@ -304,9 +363,25 @@ def enable_asymrnr(pipe: Any, options: Mapping[str, Any] | AsymRnRConfig | None 
     else:
         config = options if isinstance(options, AsymRnRConfig) else AsymRnRConfig.from_options(options)
         backend = AsymRnRBackend(config)
-    for module in transformers.values():
+    probe_blocks: dict[str, tuple[str, ...]] = {}
+    for name, module in transformers.items():
         if step_cache is not None:
             _enable_step_cache(module, step_cache, cache_kind)
+            if exact_probe_blocks:
+                probe_blocks[name] = step_cache_probe_blocks(module, step_cache, cache_kind)
+    probes = tuple(dict.fromkeys(path for paths in probe_blocks.values() for path in paths))
+    exact = _with_probe_blocks(backend.config, probes)
+    if exact != backend.config:
+        if backend.graphs:
+            for module in transformers.values():  # leave the pipeline as it was
+                _disable_step_cache(module, cache_kind)
+            raise ValueError(f"exact_probe_blocks: the step cache's probe blocks {probes} would be added to the "
+                             "backend's skip_blocks, but the backend has compiled graphs already; pass a fresh "
+                             "backend, or exact_probe_blocks=False")
+        logger.info("asymrnr: leaving the step cache's probe blocks %s unreduced (exact_probe_blocks)", probes)
+        original_config, backend.config = backend.config, exact
+    else:
+        original_config = None
     for module in transformers.values():
         if regional:
             from asymrnr_compile.regional import compile_repeated_blocks
@@ -316,14 +391,15 @@ def enable_asymrnr(pipe: Any, options: Mapping[str, Any] | AsymRnRConfig | None 
             module.compile(backend=backend, dynamic=dynamic, **compile_kwargs)
     original = type(pipe)
     setattr(pipe, INTEGRATION_ATTRIBUTE, PipelineIntegration(backend, original, tuple(transformers), regional,
-                                                             step_cache, cache_kind))
+                                                             step_cache, cache_kind, probe_blocks, original_config))
     pipe.__class__ = _scoped_class(original)
     return backend
 
 
 def disable_asymrnr(pipe: Any) -> bool:
     """Undo :func:`enable_asymrnr`: the pipeline's class back, its transformers (and blocks)
-    uncompiled, the layout hooks and the step cache removed. Returns whether it was enabled."""
+    uncompiled, the layout hooks and the step cache removed, the backend's config as it was.
+    Returns whether it was enabled."""
     integration = getattr(pipe, INTEGRATION_ATTRIBUTE, None)
     if not isinstance(integration, PipelineIntegration):
         return False
@@ -339,9 +415,12 @@ def disable_asymrnr(pipe: Any) -> bool:
         remove_token_layout_hook(module)
         if integration.step_cache_kind is not None:
             _disable_step_cache(module, integration.step_cache_kind)
+    if integration.original_config is not None:  # the probe blocks added by exact_probe_blocks
+        integration.backend.config = integration.original_config
     pipe.__class__ = integration.original_class
     delattr(pipe, INTEGRATION_ATTRIBUTE)
     return True
 
 
-__all__ = ["CacheDiTConfig", "PipelineIntegration", "disable_asymrnr", "enable_asymrnr", "pipeline_transformers"]
+__all__ = ["CacheDiTConfig", "PipelineIntegration", "disable_asymrnr", "enable_asymrnr", "pipeline_transformers",
+           "step_cache_probe_blocks"]

@@ -32,9 +32,12 @@ calibrator (order 1), each at thresholds :data:`CACHE_DIT_THRESHOLDS` (optional 
 ``asymrnr-lab[cachedit]``; without it the rows are listed as not applicable), compiled like the
 hook rows, and asymrnr's defaults stacked with each (DBCache and TaylorSeer at the first
 threshold; blocks compiled by ``compile_repeated_blocks``, ``CacheDiT(asymrnr=...)``); where
-cache-dit cannot attach the stacked rows are not applicable with the same reason. One more
-stacked row puts asymrnr's quality options matching every step (the asymrnr row that keeps the
-videos) on DBCache at the first threshold (the cache row that keeps them).
+cache-dit cannot attach the stacked rows are not applicable with the same reason. More stacked
+rows: asymrnr's quality options matching every step (the asymrnr row that keeps the videos) on
+DBCache at the first threshold (the cache row that keeps them); the defaults on DBCache at the
+second threshold; and the defaults on DBCache at the first threshold with the cache's probe block
+reduced too. Every other stacked row leaves the probe block (the first, whose output change the
+cache compares) unreduced, as ``enable_asymrnr`` does by default (``exact_probe_blocks``).
 
     python benchmarks/speed_quality_table.py --checkpoint runs/cogvideox/model --seeds 1 --results
     python benchmarks/speed_quality_table.py --checkpoint lab/asymrnr_lab/assets/synthetic_dit_fine.safetensors \\
@@ -221,6 +224,12 @@ CACHE_DIT_STACK_ROWS = {
 #: with cache-dit's DBCache at the table's first threshold (the cache row that kept every video).
 QUALITY_CACHE_DIT_STACK_ROW = (f"asymrnr quality options (cache 1) + cache-dit DBCache "
                                f"(threshold {CACHE_DIT_THRESHOLDS[0]})")
+#: asymrnr's defaults stacked with DBCache at the table's second threshold (more skipped steps).
+SECOND_THRESHOLD_STACK_ROW = f"asymrnr defaults + cache-dit DBCache (threshold {CACHE_DIT_THRESHOLDS[1]})"
+#: The defaults' DBCache stack with the cache's probe block reduced too (``exact_probe_blocks=False``):
+#: what leaving it exact changes.
+REDUCED_PROBE_STACK_ROW = (f"asymrnr defaults, first block reduced too + cache-dit DBCache "
+                           f"(threshold {CACHE_DIT_THRESHOLDS[0]})")
 
 
 def is_diffusers_model(model: torch.nn.Module) -> bool:
@@ -277,8 +286,14 @@ def rows(model: torch.nn.Module, q_ratio: float, kv_ratio: float) -> list[Row]:
                    Row(name, replace(alone, asymrnr=AsymRnRConfig()), stacked_hook=alone))
     quality = published_with(**ratios, cache_steps=1, **HIDDEN_MATCHING)
     alone = cache_dit_alone["DBCache"]
-    out.append(Row(QUALITY_CACHE_DIT_STACK_ROW, None, problem) if problem else
-               Row(QUALITY_CACHE_DIT_STACK_ROW, replace(alone, asymrnr=quality), stacked_hook=alone))
+    second = dbcache(CACHE_DIT_THRESHOLDS[1])
+    stacks = {
+        QUALITY_CACHE_DIT_STACK_ROW: (replace(alone, asymrnr=quality), alone),
+        SECOND_THRESHOLD_STACK_ROW: (replace(second, asymrnr=AsymRnRConfig()), second),
+        REDUCED_PROBE_STACK_ROW: (replace(alone, asymrnr=AsymRnRConfig(), exact_probe_blocks=False), alone),
+    }
+    out += [Row(name, None, problem) if problem else Row(name, stack, stacked_hook=cache)
+            for name, (stack, cache) in stacks.items()]
     return out
 
 

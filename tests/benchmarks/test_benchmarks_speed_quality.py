@@ -30,9 +30,12 @@ ASYMRNR_ROWS = 6
 HOOK_ROWS = 4 * 2 + 1
 #: cache-dit rows: DBCache and DBCache + TaylorSeer at two thresholds each, on either model.
 CACHE_DIT_ROWS = 2 * 2
-#: asymrnr's defaults stacked with cache-dit's DBCache and with its TaylorSeer, and its quality
-#: options (cache 1) stacked with DBCache, on either model.
-CACHE_DIT_STACK_ROWS = 2 + 1
+#: asymrnr's defaults stacked with cache-dit's DBCache and with its TaylorSeer, its quality options
+#: (cache 1) stacked with DBCache, the defaults on DBCache's second threshold, and the defaults on
+#: DBCache with the probe block reduced too, on either model.
+CACHE_DIT_STACK_ROWS = 2 + 3
+EXTRA_STACK_ROWS = (speed_quality_table.QUALITY_CACHE_DIT_STACK_ROW, speed_quality_table.SECOND_THRESHOLD_STACK_ROW,
+                    speed_quality_table.REDUCED_PROBE_STACK_ROW)
 HAS_CACHE_DIT = importlib.util.find_spec("cache_dit") is not None
 
 
@@ -56,15 +59,18 @@ def test_every_row_runs_on_a_diffusers_model():
 def _assert_cache_dit_stacks(rows) -> None:
     """The stacked cache-dit rows: asymrnr's defaults on the cache alone (the row's stacked_hook)."""
     stacks = [row for row in rows if row.name in speed_quality_table.CACHE_DIT_STACK_ROWS.values()]
-    quality = next(row for row in rows if row.name == speed_quality_table.QUALITY_CACHE_DIT_STACK_ROW)
-    assert len(stacks) + 1 == CACHE_DIT_STACK_ROWS
+    quality, second, reduced_probe = (next(row for row in rows if row.name == name) for name in EXTRA_STACK_ROWS)
+    assert len(stacks) + len(EXTRA_STACK_ROWS) == CACHE_DIT_STACK_ROWS
     assert quality.accelerator.asymrnr.cache_steps == 1 and quality.accelerator.asymrnr.match_on == "hidden_states"
     assert quality.stacked_hook == replace(quality.accelerator, asymrnr=None) == stacks[0].stacked_hook
-    for row in stacks:
+    for row in [*stacks, second]:
         assert isinstance(row.accelerator, CacheDiT) and row.accelerator.asymrnr == AsymRnRConfig()
         assert isinstance(row.stacked_hook, CacheDiT) and row.stacked_hook.asymrnr is None
         assert row.stacked_hook == replace(row.accelerator, asymrnr=None)
+        assert row.accelerator.exact_probe_blocks
     assert {row.accelerator.taylorseer_order for row in stacks} == {None, 1}
+    assert second.accelerator.threshold == speed_quality_table.CACHE_DIT_THRESHOLDS[1]
+    assert not reduced_probe.accelerator.exact_probe_blocks and reduced_probe.stacked_hook == stacks[0].stacked_hook
 
 
 def test_hook_rows_are_not_applicable_to_the_reference_model_and_say_why():
@@ -93,7 +99,7 @@ def test_cache_dit_rows_without_cache_dit_are_not_applicable_and_say_why(monkeyp
     cache_dit_rows = [row for row in rows if row.name.startswith("cache-dit")]
     assert len(cache_dit_rows) == CACHE_DIT_ROWS
     assert all(row.accelerator is None and "lab[cachedit]" in row.reason for row in cache_dit_rows)
-    stack_names = {*speed_quality_table.CACHE_DIT_STACK_ROWS.values(), speed_quality_table.QUALITY_CACHE_DIT_STACK_ROW}
+    stack_names = {*speed_quality_table.CACHE_DIT_STACK_ROWS.values(), *EXTRA_STACK_ROWS}
     stacks = [row for row in rows if row.name in stack_names]
     assert len(stacks) == CACHE_DIT_STACK_ROWS
     assert all(row.accelerator is None and "lab[cachedit]" in row.reason for row in stacks)

@@ -11,7 +11,9 @@ skipped), with ``cache_steps=2`` and no warm-up (windows: steps 0-1, 2-3, 4-5):
   ``enable_asymrnr(..., step_cache=...)``) and without one (the layout hook's step count);
 - a cache that reuses a block's residual sees asymrnr's restored full-length output: at threshold
   0 (never skips) the stack equals asymrnr alone, and asymrnr at ratio 0 equals the cache alone;
-- a second identical video gives the same output (the cache and the matchings start clean).
+- a second identical video gives the same output (the cache and the matchings start clean);
+- by default the cache's probe block (the first, whose output change decides) is left unreduced,
+  and the cache then skips exactly the steps it skips alone.
 
 The cache's decision is forced per step (a monkeypatched decision) so that the skipped steps are
 known; the variants run eagerly (``eager_compiler``: the same analysis, plans and rewrites without
@@ -139,11 +141,14 @@ def test_skipped_steps_keep_the_matching_windows(mode, forced_first_block_cache)
     _assert_windows_kept(records, backend)
 
 
-def _pipeline(step_cache, options=None, records=None):
+def _pipeline(step_cache, options=None, records=None, exact_probe_blocks=False):
+    """A tiny CogVideoX pipeline with asymrnr and ``step_cache``; the cache's probe block reduced
+    too unless ``exact_probe_blocks`` (these tests follow every block's matching windows)."""
     tiny = tiny_pipeline("cogvideox", steps=STEPS, num_layers=LAYERS)
     backend = AsymRnRBackend(AsymRnRConfig(**(options or OPTIONS)),
                              on_matching=None if records is None else records.append)
-    enable_asymrnr(tiny.pipe, backend=backend, regional=True, step_cache=step_cache)
+    enable_asymrnr(tiny.pipe, backend=backend, regional=True, step_cache=step_cache,
+                   exact_probe_blocks=exact_probe_blocks)
     return tiny, backend
 
 
@@ -283,3 +288,89 @@ def test_disable_removes_the_step_cache():
     assert tiny.pipe.transformer.is_cache_enabled
     assert disable_asymrnr(tiny.pipe)
     assert not tiny.pipe.transformer.is_cache_enabled
+
+
+@pytest.mark.parametrize("cache", ["first-block cache", "DBCache"])
+def test_the_cache_probe_block_is_left_exact_and_the_cache_skips_as_alone(cache, first_block_cache_decisions):
+    """By default (``exact_probe_blocks=True``) the probe block joins ``skip_blocks``: its calls run
+    unreduced, the two tail blocks are reduced, and the cache, comparing exact first-block outputs,
+    skips exactly the steps it skips without asymrnr (a threshold some steps stay under)."""
+    threshold = 0.2
+    records = []
+    tiny, backend = _pipeline(_step_cache(cache, threshold), records=records, exact_probe_blocks=True)
+    frames = tiny(seed=0)
+    assert torch.isfinite(frames).all()
+    probe = "transformer_blocks.0"
+    assert backend.config.skip_blocks == (probe,)
+    assert tiny.pipe._asymrnr_integration.probe_blocks == {"transformer": (probe,)}
+    # (the first-block cache's hooks break the probe block into graphs of its own: those only
+    # ever run unreduced, so assert_reduced, which wants every graph reduced, does not apply)
+    graphs = backend.report().to_dict()["graphs"]
+    assert graphs and all(graph.get("regional") and graph["fallback_reason"] is None for graph in graphs)
+    assert any(graph["cache_misses"] > 0 for graph in graphs)
+    unreduced: dict[str, int] = {}
+    for graph in graphs:
+        for reason, calls in graph["unreduced_calls"].items():
+            unreduced[reason] = unreduced.get(reason, 0) + calls
+    reason = f"block {probe!r} is in skip_blocks"
+    assert set(unreduced) == {reason} and unreduced[reason] >= STEPS
+    assert set(_matching_steps(records)) == {1, 2}  # no matching in the probe block
+    skipped = _skipped_steps(tiny.pipe.transformer, cache, first_block_cache_decisions)
+    first_block_cache_decisions.clear()
+
+    torch._dynamo.reset()
+    plain = tiny_pipeline("cogvideox", steps=STEPS, num_layers=LAYERS)
+    _enable_plain(plain.pipe, _step_cache(cache, threshold))
+    plain(seed=0)
+    alone = _skipped_steps(plain.pipe.transformer, cache, first_block_cache_decisions)
+    assert 0 < len(alone) < STEPS - 1 and skipped == alone  # some steps skipped, some not, the same ones
+    assert disable_asymrnr(tiny.pipe) and backend.config.skip_blocks == ()
+
+
+def _skipped_steps(transformer, cache: str, decisions: list[bool]) -> list[int]:
+    """The steps at which the cache skipped the tail blocks in the last video: cache-dit's own
+    record, or for the first-block cache the indices of its decisions to skip (``decisions``, one
+    per model call after the first, in order)."""
+    if cache == "DBCache":
+        return sorted(_cache_dit_context(transformer).get_cached_steps())
+    return [index for index, computed in enumerate(decisions) if not computed]
+
+
+@pytest.fixture
+def first_block_cache_decisions(monkeypatch):
+    """Record the first-block cache's decisions (whether it computed the other blocks), in order."""
+    from diffusers.hooks.first_block_cache import FBCHeadBlockHook
+
+    decisions: list[bool] = []
+    original = FBCHeadBlockHook._should_compute_remaining_blocks
+
+    @torch.compiler.disable
+    def should_compute(self, residual):
+        computed = original(self, residual)
+        decisions.append(bool(computed))
+        return computed
+
+    monkeypatch.setattr(FBCHeadBlockHook, "_should_compute_remaining_blocks", should_compute)
+    return decisions
+
+
+def test_probe_blocks_are_found_per_cache_and_a_used_backend_is_not_changed():
+    from diffusers.hooks import FirstBlockCacheConfig, TaylorSeerCacheConfig
+
+    from asymrnr_compile.pipelines import step_cache_probe_blocks
+
+    transformer = _transformer()
+    transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=2))
+    assert step_cache_probe_blocks(transformer, TaylorSeerCacheConfig(cache_interval=2), "diffusers") == ()
+    transformer.disable_cache()
+    transformer.enable_cache(FirstBlockCacheConfig(threshold=0.1))
+    assert step_cache_probe_blocks(transformer, FirstBlockCacheConfig(threshold=0.1), "diffusers") == \
+        ("transformer_blocks.0",)
+    tiny, backend = _pipeline(None)
+    tiny(seed=0)
+    other = tiny_pipeline("cogvideox", steps=STEPS, num_layers=LAYERS)
+    with pytest.raises(ValueError, match="exact_probe_blocks: the step cache's probe blocks"):
+        enable_asymrnr(other.pipe, backend=backend, regional=True, step_cache=FirstBlockCacheConfig(threshold=0.1))
+    assert not other.pipe.transformer.is_cache_enabled and not hasattr(other.pipe, "_asymrnr_integration")
+    with pytest.raises(TypeError, match="exact_probe_blocks must be a bool"):
+        enable_asymrnr(other.pipe, regional=True, exact_probe_blocks="yes")

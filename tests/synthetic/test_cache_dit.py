@@ -209,7 +209,9 @@ def test_compiled_matches_eager(models, task, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_stacked_row_reduces_and_skips(kind, models, task, monkeypatch):
     """``CacheDiT(asymrnr=...)``: the blocks compiled regionally under asymrnr (variants run eagerly
-    here), every block reduced while cache-dit skips the steps after its warm-up."""
+    here), every block reduced while cache-dit skips the steps after its warm-up (the probe block
+    reduced too: ``exact_probe_blocks=False``); by default the probe block is left exact and the
+    others are reduced."""
     from helpers import eager_compiler
     from reduction_checks import assert_reduced
 
@@ -219,11 +221,22 @@ def test_a_stacked_row_reduces_and_skips(kind, models, task, monkeypatch):
     monkeypatch.setattr(asymrnr_compile.backend, "inductor_compiler", eager_compiler)
     torch._dynamo.reset()
     config = AsymRnRConfig(q_ratio=0.5, kv_ratio=0.3, min_video_tokens=8, dst_stride=(1, 2, 2), cache_steps=2)
-    stacked = replace(LOOSE["DBCache"], asymrnr=config).build(models[kind])
+    stacked = replace(LOOSE["DBCache"], asymrnr=config, exact_probe_blocks=False).build(models[kind])
     stacked.reset()
     captions = all_captions(task)[:2]  # not under FlopCounterMode, which compiled code does not run in
     videos = generate_videos(models[kind], captions, [0, 1], task, SAMPLER, transformer=stacked, batch_size=2)
     assert torch.isfinite(videos).all()
     assert_reduced(stacked.backend)
     assert len(stacked.stats()["cached_steps"]) == STEPS - WARMUP
+    torch._dynamo.reset()
+
+    exact = replace(LOOSE["DBCache"], asymrnr=config).build(models[kind])
+    exact.reset()
+    generate_videos(models[kind], captions, [0, 1], task, SAMPLER, transformer=exact, batch_size=2)
+    probe = exact.backend.config.skip_blocks
+    assert len(probe) == 1 and probe[0].endswith("blocks.0")
+    graphs = exact.backend.report().to_dict()["graphs"]
+    assert any(graph["cache_misses"] > 0 for graph in graphs)
+    assert any(f"block {probe[0]!r} is in skip_blocks" in graph["unreduced_calls"] for graph in graphs)
+    assert len(exact.stats()["cached_steps"]) == STEPS - WARMUP
     torch._dynamo.reset()

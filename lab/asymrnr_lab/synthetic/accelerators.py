@@ -42,12 +42,13 @@ import copy
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
 
 from asymrnr_compile.config import AsymRnRConfig
+from asymrnr_compile.pipelines import step_cache_probe_blocks
 
 #: diffusers' name for the cache context its CogVideoX pipeline runs the batched cond/uncond call in.
 CACHE_CONTEXT = "cond_uncond"
@@ -136,11 +137,15 @@ class DiffusersCache:
             with :func:`asymrnr_compile.compile_repeated_blocks` (a whole-model compile breaks
             the graph at the hooks, so no graph would hold both the grid and an attention site).
             None (default): compile the whole transformer with plain Inductor, ``fullgraph=False``.
+        exact_probe_blocks: with ``asymrnr``, leave the hook's probe block (the first-block
+            cache's first block; :func:`asymrnr_compile.pipelines.step_cache_probe_blocks`)
+            unreduced, as ``enable_asymrnr`` does by default. Default True.
     """
 
     make_config: Callable[[Callable[[], float]], Any]
     uncond_first: bool = False
     asymrnr: AsymRnRConfig | None = None
+    exact_probe_blocks: bool = True
 
     def build(self, model: torch.nn.Module, *, compile: bool = True) -> AcceleratedTransformer:
         """The hooked copy, compiled (default) or eager (``compile=False``: e.g. to count its
@@ -152,8 +157,10 @@ class DiffusersCache:
                 f"diffusers' cache hooks need a transformer of a diffusers class (a model of "
                 f"arch='cogvideox'); this model's transformer is {type(model.transformer).__name__}")
         current = {"timestep": float("nan")}
-        diffusers_model.enable_cache(self.make_config(lambda: current["timestep"]))
-        compiled, backend = _compile_cached(wrapper, diffusers_model, self.asymrnr, compile)
+        config = self.make_config(lambda: current["timestep"])
+        diffusers_model.enable_cache(config)
+        probes = step_cache_probe_blocks(diffusers_model, config, "diffusers") if self.exact_probe_blocks else ()
+        compiled, backend = _compile_cached(wrapper, diffusers_model, self.asymrnr, compile, probes)
 
         def run(hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 timestep: torch.Tensor) -> torch.Tensor:
@@ -176,8 +183,10 @@ class DiffusersCache:
 
 
 def _compile_cached(wrapper: torch.nn.Module, blocks_owner: torch.nn.Module, asymrnr: AsymRnRConfig | None,
-                    compile: bool) -> tuple[Callable[..., Any], Any]:
+                    compile: bool, probe_blocks: tuple[str, ...] = ()) -> tuple[Callable[..., Any], Any]:
     """A step-cached transformer ``wrapper``, compiled: ``(callable, asymrnr backend or None)``.
+    ``probe_blocks``: module paths in ``blocks_owner`` added to asymrnr's ``skip_blocks`` (the
+    cache's probe blocks, left exact).
 
     Eager when ``compile`` is False (no asymrnr then: it runs only compiled); with Inductor as a
     whole (``fullgraph=False``: the cache's hooks break the graph on purpose) when ``asymrnr`` is
@@ -194,7 +203,8 @@ def _compile_cached(wrapper: torch.nn.Module, blocks_owner: torch.nn.Module, asy
     from asymrnr_compile.backend import AsymRnRBackend
     from asymrnr_compile.regional import compile_repeated_blocks
 
-    backend = AsymRnRBackend(asymrnr)
+    added = tuple(path for path in probe_blocks if path not in asymrnr.skip_blocks)
+    backend = AsymRnRBackend(replace(asymrnr, skip_blocks=(*asymrnr.skip_blocks, *added)) if added else asymrnr)
     compile_repeated_blocks(blocks_owner, backend=backend)
     return wrapper, backend
 
@@ -349,6 +359,9 @@ class CacheDiT:
             graph at cache-dit's per-step decision, so no graph would hold both the grid and an
             attention site); the steps cache-dit skips keep their place in asymrnr's matching
             windows (the layout hook counts the model's calls). None (default): Inductor, whole.
+        exact_probe_blocks: with ``asymrnr``, leave the first ``compute_first`` blocks (whose
+            output change DBCache compares) unreduced, as ``enable_asymrnr`` does by default, so
+            that the cache skips the steps it skips alone. Default True.
     """
 
     threshold: float
@@ -359,6 +372,7 @@ class CacheDiT:
     max_continuous_cached_steps: int = NO_LIMIT
     taylorseer_order: int | None = None
     asymrnr: AsymRnRConfig | None = None
+    exact_probe_blocks: bool = True
 
     def __post_init__(self) -> None:
         if self.asymrnr is not None and not isinstance(self.asymrnr, AsymRnRConfig):
@@ -422,7 +436,11 @@ class CacheDiT:
                 f"model's {len(blocks)} blocks")
         cache, calibrator = self.configs()
         cache_dit.enable_cache(attach, cache_config=cache, calibrator_config=calibrator)
-        compiled, backend = _compile_cached(wrapper, target, self.asymrnr, compile)
+        probes: tuple[str, ...] = ()
+        if self.exact_probe_blocks:
+            probes = tuple(f"blocks.{index}" for index in range(self.compute_first)) if target is wrapper \
+                else step_cache_probe_blocks(target, cache, "cache-dit")
+        compiled, backend = _compile_cached(wrapper, target, self.asymrnr, compile, probes)
         last = {"timestep": float("inf")}
 
         def context() -> Any:
