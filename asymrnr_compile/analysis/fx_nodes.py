@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -191,21 +191,27 @@ def nodes_between(source: torch.fx.Node, targets: list[torch.fx.Node]) -> set[to
     return between
 
 
-def permutation_of(node: torch.fx.Node, source: torch.fx.Node, ndim: int) -> tuple[int, ...] | None:
-    """The dim permutation ``node`` applies to ``source`` (an ``ndim``-dim tensor) when it is a
-    transpose (``transpose``, ``swapaxes``, ``swapdims``; method or function) or a ``permute``
-    of it with int dims, as ``x.permute(result)`` would write it; else None."""
-    if first_input(node) is not source:
+def permutation_of(node: torch.fx.Node, source: torch.fx.Node, ndim: int,
+                   gm: torch.fx.GraphModule | None = None) -> tuple[int, ...] | None:
+    """The dim permutation ``node`` applies to ``source`` (an ``ndim``-dim tensor), as
+    ``x.permute(result)`` would write it, when it is a ``permute``, a transpose (``transpose``,
+    ``swapaxes``, ``swapdims``, also with numpy's ``axis0``/``axis1`` keywords), ``t`` or
+    ``movedim``/``moveaxis`` of it with int dims in range; else None."""
+    if first_input(node) is not source or ndim < 0:
         return None
-    name = op_name(node)
+    name = op_name(node, gm)
+    if name == "t":
+        return (1, 0) if ndim == 2 else tuple(range(ndim))
+    if name in ("movedim", "moveaxis"):
+        return _moved_dims(arg(node, 1, "source"), arg(node, 2, "destination"), ndim)
     dims: list[Any]
     if name in ("transpose", "swapaxes", "swapdims"):
-        dims = [arg(node, 1, "dim0"), arg(node, 2, "dim1")]
+        dims = [arg(node, 1, "dim0", node.kwargs.get("axis0")), arg(node, 2, "dim1", node.kwargs.get("axis1"))]
     elif name == "permute":
         dims = list(rest_args(node)) or list(node.kwargs.get("dims", ()))
     else:
         return None
-    if not dims or not all(isinstance(dim, int) and -ndim <= dim < ndim for dim in dims):
+    if not _dims_in_range(dims, ndim) or not dims:
         return None
     dims = [dim % ndim for dim in dims]
     if name == "permute":
@@ -213,3 +219,24 @@ def permutation_of(node: torch.fx.Node, source: torch.fx.Node, ndim: int) -> tup
     order = list(range(ndim))
     order[dims[0]], order[dims[1]] = order[dims[1]], order[dims[0]]
     return tuple(order)
+
+
+def _dims_in_range(dims: Sequence[Any], ndim: int) -> bool:
+    return all(isinstance(dim, int) and not isinstance(dim, bool) and -ndim <= dim < ndim for dim in dims)
+
+
+def _moved_dims(source: Any, destination: Any, ndim: int) -> tuple[int, ...] | None:
+    """``movedim(source, destination)`` as a permutation (None unless both name distinct dims in
+    range, as many of each)."""
+    src = [source] if isinstance(source, int) else list(source or [])
+    dst = [destination] if isinstance(destination, int) else list(destination or [])
+    if len(src) != len(dst) or not _dims_in_range(src + dst, ndim):
+        return None
+    src, dst = [dim % ndim for dim in src], [dim % ndim for dim in dst]
+    if len(set(src)) != len(src) or len(set(dst)) != len(dst):
+        return None
+    order: list[int | None] = [None] * ndim
+    for moved, to in zip(src, dst):
+        order[to] = moved
+    rest = iter(dim for dim in range(ndim) if dim not in src)
+    return tuple(dim if dim is not None else next(rest) for dim in order)

@@ -34,6 +34,7 @@ from asymrnr_compile.analysis.fx_nodes import (
     first_input,
     node_value,
     op_name,
+    permutation_of,
     rest_args,
 )
 from asymrnr_compile.analysis.sdpa import is_sdpa
@@ -57,7 +58,6 @@ from asymrnr_compile.analysis.token_layout import (
     size_add,
     size_eq,
     slice_dim,
-    transpose_layout,
 )
 
 logger = logging.getLogger("asymrnr_compile.analysis")
@@ -220,40 +220,12 @@ def _reshape(ctx: _Context) -> LayoutValue:
 
 
 def _permute(ctx: _Context) -> LayoutValue:
-    node = ctx.node
-    layout = ctx.layout(first_input(node))
+    source = first_input(ctx.node)
+    layout = ctx.layout(source)
     if layout is None:
         return None
-    name = op_name(node, ctx.gm)
-    if name == "permute":
-        dims = rest_args(node) or tuple(node.kwargs.get("dims", ()))
-        return permute_layout(layout, dims)
-    if name in ("transpose", "swapaxes", "swapdims"):
-        a = arg(node, 1, "dim0", node.kwargs.get("axis0"))
-        b = arg(node, 2, "dim1", node.kwargs.get("axis1"))
-        if not isinstance(a, int) or not isinstance(b, int):
-            return None
-        return transpose_layout(layout, a, b)
-    if name == "t":
-        return transpose_layout(layout, 0, 1) if len(layout) == 2 else layout
-    if name in ("movedim", "moveaxis"):
-        src = arg(node, 1, "source")
-        dst = arg(node, 2, "destination")
-        src = [src] if isinstance(src, int) else list(src or [])
-        dst = [dst] if isinstance(dst, int) else list(dst or [])
-        ndim = len(layout)
-        try:
-            src = [s % ndim for s in src]
-            dst = [d % ndim for d in dst]
-        except TypeError:
-            return None
-        order: list[int | None] = [None] * ndim
-        for s, d in zip(src, dst):
-            order[d] = s
-        rest = iter(k for k in range(ndim) if k not in src)
-        full = [o if o is not None else next(rest) for o in order]
-        return permute_layout(layout, full)
-    return None
+    order = permutation_of(ctx.node, source, len(layout), ctx.gm)
+    return None if order is None else permute_layout(layout, order)
 
 
 def _slice_bound(value: Any, size: Size, default: Size) -> Size | None:

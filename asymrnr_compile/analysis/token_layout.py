@@ -242,18 +242,6 @@ def permute_layout(layout: Layout, dims: Sequence[int]) -> Layout | None:
     return tuple(layout[d] for d in order)
 
 
-def transpose_layout(layout: Layout, a: int, b: int) -> Layout | None:
-    ndim = len(layout)
-    if ndim == 0:
-        return None
-    order = list(range(ndim))
-    try:
-        order[a % ndim], order[b % ndim] = order[b % ndim], order[a % ndim]
-    except (TypeError, IndexError):
-        return None
-    return tuple(layout[d] for d in order)
-
-
 def reshape_layout(layout: Layout, new_shape: Sequence[Size]) -> Layout | None:
     """Layout after ``view``/``reshape``/``flatten``/``unflatten``/``(un)squeeze`` to ``new_shape``.
 

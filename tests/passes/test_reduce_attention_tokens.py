@@ -365,3 +365,22 @@ def test_permutation_of_reads_transposes_and_permutes_of_their_source():
     readers = [n for n in graph.nodes if n.op in ("call_method", "call_function")]
     found = [permutation_of(node, x, 4) for node in readers]
     assert found == [(0, 2, 1, 3), (3, 1, 2, 0), (0, 2, 1, 3), (0, 2, 1, 3), None, None]
+
+
+def test_permutation_of_reads_movedim_t_and_numpy_keywords_and_refuses_dims_out_of_range():
+    def f(x, m):
+        return (x.movedim(1, 3), torch.movedim(x, (0, 1), (2, 3)), x.moveaxis(-1, 0), m.t(),
+                torch.swapaxes(x, axis0=0, axis1=3), x.transpose(1, 4), x.movedim((0, 0), (1, 2)),
+                x.permute(0, 1, 1, 2))
+
+    graph = torch.fx.symbolic_trace(f).graph
+    x, m = [n for n in graph.nodes if n.op == "placeholder"]
+    readers = [n for n in graph.nodes if n.op in ("call_method", "call_function")]
+    found = [permutation_of(node, m if node.target == "t" else x, 2 if node.target == "t" else 4)
+             for node in readers]
+    # each as x.permute(found) writes it: checked against torch itself below
+    assert found == [(0, 2, 3, 1), (2, 3, 0, 1), (3, 0, 1, 2), (1, 0), (3, 1, 2, 0), None, None, None]
+    x_value = torch.randn(2, 3, 4, 5)
+    assert torch.equal(x_value.movedim(1, 3), x_value.permute(found[0]))
+    assert torch.equal(torch.movedim(x_value, (0, 1), (2, 3)), x_value.permute(found[1]))
+    assert torch.equal(x_value.moveaxis(-1, 0), x_value.permute(found[2]))
