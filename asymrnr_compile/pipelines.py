@@ -32,7 +32,9 @@ the patch embedding (where asymrnr finds the video grid) and an attention; compi
 block, the layout hook gives every block the grid and the model call's step. The steps at which
 the cache skips blocks keep their place in asymrnr's matching windows (the step is the pipeline's,
 not the count of a block's calls), and the cache's state is cleared at the start of every
-pipeline call.
+pipeline call. The blocks whose output change the cache compares to decide (its probe: the
+first-block cache's first block, DBCache's first ``Fn_compute_blocks``) are left unreduced by
+default (``exact_probe_blocks``), so that the cache skips the steps it would skip alone.
 
 How the call is wrapped: the pipeline object's class is replaced by a subclass of it with the
 same name whose ``__call__`` opens the scope (Python looks ``__call__`` up on the class, so an
@@ -367,8 +369,9 @@ def enable_asymrnr(pipe: Any, options: Mapping[str, Any] | AsymRnRConfig | None 
     for name, module in transformers.items():
         if step_cache is not None:
             _enable_step_cache(module, step_cache, cache_kind)
-            if exact_probe_blocks:
-                probe_blocks[name] = step_cache_probe_blocks(module, step_cache, cache_kind)
+            found = step_cache_probe_blocks(module, step_cache, cache_kind) if exact_probe_blocks else ()
+            if found:
+                probe_blocks[name] = found
     probes = tuple(dict.fromkeys(path for paths in probe_blocks.values() for path in paths))
     exact = _with_probe_blocks(backend.config, probes)
     if exact != backend.config:

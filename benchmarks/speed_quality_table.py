@@ -10,8 +10,10 @@ sampler (20 Euler steps, guidance 2, batched CFG) and gets:
 - **FLOP ideal**: unaccelerated FLOPs over the row's, for the whole sampling loop. asymrnr rows:
   the backend's cost model (matching counted). diffusers hooks and cache-dit: ``FlopCounterMode``
   over one eager sampling loop of the timing batch, hooked against unhooked (their skipping is
-  data-dependent). asymrnr stacked with the first-block cache or cache-dit: the product of the
-  two, an estimate (marked ``~``);
+  data-dependent). asymrnr stacked with the first-block cache or cache-dit, the cache's probe
+  block exact (the cache then skips what it skips alone): the cache alone's FLOPs less what
+  asymrnr's reduced block calls saved in the timed loops (:func:`stacked_flop_ideal`); with the
+  probe block reduced too: the product of the two, an estimate (marked ``~``);
 - **loop speedup**: the whole sampling loop (20 steps, matching steps included) of plain
   Inductor over the row's, measured in this process on ``--timing-captions`` captions, after one
   warm-up loop of every row and one untimed round, the rows interleaved loop by loop for
@@ -95,10 +97,9 @@ from quality_synthetic import (
 )
 from results_md import machine_info, replace_section
 from torch._dynamo.utils import counters
-from torch.utils.flop_counter import FlopCounterMode
 
 from asymrnr_compile.config import AsymRnRConfig
-from asymrnr_lab.metrics import whole_loop_speedup
+from asymrnr_lab.metrics import flop_counter_mode, whole_loop_speedup
 from asymrnr_lab.synthetic.accelerators import (
     Accelerator,
     AsymRnR,
@@ -300,7 +301,7 @@ def rows(model: torch.nn.Module, q_ratio: float, kv_ratio: float) -> list[Row]:
 def count_loop_flops(model: torch.nn.Module, transformer: Callable[..., torch.Tensor], captions: Sequence,
                      seeds: Sequence[int], task) -> int:
     """FLOPs (``FlopCounterMode``) of one eager sampling loop of ``captions`` with ``transformer``."""
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter_mode() as counter:
         generate_videos(model, captions, seeds, task, EVAL_SAMPLER, transformer=transformer,
                         batch_size=len(captions))
     return counter.get_total_flops()
@@ -358,7 +359,27 @@ def time_loops(model, accelerators: dict[str, Accelerator], captions, seeds, tas
         log(f"  WARNING: {late} Dynamo graph(s) compiled during the timed rounds")
     for name in built:
         out[name]["recompiles_during_timing"] = late
+        backend = built[name].backend
+        if backend is not None:  # what its graphs ran, over all the loops above (for stacked_flop_ideal)
+            out[name].update(loops=rounds + 2, graphs_run=backend.report().to_dict()["graphs"])
     return out
+
+
+def stacked_flop_ideal(base_flops: float, cache_flop_ratio: float, graphs_run: Sequence[Mapping[str, Any]],
+                       loops: int) -> float:
+    """Unaccelerated over stacked FLOPs of one loop, for asymrnr on a step cache whose probe
+    blocks are exact (the cache then skips the steps it skips alone): the cache alone's FLOPs
+    (``base_flops / cache_flop_ratio``, FlopCounterMode) less what asymrnr saved in the block calls
+    it reduced (per graph: calls not run unreduced, times full less reduced cost of one call, from
+    the cost model), over ``loops`` loops."""
+    saved = 0.0
+    for graph in graphs_run:
+        cost = graph.get("cost_per_call")
+        if cost is None:
+            continue
+        reduced_calls = graph.get("calls", 0) - sum(graph.get("unreduced_calls", {}).values())
+        saved += reduced_calls * (cost["full_gflops"] - cost["reduced_gflops"]) * 1e9
+    return base_flops / (base_flops / cache_flop_ratio - saved / loops)
 
 
 def render_section(result: dict[str, Any]) -> str:
@@ -374,8 +395,9 @@ def render_section(result: dict[str, Any]) -> str:
          "batched CFG; \"all right\" = a valid video with every caption attribute detected from the pixels; "
          "\"change\" = points against unaccelerated; PSNR/SSIM against the unaccelerated videos from the same noise. "
          "\"FLOP ideal\" = unaccelerated over the row's FLOPs for the whole loop (asymrnr: cost model, matching "
-         "counted; hooks and cache-dit: FlopCounterMode over one eager loop of the timing batch; `~` = product of "
-         f"the two, an estimate). \"loop speedup\" = plain Inductor's whole 20-step sampling loop over the row's, on "
+         "counted; hooks and cache-dit: FlopCounterMode over one eager loop of the timing batch; stacked: the cache's "
+         "FLOPs less asymrnr's savings in the block calls it reduced; `~` = product of the two, an estimate). "
+         f"\"loop speedup\" = plain Inductor's whole 20-step sampling loop over the row's, on "
          f"{result['timing_captions']} captions (CFG batch {2 * result['timing_captions']}), every row compiled and "
          f"warmed up (one loop each, then one untimed round), then {result['rounds']} rounds interleaved loop by "
          "loop, median of the per-round ratios. "
@@ -713,7 +735,11 @@ def main(argv: list[str] | None = None) -> int:
                 entry["flop_ideal"] = backend_ideal
             elif row.stacked_hook is not None:
                 hook_ratio = hook_flop_ratio(model, row.stacked_hook, timing_captions, timing_seeds, task, base_flops)
-                entry.update(flop_ideal=hook_ratio * backend_ideal, flop_ideal_estimated=True)
+                if getattr(row.accelerator, "exact_probe_blocks", False) and "graphs_run" in timing[name]:
+                    entry["flop_ideal"] = stacked_flop_ideal(base_flops, hook_ratio, timing[name]["graphs_run"],
+                                                             timing[name]["loops"])
+                else:  # asymrnr changes which steps the cache skips: the product, an estimate
+                    entry.update(flop_ideal=hook_ratio * backend_ideal, flop_ideal_estimated=True)
             else:
                 entry["flop_ideal"] = hook_flop_ratio(model, row.accelerator, timing_captions, timing_seeds, task,
                                                       base_flops)

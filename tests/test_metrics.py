@@ -58,3 +58,19 @@ def test_loop_speedup_is_the_whole_loop_and_the_median_step_a_second_figure():
     assert loop_speedup(baseline, variant, 5).matching_step_cost is None
     with pytest.raises(ValueError, match="multiple of steps_per_loop=5"):
         loop_speedup(baseline[:7], variant[:7], 5)
+
+
+def test_the_flop_counter_counts_attention_on_a_cpu_as_torch_counts_it_on_cuda():
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    from asymrnr_lab.metrics import flop_counter_mode
+
+    query, key = torch.randn(2, 3, 16, 8), torch.randn(2, 3, 24, 8)
+    with FlopCounterMode(display=False) as plain:
+        torch.nn.functional.scaled_dot_product_attention(query, key, key)
+    with flop_counter_mode() as counter:
+        torch.nn.functional.scaled_dot_product_attention(query, key, key)
+        torch.matmul(query, key.transpose(-1, -2))
+    assert plain.get_total_flops() == 0  # what torch alone counts for the CPU kernel
+    matmul = 2 * 2 * 3 * 16 * 24 * 8
+    assert counter.get_total_flops() == sdpa_flop_count(query.shape, key.shape, key.shape) + matmul

@@ -397,5 +397,6 @@ class AsymRnRRuntime:
             "fallback_reason": self.fallback_reason,
             "continues_earlier_compile": self.continues_earlier_compile,
             "cost": self._cost_per_model_call(),
+            "cost_per_call": self.cost.to_dict(),  # one call of this graph, reduced as configured
             **({"schedule": self.schedule.to_dict()} if self.schedule is not None else {}),
         }

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.utils import flop_counter
 
 #: Floor of a norm in a denominator: a zero reference gives a finite, huge error, not a division by zero.
 NORM_FLOOR = 1e-30
@@ -113,3 +114,18 @@ def loop_speedup(baseline_steps: list[float], variant_steps: list[float], steps_
     cost = statistics.median(computing) / statistics.median(reusing) if computing and reusing else None
     return LoopSpeedup(whole_loop_speedup(baseline_loops, variant_loops), median_step,
                        statistics.median(variant_loops), cost)
+
+
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+#: FLOP formulas ``FlopCounterMode`` lacks: torch 2.13 counts the CUDA SDPA kernels but not the CPU
+#: one eager attention runs on a CPU, so a loop's attention would count 0 FLOPs.
+EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+
+
+def flop_counter_mode() -> flop_counter.FlopCounterMode:
+    """``FlopCounterMode(display=False)`` that also counts CPU attention (:data:`EXTRA_FLOP_FORMULAS`,
+    the same formula as torch's for the CUDA kernels: 4 x batch x heads x query x key x head dim)."""
+    return flop_counter.FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)

@@ -133,3 +133,15 @@ def test_section_has_every_row_its_ideal_speedup_and_the_not_applicable_reason()
     assert "| stack | 89.0% | -6.0 | 100.0% | 29.00 | 0.900 | ~2.50x | 1.90x |" in text
     assert "| TaylorSeer (interval 2) | | | | | | | | | not applicable: not a diffusers class |" in text
     assert "96 videos (96 captions x 1 noise seed)" in text and "3 rounds" in text
+
+
+def test_the_stacked_flop_ideal_takes_what_the_reduced_block_calls_saved_from_the_cache_alone():
+    """The cache alone runs 100 / 2 = 50 FLOPs a loop; over 2 loops the block graph ran 10 calls,
+    4 of them unreduced (the probe block), each reduced call saving 2 - 1.5 = 0.5 FLOPs: 1.5 a loop."""
+    graphs = [
+        {"calls": 10, "unreduced_calls": {"block 'blocks.0' is in skip_blocks": 4},
+         "cost_per_call": {"full_gflops": 2e-9, "reduced_gflops": 1.5e-9}},
+        {"calls": 3, "unreduced_calls": {}},  # a graph compiled unchanged: no cost, nothing saved
+    ]
+    assert speed_quality_table.stacked_flop_ideal(100.0, 2.0, graphs, loops=2) == pytest.approx(100 / (50 - 1.5))
+    assert speed_quality_table.stacked_flop_ideal(100.0, 2.0, [], loops=2) == pytest.approx(2.0)
