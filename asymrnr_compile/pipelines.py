@@ -155,7 +155,6 @@ def step_cache_probe_blocks(module: torch.nn.Module, step_cache: Any, kind: str)
     DBCache's first ``Fn_compute_blocks`` blocks (of the first block list cache-dit's adapter
     names). ``()`` for the caches that decide by a schedule (TaylorSeer, FasterCache, pyramid
     attention broadcast) and when the blocks cannot be found."""
-    paths = {id(sub): name for name, sub in module.named_modules()}
     if kind == "diffusers":
         if type(step_cache).__name__ != "FirstBlockCacheConfig":
             return ()
@@ -172,10 +171,11 @@ def step_cache_probe_blocks(module: torch.nn.Module, step_cache: Any, kind: str)
     if not isinstance(blocks, torch.nn.ModuleList):
         return ()
     probes = list(blocks)[: cache.Fn_compute_blocks]
+    paths = {id(sub): name for name, sub in module.named_modules()}
     return tuple(paths[id(block)] for block in probes if id(block) in paths)
 
 
-def _with_probe_blocks(config: AsymRnRConfig, probes: tuple[str, ...]) -> AsymRnRConfig:
+def with_probe_blocks(config: AsymRnRConfig, probes: tuple[str, ...]) -> AsymRnRConfig:
     """``config`` with ``probes`` added to its ``skip_blocks`` (those not already named)."""
     added = tuple(path for path in probes if path not in config.skip_blocks)
     return dataclasses.replace(config, skip_blocks=(*config.skip_blocks, *added)) if added else config
@@ -373,7 +373,7 @@ def enable_asymrnr(pipe: Any, options: Mapping[str, Any] | AsymRnRConfig | None 
             if found:
                 probe_blocks[name] = found
     probes = tuple(dict.fromkeys(path for paths in probe_blocks.values() for path in paths))
-    exact = _with_probe_blocks(backend.config, probes)
+    exact = with_probe_blocks(backend.config, probes)
     if exact != backend.config:
         if backend.graphs:
             for module in transformers.values():  # leave the pipeline as it was
@@ -426,4 +426,4 @@ def disable_asymrnr(pipe: Any) -> bool:
 
 
 __all__ = ["CacheDiTConfig", "PipelineIntegration", "disable_asymrnr", "enable_asymrnr", "pipeline_transformers",
-           "step_cache_probe_blocks"]
+           "step_cache_probe_blocks", "with_probe_blocks"]

@@ -42,13 +42,13 @@ import copy
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
 from asymrnr_compile.config import AsymRnRConfig
-from asymrnr_compile.pipelines import step_cache_probe_blocks
+from asymrnr_compile.pipelines import step_cache_probe_blocks, with_probe_blocks
 
 #: diffusers' name for the cache context its CogVideoX pipeline runs the batched cond/uncond call in.
 CACHE_CONTEXT = "cond_uncond"
@@ -203,8 +203,7 @@ def _compile_cached(wrapper: torch.nn.Module, blocks_owner: torch.nn.Module, asy
     from asymrnr_compile.backend import AsymRnRBackend
     from asymrnr_compile.regional import compile_repeated_blocks
 
-    added = tuple(path for path in probe_blocks if path not in asymrnr.skip_blocks)
-    backend = AsymRnRBackend(replace(asymrnr, skip_blocks=(*asymrnr.skip_blocks, *added)) if added else asymrnr)
+    backend = AsymRnRBackend(with_probe_blocks(asymrnr, probe_blocks))
     compile_repeated_blocks(blocks_owner, backend=backend)
     return wrapper, backend
 
