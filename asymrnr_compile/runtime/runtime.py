@@ -66,6 +66,25 @@ logger = logging.getLogger("asymrnr_compile")
 __all__ = ["AsymRnRRuntime", "CompiledVariant", "VideoState", "VideoStates"]
 
 
+@dataclasses.dataclass(frozen=True)
+class CallContext:
+    """Where one call of a graph stands before it runs.
+
+    Attributes:
+        offset: the global index of the graph's first attention site in the model call (0 for a
+            whole-model graph; under regional compilation, the block instance's place).
+        timestep: the call's timestep, None where the graph has no timestep input.
+        unreduced: why this call runs unreduced (a plain string or a :class:`Reason`), None to
+            plan its reduction.
+        forward: the model call's context (regional graphs only; None for a whole-model graph).
+    """
+
+    offset: int = 0
+    timestep: float | None = None
+    unreduced: str | None = None
+    forward: ForwardContext | None = None
+
+
 class AsymRnRRuntime:
     """Runs one captured graph with per-step token reduction (see module docstring).
 
@@ -190,25 +209,24 @@ class AsymRnRRuntime:
 
     # -- calling ----------------------------------------------------------------------------
 
-    def _call_context(self, args: Sequence[Any]) -> tuple[int, float | None, str | None, ForwardContext | None]:
-        """``(site offset, timestep, why this call runs unreduced or None, the model call's
-        context)`` of one call: from the graph's own timestep input, or for a regional graph from
-        the model call's context (None for a whole-model graph)."""
+    def _call_context(self, args: Sequence[Any]) -> CallContext:
+        """Where one call stands: from the graph's own timestep input, or for a regional graph from
+        the model call's context."""
         if not self.regional:
             position = self.timestep_position
-            return 0, read_timestep(args[position]) if position is not None else None, None, None
+            return CallContext(timestep=read_timestep(args[position]) if position is not None else None)
         forward = current_forward()
         if forward is None:
-            return 0, None, "called outside a call of the model its layout hook is on", None
+            return CallContext(unreduced="called outside a call of the model its layout hook is on")
         offset = forward.claim_sites(len(self.sites))
         if self.config.skip_blocks and forward.block is not None and forward.block.is_in(self.config.skip_blocks):
-            return offset, forward.timestep, Reason(f"block {forward.block.path!r} is in skip_blocks",
-                                                    ReasonKind.CHOSEN), forward
+            return CallContext(offset, forward.timestep, Reason(f"block {forward.block.path!r} is in skip_blocks",
+                                                                ReasonKind.CHOSEN), forward)
         declared = self.declared_layout
         if declared is not None and forward.layout.grid != declared.grid:
-            return offset, forward.timestep, (f"the model call's grid {forward.layout.grid} is not the grid "
-                                              f"{declared.grid} this graph was analysed with"), forward
-        return offset, forward.timestep, None, forward
+            return CallContext(offset, forward.timestep, f"the model call's grid {forward.layout.grid} is not the "
+                                                         f"grid {declared.grid} this graph was analysed with", forward)
+        return CallContext(offset, forward.timestep, None, forward)
 
     def _run_unreduced(self, reason: str) -> None:
         with self._lock:
@@ -224,7 +242,8 @@ class AsymRnRRuntime:
         return outputs
 
     def _call(self, *args: Any) -> Any:
-        offset, timestep, unreduced, forward = self._call_context(args)
+        context = self._call_context(args)
+        offset, forward = context.offset, context.forward
         weights = weights_of(args, self.weights_position)
         scope = current_video()
         self.served_offsets.add(offset)
@@ -234,8 +253,8 @@ class AsymRnRRuntime:
             # it into graphs, or recompile it at a cached step, continues its matchings)
             state = self._local.state = scope.state_for(self.video_states, offset, weights,
                                                         lambda: VideoState(site_offset=offset))
-            own_count = state.tracker.observe(timestep).step  # only used when the scope cannot tell
-            event = scope.event_for(self.video_states, offset, weights, timestep, own_count)
+            own_count = state.tracker.observe(context.timestep).step  # only used when the scope cannot tell
+            event = scope.event_for(self.video_states, offset, weights, context.timestep, own_count)
             with self._lock:  # steps reached in the video (a second expert joins at a later step)
                 self.scope_steps = max(self.scope_steps, event.step + 1)
         elif forward is not None and forward.event is not None:
@@ -259,17 +278,17 @@ class AsymRnRRuntime:
                     self.model_steps += 1
         else:  # no scope: steps and new videos guessed from the timestep (runtime/steps.py)
             state = self._local.state = self.video_states.get(offset, weights)
-            event = state.tracker.observe(timestep)
+            event = state.tracker.observe(context.timestep)
             if event.new_video:
                 state.new_video()
             elif state.tracker.extra_first_step_calls and event.call_index == 0 and event.step == 2:
                 self._forget_warmup_call(state)
-        if unreduced is None:
+        if context.unreduced is None:
             plan = self.plan(event, None if scope is None else scope.num_steps)
         else:
-            if kind_of(unreduced) is ReasonKind.CHOSEN:
+            if kind_of(context.unreduced) is ReasonKind.CHOSEN:
                 self.skipped_offsets.add(offset)
-            self._run_unreduced(unreduced)
+            self._run_unreduced(context.unreduced)
             plan = ReductionPlan.for_config(self.config)
         device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
         with self._lock:  # one thread compiles a new variant; the others wait for it
