@@ -323,11 +323,15 @@ def time_loops(model, accelerators: dict[str, Accelerator], captions, seeds, tas
     (compiling) and one untimed round of all in turn, then ``rounds`` rounds of one loop each in
     turn. Returns per name the loop
     seconds per round, the Dynamo graphs compiled in its warm-up, and the graphs compiled during
-    the timed rounds (recompiles; charged to every row, as they cannot be attributed).
+    the timed rounds (recompiles; charged to every row, as they cannot be attributed); for a step
+    cache that counts its work (``stats``), also ``skipped_steps``, the steps it skipped in each
+    timed loop, and ``loop_steps``, the model calls of a loop.
     """
     torch._dynamo.reset()
     built = {name: accelerator.build(model) for name, accelerator in accelerators.items()}
     out: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, list[int]] = {name: [] for name in built}
+    steps: dict[str, int] = {}
 
     def loop(name: str) -> float:
         transformer = built[name]
@@ -335,7 +339,12 @@ def time_loops(model, accelerators: dict[str, Accelerator], captions, seeds, tas
         start = time.perf_counter()
         generate_videos(model, captions, seeds, task, EVAL_SAMPLER, transformer=transformer,
                         batch_size=len(captions))
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        if transformer.stats is not None:
+            stats = transformer.stats()
+            skipped[name].append(len(stats["cached_steps"]))
+            steps[name] = stats["steps"]
+        return seconds
 
     for name in built:
         before = counters["stats"]["unique_graphs"]
@@ -359,6 +368,8 @@ def time_loops(model, accelerators: dict[str, Accelerator], captions, seeds, tas
         log(f"  WARNING: {late} Dynamo graph(s) compiled during the timed rounds")
     for name in built:
         out[name]["recompiles_during_timing"] = late
+        if name in steps:  # the timed loops' counts
+            out[name].update(skipped_steps=skipped[name][-rounds:], loop_steps=steps[name])
         backend = built[name].backend
         if backend is not None:  # what its graphs ran, over all the loops above (for stacked_flop_ideal)
             out[name].update(loops=rounds + 2, graphs_run=backend.report().to_dict()["graphs"])
@@ -402,24 +413,29 @@ def render_section(result: dict[str, Any]) -> str:
          f"{result['timing_captions']} captions (CFG batch {2 * result['timing_captions']}), every row compiled and "
          f"warmed up (one loop each, then one untimed round), then {result['rounds']} rounds interleaved loop by "
          "loop, median of the per-round ratios. "
+         "\"steps skipped\" = the model calls of one timed loop whose blocks a step cache skipped (median over "
+         "the timed loops, from the cache's own count). "
          f"asymrnr at q {result['q_ratio']} / kv {result['kv_ratio']}."),
         "",
-        "| row | all right | change | valid | PSNR dB | SSIM | FLOP ideal | loop speedup | loop s | graphs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| row | all right | change | valid | PSNR dB | SSIM | FLOP ideal | loop speedup | loop s | steps skipped "
+        "| graphs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         if not row.get("applicable", True):
-            lines.append(f"| {row['row']} | | | | | | | | | not applicable: {row['reason']} |")
+            lines.append(f"| {row['row']} | | | | | | | | | | not applicable: {row['reason']} |")
             continue
         psnr = "" if row.get("psnr") is None else f"{row['psnr']:.2f}"
         ssim = "" if row.get("ssim") is None else f"{row['ssim']:.3f}"
         ideal = row.get("flop_ideal")
         ideal_text = "" if ideal is None else ("~" if row.get("flop_ideal_estimated") else "") + f"{ideal:.2f}x"
         speed = row.get("loop_speedup")
+        skipped = row.get("skipped_steps")
+        skipped_text = "" if not skipped else f"{statistics.median(skipped):g}/{row['loop_steps']}"
         lines.append(
             f"| {row['row']} | {row['all_correct']:.1f}% | {row['change']:+.1f} | {row['valid']:.1f}% | {psnr} "
             f"| {ssim} | {ideal_text} | {'' if speed is None else f'{speed:.2f}x'} | {row.get('loop_seconds', 0):.2f} "
-            f"| {row.get('graphs', '')} |")
+            f"| {skipped_text} | {row.get('graphs', '')} |")
     lines += ["", (f"Machine: {result['machine']}; load average {result['load_average']['before'][0]:.1f} before, "
                    f"{result['load_average']['after'][0]:.1f} after. Command: `{result['command']}`. Date: "
                    f"{result['date']}. Wall time {result['seconds']:.0f} s.")]
@@ -748,6 +764,8 @@ def main(argv: list[str] | None = None) -> int:
                          loop_seconds=statistics.median(timing[name]["seconds"]),
                          round_seconds=timing[name]["seconds"], graphs=timing[name]["graphs"],
                          recompiles_during_timing=timing[name]["recompiles_during_timing"])
+            if "skipped_steps" in timing[name]:
+                entry.update(skipped_steps=timing[name]["skipped_steps"], loop_steps=timing[name]["loop_steps"])
             result_rows.append(entry)
         result_rows += [{"row": row.name, "applicable": False, "reason": row.reason}
                         for row in table_rows if row.accelerator is None]

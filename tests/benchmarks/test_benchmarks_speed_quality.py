@@ -18,7 +18,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import speed_quality_table  # noqa: E402
 
 from asymrnr_compile.config import AsymRnRConfig  # noqa: E402
-from asymrnr_lab.synthetic import accelerators  # noqa: E402
+from asymrnr_lab.synthetic import SyntheticTaskConfig, accelerators  # noqa: E402
 from asymrnr_lab.synthetic.accelerators import CacheDiT, DiffusersCache  # noqa: E402
 from asymrnr_lab.synthetic.cogvideox import CogVideoXTaskConfig, build_cogvideox_model  # noqa: E402
 from asymrnr_lab.synthetic.model import build_text_to_video_model  # noqa: E402
@@ -121,17 +121,17 @@ def test_section_has_every_row_its_ideal_speedup_and_the_not_applicable_reason()
             _row("first-block cache (threshold 0.1)", 90.0, -5.0, psnr=30.0, ssim=0.95, flop_ideal=1.8,
                  loop_speedup=1.5, loop_seconds=1.33, graphs=7),
             _row("stack", 89.0, -6.0, psnr=29.0, ssim=0.9, flop_ideal=2.5, flop_ideal_estimated=True,
-                 loop_speedup=1.9, loop_seconds=1.05, graphs=3),
+                 loop_speedup=1.9, loop_seconds=1.05, graphs=3, skipped_steps=[13, 12, 13], loop_steps=20),
             {"row": "TaylorSeer (interval 2)", "applicable": False, "reason": "not a diffusers class"},
         ],
     }
     text = speed_quality_table.render_section(result)
     assert "(diffusers CogVideoX, 256 video tokens)" in text
-    assert "| unaccelerated | 95.0% | +0.0 | 100.0% |  |  | 1.00x | 1.00x | 2.00 | 1 |" in text
-    assert "| first-block cache (threshold 0.1) | 90.0% | -5.0 | 100.0% | 30.00 | 0.950 | 1.80x | 1.50x | 1.33 | 7 |" \
-        in text
-    assert "| stack | 89.0% | -6.0 | 100.0% | 29.00 | 0.900 | ~2.50x | 1.90x |" in text
-    assert "| TaylorSeer (interval 2) | | | | | | | | | not applicable: not a diffusers class |" in text
+    assert "| unaccelerated | 95.0% | +0.0 | 100.0% |  |  | 1.00x | 1.00x | 2.00 |  | 1 |" in text
+    assert ("| first-block cache (threshold 0.1) | 90.0% | -5.0 | 100.0% | 30.00 | 0.950 | 1.80x | 1.50x | 1.33 "
+            "|  | 7 |") in text
+    assert "| stack | 89.0% | -6.0 | 100.0% | 29.00 | 0.900 | ~2.50x | 1.90x | 1.05 | 13/20 | 3 |" in text
+    assert "| TaylorSeer (interval 2) | | | | | | | | | | not applicable: not a diffusers class |" in text
     assert "96 videos (96 captions x 1 noise seed)" in text and "3 rounds" in text
 
 
@@ -145,3 +145,30 @@ def test_the_stacked_flop_ideal_takes_what_the_reduced_block_calls_saved_from_th
     ]
     assert speed_quality_table.stacked_flop_ideal(100.0, 2.0, graphs, loops=2) == pytest.approx(100 / (50 - 1.5))
     assert speed_quality_table.stacked_flop_ideal(100.0, 2.0, [], loops=2) == pytest.approx(2.0)
+
+
+def test_time_loops_records_the_steps_a_cache_skipped_in_each_timed_loop():
+    """A stub cache whose own count says it skipped one more step per loop: the timed loops'
+    counts are kept (not the warm-up's), and an accelerator without a count gets none."""
+    model = build_text_to_video_model(0)
+    loops = {"count": 0}
+
+    def stats():
+        return {"steps": 20, "cached_steps": list(range(loops["count"]))}
+
+    def counted(**inputs):
+        return model.transformer(**inputs)
+
+    class CountingCache:
+        def build(self, _model):
+            def reset():
+                loops["count"] += 1
+            return accelerators.AcceleratedTransformer(counted, reset, stats=stats)
+
+    task = SyntheticTaskConfig()
+    captions, seeds = speed_quality_table.caption_grid(task, [0])
+    timing = speed_quality_table.time_loops(model, {"plain": accelerators.Eager(), "cache": CountingCache()},
+                                            captions[:1], seeds[:1], task, rounds=2, log=lambda line: None)
+    # loops: warm-up (1), untimed round (2), timed rounds (3, 4)
+    assert timing["cache"]["skipped_steps"] == [3, 4] and timing["cache"]["loop_steps"] == 20
+    assert "skipped_steps" not in timing["plain"]
