@@ -61,6 +61,7 @@ class TokenLayoutHook:
         self.layout = layout
         self.timestep_args = tuple(timestep_args)
         self.calls = 0
+        self.block_offsets: dict[str, int] = {}  # shared by the model's calls (ForwardContext.enter_block)
         self._config = getattr(model, "config", None)
         # Only to name arguments passed by position (diffusers pipelines pass keywords).
         self._signature = inspect.signature(model.forward)
@@ -95,7 +96,8 @@ class TokenLayoutHook:
         grid = token_grid(self.layout, self._config, arguments)
         timestep = next((read_timestep(arguments[name]) for name in self.timestep_args
                          if arguments.get(name) is not None), None)
-        return ForwardContext(DeclaredLayout(grid, text_tokens(self.layout, arguments)), timestep)
+        return ForwardContext(DeclaredLayout(grid, text_tokens(self.layout, arguments)), timestep,
+                              block_offsets=self.block_offsets)
 
     def _open(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if torch.compiler.is_compiling():

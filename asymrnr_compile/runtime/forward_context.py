@@ -12,7 +12,9 @@ model call; the backend reads it when it analyses a block graph, and the runtime
 - :meth:`ForwardContext.claim_sites`: the position of a graph call's first attention among all
   attention calls of the model call so far. Blocks run in a fixed order, so this offset names
   the block instance (its matching cache, splits and seeds) and equals the global index the same
-  attention has under whole-model compilation.
+  attention has under whole-model compilation. A named block (see ``block``) starts from the
+  place it had in the first call that ran it, so the blocks after the ones a step cache skipped
+  keep their indices (:meth:`ForwardContext.enter_block`).
 - ``block``: the block instance running now (its module path and index), set by
   :class:`EnterBlock`, the wrapper :func:`~asymrnr_compile.compile_repeated_blocks` puts around
   each block's compiled call: what ``skip_blocks`` is matched against.
@@ -82,6 +84,10 @@ class ForwardContext:
             ``backend.reset()``), updating ``event`` and ``video``; None without a hook.
         block: the block instance whose compiled call runs now (:class:`EnterBlock`), or None
             (between blocks, or blocks compiled without the wrapper).
+        block_offsets: the global index of the first attention of each named block, by block path,
+            learned in the first model call that ran the block (the layout hook shares one dict
+            over the model's calls; see :meth:`enter_block`). Default: a new dict.
+        blocks_entered: the block paths entered in this model call.
     """
 
     layout: DeclaredLayout
@@ -92,6 +98,23 @@ class ForwardContext:
     first_step_calls: tuple[int, ...] = ()
     restart: Callable[[], None] | None = field(default=None, repr=False)
     block: BlockCall | None = None
+    block_offsets: dict[str, int] = field(default_factory=dict, repr=False)
+    blocks_entered: set[str] = field(default_factory=set, repr=False)
+
+    def enter_block(self, block: BlockCall) -> None:
+        """``block`` starts running: its attention calls are numbered from the place the block
+        had when it first ran, not from the count of this call. A step cache that skips the
+        middle blocks of a call (cache-dit's DBCache with ``Bn_compute_blocks > 0``) then leaves
+        the blocks after them at their own global indices, matching caches and splits, as a
+        whole-model graph numbers them. The first run of a block (and a second run of a block in
+        the same model call) continues the count."""
+        known = self.block_offsets.get(block.path)
+        if known is not None and block.path not in self.blocks_entered:
+            self.sites_seen = known
+        elif known is None:
+            self.block_offsets[block.path] = self.sites_seen
+        self.blocks_entered.add(block.path)
+        self.block = block
 
     def claim_sites(self, count: int) -> int:
         """Record that a graph with ``count`` attention calls runs now; returns the global index
@@ -172,7 +195,8 @@ class ClaimSites:
 class EnterBlock:
     """A block's compiled call that says which block it is: for its duration the current
     :class:`ForwardContext`'s ``block`` is ``block`` (the previous value is restored after, also
-    when the call raises). Outside a model call it only calls ``fn``.
+    when the call raises), and its attention calls are numbered from the block's own place
+    (:meth:`ForwardContext.enter_block`). Outside a model call it only calls ``fn``.
 
     Args:
         fn: the block's compiled call (``module._compiled_call_impl``).
@@ -191,7 +215,8 @@ class EnterBlock:
         context = current_forward()
         if context is None:
             return self.fn(*args, **kwargs)
-        previous, context.block = context.block, self.block
+        previous = context.block
+        context.enter_block(self.block)
         try:
             return self.fn(*args, **kwargs)
         finally:

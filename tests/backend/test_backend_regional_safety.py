@@ -135,3 +135,23 @@ def test_block_calls_outside_a_model_call_or_on_another_grid_run_unreduced(model
     assert reasons == {"the model call's grid (2, 8, 2) is not the grid (2, 4, 4) this graph was analysed with": 2,
                        "called outside a call of the model its layout hook is on": 1}
     assert runtime.cache_misses == misses and "a regional graph runs unreduced" in caplog.text
+
+
+def test_a_block_after_blocks_a_step_cache_skipped_keeps_its_place_and_its_matching(model, inputs):
+    """The middle step runs only the last block (as a step cache that skips the blocks before it,
+    e.g. cache-dit's DBCache with Bn_compute_blocks=1, runs the tail): that block keeps its global
+    site index and reuses the matching of its window (cache 2: steps 0-1), as in the full steps;
+    it neither computes a new matching nor starts a new block instance."""
+    records = []
+    backend = AsymRnRBackend(CONFIG, on_matching=records.append)
+    compiled = compile_repeated_blocks(model, backend=backend, fullgraph=True)
+    every_block, last_only = model.blocks, torch.nn.ModuleList([model.blocks[-1]])
+    with torch.no_grad():
+        for step, t in enumerate(TIMESTEPS):
+            model.blocks = last_only if step == 1 else every_block
+            compiled(**{**inputs, "timestep": torch.full((2,), t)})
+    model.blocks = every_block
+    computed = {(r.step, r.site.index) for r in records}
+    assert computed == {(0, 0), (0, 1), (2, 0), (2, 1)}  # none at the tail-only step
+    (runtime,) = _runtimes(backend)
+    assert runtime.to_dict()["instances"] == 2 and runtime.cache_hits > 0

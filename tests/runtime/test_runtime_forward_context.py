@@ -102,3 +102,31 @@ def test_a_named_block_call_sets_the_context_block_for_its_duration_only():
     assert EnterBlock(lambda x: x + 1, BlockCall("blocks.0", 0))(1) == 2  # outside a model call: just the call
     with pytest.raises(TypeError, match="block must be a BlockCall"):
         EnterBlock(lambda: None, "blocks.0")
+
+
+def test_a_named_block_keeps_its_site_offset_when_the_blocks_before_it_are_skipped():
+    """Three blocks of two attention calls each; the second model call skips the middle one (a
+    step cache's F1B1): the last block still claims 4, the place it had in the full call, and a
+    block run twice in one call continues the count instead of reusing its place."""
+    offsets = {}
+    claimed = []
+    blocks = [EnterBlock(lambda: claimed.append(current_forward().claim_sites(2)), BlockCall(f"blocks.{i}", i))
+              for i in range(3)]
+
+    def model_call(indices):
+        claimed.clear()
+        with forward_scope(ForwardContext(LAYOUT, 999.0, block_offsets=offsets)):
+            for index in indices:
+                blocks[index]()
+        return list(claimed)
+
+    assert model_call([0, 1, 2]) == [0, 2, 4]
+    assert offsets == {"blocks.0": 0, "blocks.1": 2, "blocks.2": 4}
+    assert model_call([0, 2]) == [0, 4]
+    assert model_call([0, 2, 2]) == [0, 4, 6]
+    assert model_call([0, 1, 2]) == [0, 2, 4]
+    unshared = ForwardContext(LAYOUT, 999.0)  # without the hook's dict: counted in call order as before
+    with forward_scope(unshared):
+        claimed.clear()
+        blocks[2]()
+    assert claimed == [0]
