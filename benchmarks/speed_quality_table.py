@@ -381,15 +381,23 @@ def stacked_flop_ideal(base_flops: float, cache_flop_ratio: float, graphs_run: S
     """Unaccelerated over stacked FLOPs of one loop, for asymrnr on a step cache whose probe
     blocks are exact (the cache then skips the steps it skips alone): the cache alone's FLOPs
     (``base_flops / cache_flop_ratio``, FlopCounterMode) less what asymrnr saved in the block calls
-    it reduced (per graph: calls not run unreduced, times full less reduced cost of one call, from
-    the cost model), over ``loops`` loops."""
+    it reduced, over ``loops`` loops. Per graph (cost model): its reduced calls (calls not run
+    unreduced) times full less reduced cost of one call that reuses its matching, less the
+    matchings of the calls that computed one (``matching_calls``: under a step cache nearly every
+    full step can open a new matching window, more than the configured amortisation counts); a
+    graph without those counts saves its reduced calls times full less amortised reduced cost."""
     saved = 0.0
     for graph in graphs_run:
         cost = graph.get("cost_per_call")
         if cost is None:
             continue
         reduced_calls = graph.get("calls", 0) - sum(graph.get("unreduced_calls", {}).values())
-        saved += reduced_calls * (cost["full_gflops"] - cost["reduced_gflops"]) * 1e9
+        if "matching_calls" in graph and "matching_gflops" in cost:
+            reuse = cost["reduced_gflops"] - cost["matching_gflops"] / cost["matching_window"]
+            saved += (reduced_calls * (cost["full_gflops"] - reuse)
+                      - graph["matching_calls"] * cost["matching_gflops"]) * 1e9
+        else:
+            saved += reduced_calls * (cost["full_gflops"] - cost["reduced_gflops"]) * 1e9
     return base_flops / (base_flops / cache_flop_ratio - saved / loops)
 
 

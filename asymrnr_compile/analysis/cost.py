@@ -158,13 +158,24 @@ class CostEstimate:
 
     Attributes:
         full_flops: the unreduced graph.
-        reduced_flops: with the reduction, matching amortised over the cache window.
+        reduced_flops: with the reduction, matching amortised over the cache window
+            (``matching_flops / matching_window`` of it).
         attention_flops: the attention part of ``full_flops``.
+        matching_flops: the matchings of one call that computes them (every reduced feature).
+            Default 0 (no matching counted).
+        matching_window: the calls that share one matching (``cache_steps``). Default 1.
     """
 
     full_flops: int
     reduced_flops: float
     attention_flops: int
+    matching_flops: float = 0.0
+    matching_window: float = 1
+
+    @property
+    def reduced_flops_without_matching(self) -> float:
+        """One reduced call that reuses its matchings."""
+        return self.reduced_flops - self.matching_flops / self.matching_window
 
     @property
     def ideal_speedup(self) -> float:
@@ -173,7 +184,8 @@ class CostEstimate:
     def to_dict(self) -> dict[str, float]:
         return {"full_gflops": self.full_flops / 1e9, "reduced_gflops": self.reduced_flops / 1e9,
                 "attention_share": self.attention_flops / self.full_flops if self.full_flops else 0.0,
-                "ideal_speedup": self.ideal_speedup}
+                "ideal_speedup": self.ideal_speedup, "matching_gflops": self.matching_flops / 1e9,
+                "matching_window": self.matching_window}
 
 
 def _hidden_states_path_flops(site: AttentionSite) -> int:
@@ -328,8 +340,12 @@ class GraphCostModel:
 
     def estimate(self, kept: Mapping[int, Mapping[str, tuple[int, int]]], cache_steps: float,
                  match_dims: int | None = None, hidden_matched: Collection[int] = ()) -> CostEstimate:
-        return CostEstimate(self.full_flops, self.reduced_flops(kept, cache_steps, match_dims, hidden_matched),
-                            self.attention_flops)
+        reduced = self.reduced_flops(kept, cache_steps, match_dims, hidden_matched)
+        if not (cache_steps and math.isfinite(cache_steps)):
+            return CostEstimate(self.full_flops, reduced, self.attention_flops)
+        matching = self.reduced_flops(kept, 1, match_dims, hidden_matched) - self.reduced_flops(
+            kept, math.inf, match_dims, hidden_matched)
+        return CostEstimate(self.full_flops, reduced, self.attention_flops, matching, cache_steps)
 
     def schedule_flops(self, steps: Sequence[Mapping[int, Mapping[str, tuple[int, int]]]],
                        cache_steps: float, match_dims: int | None = None,

@@ -145,6 +145,7 @@ class AsymRnRRuntime:
         self.calls = 0
         self.cache_hits = 0
         self.cache_misses = 0
+        self.matching_calls = 0  # calls that computed a matching (of any site and feature)
         self.fallback_reason: str | None = None
         self.warned_warmup = False
         # The backend that made this runtime: kept alive as long as Dynamo keeps this graph.
@@ -349,6 +350,7 @@ class AsymRnRRuntime:
         with self._lock:
             self.cache_misses += sum(computed)
             self.cache_hits += len(computed) - sum(computed)
+            self.matching_calls += any(computed)
         steps = self.state.matching_steps
         if any(computed) and (not steps or steps[-1] != event.step):
             steps.append(event.step)
@@ -412,6 +414,7 @@ class AsymRnRRuntime:
             "unreduced_calls": dict(self.unreduced_calls),
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,
+            "matching_calls": self.matching_calls,
             "timestep_input": self.timestep_position is not None,
             "fallback_reason": self.fallback_reason,
             "continues_earlier_compile": self.continues_earlier_compile,

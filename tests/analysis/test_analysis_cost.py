@@ -109,3 +109,26 @@ def test_projected_matching_term(captured):
     window = 4
     amortised = site.flops(q=keep, num_dst={"q": num_dst}, cache_steps=window, match_dims=dims) - unmatched
     assert amortised == pytest.approx(matching(match_dims=dims) / window)
+
+
+def test_an_estimate_carries_one_call_s_matchings_and_their_window(captured):
+    """``estimate`` splits the amortised matching back out: the matchings of one call that
+    computes them (every site and feature) and the calls that share them; without a window
+    (matchings cached for good) no matching is counted."""
+    gm, _, sites = captured
+    model = GraphCostModel(gm, sites)
+    kept = {}
+    for site in sites:
+        n = site.video_tokens
+        kept[site.index] = {"q": (n // 8, n // 2), "kv": (n // 8, 3 * n // 4)}
+    window = 2
+    estimate = model.estimate(kept, window, match_dims=8)
+    reuse = model.reduced_flops(kept, match_dims=8)
+    every_call = model.reduced_flops(kept, 1, match_dims=8)
+    assert estimate.matching_flops == pytest.approx(every_call - reuse) and estimate.matching_flops > 0
+    assert estimate.matching_window == window
+    assert estimate.reduced_flops_without_matching == pytest.approx(reuse)
+    assert estimate.reduced_flops == pytest.approx(reuse + estimate.matching_flops / window)
+    assert estimate.to_dict()["matching_gflops"] == pytest.approx(estimate.matching_flops / 1e9)
+    cached = model.estimate(kept, float("inf"))
+    assert cached.matching_flops == 0 and cached.reduced_flops_without_matching == cached.reduced_flops

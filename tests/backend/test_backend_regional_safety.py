@@ -154,4 +154,6 @@ def test_a_block_after_blocks_a_step_cache_skipped_keeps_its_place_and_its_match
     computed = {(r.step, r.site.index) for r in records}
     assert computed == {(0, 0), (0, 1), (2, 0), (2, 1)}  # none at the tail-only step
     (runtime,) = _runtimes(backend)
-    assert runtime.to_dict()["instances"] == 2 and runtime.cache_hits > 0
+    graph = runtime.to_dict()
+    assert graph["instances"] == 2 and runtime.cache_hits > 0
+    assert graph["matching_calls"] == len(computed)  # one call per block and step that computed

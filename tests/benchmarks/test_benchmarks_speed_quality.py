@@ -147,6 +147,16 @@ def test_the_stacked_flop_ideal_takes_what_the_reduced_block_calls_saved_from_th
     assert speed_quality_table.stacked_flop_ideal(100.0, 2.0, [], loops=2) == pytest.approx(2.0)
 
 
+def test_the_stacked_flop_ideal_counts_every_matching_computed_not_the_configured_amortisation():
+    """6 reduced calls of a graph whose matching (0.2 FLOPs) is configured every 2 calls: a reused
+    call costs 1.5 - 0.2 / 2 = 1.4, so each saves 0.6; 5 of the 6 computed a matching (a step
+    cache left few calls per window): 6 x 0.6 - 5 x 0.2 = 2.6 saved over 2 loops, 1.3 a loop."""
+    graphs = [{"calls": 6, "unreduced_calls": {}, "matching_calls": 5,
+               "cost_per_call": {"full_gflops": 2e-9, "reduced_gflops": 1.5e-9, "matching_gflops": 0.2e-9,
+                                 "matching_window": 2}}]
+    assert speed_quality_table.stacked_flop_ideal(100.0, 2.0, graphs, loops=2) == pytest.approx(100 / (50 - 1.3))
+
+
 def test_time_loops_records_the_steps_a_cache_skipped_in_each_timed_loop():
     """A stub cache whose own count says it skipped one more step per loop: the timed loops'
     counts are kept (not the warm-up's), and an accelerator without a count gets none."""
