@@ -28,14 +28,16 @@ TINY = CogVideoXTaskConfig(patch_size=8, num_heads=2, head_dim=16, num_blocks=2,
 ASYMRNR_ROWS = 6
 #: diffusers hook rows: four hooks at two settings each, plus asymrnr stacked with one.
 HOOK_ROWS = 4 * 2 + 1
-#: cache-dit rows: DBCache and DBCache + TaylorSeer at two thresholds each, on either model.
-CACHE_DIT_ROWS = 2 * 2
+#: cache-dit rows: DBCache and DBCache + TaylorSeer at three thresholds each, on either model.
+CACHE_DIT_ROWS = 2 * 3
 #: asymrnr's defaults stacked with cache-dit's DBCache and with its TaylorSeer, its quality options
-#: (cache 1) stacked with DBCache, the defaults on DBCache's second threshold, and the defaults on
-#: DBCache with the probe block reduced too, on either model.
-CACHE_DIT_STACK_ROWS = 2 + 3
+#: (cache 1) stacked with DBCache, the defaults on DBCache's second and third thresholds, the
+#: defaults at stronger ratios on the third, and the defaults on DBCache with the probe block
+#: reduced too, on either model.
+CACHE_DIT_STACK_ROWS = 2 + 5
 EXTRA_STACK_ROWS = (speed_quality_table.QUALITY_CACHE_DIT_STACK_ROW, speed_quality_table.SECOND_THRESHOLD_STACK_ROW,
-                    speed_quality_table.REDUCED_PROBE_STACK_ROW)
+                    speed_quality_table.REDUCED_PROBE_STACK_ROW, speed_quality_table.THIRD_THRESHOLD_STACK_ROW,
+                    speed_quality_table.STRONGER_STACK_ROW)
 HAS_CACHE_DIT = importlib.util.find_spec("cache_dit") is not None
 
 
@@ -59,17 +61,21 @@ def test_every_row_runs_on_a_diffusers_model():
 def _assert_cache_dit_stacks(rows) -> None:
     """The stacked cache-dit rows: asymrnr's defaults on the cache alone (the row's stacked_hook)."""
     stacks = [row for row in rows if row.name in speed_quality_table.CACHE_DIT_STACK_ROWS.values()]
-    quality, second, reduced_probe = (next(row for row in rows if row.name == name) for name in EXTRA_STACK_ROWS)
+    quality, second, reduced_probe, third, stronger = (next(row for row in rows if row.name == name)
+                                                       for name in EXTRA_STACK_ROWS)
     assert len(stacks) + len(EXTRA_STACK_ROWS) == CACHE_DIT_STACK_ROWS
     assert quality.accelerator.asymrnr.cache_steps == 1 and quality.accelerator.asymrnr.match_on == "hidden_states"
     assert quality.stacked_hook == replace(quality.accelerator, asymrnr=None) == stacks[0].stacked_hook
-    for row in [*stacks, second]:
+    for row in [*stacks, second, third]:
         assert isinstance(row.accelerator, CacheDiT) and row.accelerator.asymrnr == AsymRnRConfig()
         assert isinstance(row.stacked_hook, CacheDiT) and row.stacked_hook.asymrnr is None
         assert row.stacked_hook == replace(row.accelerator, asymrnr=None)
         assert row.accelerator.exact_probe_blocks
     assert {row.accelerator.taylorseer_order for row in stacks} == {None, 1}
     assert second.accelerator.threshold == speed_quality_table.CACHE_DIT_THRESHOLDS[1]
+    assert third.accelerator.threshold == stronger.accelerator.threshold == speed_quality_table.CACHE_DIT_THRESHOLDS[2]
+    assert stronger.accelerator.asymrnr == AsymRnRConfig(q_ratio=0.6, kv_ratio=0.4)
+    assert stronger.stacked_hook == third.stacked_hook and stronger.accelerator.exact_probe_blocks
     assert not reduced_probe.accelerator.exact_probe_blocks and reduced_probe.stacked_hook == stacks[0].stacked_hook
 
 
