@@ -149,25 +149,27 @@ def _enable_step_cache(module: torch.nn.Module, step_cache: Any, kind: str) -> N
 FIRST_BLOCK_CACHE_LEADER_HOOK = "fbc_leader_block_hook"
 
 
-def step_cache_probe_blocks(module: torch.nn.Module, step_cache: Any, kind: str) -> tuple[str, ...]:
+def step_cache_probe_blocks(module: torch.nn.Module, step_cache: Any, kind: str,
+                            blocks: torch.nn.ModuleList | None = None) -> tuple[str, ...]:
     """Module paths of the blocks whose output ``step_cache`` (enabled on ``module``) compares
     between steps to decide whether to skip the others: the first-block cache's leader block;
     DBCache's first ``Fn_compute_blocks`` blocks (of the first block list cache-dit's adapter
-    names). ``()`` for the caches that decide by a schedule (TaylorSeer, FasterCache, pyramid
-    attention broadcast) and when the blocks cannot be found."""
+    names, or of ``blocks``: the list a ``cache_dit.BlockAdapter`` was given, for a model
+    cache-dit has no registered adapter for). ``()`` for the caches that decide by a schedule
+    (TaylorSeer, FasterCache, pyramid attention broadcast) and when the blocks cannot be found."""
     if kind == "diffusers":
         if type(step_cache).__name__ != "FirstBlockCacheConfig":
             return ()
         return tuple(name for name, sub in module.named_modules()
                      if getattr(sub, "_diffusers_hook", None) is not None
                      and sub._diffusers_hook.get_hook(FIRST_BLOCK_CACHE_LEADER_HOOK) is not None)
-    import cache_dit
-
     cache = step_cache.cache if isinstance(step_cache, CacheDiTConfig) else step_cache
-    adapter = cache_dit.get_adapter(module)
-    blocks = getattr(adapter, "blocks", None)
-    if isinstance(blocks, (list, tuple)) and blocks and isinstance(blocks[0], torch.nn.ModuleList):
-        blocks = blocks[0]  # several block lists: the first decides
+    if blocks is None:
+        import cache_dit
+
+        blocks = getattr(cache_dit.get_adapter(module), "blocks", None)
+        if isinstance(blocks, (list, tuple)) and blocks and isinstance(blocks[0], torch.nn.ModuleList):
+            blocks = blocks[0]  # several block lists: the first decides
     if not isinstance(blocks, torch.nn.ModuleList):
         return ()
     probes = list(blocks)[: cache.Fn_compute_blocks]

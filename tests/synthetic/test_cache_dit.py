@@ -240,3 +240,19 @@ def test_a_stacked_row_reduces_and_skips(kind, models, task, monkeypatch):
     assert any(f"block {probe[0]!r} is in skip_blocks" in graph["unreduced_calls"] for graph in graphs)
     assert len(exact.stats()["cached_steps"]) == STEPS - WARMUP
     torch._dynamo.reset()
+
+
+def test_the_probe_blocks_of_a_block_adapter_are_named_from_its_block_list():
+    """cache-dit's ``get_adapter`` knows no model attached through a ``BlockAdapter``: given the
+    list the adapter was built over, the first ``Fn_compute_blocks`` are named by their paths."""
+    import cache_dit
+
+    from asymrnr_compile.pipelines import step_cache_probe_blocks
+    from asymrnr_lab.models import build_reference_model
+
+    model = build_reference_model("tiny")
+    two_first = cache_dit.DBCacheConfig(Fn_compute_blocks=2, Bn_compute_blocks=0)
+    assert step_cache_probe_blocks(model, two_first, "cache-dit", blocks=model.blocks) == ("blocks.0", "blocks.1")
+    one_first = cache_dit.DBCacheConfig(Fn_compute_blocks=1, Bn_compute_blocks=0)
+    assert step_cache_probe_blocks(model, one_first, "cache-dit", blocks=model.blocks) == ("blocks.0",)
+    assert step_cache_probe_blocks(model, one_first, "cache-dit", blocks=torch.nn.ModuleList()) == ()

@@ -436,9 +436,8 @@ class CacheDiT:
         cache, calibrator = self.configs()
         cache_dit.enable_cache(attach, cache_config=cache, calibrator_config=calibrator)
         probes: tuple[str, ...] = ()
-        if self.exact_probe_blocks:
-            probes = tuple(f"blocks.{index}" for index in range(self.compute_first)) if target is wrapper \
-                else step_cache_probe_blocks(target, cache, "cache-dit")
+        if self.exact_probe_blocks:  # a BlockAdapter's blocks are named; an adapter's found by cache-dit
+            probes = step_cache_probe_blocks(target, cache, "cache-dit", blocks=blocks if target is wrapper else None)
         compiled, backend = _compile_cached(wrapper, target, self.asymrnr, compile, probes)
         last = {"timestep": float("inf")}
 
