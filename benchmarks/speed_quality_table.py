@@ -713,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"captions of the timed batch (default {DEFAULT_TIMING_CAPTIONS}: CFG batch "
                              f"{2 * DEFAULT_TIMING_CAPTIONS})")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for sampling and timing (default: torch's, usually the core count)")
     parser.add_argument("--q-ratio", type=float, default=0.5)
     parser.add_argument("--kv-ratio", type=float, default=0.3)
     parser.add_argument("--only", metavar="REGEX", help="run only the rows whose names match (re.search)")
@@ -728,10 +730,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.plot_from:
         return redraw(parser, args)
-    for flag in ("seeds", "timing_captions", "rounds", "captions"):
+    for flag in ("seeds", "timing_captions", "rounds", "captions", "threads"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     model, task, preset = load_checkpoint_for(parser, args.checkpoint, args.device, args.results)
     table_rows = rows(model, args.q_ratio, args.kv_ratio)
     chosen = set(names_matching(parser, [row.name for row in table_rows], args.only))

@@ -188,3 +188,10 @@ def test_time_loops_records_the_steps_a_cache_skipped_in_each_timed_loop():
     # loops: warm-up (1), untimed round (2), timed rounds (3, 4)
     assert timing["cache"]["skipped_steps"] == [3, 4] and timing["cache"]["loop_steps"] == 20
     assert "skipped_steps" not in timing["plain"]
+
+
+@pytest.mark.parametrize("flag", ["--threads", "--rounds", "--seeds"])
+def test_counts_below_one_are_rejected_before_anything_loads(flag, capsys):
+    with pytest.raises(SystemExit):
+        speed_quality_table.main(["--checkpoint", "no/such/model", flag, "0"])
+    assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
