@@ -132,8 +132,9 @@ DEFAULT_TIMING_CAPTIONS = 16
 TIMING_SEED = 9
 #: cache-dit DBCache thresholds of the table: at 20 Euler steps (4 full warm-up steps, the first
 #: block deciding) the first two skip 9 and 11 of the 20 steps of the shipped CogVideoX model, 7
-#: and 11 of the reference model (timing batch seed, 8 captions); on the 1024-token model they
-#: skip 10, 13 and 14 of 20 (96 quality captions); cache-dit's default 0.08 is made for 28-50
+#: and 11 of the reference model (timing batch seed, 8 captions); on the 1024-token model the three
+#: skip 10, 13 and 14 of 20 (the table's timing batch, "steps skipped" in RESULTS.md, "The frontier
+#: on 384 videos"); cache-dit's default 0.08 is made for 28-50
 #: steps, whose per-step change is smaller.
 CACHE_DIT_THRESHOLDS = (0.12, 0.2, 0.3)
 #: Order of the cache-dit TaylorSeer rows (cache-dit's default; at these thresholds order 2 changed
@@ -235,7 +236,8 @@ SECOND_THRESHOLD_STACK_ROW = f"asymrnr defaults + cache-dit DBCache (threshold {
 #: asymrnr's defaults stacked with DBCache at the table's third threshold.
 THIRD_THRESHOLD_STACK_ROW = f"asymrnr defaults + cache-dit DBCache (threshold {CACHE_DIT_THRESHOLDS[2]})"
 #: q and kv ratios of the stronger stack: on the steps the cache computes in full, asymrnr may
-#: reduce more (q 0.7 / kv 0.5 on DBCache 0.3 kept 89.6% of 96 videos, this 99.0%).
+#: reduce more. On DBCache 0.3 these kept 99.0% of 96 videos but lost 2.6 points on 384 (RESULTS.md,
+#: "The frontier on 384 videos"); q 0.7 / kv 0.5 kept 89.6% of 96 (stacked_settings_quality.py).
 STRONGER_STACK_RATIOS = {"q_ratio": 0.6, "kv_ratio": 0.4}
 #: The defaults at the stronger ratios stacked with DBCache at the table's third threshold.
 STRONGER_STACK_ROW = (f"asymrnr defaults at q {STRONGER_STACK_RATIOS['q_ratio']} / kv "
