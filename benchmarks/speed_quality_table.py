@@ -3,7 +3,8 @@
 On a trained model of the synthetic text-to-video task (``--checkpoint``: the 1024-token
 reference model, or the diffusers CogVideoX model trained by ``asymrnr-compile train --arch
 cogvideox``), every row samples the same captions x ``--seeds`` noise seeds with the benchmark
-sampler (20 Euler steps, guidance 2, batched CFG) and gets:
+sampler (20 Euler steps, guidance 2, batched CFG; ``--steps N`` samples and times N steps instead,
+and writes a RESULTS.md section and plot of their own) and gets:
 
 - **all right** (valid video, every caption attribute detected from the pixels), its change
   against unaccelerated, and PSNR / SSIM against the unaccelerated videos from the same noise;
@@ -16,7 +17,7 @@ sampler (20 Euler steps, guidance 2, batched CFG) and gets:
   probe block reduced too: the product of the two, an estimate (marked ``~``);
 - **steps skipped**: for a step cache that counts its work (cache-dit), the model calls of one
   timed loop whose blocks it skipped;
-- **loop speedup**: the whole sampling loop (20 steps, matching steps included) of plain
+- **loop speedup**: the whole sampling loop (all its steps, matching steps included) of plain
   Inductor over the row's, measured in this process on ``--timing-captions`` captions, after one
   warm-up loop of every row and one untimed round, the rows interleaved loop by loop for
   ``--rounds`` rounds; the median of the per-round ratios.
@@ -120,7 +121,7 @@ from asymrnr_lab.synthetic.accelerators import (
 )
 from asymrnr_lab.synthetic.cogvideox import COGVIDEOX_PRESETS
 from asymrnr_lab.synthetic.compare import REFERENCE_VARIANT, compare_variants
-from asymrnr_lab.synthetic.generate import EVAL_SAMPLER, caption_grid, generate_videos
+from asymrnr_lab.synthetic.generate import EVAL_SAMPLER, SamplerConfig, caption_grid, generate_videos
 
 SECTION = "speed-quality"
 #: Dynamo's per-function recompile limit inside this script (torch's default is 8).
@@ -316,25 +317,27 @@ def rows(model: torch.nn.Module, q_ratio: float, kv_ratio: float) -> list[Row]:
 
 
 def count_loop_flops(model: torch.nn.Module, transformer: Callable[..., torch.Tensor], captions: Sequence,
-                     seeds: Sequence[int], task) -> int:
+                     seeds: Sequence[int], task, sampler: SamplerConfig = EVAL_SAMPLER) -> int:
     """FLOPs (``FlopCounterMode``) of one eager sampling loop of ``captions`` with ``transformer``."""
     with flop_counter_mode() as counter:
-        generate_videos(model, captions, seeds, task, EVAL_SAMPLER, transformer=transformer,
+        generate_videos(model, captions, seeds, task, sampler, transformer=transformer,
                         batch_size=len(captions))
     return counter.get_total_flops()
 
 
-def hook_flop_ratio(model, hook: DiffusersCache | CacheDiT, captions, seeds, task, base_flops: int) -> float:
+def hook_flop_ratio(model, hook: DiffusersCache | CacheDiT, captions, seeds, task, base_flops: int,
+                    sampler: SamplerConfig = EVAL_SAMPLER) -> float:
     """Unhooked over hooked FLOPs of one eager sampling loop of the timing batch (a diffusers hook
     or a cache-dit cache)."""
     hooked = hook.build(model, compile=False)
     hooked.reset()
-    return base_flops / count_loop_flops(model, hooked, captions, seeds, task)
+    return base_flops / count_loop_flops(model, hooked, captions, seeds, task, sampler)
 
 
 def time_loops(model, accelerators: dict[str, Accelerator], captions, seeds, task, rounds: int,
-               log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    """Whole sampling loops of every accelerator on one batch, interleaved loop by loop.
+               log: Callable[[str], None], sampler: SamplerConfig = EVAL_SAMPLER) -> dict[str, dict[str, Any]]:
+    """Whole sampling loops of every accelerator on one batch, interleaved loop by loop (with
+    ``sampler``: the quality benchmark's by default).
 
     Builds all of them (after one ``torch._dynamo.reset()``), runs one warm-up loop of each
     (compiling) and one untimed round of all in turn, then ``rounds`` rounds of one loop each in
@@ -354,7 +357,7 @@ def time_loops(model, accelerators: dict[str, Accelerator], captions, seeds, tas
         transformer = built[name]
         transformer.reset()
         start = time.perf_counter()
-        generate_videos(model, captions, seeds, task, EVAL_SAMPLER, transformer=transformer,
+        generate_videos(model, captions, seeds, task, sampler, transformer=transformer,
                         batch_size=len(captions))
         seconds = time.perf_counter() - start
         if transformer.stats is not None:
@@ -421,20 +424,22 @@ def stacked_flop_ideal(base_flops: float, cache_flop_ratio: float, graphs_run: S
 def render_section(result: dict[str, Any]) -> str:
     """The RESULTS.md section of one run."""
     title = "## Speed and quality against diffusers' accelerators: the trained text-to-video model"
+    steps = result.get("sampling_steps", EVAL_SAMPLER.steps)
     lines = [
-        title + TITLE_SUFFIX.get(result.get("preset"), ""),
+        title + TITLE_SUFFIX.get(result.get("preset"), "") + steps_suffix(steps, " ({} sampling steps)"),
         "",
         "Generated by `benchmarks/speed_quality_table.py --results`; do not edit by hand.",
         (f"Model: `{result['checkpoint']}` ({steps_label(result)}, {result['video_tokens']} video "
          f"tokens). Quality: {result['samples']} videos ({result['captions_per_seed']} captions x "
-         f"{len(result['seeds'])} noise seed{'' if len(result['seeds']) == 1 else 's'}), 20 Euler steps, guidance 2, "
+         f"{len(result['seeds'])} noise seed{'' if len(result['seeds']) == 1 else 's'}), {steps} Euler steps, "
+         "guidance 2, "
          "batched CFG; \"all right\" = a valid video with every caption attribute detected from the pixels; "
          "\"change\" = points against unaccelerated; PSNR/SSIM against the unaccelerated videos from the same noise. "
          "\"FLOP ideal\" = unaccelerated over the row's FLOPs for the whole loop (asymrnr: cost model, matching "
          "counted; hooks and cache-dit: FlopCounterMode over one eager loop of the timing batch, CPU attention "
          "counted; stacked: the cache's FLOPs less asymrnr's savings in the block calls it reduced; `~` = product "
          "of the two, an estimate). "
-         f"\"loop speedup\" = plain Inductor's whole 20-step sampling loop over the row's, on "
+         f"\"loop speedup\" = plain Inductor's whole {steps}-step sampling loop over the row's, on "
          f"{result['timing_captions']} captions (CFG batch {2 * result['timing_captions']}), every row compiled and "
          f"warmed up (one loop each, then one untimed round), then {result['rounds']} rounds interleaved loop by "
          "loop, median of the per-round ratios. "
@@ -467,6 +472,12 @@ def render_section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def steps_suffix(steps: int, template: str) -> str:
+    """``template`` filled with ``steps`` for a run at another step count than the quality
+    benchmark's (a section and title of its own), else empty."""
+    return "" if steps == EVAL_SAMPLER.steps else template.format(steps)
+
+
 def model_slug(result: Mapping[str, Any]) -> str:
     """A short, stable name of the result's model for file names, one per preset like the RESULTS.md
     sections: its architecture and video tokens (``reference_1024``, ``cogvideox_256``); for a model
@@ -483,7 +494,8 @@ def model_slug(result: Mapping[str, Any]) -> str:
 
 def default_plot_path(result: Mapping[str, Any]) -> Path:
     """Where the plot of ``result`` goes without ``--plot``: ``benchmarks/figures/speed_quality_<slug>.png``."""
-    return FIGURES / f"speed_quality_{model_slug(result)}.png"
+    steps = steps_suffix(result.get("sampling_steps", EVAL_SAMPLER.steps), "_steps{}")
+    return FIGURES / f"speed_quality_{model_slug(result)}{steps}.png"
 
 
 def plotted(row: Mapping[str, Any]) -> bool:
@@ -685,7 +697,8 @@ def draw_plot(result: Mapping[str, Any], path: str | Path) -> Path:
         ax.set_xlabel('quality loss: points of "all right" below unaccelerated (lower is better; symlog)')
         ax.set_ylabel("whole-loop speedup vs plain Inductor")
         runs = result.get("merged_from", 1)
-        title = [f"Speed vs quality: {model_title(result)}, {result['samples']} videos per row",
+        steps = result.get("sampling_steps", EVAL_SAMPLER.steps)
+        title = [f"Speed vs quality: {model_title(result)}, {result['samples']} videos per row, {steps} steps",
                  result.get("machine", ""), f"rows merged from {runs} runs, each timed separately" if runs > 1 else ""]
         ax.set_title("\n".join(line for line in title if line), fontsize=TITLE_FONT_SIZE)
         fig.tight_layout()
@@ -717,6 +730,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for sampling and timing (default: torch's, usually the core count)")
+    parser.add_argument("--steps", type=int, default=EVAL_SAMPLER.steps,
+                        help=f"Euler steps of every sampling loop, quality and timing (default {EVAL_SAMPLER.steps}, "
+                             "the quality benchmark's; with another count --results writes a section of its own)")
     parser.add_argument("--q-ratio", type=float, default=0.5)
     parser.add_argument("--kv-ratio", type=float, default=0.3)
     parser.add_argument("--only", metavar="REGEX", help="run only the rows whose names match (re.search)")
@@ -738,6 +754,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.steps < 2:
+        parser.error(f"--steps must be >= 2, got {args.steps}")
+    sampler = replace(EVAL_SAMPLER, steps=args.steps)
     model, task, preset = load_checkpoint_for(parser, args.checkpoint, args.device, args.results)
     table_rows = rows(model, args.q_ratio, args.kv_ratio)
     chosen = set(names_matching(parser, [row.name for row in table_rows], args.only))
@@ -753,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
             keep = [i for i in range(len(captions)) if i % task.num_captions < args.captions]
             captions, seeds = [captions[i] for i in keep], [seeds[i] for i in keep]
         comparison = compare_variants(model, task, captions, seeds, {row.name: row.accelerator for row in runnable},
-                                      EVAL_SAMPLER, log=log)
+                                      sampler, log=log)
         print(comparison.table())
         timing_captions = caption_grid(task, [TIMING_SEED])[0][:: max(1, task.num_captions // args.timing_captions)]
         timing_captions = timing_captions[: args.timing_captions]
@@ -763,9 +782,9 @@ def main(argv: list[str] | None = None) -> int:
         for row in runnable:
             accelerators[row.name] = AsymRnR(row.accelerator) if isinstance(row.accelerator, AsymRnRConfig) \
                 else row.accelerator
-        timing = time_loops(model, accelerators, timing_captions, timing_seeds, task, args.rounds, log)
+        timing = time_loops(model, accelerators, timing_captions, timing_seeds, task, args.rounds, log, sampler)
         log("counting FLOPs of the hook rows (eager)")
-        base_flops = count_loop_flops(model, Eager().build(model), timing_captions, timing_seeds, task)
+        base_flops = count_loop_flops(model, Eager().build(model), timing_captions, timing_seeds, task, sampler)
 
         result_rows = []
         base_seconds = timing[REFERENCE_VARIANT]["seconds"]
@@ -780,7 +799,8 @@ def main(argv: list[str] | None = None) -> int:
             elif isinstance(row.accelerator, AsymRnRConfig):
                 entry["flop_ideal"] = backend_ideal
             elif row.stacked_hook is not None:
-                hook_ratio = hook_flop_ratio(model, row.stacked_hook, timing_captions, timing_seeds, task, base_flops)
+                hook_ratio = hook_flop_ratio(model, row.stacked_hook, timing_captions, timing_seeds, task, base_flops,
+                                             sampler)
                 if getattr(row.accelerator, "exact_probe_blocks", False) and "graphs_run" in timing[name]:
                     entry["flop_ideal"] = stacked_flop_ideal(base_flops, hook_ratio, timing[name]["graphs_run"],
                                                              timing[name]["loops"])
@@ -788,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
                     entry.update(flop_ideal=hook_ratio * backend_ideal, flop_ideal_estimated=True)
             else:
                 entry["flop_ideal"] = hook_flop_ratio(model, row.accelerator, timing_captions, timing_seeds, task,
-                                                      base_flops)
+                                                      base_flops, sampler)
             entry.update(loop_speedup=whole_loop_speedup(base_seconds, timing[name]["seconds"]),
                          loop_seconds=statistics.median(timing[name]["seconds"]),
                          round_seconds=timing[name]["seconds"], graphs=timing[name]["graphs"],
@@ -805,6 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         "captions_per_seed": len(captions) // args.seeds,
         "seeds": list(range(args.seeds)),
         "timing_captions": len(timing_captions),
+        "sampling_steps": args.steps,
         "rounds": args.rounds,
         "rows": result_rows,
         "machine": machine_info(args.device),
@@ -819,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")
     if args.results:
-        name = SECTION + SECTION_SUFFIX[preset]
+        name = SECTION + SECTION_SUFFIX[preset] + steps_suffix(args.steps, "-steps{}")
         print(f"wrote {replace_section(name, render_section(result))}")
     if args.plot or args.results:
         print(f"wrote {draw_plot(result, args.plot or default_plot_path(result))}")

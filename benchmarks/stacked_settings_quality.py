@@ -2,12 +2,15 @@
 
 Each named setting (asymrnr's defaults, at other ratios or matching windows, on cache-dit's DBCache
 or its TaylorSeer calibrator at thresholds outside the table's, the cache's probe block exact)
-samples the 96 captions x ``--seeds`` noise seeds with the benchmark sampler (20 Euler steps,
-guidance 2, batched CFG; the blocks compiled as the table compiles them; 1 thread) and prints one
-JSON line: "all right" and the steps the cache skipped in each batch of 32 videos. No timing: a
-quick screen of settings before the table runs the ones worth timing.
+samples the 96 captions x ``--seeds`` noise seeds with the benchmark sampler (20 Euler steps, or
+``--steps``; guidance 2, batched CFG; the blocks compiled as the table compiles them; 1 thread) and
+prints one JSON line: "all right" and the steps the cache skipped in each batch of 32 videos. No
+timing: a quick screen of settings before the table runs the ones worth timing. "DBCache 0 (nothing
+skipped)" runs every step through the cache's block loop: the unaccelerated videos at a step count
+the quality benchmark has no figure for.
 
     python benchmarks/stacked_settings_quality.py 'defaults + DBCache 0.4' 'defaults + DBCache 0.5'
+    python benchmarks/stacked_settings_quality.py --steps 50 'DBCache 0 (nothing skipped)' 'DBCache 0.3'
     python benchmarks/stacked_settings_quality.py --list
 """
 
@@ -39,6 +42,7 @@ DEFAULTS = AsymRnRConfig()
 def settings() -> dict[str, CacheDiT]:
     """The named settings, by name."""
     return {
+        "DBCache 0 (nothing skipped)": dbcache(0.0),
         "DBCache 0.3": dbcache(0.3),
         "DBCache 0.4": dbcache(0.4),
         "defaults + DBCache 0.25": dbcache(0.25, asymrnr=DEFAULTS),
@@ -62,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="settings to sample (see --list)")
     parser.add_argument("--list", action="store_true", help="print the settings' names and exit")
     parser.add_argument("--seeds", type=int, default=1, help="noise seeds per caption (default 1: 96 videos)")
+    parser.add_argument("--steps", type=int, default=EVAL_SAMPLER.steps,
+                        help=f"Euler steps per video (default {EVAL_SAMPLER.steps}, the quality benchmark's)")
     parser.add_argument("--checkpoint", default=CHECKPOINT, help=f"the reference checkpoint (default {CHECKPOINT})")
     args = parser.parse_args(argv)
     known = settings()
@@ -74,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                      "name one or more settings (--list prints them)")
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.steps < 2:
+        parser.error(f"--steps must be >= 2, got {args.steps}")
+    sampler = replace(EVAL_SAMPLER, steps=args.steps)
     torch.set_num_threads(1)
     model, task = load_trained_model(args.checkpoint)
     captions, seeds = caption_grid(task, range(args.seeds))
@@ -89,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(len(transformer.stats()["cached_steps"]))
                 transformer.reset()
 
-            videos = generate_videos(model, captions, seeds, task, EVAL_SAMPLER, transformer=transformer,
+            videos = generate_videos(model, captions, seeds, task, sampler, transformer=transformer,
                                      batch_size=BATCH, on_batch=batch_done)
             report = score_samples(videos, captions, task)
-            print(json.dumps({"setting": name, "videos": len(captions), "all_correct": report.all_correct,
-                              "skipped_per_batch": skipped, "seconds": round(time.time() - start)}), flush=True)
+            print(json.dumps({"setting": name, "steps": args.steps, "videos": len(captions),
+                              "all_correct": report.all_correct, "skipped_per_batch": skipped,
+                              "seconds": round(time.time() - start)}), flush=True)
     return 0
 
 

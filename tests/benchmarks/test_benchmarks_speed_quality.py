@@ -141,6 +141,48 @@ def test_section_has_every_row_its_ideal_speedup_and_the_not_applicable_reason()
     assert "96 videos (96 captions x 1 noise seed)" in text and "3 rounds" in text
 
 
+def test_a_run_at_another_step_count_says_so_and_gets_a_section_and_plot_of_its_own():
+    result = {
+        "checkpoint": "synthetic_dit_fine.safetensors", "checkpoint_step": 6400, "preset": "synthetic-fine",
+        "video_tokens": 1024, "samples": 96, "captions_per_seed": 96, "seeds": [0], "timing_captions": 16,
+        "rounds": 3, "q_ratio": 0.5, "kv_ratio": 0.3, "machine": "cpu", "date": "2026-12-08", "seconds": 1.0,
+        "command": "python benchmarks/speed_quality_table.py --steps 50",
+        "load_average": {"before": [1.0, 1, 1], "after": [2.0, 2, 2]},
+        "rows": [_row("unaccelerated", 95.0, 0.0, flop_ideal=1.0, loop_speedup=1.0, loop_seconds=2.0, graphs=1)],
+    }
+    default = speed_quality_table.render_section(result)
+    assert "20 Euler steps" in default and "whole 20-step sampling loop" in default
+    assert "sampling steps)" not in default.splitlines()[0]
+    assert speed_quality_table.default_plot_path(result).name == "speed_quality_reference_1024.png"
+    result["sampling_steps"] = 50
+    text = speed_quality_table.render_section(result)
+    assert text.splitlines()[0].endswith("(1024 video tokens) (50 sampling steps)")
+    assert "50 Euler steps" in text and "whole 50-step sampling loop" in text and "20 Euler" not in text
+    assert speed_quality_table.default_plot_path(result).name == "speed_quality_reference_1024_steps50.png"
+
+
+def test_time_loops_runs_the_sampler_it_is_given():
+    """Every loop of a 3-step sampler calls the transformer 3 times (batched CFG: one call a step)."""
+    model = build_text_to_video_model(0)
+    calls = {"count": 0}
+
+    def counted(**inputs):
+        calls["count"] += 1
+        return model.transformer(**inputs)
+
+    class Counting:
+        def build(self, _model):
+            return accelerators.AcceleratedTransformer(counted, lambda: None)
+
+    task = SyntheticTaskConfig()
+    captions, seeds = speed_quality_table.caption_grid(task, [0])
+    sampler = replace(speed_quality_table.EVAL_SAMPLER, steps=3)
+    timing = speed_quality_table.time_loops(model, {"counting": Counting()}, captions[:1], seeds[:1], task, rounds=1,
+                                            log=lambda line: None, sampler=sampler)
+    assert len(timing["counting"]["seconds"]) == 1
+    assert calls["count"] == 3 * 3  # warm-up, untimed round, one timed round
+
+
 def test_the_stacked_flop_ideal_takes_what_the_reduced_block_calls_saved_from_the_cache_alone():
     """The cache alone runs 100 / 2 = 50 FLOPs a loop; over 2 loops the block graph ran 10 calls,
     4 of them unreduced (the probe block), each reduced call saving 2 - 1.5 = 0.5 FLOPs: 1.5 a loop."""
@@ -195,3 +237,9 @@ def test_counts_below_one_are_rejected_before_anything_loads(flag, capsys):
     with pytest.raises(SystemExit):
         speed_quality_table.main(["--checkpoint", "no/such/model", flag, "0"])
     assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_loop_of_fewer_than_two_steps_is_rejected_before_anything_loads(capsys):
+    with pytest.raises(SystemExit):
+        speed_quality_table.main(["--checkpoint", "no/such/model", "--steps", "1"])
+    assert "--steps must be >= 2, got 1" in capsys.readouterr().err
