@@ -1,4 +1,4 @@
-"""Quality under acceleration on the trained text-to-video model (issue 7's numbers).
+"""Quality under acceleration on the trained text-to-video model.
 
 Samples every caption of the shipped model's task x ``--seeds`` noise seeds (default 4: 384
 videos) with the unaccelerated transformer, then under asymrnr with matched reduction and with
