@@ -88,6 +88,11 @@ FINE_CHECKPOINT_PATH = CHECKPOINT_PATH.with_name("synthetic_dit_fine.safetensors
 #: ``transformer/`` subfolder ``CogVideoXTransformer3DModel.from_pretrained`` loads offline.
 COGVIDEOX_MODEL_PATH = CHECKPOINT_PATH.with_name("synthetic_cogvideox")
 
+#: The shipped model of the CogVideoX preset ``"cogvideox-fine"`` (1024 video tokens), in the same
+#: format: trained on 2 CPU cores from :data:`COGVIDEOX_MODEL_PATH`'s weights (``asymrnr-compile
+#: train --arch cogvideox --preset cogvideox-fine --init-from ...``; docs/trained_models.md).
+COGVIDEOX_FINE_MODEL_PATH = CHECKPOINT_PATH.with_name("synthetic_cogvideox_fine")
+
 #: The shipped checkpoint of each preset of :data:`SYNTHETIC_PRESETS`.
 SHIPPED_CHECKPOINTS: dict[str, Path] = {SYNTHETIC_PRESET: CHECKPOINT_PATH, "synthetic-fine": FINE_CHECKPOINT_PATH}
 
