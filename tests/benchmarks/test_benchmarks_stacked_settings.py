@@ -26,7 +26,8 @@ def test_every_setting_is_a_cache_dit_cache_with_its_probe_exact_and_the_names_s
         assert (cache.asymrnr is None) == (" + " not in name)
     assert settings["q 0.7 / kv 0.5 + DBCache 0.3"].asymrnr == AsymRnRConfig(q_ratio=0.7, kv_ratio=0.5)
     assert settings["defaults + DBCache 0.3, warm-up 3"].warmup_steps == 3
-    assert settings["DBCache 0 (nothing skipped)"].threshold == 0 and settings["DBCache 0 (nothing skipped)"].asymrnr is None
+    nothing_skipped = settings["DBCache 0 (nothing skipped)"]
+    assert nothing_skipped.threshold == 0 and nothing_skipped.asymrnr is None
 
 
 @pytest.mark.parametrize(("argv", "message"), [
