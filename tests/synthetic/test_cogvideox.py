@@ -220,63 +220,56 @@ def test_frames_fold_into_channels_and_back():
     torch.testing.assert_close(unfold_frames(latent, 2), video, rtol=0, atol=0)
 
 
-def test_shipped_cogvideox_model_loads_offline_with_from_pretrained(monkeypatch):
-    """The trained 256-token model in the package: diffusers' own loader reads its transformer
-    with no network, it is the "cogvideox" preset, under 10 MB, and it has learned the task
-    (a 20-step sample of one caption is a valid video with every attribute of the caption
-    right; 12000 steps in all: 4000, then twice 4000 more, each run from the previous one's
-    weights, see docs/trained_models.md)."""
+def _shipped_model_loads_offline_and_samples_one_caption_right(path, preset, monkeypatch):
+    """diffusers' own loader reads the transformer at ``path`` with no network; it is ``preset``,
+    under 10 MB, the same weights as ``load_trained_model`` gives, and a 20-step sample of one
+    caption is a valid video with every attribute right. Returns the export's metadata."""
     import diffusers
 
     from asymrnr_lab.synthetic.generate import EVAL_SAMPLER
-    from asymrnr_lab.synthetic.model import COGVIDEOX_MODEL_PATH
     from asymrnr_lab.synthetic.quality import score_samples
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert sum(p.stat().st_size for p in COGVIDEOX_MODEL_PATH.rglob("*") if p.is_file()) < 10 * 2**20
-    transformer = diffusers.CogVideoXTransformer3DModel.from_pretrained(
-        COGVIDEOX_MODEL_PATH / TRANSFORMER_FOLDER, local_files_only=True)
-    expected = COGVIDEOX_PRESETS["cogvideox"].diffusers_config()
+    assert sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) < 10 * 2**20
+    transformer = diffusers.CogVideoXTransformer3DModel.from_pretrained(path / TRANSFORMER_FOLDER,
+                                                                       local_files_only=True)
+    expected = COGVIDEOX_PRESETS[preset].diffusers_config()
     assert {key: transformer.config[key] for key in expected} == expected
-    model, task = load_trained_model(COGVIDEOX_MODEL_PATH)
+    model, task = load_trained_model(path)
     _exact(transformer.state_dict(), model.transformer.model.state_dict())
-    metadata = read_checkpoint_metadata(COGVIDEOX_MODEL_PATH)
-    assert metadata["arch"] == "cogvideox" and metadata["step"] == 4000
+    caption = all_captions(task)[:1]
+    video = generate_videos(model, caption, [0], task, EVAL_SAMPLER)
+    assert score_samples(video, caption, task).all_correct == 100.0
+    metadata = read_checkpoint_metadata(path)
+    assert metadata["arch"] == "cogvideox" and metadata["train_config"]["preset"] == preset
+    return metadata
+
+
+def test_shipped_cogvideox_model_loads_offline_with_from_pretrained(monkeypatch):
+    """The trained 256-token model in the package loads offline and has learned the task; 12000
+    steps in all: 4000, then twice 4000 more, each run from the previous one's weights (see
+    docs/trained_models.md)."""
+    from asymrnr_lab.synthetic.model import COGVIDEOX_MODEL_PATH
+
+    metadata = _shipped_model_loads_offline_and_samples_one_caption_right(COGVIDEOX_MODEL_PATH, "cogvideox",
+                                                                          monkeypatch)
+    assert metadata["step"] == 4000
     (run,) = metadata["runs"]
     assert run["init_step"] == 4000
     (earlier,) = run["init_runs"]
     assert earlier["init_step"] == 4000 and earlier["init_runs"] == [{"from_step": 0, "steps": 4000}]
-    caption = all_captions(task)[:1]
-    video = generate_videos(model, caption, [0], task, EVAL_SAMPLER)
-    assert score_samples(video, caption, task).all_correct == 100.0
 
 
 def test_shipped_1024_token_cogvideox_model_loads_offline_and_has_learned_the_task(monkeypatch):
-    """The 1024-token trained model in the package: diffusers' own loader reads its transformer
-    with no network, it is the "cogvideox-fine" preset, under 10 MB, its history says it started
-    from the shipped 256-token model, and it has learned the task (a 20-step sample of one caption
-    is a valid video with every attribute right)."""
-    import diffusers
-
-    from asymrnr_lab.synthetic.generate import EVAL_SAMPLER
+    """The 1024-token trained model in the package loads offline and has learned the task; its
+    history says it started from the shipped 256-token model."""
     from asymrnr_lab.synthetic.model import COGVIDEOX_FINE_MODEL_PATH, COGVIDEOX_MODEL_PATH
-    from asymrnr_lab.synthetic.quality import score_samples
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert sum(p.stat().st_size for p in COGVIDEOX_FINE_MODEL_PATH.rglob("*") if p.is_file()) < 10 * 2**20
-    transformer = diffusers.CogVideoXTransformer3DModel.from_pretrained(
-        COGVIDEOX_FINE_MODEL_PATH / TRANSFORMER_FOLDER, local_files_only=True)
-    expected = COGVIDEOX_PRESETS["cogvideox-fine"].diffusers_config()
-    assert {key: transformer.config[key] for key in expected} == expected
-    model, task = load_trained_model(COGVIDEOX_FINE_MODEL_PATH)
-    _exact(transformer.state_dict(), model.transformer.model.state_dict())
-    metadata = read_checkpoint_metadata(COGVIDEOX_FINE_MODEL_PATH)
-    assert metadata["arch"] == "cogvideox" and metadata["train_config"]["preset"] == "cogvideox-fine"
+    metadata = _shipped_model_loads_offline_and_samples_one_caption_right(COGVIDEOX_FINE_MODEL_PATH,
+                                                                          "cogvideox-fine", monkeypatch)
     (run,) = metadata["runs"]
     assert run["init_step"] == read_checkpoint_metadata(COGVIDEOX_MODEL_PATH)["step"]
-    caption = all_captions(task)[:1]
-    video = generate_videos(model, caption, [0], task, EVAL_SAMPLER)
-    assert score_samples(video, caption, task).all_correct == 100.0
+    assert run["init_from"].endswith("synthetic_cogvideox")
 
 
 def test_init_from_starts_a_new_run_from_a_trained_models_weights(runs, tmp_path, monkeypatch):
