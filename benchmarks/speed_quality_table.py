@@ -424,7 +424,7 @@ def stacked_flop_ideal(base_flops: float, cache_flop_ratio: float, graphs_run: S
 def render_section(result: dict[str, Any]) -> str:
     """The RESULTS.md section of one run."""
     title = "## Speed and quality against diffusers' accelerators: the trained text-to-video model"
-    steps = result.get("sampling_steps", EVAL_SAMPLER.steps)
+    steps = sampling_steps(result)
     lines = [
         title + TITLE_SUFFIX.get(result.get("preset"), "") + steps_suffix(steps, " ({} sampling steps)"),
         "",
@@ -472,6 +472,12 @@ def render_section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def sampling_steps(result: Mapping[str, Any]) -> int:
+    """The Euler steps of a run's loops (files written before ``--steps`` existed ran the quality
+    benchmark's)."""
+    return result.get("sampling_steps", EVAL_SAMPLER.steps)
+
+
 def steps_suffix(steps: int, template: str) -> str:
     """``template`` filled with ``steps`` for a run at another step count than the quality
     benchmark's (a section and title of its own), else empty."""
@@ -494,7 +500,7 @@ def model_slug(result: Mapping[str, Any]) -> str:
 
 def default_plot_path(result: Mapping[str, Any]) -> Path:
     """Where the plot of ``result`` goes without ``--plot``: ``benchmarks/figures/speed_quality_<slug>.png``."""
-    steps = steps_suffix(result.get("sampling_steps", EVAL_SAMPLER.steps), "_steps{}")
+    steps = steps_suffix(sampling_steps(result), "_steps{}")
     return FIGURES / f"speed_quality_{model_slug(result)}{steps}.png"
 
 
@@ -533,10 +539,13 @@ def merge_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     (:data:`MERGE_FIELDS`): the first file's fields and unaccelerated row; of every other row name
     the first occurrence, except that a not-applicable entry gives way to a later measured one;
     every row's change against the first file's unaccelerated row; ``merged_from`` the number of
-    files. ValueError when the files disagree on a merge field or the first has no unaccelerated row."""
+    files. ValueError when the files disagree on a merge field or on the sampling steps, or the first
+    has no unaccelerated row."""
     first = results[0]
     for index, other in enumerate(results[1:], start=2):
         differing = [field for field in MERGE_FIELDS if other.get(field) != first.get(field)]
+        if sampling_steps(other) != sampling_steps(first):
+            differing.append("sampling_steps")
         if differing:
             raise ValueError(f"JSON file {index} is not of the first file's run: they differ in "
                              f"{', '.join(differing)}")
@@ -697,7 +706,7 @@ def draw_plot(result: Mapping[str, Any], path: str | Path) -> Path:
         ax.set_xlabel('quality loss: points of "all right" below unaccelerated (lower is better; symlog)')
         ax.set_ylabel("whole-loop speedup vs plain Inductor")
         runs = result.get("merged_from", 1)
-        steps = result.get("sampling_steps", EVAL_SAMPLER.steps)
+        steps = sampling_steps(result)
         title = [f"Speed vs quality: {model_title(result)}, {result['samples']} videos per row, {steps} steps",
                  result.get("machine", ""), f"rows merged from {runs} runs, each timed separately" if runs > 1 else ""]
         ax.set_title("\n".join(line for line in title if line), fontsize=TITLE_FONT_SIZE)

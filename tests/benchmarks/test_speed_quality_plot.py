@@ -119,6 +119,15 @@ def test_merge_refuses_runs_on_another_model():
                        _result([_row("unaccelerated", 0.0, 1.0)], video_tokens=256)])
 
 
+def test_merge_refuses_runs_at_another_step_count_and_reads_old_files_as_the_benchmarks():
+    with pytest.raises(ValueError, match="sampling_steps"):
+        merge_results([_result([_row("unaccelerated", 0.0, 1.0)]),
+                       _result([_row("unaccelerated", 0.0, 1.0)], sampling_steps=50)])
+    merged = merge_results([_result([_row("unaccelerated", 0.0, 1.0)]),
+                            _result([_row("asymrnr, defaults", -1.0, 1.4)], sampling_steps=20)])
+    assert merged["merged_from"] == 2
+
+
 def test_model_slug_names_architecture_and_video_tokens():
     assert model_slug(_result([])) == "reference_1024"
     assert model_slug(_result([], preset="synthetic", video_tokens=256)) == "reference_256"
