@@ -43,9 +43,11 @@ t / h / w ``d/4``, ``3d/8``, ``3d/8`` channels, each must be even), and the tabl
 
 Other differences from the reference model, all CogVideoX's own design: no pooled caption in
 the adaLN (the caption reaches the video through the joint attention only, and text tokens get
-their own adaLN modulation), LayerNorm instead of RMSNorm on q / k. With RoPE applied in place
-on a slice of the queries, the backend's ``match_on="hidden_states"`` is unavailable at these
-sites and falls back to matching on the features (the default) with a log line.
+their own adaLN modulation), LayerNorm instead of RMSNorm on q / k. RoPE is applied in place to
+the video slice of the queries and keys; the backend's default ``match_on="hidden_states"``
+matches the block's hidden states before the projections, so it works at these sites (only
+h-reduction, which would shorten the projections' input, is refused: the in-place RoPE write
+reads the full-length queries).
 
 The exported model (:func:`save_cogvideox_model`) is a folder in diffusers' own format::
 
