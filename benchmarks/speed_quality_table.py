@@ -30,7 +30,8 @@ attention) cached 1 and 2 steps; token dropping at the published rows' kept coun
 attention FLOPs, random tokens). On a diffusers model also diffusers 0.42's cache hooks at two
 settings each (first-block cache, pyramid attention broadcast, FasterCache, TaylorSeer), the whole
 transformer compiled with Inductor (``fullgraph=False``, the hooks break the graph), and asymrnr
-with the quality options (cache 2) stacked with the first-block cache (blocks compiled by
+with the quality options (cache 2) stacked with the first-block cache and asymrnr's defaults
+stacked with TaylorSeer at both intervals (blocks compiled by
 ``asymrnr_compile.compile_repeated_blocks``). On the reference model the hook rows are listed as
 not applicable, with the reason. On both models cache-dit's DBCache alone and with its TaylorSeer
 calibrator (order 1), each at thresholds :data:`CACHE_DIT_THRESHOLDS` (optional dependency
@@ -220,6 +221,10 @@ class Row:
 
 #: The row of asymrnr stacked with a diffusers hook.
 STACK_ROW = "asymrnr quality options (cache 2) + first-block cache (0.05)"
+#: The rows of asymrnr's defaults stacked with diffusers' TaylorSeer hook (the fastest hook that
+#: keeps the videos of the diffusers models), by the hook's interval: it computes the blocks on a
+#: fixed schedule, so asymrnr cannot change which steps it skips.
+TAYLORSEER_STACK_ROWS = {interval: f"asymrnr defaults + TaylorSeer (interval {interval})" for interval in (2, 4)}
 #: The rows of asymrnr's defaults stacked with cache-dit (DBCache, TaylorSeer) at the table's first
 #: threshold, by name.
 CACHE_DIT_STACK_ROWS = {
@@ -288,10 +293,13 @@ def rows(model: torch.nn.Module, q_ratio: float, kv_ratio: float) -> list[Row]:
     if is_diffusers_model(model):
         out += [Row(name, hook) for name, hook in hooks.items()]
         out.append(Row(STACK_ROW, stack, stacked_hook=stack_hook))
+        for interval, name in TAYLORSEER_STACK_ROWS.items():
+            alone = taylorseer(interval)
+            out.append(Row(name, replace(alone, asymrnr=AsymRnRConfig()), stacked_hook=alone))
     else:
         reason = (f"diffusers' cache hooks attach to a diffusers model class (CacheMixin); this model's transformer "
                   f"is {type(model.transformer).__name__}")
-        out += [Row(name, None, reason) for name in [*hooks, STACK_ROW]]
+        out += [Row(name, None, reason) for name in [*hooks, STACK_ROW, *TAYLORSEER_STACK_ROWS.values()]]
     problem = cache_dit_problem(model)
     out += [Row(name, None if problem else cache, problem) for name, cache in cache_dit_rows.items()]
     # stacked with asymrnr's defaults, blocks compiled regionally (CacheDiT(asymrnr=...))

@@ -26,8 +26,9 @@ from asymrnr_lab.synthetic.model import build_text_to_video_model  # noqa: E402
 TINY = CogVideoXTaskConfig(patch_size=8, num_heads=2, head_dim=16, num_blocks=2, time_embed_dim=32, text_dim=16)
 #: asymrnr rows: defaults, published at two split seeds, quality options x 2, token dropping.
 ASYMRNR_ROWS = 6
-#: diffusers hook rows: four hooks at two settings each, plus asymrnr stacked with one.
-HOOK_ROWS = 4 * 2 + 1
+#: diffusers hook rows: four hooks at two settings each, plus asymrnr stacked with the first-block
+#: cache and with TaylorSeer at both intervals.
+HOOK_ROWS = 4 * 2 + 1 + 2
 #: cache-dit rows: DBCache and DBCache + TaylorSeer at three thresholds each, on either model.
 CACHE_DIT_ROWS = 2 * 3
 #: asymrnr's defaults stacked with cache-dit's DBCache and with its TaylorSeer, its quality options
@@ -53,6 +54,15 @@ def test_every_row_runs_on_a_diffusers_model():
     stack = next(row for row in rows if row.name == speed_quality_table.STACK_ROW)
     assert isinstance(stack.accelerator, DiffusersCache) and stack.accelerator.asymrnr is not None
     assert stack.stacked_hook is not None and stack.stacked_hook.asymrnr is None
+    taylorseer_stacks = [next(row for row in rows if row.name == name)
+                         for name in speed_quality_table.TAYLORSEER_STACK_ROWS.values()]
+    for row, alone in zip(taylorseer_stacks, ("TaylorSeer (interval 2)", "TaylorSeer (interval 4)"), strict=True):
+        assert isinstance(row.accelerator, DiffusersCache) and row.accelerator.asymrnr == AsymRnRConfig()
+        # the stack's cache is the very hook of the row alone, so its FLOP ideal starts from that row's cache
+        hook_alone = next(r for r in rows if r.name == alone).accelerator
+        assert row.stacked_hook.asymrnr is None
+        assert (row.stacked_hook.make_config(lambda: 0.0).cache_interval
+                == hook_alone.make_config(lambda: 0.0).cache_interval)
     assert next(row for row in rows if row.name == "asymrnr, defaults").accelerator == AsymRnRConfig()
     if HAS_CACHE_DIT:
         _assert_cache_dit_stacks(rows)

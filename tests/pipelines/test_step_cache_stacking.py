@@ -1,5 +1,5 @@
-"""asymrnr stacked with a step cache (diffusers' first-block cache, cache-dit's DBCache) on the
-blocks compiled regionally.
+"""asymrnr stacked with a step cache (diffusers' first-block cache and TaylorSeer, cache-dit's
+DBCache) on the blocks compiled regionally.
 
 What is guaranteed, on a tiny CogVideoX (3 blocks: the first decides, the other two can be
 skipped), with ``cache_steps=2`` and no warm-up (windows: steps 0-1, 2-3, 4-5):
@@ -265,6 +265,47 @@ def test_a_taylorseer_calibrator_runs_stacked():
     assert torch.isfinite(tiny(seed=0)).all()
     assert_reduced(backend)
     assert sorted(_cache_dit_context(tiny.pipe.transformer).get_cached_steps()) == [4, 5]
+
+
+def _taylorseer():
+    """diffusers' TaylorSeer hook in lite mode (the blocks skipped on its cached steps), computing
+    the blocks at step 0 and then every 2 steps: steps 0, 2 and 4 of :data:`STEPS`."""
+    from diffusers.hooks import TaylorSeerCacheConfig
+
+    return TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=1, max_order=1, use_lite_mode=True,
+                                 taylor_factors_dtype=torch.float32)
+
+
+#: Steps at which :func:`_taylorseer` computes the blocks: each the first of its matching window.
+TAYLORSEER_COMPUTED_STEPS = [0, 2, 4]
+
+
+def test_diffusers_taylorseer_runs_stacked_and_its_skipped_steps_run_no_block():
+    """A cache on a fixed schedule: the blocks run (reduced) only on the steps TaylorSeer computes,
+    as many block calls as TaylorSeer alone computes, each opening its window's matching; with
+    asymrnr at ratio 0 the stack equals TaylorSeer alone (the predicted output is built from
+    full-length block outputs)."""
+    records = []
+    tiny, backend = _pipeline(_taylorseer(), records=records)
+    assert torch.isfinite(tiny(seed=0)).all()
+    report = assert_reduced(backend)
+    assert _matching_steps(records) == {block: TAYLORSEER_COMPUTED_STEPS for block in range(LAYERS)}
+    block_calls = sum(graph["calls"] for graph in report["graphs"])
+    assert block_calls == LAYERS * len(TAYLORSEER_COMPUTED_STEPS)
+    features = 2  # q and kv
+    assert report["cache_misses"] == features * block_calls and report["cache_hits"] == 0
+
+    alone = tiny_pipeline("cogvideox", steps=STEPS, num_layers=LAYERS)
+    alone.pipe.transformer.enable_cache(_taylorseer())
+    computed = []
+    for block in alone.pipe.transformer.transformer_blocks:  # a block's norm runs only when it computes
+        block.norm1.register_forward_pre_hook(lambda *_: computed.append(1))
+    alone_frames = alone(seed=0)
+    assert len(computed) == block_calls
+
+    torch._dynamo.reset()
+    unreduced, _ = _pipeline(_taylorseer(), {**OPTIONS, "q_ratio": 0.0, "kv_ratio": 0.0})
+    torch.testing.assert_close(unreduced(seed=0), alone_frames, rtol=0, atol=1e-6)
 
 
 def test_step_cache_arguments_are_checked_naming_them():
