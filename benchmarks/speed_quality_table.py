@@ -52,7 +52,8 @@ cache compares) unreduced, as ``enable_asymrnr`` does by default (``exact_probe_
 
 Each row samples 96 videos per seed (on 2 CPU cores, AMD EPYC, with --seeds 1, before the
 cache-dit rows: the 15 rows of the CogVideoX model about 28 minutes in all, the 6 rows of the
-1024-token model about 31 minutes);
+1024-token model about 31 minutes; 19 rows of the 1024-token CogVideoX model, cache-dit's
+included, about 73 minutes);
 ``--only REGEX`` picks rows; ``--json PATH`` writes the numbers. Dynamo's recompile limit is raised
 to :data:`RECOMPILE_LIMIT` inside this script: all rows are compiled at once for the interleaved
 timing, and the hooks' graph breaks give some rows many small graphs (TaylorSeer recompiles on
