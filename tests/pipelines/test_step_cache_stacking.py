@@ -268,12 +268,12 @@ def test_a_taylorseer_calibrator_runs_stacked():
 
 
 def _taylorseer():
-    """diffusers' TaylorSeer hook in lite mode (the blocks skipped on its cached steps), computing
-    the blocks at step 0 and then every 2 steps: steps 0, 2 and 4 of :data:`STEPS`."""
-    from diffusers.hooks import TaylorSeerCacheConfig
+    """diffusers' TaylorSeer hook as the speed/quality table configures it (lite mode: the blocks
+    skipped on its cached steps), computing the blocks at step 0 and then every 2 steps: steps 0, 2
+    and 4 of :data:`STEPS`."""
+    from asymrnr_lab.synthetic.accelerators import taylorseer
 
-    return TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=1, max_order=1, use_lite_mode=True,
-                                 taylor_factors_dtype=torch.float32)
+    return taylorseer(2, disable_before_step=1).make_config(lambda: float("nan"))
 
 
 #: Steps at which :func:`_taylorseer` computes the blocks: each the first of its matching window.
